@@ -1,0 +1,4 @@
+//! IPVS generic netlink codec (placeholder).
+#[derive(Debug, thiserror::Error)]
+#[error("decode error")]
+pub struct DecodeError;

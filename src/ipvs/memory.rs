@@ -1,0 +1,1 @@
+//! In-memory IPVS table with the kernel's rules (placeholder).

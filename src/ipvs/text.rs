@@ -1,0 +1,1 @@
+//! ipvsadm text format (placeholder).
