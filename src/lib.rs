@@ -1,3 +1,15 @@
 //! ipvs-manager: a control-plane agent for Linux IPVS load balancers.
+//!
+//! Map of the crate:
+//! - [`model`]: validated domain types (services, destinations, keys); no I/O.
+//! - [`ipvs`]: the kernel layer — the IPVS generic-netlink codec, the
+//!   [`ipvs::Kernel`] trait with its netlink and in-memory implementations,
+//!   and the ipvsadm text format (parse and print).
+//! - [`cli`]: the command line (`ipvs-manager kernel list|save|restore`).
+//!
+//! Data flows one way: commands become [`ipvs::Change`]s, which only
+//! [`ipvs`] turns into netlink messages.
+
+// pub mod cli; (enabled once text and memory land)
 pub mod ipvs;
 pub mod model;

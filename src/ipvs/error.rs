@@ -17,9 +17,11 @@ pub enum Reason {
     UnknownSchedulerOrEngine,
     /// ERANGE: weight out of range or lower threshold above upper.
     OutOfRange,
-    /// EINVAL: an attribute combination the kernel rejects.
+    /// EINVAL: an attribute combination the kernel rejects (a destination
+    /// family differing from the service's without tunnel forwarding, GUE
+    /// without a port, an unusable address).
     Invalid,
-    /// EAFNOSUPPORT: a destination family the forwarding method cannot use.
+    /// EAFNOSUPPORT: the family itself is unsupported (IPv6 disabled).
     FamilyNotSupported,
     PermissionDenied,
     NoMemory,
@@ -78,10 +80,10 @@ impl fmt::Display for Reason {
             Reason::OutOfRange => {
                 "value out of range (weight must be >= 0 and the lower threshold <= the upper)"
             }
-            Reason::Invalid => "invalid argument",
-            Reason::FamilyNotSupported => {
-                "address family not supported for this forwarding method (only tunnel destinations may differ from the service's family)"
+            Reason::Invalid => {
+                "invalid argument (e.g. a destination of another address family without tunnel forwarding, or a GUE tunnel without a port)"
             }
+            Reason::FamilyNotSupported => "address family not supported by this kernel",
             Reason::PermissionDenied => "permission denied (CAP_NET_ADMIN needed)",
             Reason::NoMemory => "kernel out of memory",
             Reason::Errno(e) => {
