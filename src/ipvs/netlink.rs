@@ -6,7 +6,7 @@
 //! every acknowledgement by the time `send` returns. NETLINK_CAP_ACK keeps
 //! those acks small so a chunk's worth always fits in the receive buffer.
 
-use super::codec::{self, service_key_attrs, IpvsAttr, IpvsCmd, IpvsMessage};
+use super::codec::{self, service_key_attrs, DaemonAttr, IpvsAttr, IpvsCmd, IpvsMessage};
 use super::{Change, Info, Kernel, KernelError, Reason, Timeouts};
 use crate::model::{ServiceEntry, ServiceKey};
 use netlink_packet_core::{
@@ -177,6 +177,21 @@ impl NetlinkKernel {
         flags: u16,
         what: &dyn Fn() -> String,
     ) -> Result<Vec<IpvsMessage>, KernelError> {
+        self.exchange_raw(msg, flags, what)?
+            .iter()
+            .map(|payload| IpvsMessage::decode_genl(payload).map_err(KernelError::from))
+            .collect()
+    }
+
+    /// Like `exchange`, but returns each reply's generic-netlink payload
+    /// (4-byte genl header and attributes) as the kernel sent it. Used to
+    /// capture kernel bytes for the codec's tests.
+    fn exchange_raw(
+        &mut self,
+        msg: IpvsMessage,
+        flags: u16,
+        what: &dyn Fn() -> String,
+    ) -> Result<Vec<Vec<u8>>, KernelError> {
         let seq = self.next_seq();
         self.send_buf.clear();
         self.push_request(msg, flags, seq);
@@ -190,7 +205,7 @@ impl NetlinkKernel {
                         let nl = NetlinkBuffer::new_checked(bytes)
                             .map_err(|e| codec::DecodeError::Netlink(e.to_string()))?;
                         if nl.message_type() == self.family_id {
-                            out.push(IpvsMessage::decode_genl(nl.payload())?);
+                            out.push(nl.payload().to_vec());
                         }
                     }
                     (_, RawReply::Ack { errno: 0, .. }) | (_, RawReply::Done { errno: 0 }) => {
@@ -205,6 +220,46 @@ impl NetlinkKernel {
                 }
             }
         }
+    }
+
+    /// Sends `msg` (as a dump request when `dump`) and returns the raw
+    /// generic-netlink payloads of the kernel's reply.
+    pub fn capture(&mut self, msg: IpvsMessage, dump: bool) -> Result<Vec<Vec<u8>>, KernelError> {
+        let flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { NLM_F_ACK };
+        self.exchange_raw(msg, flags, &|| "capture a reply".to_string())
+    }
+
+    /// The connection-sync daemons running in this namespace, as attribute
+    /// lists (`ipvsadm --list-daemon`).
+    pub fn daemons(&mut self) -> Result<Vec<Vec<DaemonAttr>>, KernelError> {
+        let msgs = self.dump(IpvsMessage::new(IpvsCmd::GetDaemon, vec![]), &|| {
+            "list sync daemons".to_string()
+        })?;
+        Ok(msgs
+            .into_iter()
+            .flat_map(|m| m.attrs)
+            .filter_map(|a| match a {
+                IpvsAttr::Daemon(d) => Some(d),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Starts a connection-sync daemon (`ipvsadm --start-daemon`).
+    pub fn start_daemon(&mut self, attrs: Vec<DaemonAttr>) -> Result<(), KernelError> {
+        let msg = IpvsMessage::new(IpvsCmd::NewDaemon, vec![IpvsAttr::Daemon(attrs)]);
+        self.exchange(msg, NLM_F_REQUEST | NLM_F_ACK, &|| "start sync daemon".to_string())
+            .map(|_| ())
+    }
+
+    /// Stops the daemon in `state` (master or backup).
+    pub fn stop_daemon(&mut self, state: u32) -> Result<(), KernelError> {
+        let msg = IpvsMessage::new(
+            IpvsCmd::DelDaemon,
+            vec![IpvsAttr::Daemon(vec![DaemonAttr::State(state)])],
+        );
+        self.exchange(msg, NLM_F_REQUEST | NLM_F_ACK, &|| "stop sync daemon".to_string())
+            .map(|_| ())
     }
 
     fn destinations_into(&mut self, entry: &mut ServiceEntry) -> Result<(), KernelError> {
