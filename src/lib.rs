@@ -10,6 +10,6 @@
 //! Data flows one way: commands become [`ipvs::Change`]s, which only
 //! [`ipvs`] turns into netlink messages.
 
-// pub mod cli; (enabled once text and memory land)
+pub mod cli;
 pub mod ipvs;
 pub mod model;

@@ -304,8 +304,9 @@ pub struct Persistence {
 }
 
 impl Persistence {
-    /// ipvsadm's default `-p` timeout.
-    pub const DEFAULT_TIMEOUT: u32 = 300;
+    /// ipvsadm's default `-p` timeout: IPVS_SVC_PERSISTENT_TIMEOUT, 6
+    /// minutes (its man page says 300 s; the code uses 360).
+    pub const DEFAULT_TIMEOUT: u32 = 360;
 }
 
 /// A virtual service as configured (everything the kernel lets you set).

@@ -345,3 +345,161 @@ proptest! {
         }
     }
 }
+
+/// Replies captured from a real 6.1 kernel by the real-kernel rig
+/// (tests/kernel/capture.rs, which also checks they are still current).
+const CAPTURES: &str = include_str!("../../../tests/data/captures/replies.hex");
+
+fn captured(section: &str) -> Vec<Vec<u8>> {
+    let mut lines = CAPTURES
+        .lines()
+        .skip_while(|l| *l != format!("[{section}]"));
+    assert!(lines.next().is_some(), "section {section} missing");
+    lines
+        .take_while(|l| !l.starts_with('['))
+        .map(|l| {
+            (0..l.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&l[i..i + 2], 16).unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// Decodes one captured payload and checks it emits back byte for byte.
+fn decode_captured(payload: &[u8]) -> IpvsMessage {
+    let msg = IpvsMessage::decode_genl(payload).unwrap();
+    let mut emitted = vec![u8::from(msg.cmd), IPVS_GENL_VERSION, 0, 0];
+    emitted.extend(msg.attrs_bytes());
+    assert_eq!(emitted, payload, "emit == captured for {:?}", msg.cmd);
+    msg
+}
+
+#[test]
+fn captured_service_replies() {
+    let mut got: Vec<VirtualService> = captured("get_service_dump")
+        .iter()
+        .map(|p| {
+            let msg = decode_captured(p);
+            assert_eq!(msg.cmd, IpvsCmd::NewService);
+            service_entry(msg.service().unwrap()).unwrap().service
+        })
+        .collect();
+    got.sort_by_key(|s| s.key);
+    let mut web = VirtualService::new(tcp("10.80.0.1", 80));
+    web.scheduler = Scheduler::new("wrr").unwrap();
+    web.persistence = Some(Persistence {
+        timeout: 3600,
+        netmask: Netmask::V4(Ipv4Addr::new(255, 255, 255, 0)),
+    });
+    let mut dns = VirtualService::new(ServiceKey::Inet {
+        protocol: Protocol::Udp,
+        addr: "2001:db8:80::1".parse().unwrap(),
+        port: 53,
+    });
+    dns.scheduler = Scheduler::new("sh").unwrap();
+    dns.flags = ServiceFlags::default()
+        .with(ServiceFlags::SCHED1)
+        .with(ServiceFlags::SCHED2)
+        .with(ServiceFlags::ONE_PACKET);
+    let mut fwm = VirtualService::new(ServiceKey::Fwmark {
+        family: Family::Ipv6,
+        mark: 9,
+    });
+    fwm.scheduler = Scheduler::new("rr").unwrap();
+    fwm.persistence = Some(Persistence {
+        timeout: 60,
+        netmask: Netmask::V6(64),
+    });
+    let mut sip = VirtualService::new(ServiceKey::Inet {
+        protocol: Protocol::Udp,
+        addr: "10.80.0.2".parse().unwrap(),
+        port: 5060,
+    });
+    sip.scheduler = Scheduler::new("rr").unwrap();
+    sip.persistence = Some(Persistence {
+        timeout: 120,
+        netmask: Netmask::host(Family::Ipv4),
+    });
+    sip.pe_name = Some("sip".into());
+    let mut want = vec![web.clone(), dns, fwm, sip];
+    want.sort_by_key(|s| s.key);
+    assert_eq!(got, want);
+
+    let single = captured("get_service");
+    assert_eq!(single.len(), 1);
+    let msg = decode_captured(&single[0]);
+    assert_eq!(service_entry(msg.service().unwrap()).unwrap().service, web);
+}
+
+#[test]
+fn captured_dest_replies() {
+    let mut got: Vec<DestEntry> = captured("get_dest_dump")
+        .iter()
+        .map(|p| {
+            let msg = decode_captured(p);
+            assert_eq!(msg.cmd, IpvsCmd::NewDest);
+            dest_entry(msg.dest().unwrap(), Family::Ipv4).unwrap()
+        })
+        .collect();
+    got.sort_by_key(|d| d.dest.key());
+    let tunnel = |kind, port, checksum| {
+        Forward::Tunnel(Tunnel {
+            kind,
+            port,
+            checksum,
+        })
+    };
+    let want = vec![
+        Destination {
+            forward: Forward::Masq,
+            weight: 3,
+            upper_threshold: 100,
+            lower_threshold: 10,
+            ..Destination::new("10.81.0.1".parse().unwrap(), 8080)
+        },
+        Destination {
+            forward: tunnel(TunnelType::Gue, 6080, TunnelChecksum::Csum),
+            ..Destination::new("10.81.0.2".parse().unwrap(), 80)
+        },
+        Destination {
+            forward: tunnel(TunnelType::Ipip, 0, TunnelChecksum::None),
+            weight: 0,
+            ..Destination::new("2001:db8:81::1".parse().unwrap(), 80)
+        },
+    ];
+    assert_eq!(got.iter().map(|d| d.dest).collect::<Vec<_>>(), want);
+    assert!(got
+        .iter()
+        .all(|d| d.active_conns == 0 && d.stats == Stats::default()));
+}
+
+#[test]
+fn captured_info_config_and_daemon_replies() {
+    let info = decode_captured(&captured("get_info")[0]);
+    assert_eq!(info.cmd, IpvsCmd::SetInfo);
+    assert_eq!(
+        info.attrs,
+        vec![IpvsAttr::Version(0x010201), IpvsAttr::ConnTabSize(4096)]
+    );
+
+    let config = decode_captured(&captured("get_config")[0]);
+    assert_eq!(
+        config.attrs,
+        vec![
+            IpvsAttr::TimeoutTcp(900),
+            IpvsAttr::TimeoutTcpFin(120),
+            IpvsAttr::TimeoutUdp(300)
+        ]
+    );
+
+    let daemon = decode_captured(&captured("get_daemon_dump")[0]);
+    assert_eq!(daemon.cmd, IpvsCmd::NewDaemon);
+    let IpvsAttr::Daemon(attrs) = &daemon.attrs[0] else {
+        panic!("no daemon attribute: {daemon:?}");
+    };
+    assert!(attrs.contains(&DaemonAttr::State(IP_VS_STATE_BACKUP)));
+    assert!(attrs.contains(&DaemonAttr::McastIfn("sync0".into())));
+    assert!(attrs.contains(&DaemonAttr::SyncId(7)));
+    assert!(attrs.contains(&DaemonAttr::McastGroup([224, 0, 0, 81])));
+}

@@ -1,1 +1,0 @@
-//! ipvsadm text format (placeholder).

@@ -1,0 +1,6 @@
+//! Tests of the ipvsadm text format: parser tables, printer fixtures and
+//! property tests.
+
+mod parse;
+mod print;
+mod roundtrip;
