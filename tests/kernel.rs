@@ -1,1 +1,72 @@
-fn main() {}
+//! Tests against a real IPVS kernel.
+//!
+//! The host kernel has no IPVS, so on the host `main` boots the test VM
+//! (tests/vm/run.sh, see tests/vm/README.md) and runs this binary again in
+//! it; inside the VM it runs the trials with libtest-mimic. Arguments pass
+//! through: `cargo test --test kernel -- smoke` filters as usual.
+//!
+//! Adding a trial: write `pub fn name() -> Result<(), Failed>` in a module
+//! under tests/kernel/ (a panic fails it too), and list it in [`trials`].
+//! Give each trial its own [`support::Netns`]: trials run in parallel, and a
+//! namespace is a whole IPVS table of its own.
+
+// Trials are tests: a failed unwrap is a failed trial with its message.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+#[path = "kernel/capture.rs"]
+mod capture;
+#[path = "kernel/netlink.rs"]
+mod netlink;
+#[path = "kernel/oracle.rs"]
+mod oracle;
+#[path = "kernel/smoke.rs"]
+mod smoke;
+
+use std::process::ExitCode;
+
+use libtest_mimic::{Arguments, Trial};
+
+/// `trials![module::function, ...]`: one trial per function, named by its path.
+macro_rules! trials {
+    ($($module:ident :: $function:ident),* $(,)?) => {
+        vec![$(Trial::test(
+            concat!(stringify!($module), "::", stringify!($function)),
+            $module::$function,
+        )),*]
+    };
+}
+
+/// Sync daemons started concurrently in several namespaces have hung this
+/// kernel; trials that start one take this lock.
+static DAEMON_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn trials() -> Vec<Trial> {
+    trials![
+        smoke::ipvsadm_adds_a_service,
+        smoke::namespaces_have_independent_tables,
+        netlink::info_and_timeouts,
+        netlink::every_kind_of_service_round_trips,
+        netlink::edit_delete_zero_flush,
+        netlink::sync_daemon,
+        netlink::errors_are_typed_and_per_change,
+        netlink::memory_kernel_matches_real_kernel,
+        netlink::large_batch_is_pipelined,
+        netlink::missing_capability_is_reported,
+        capture::replies_match_committed_captures,
+        oracle::restore_matches_ipvsadm,
+        oracle::save_round_trips_through_ipvsadm,
+        oracle::list_matches_ipvsadm,
+        oracle::bad_restore_changes_nothing,
+    ]
+}
+
+fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    // Listing needs no kernel: answer on the host, without booting the VM.
+    if !support::in_vm() && !args.list {
+        return support::rerun_in_vm();
+    }
+    libtest_mimic::run(&args, trials()).exit_code()
+}

@@ -1,0 +1,156 @@
+//! Kernel bytes for the codec's tests. The trial builds a fixed table, asks
+//! the kernel for every kind of reply (service dump and single get,
+//! destination dump, info, config, daemon dump) and compares the raw
+//! generic-netlink payloads with tests/data/captures/replies.hex, which the
+//! codec's unit tests decode and re-emit on any machine.
+//!
+//! Recapture (after a kernel change) with:
+//! `IPVS_VM_RW=$PWD/tests/data/captures IPVS_CAPTURE_UPDATE=1 cargo test --test kernel -- capture`
+
+use libtest_mimic::Failed;
+
+use crate::support::Netns;
+use ipvs_manager::ipvs::codec::{
+    service_key_attrs, DaemonAttr, IpvsAttr, IpvsCmd, IpvsMessage, IP_VS_STATE_BACKUP,
+};
+use ipvs_manager::ipvs::netlink::NetlinkKernel;
+use ipvs_manager::model::{Protocol, ServiceKey};
+use std::fmt::Write;
+
+/// The table the captures describe; the codec's tests know it too.
+pub const TABLE: &str = "\
+-A -t 10.80.0.1:80 -s wrr -p 3600 -M 255.255.255.0
+-a -t 10.80.0.1:80 -r 10.81.0.1:8080 -m -w 3 -x 100 -y 10
+-a -t 10.80.0.1:80 -r 10.81.0.2:80 -i -w 1 --tun-type gue --tun-port 6080 --tun-csum
+-a -t 10.80.0.1:80 -r [2001:db8:81::1]:80 -i -w 0
+-A -u [2001:db8:80::1]:53 -s sh -b sh-fallback,sh-port -o
+-a -u [2001:db8:80::1]:53 -r [2001:db8:81::2]:53 -g -w 2
+-A -f 9 -6 -s rr -p 60 -M 64
+-A -u 10.80.0.2:5060 -s rr -p 120 --pe sip
+";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+const HEADER: &str = "\
+# Replies of a 6.1 kernel to the requests named, for the table in
+# tests/kernel/capture.rs: one generic-netlink payload (genl header and
+# attributes) per line, in hex. Regenerate as described there.
+";
+
+fn capture(
+    k: &mut NetlinkKernel,
+    out: &mut String,
+    name: &str,
+    msg: IpvsMessage,
+    dump: bool,
+) -> Result<(), Failed> {
+    let _ = writeln!(out, "[{name}]");
+    for payload in k.capture(msg, dump)? {
+        let _ = writeln!(out, "{}", hex(&payload));
+    }
+    Ok(())
+}
+
+/// The daemon dump, taken while the table is empty: the kernel refuses to
+/// start a sync daemon while mixed-family destinations exist.
+fn capture_daemon(out: &mut String) -> Result<(), Failed> {
+    let mut k = NetlinkKernel::connect()?;
+    k.start_daemon(vec![
+        DaemonAttr::State(IP_VS_STATE_BACKUP),
+        DaemonAttr::McastIfn("sync0".into()),
+        DaemonAttr::SyncId(7),
+    ])?;
+    capture(
+        &mut k,
+        out,
+        "get_daemon_dump",
+        IpvsMessage::new(IpvsCmd::GetDaemon, vec![]),
+        true,
+    )?;
+    k.stop_daemon(IP_VS_STATE_BACKUP)?;
+    Ok(())
+}
+
+fn capture_table(out: &mut String) -> Result<(), Failed> {
+    let mut k = NetlinkKernel::connect()?;
+    let tcp = ServiceKey::Inet {
+        protocol: Protocol::Tcp,
+        addr: "10.80.0.1".parse()?,
+        port: 80,
+    };
+    let key_attr = || vec![IpvsAttr::Service(service_key_attrs(&tcp))];
+    capture(
+        &mut k,
+        out,
+        "get_service_dump",
+        IpvsMessage::new(IpvsCmd::GetService, vec![]),
+        true,
+    )?;
+    capture(
+        &mut k,
+        out,
+        "get_service",
+        IpvsMessage::new(IpvsCmd::GetService, key_attr()),
+        false,
+    )?;
+    capture(
+        &mut k,
+        out,
+        "get_dest_dump",
+        IpvsMessage::new(IpvsCmd::GetDest, key_attr()),
+        true,
+    )?;
+    capture(
+        &mut k,
+        out,
+        "get_info",
+        IpvsMessage::new(IpvsCmd::GetInfo, vec![]),
+        false,
+    )?;
+    capture(
+        &mut k,
+        out,
+        "get_config",
+        IpvsMessage::new(IpvsCmd::GetConfig, vec![]),
+        false,
+    )?;
+    Ok(())
+}
+
+/// The kernel's replies are byte for byte the committed captures.
+pub fn replies_match_committed_captures() -> Result<(), Failed> {
+    let ns = Netns::new();
+    ns.ip(&["link", "add", "d0", "type", "dummy"]);
+    ns.ip(&["addr", "add", "10.255.255.254/8", "dev", "d0"]);
+    ns.ip(&["link", "add", "sync0", "type", "dummy"]);
+    // A master sync daemon binds its socket to the interface's address.
+    ns.ip(&["addr", "add", "10.254.0.1/24", "dev", "sync0"]);
+    ns.ip(&["link", "set", "sync0", "multicast", "on", "up"]);
+    ns.ip(&["link", "set", "d0", "up"]);
+    let mut captured = HEADER.to_string();
+    {
+        let _one_daemon_at_a_time = crate::DAEMON_LOCK.lock();
+        ns.run(|| capture_daemon(&mut captured))?;
+    }
+    ns.ipvsadm_input(&["-R"], TABLE);
+    ns.run(|| capture_table(&mut captured))?;
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/captures/replies.hex");
+    if std::env::var_os("IPVS_CAPTURE_UPDATE").is_some() {
+        std::fs::write(&path, &captured)?;
+        return Ok(());
+    }
+    let committed = std::fs::read_to_string(&path)?;
+    assert_eq!(
+        captured,
+        committed,
+        "kernel replies differ from {}",
+        path.display()
+    );
+    Ok(())
+}

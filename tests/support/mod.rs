@@ -1,0 +1,11 @@
+//! Helpers shared by the integration tests: the real-kernel VM (`vm`) and
+//! network namespaces as independent IPVS hosts (`netns`).
+//!
+//! Include with `mod support;` from a file directly under tests/.
+#![allow(dead_code)] // every test binary uses its own subset
+
+pub mod netns;
+pub mod vm;
+
+pub use netns::Netns;
+pub use vm::{in_vm, rerun_in_vm};

@@ -1,0 +1,145 @@
+//! Network namespaces as independent IPVS hosts: each has its own IPVS table,
+//! so one VM holds as many "load balancers" as a test wants, and parallel
+//! tests never see each other's services.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use nix::sched::{setns, CloneFlags};
+
+/// A fresh network namespace (`ip netns add`) with `lo` up, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a uniquely named namespace; panics when `ip` fails.
+    pub fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "ipvsm-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        checked_output(Command::new("ip").args(["netns", "add", &name]), None);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace's bind mount, as `ip netns` keeps it.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// A command that runs `program` inside the namespace (`ip netns exec`).
+    pub fn cmd(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+
+    /// Runs `f` on a new thread that has joined the namespace, so sockets
+    /// (netlink included) opened inside `f` belong to it; so do threads and
+    /// processes that `f` starts. A panic in `f` is resumed here.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = self.path();
+        let ns =
+            File::open(&path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+        std::thread::scope(|scope| {
+            let worker = scope.spawn(move || {
+                setns(&ns, CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("setns into {}: {e}", path.display()));
+                drop(ns);
+                f()
+            });
+            worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// `ip -n NAME ARGS...`; returns stdout, panics with stderr on failure.
+    pub fn ip(&self, args: &[&str]) -> String {
+        checked_output(Command::new("ip").args(["-n", &self.name]).args(args), None)
+    }
+
+    /// The real ipvsadm, the tests' oracle, run in the namespace; returns
+    /// stdout, panics with stderr on failure.
+    pub fn ipvsadm(&self, args: &[&str]) -> String {
+        self.run(|| checked_output(Command::new("ipvsadm").args(args), None))
+    }
+
+    /// Like [`Netns::ipvsadm`], feeding `stdin` (for `ipvsadm -R`).
+    pub fn ipvsadm_input(&self, args: &[&str], stdin: &str) -> String {
+        self.run(|| checked_output(Command::new("ipvsadm").args(args), Some(stdin)))
+    }
+}
+
+impl Default for Netns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        match Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output()
+        {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "ip netns del {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            ),
+            Err(e) => eprintln!("ip netns del {}: {e}", self.name),
+        }
+    }
+}
+
+/// Runs `cmd` to completion; stdout on success, a panic that shows the
+/// command, its status and its stderr otherwise.
+fn checked_output(cmd: &mut Command, stdin: Option<&str>) -> String {
+    let shown = format!("{cmd:?}");
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    let out = std::thread::scope(|scope| {
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // A writer of its own: a large input must not wait on our reads.
+            scope.spawn(move || {
+                // A write error means the child exited early; its status says why.
+                let _ = pipe.write_all(input.as_bytes());
+            });
+        }
+        child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("waiting for {shown}: {e}"))
+    });
+    if !out.status.success() {
+        panic!(
+            "{shown} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
