@@ -28,38 +28,56 @@ use std::process::ExitCode;
 
 use libtest_mimic::{Arguments, Trial};
 
-/// `trials![module::function, ...]`: one trial per function, named by its path.
+/// `trials![lock: module::function, ...]`: one trial per function, named by
+/// its path, run while holding `lock()`.
 macro_rules! trials {
-    ($($module:ident :: $function:ident),* $(,)?) => {
+    ($lock:ident: $($module:ident :: $function:ident),* $(,)?) => {
         vec![$(Trial::test(
             concat!(stringify!($module), "::", stringify!($function)),
-            $module::$function,
+            || {
+                let _guard = $lock();
+                $module::$function()
+            },
         )),*]
     };
 }
 
-/// Sync daemons started concurrently in several namespaces have hung this
-/// kernel; trials that start one take this lock.
-static DAEMON_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// A sync daemon started or stopped while other namespaces are busy has hung
+/// this kernel (seen only with trials in parallel), so trials that start one
+/// run alone; the others share.
+static TABLE_LOCK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    TABLE_LOCK.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    TABLE_LOCK.write().unwrap_or_else(|e| e.into_inner())
+}
 
 fn trials() -> Vec<Trial> {
-    trials![
+    let mut trials = trials![
+        alone:
+        netlink::sync_daemon,
+        capture::replies_match_committed_captures,
+    ];
+    trials.extend(trials![
+        shared:
         smoke::ipvsadm_adds_a_service,
         smoke::namespaces_have_independent_tables,
         netlink::info_and_timeouts,
         netlink::every_kind_of_service_round_trips,
         netlink::edit_delete_zero_flush,
-        netlink::sync_daemon,
         netlink::errors_are_typed_and_per_change,
         netlink::memory_kernel_matches_real_kernel,
         netlink::large_batch_is_pipelined,
         netlink::missing_capability_is_reported,
-        capture::replies_match_committed_captures,
         oracle::restore_matches_ipvsadm,
         oracle::save_round_trips_through_ipvsadm,
         oracle::list_matches_ipvsadm,
         oracle::bad_restore_changes_nothing,
-    ]
+    ]);
+    trials
 }
 
 fn main() -> ExitCode {

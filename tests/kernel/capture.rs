@@ -39,7 +39,8 @@ fn hex(bytes: &[u8]) -> String {
 const HEADER: &str = "\
 # Replies of a 6.1 kernel to the requests named, for the table in
 # tests/kernel/capture.rs: one generic-netlink payload (genl header and
-# attributes) per line, in hex. Regenerate as described there.
+# attributes) per line, in hex, sorted within a section. Regenerate as
+# described there.
 ";
 
 fn capture(
@@ -50,8 +51,11 @@ fn capture(
     dump: bool,
 ) -> Result<(), Failed> {
     let _ = writeln!(out, "[{name}]");
-    for payload in k.capture(msg, dump)? {
-        let _ = writeln!(out, "{}", hex(&payload));
+    // Dump order follows hash buckets seeded per namespace: sort to compare.
+    let mut lines: Vec<String> = k.capture(msg, dump)?.iter().map(|p| hex(p)).collect();
+    lines.sort();
+    for line in lines {
+        let _ = writeln!(out, "{line}");
     }
     Ok(())
 }
@@ -134,7 +138,6 @@ pub fn replies_match_committed_captures() -> Result<(), Failed> {
     ns.ip(&["link", "set", "d0", "up"]);
     let mut captured = HEADER.to_string();
     {
-        let _one_daemon_at_a_time = crate::DAEMON_LOCK.lock();
         ns.run(|| capture_daemon(&mut captured))?;
     }
     ns.ipvsadm_input(&["-R"], TABLE);
