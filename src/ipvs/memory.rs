@@ -22,12 +22,12 @@
 //! persistence is sent with the host netmask; an IPv4 netmask goes on the wire
 //! in network order and an IPv6 prefix length as a native `u32`.
 
-use std::collections::HashMap;
 use super::{Change, Info, Kernel, KernelError, Timeouts};
 use crate::model::{
     DestEntry, DestKey, Destination, Family, Forward, Netmask, Persistence, Protocol, ServiceEntry,
     ServiceKey, Stats, TunnelType, VirtualService,
 };
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

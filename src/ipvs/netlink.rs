@@ -43,20 +43,7 @@ impl NetlinkKernel {
     /// may use it, so that a missing module or capability is reported here
     /// and not at the first change.
     pub fn connect() -> Result<NetlinkKernel, KernelError> {
-        let mut socket = Socket::new(NETLINK_GENERIC)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
-        socket.set_cap_ack(true)?;
-        socket.set_ext_ack(true)?;
-        // Best effort: a larger buffer only adds headroom for big dumps.
-        let _ = socket.set_rx_buf_sz(RECV_BUFFER as i32);
-        let mut kernel = NetlinkKernel {
-            socket,
-            family_id: 0,
-            seq: 0,
-            send_buf: Vec::with_capacity(SEND_CHUNK + 4096),
-            recv_buf: Vec::with_capacity(RECV_BUFFER),
-        };
+        let mut kernel = NetlinkKernel::open(0)?;
         kernel.family_id = kernel.resolve_family()?;
         kernel.info().map_err(|e| match e {
             KernelError::Query { source, .. } if source.raw_os_error() == Some(libc::EPERM) => {
@@ -65,6 +52,63 @@ impl NetlinkKernel {
             other => other,
         })?;
         Ok(kernel)
+    }
+
+    /// A socket for a family already resolved (`family_id`, or 0 before
+    /// resolution).
+    fn open(family_id: u16) -> Result<NetlinkKernel, KernelError> {
+        let mut socket = Socket::new(NETLINK_GENERIC)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        socket.set_cap_ack(true)?;
+        socket.set_ext_ack(true)?;
+        // Best effort: a larger buffer only adds headroom for big dumps.
+        let _ = socket.set_rx_buf_sz(RECV_BUFFER as i32);
+        Ok(NetlinkKernel {
+            socket,
+            family_id,
+            seq: 0,
+            send_buf: Vec::with_capacity(SEND_CHUNK + 4096),
+            recv_buf: Vec::with_capacity(RECV_BUFFER),
+        })
+    }
+
+    /// Fills in the destinations of every service. A socket runs one dump at
+    /// a time and a table needs one GET_DEST dump per service, so large
+    /// tables are split across a few sockets on scoped threads (which stay
+    /// in this thread's network namespace).
+    fn all_destinations_into(&mut self, entries: &mut [ServiceEntry]) -> Result<(), KernelError> {
+        const PER_WORKER: usize = 256;
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4)
+            .min(entries.len().div_ceil(PER_WORKER));
+        if workers <= 1 {
+            return entries
+                .iter_mut()
+                .try_for_each(|e| self.destinations_into(e));
+        }
+        let chunk = entries.len().div_ceil(workers);
+        let family_id = self.family_id;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = entries
+                .chunks_mut(chunk)
+                .map(|part| {
+                    scope.spawn(move || -> Result<(), KernelError> {
+                        let mut worker = NetlinkKernel::open(family_id)?;
+                        part.iter_mut()
+                            .try_for_each(|e| worker.destinations_into(e))
+                    })
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(KernelError::Io(std::io::Error::other(
+                        "dump worker panicked",
+                    )))
+                })
+            })
+        })
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -248,8 +292,10 @@ impl NetlinkKernel {
     /// Starts a connection-sync daemon (`ipvsadm --start-daemon`).
     pub fn start_daemon(&mut self, attrs: Vec<DaemonAttr>) -> Result<(), KernelError> {
         let msg = IpvsMessage::new(IpvsCmd::NewDaemon, vec![IpvsAttr::Daemon(attrs)]);
-        self.exchange(msg, NLM_F_REQUEST | NLM_F_ACK, &|| "start sync daemon".to_string())
-            .map(|_| ())
+        self.exchange(msg, NLM_F_REQUEST | NLM_F_ACK, &|| {
+            "start sync daemon".to_string()
+        })
+        .map(|_| ())
     }
 
     /// Stops the daemon in `state` (master or backup).
@@ -258,8 +304,10 @@ impl NetlinkKernel {
             IpvsCmd::DelDaemon,
             vec![IpvsAttr::Daemon(vec![DaemonAttr::State(state)])],
         );
-        self.exchange(msg, NLM_F_REQUEST | NLM_F_ACK, &|| "stop sync daemon".to_string())
-            .map(|_| ())
+        self.exchange(msg, NLM_F_REQUEST | NLM_F_ACK, &|| {
+            "stop sync daemon".to_string()
+        })
+        .map(|_| ())
     }
 
     fn destinations_into(&mut self, entry: &mut ServiceEntry) -> Result<(), KernelError> {
@@ -407,9 +455,7 @@ impl Kernel for NetlinkKernel {
             .filter_map(|m| m.service())
             .map(codec::service_entry)
             .collect::<Result<Vec<_>, _>>()?;
-        for entry in &mut entries {
-            self.destinations_into(entry)?;
-        }
+        self.all_destinations_into(&mut entries)?;
         Ok(entries)
     }
 
