@@ -21,6 +21,8 @@ mod capture;
 mod netlink;
 #[path = "kernel/oracle.rs"]
 mod oracle;
+#[path = "kernel/requests.rs"]
+mod requests;
 #[path = "kernel/smoke.rs"]
 mod smoke;
 
@@ -76,6 +78,7 @@ fn trials() -> Vec<Trial> {
         oracle::save_round_trips_through_ipvsadm,
         oracle::list_matches_ipvsadm,
         oracle::bad_restore_changes_nothing,
+        requests::ipvsadm_requests_match_our_codec,
     ]);
     trials
 }

@@ -1,8 +1,11 @@
 //! Destination attributes (IPVS_DEST_ATTR_*), nested in IPVS_CMD_ATTR_DEST.
 
 use super::stats::{self, StatsAttr};
-use super::{addr_bytes, default_nla, parse_nlas, u16_be, u16_ne, u32_ne, u8_ne, DecodeError};
-use netlink_packet_core::{DefaultNla, Emitable, Nla, NlaBuffer};
+use super::{
+    addr_bytes, default_nla, emit_nlas, nlas_len, parse_nlas, u16_be, u16_ne, u32_ne, u8_ne,
+    DecodeError,
+};
+use netlink_packet_core::{DefaultNla, Nla, NlaBuffer};
 
 const IPVS_DEST_ATTR_ADDR: u16 = 1;
 const IPVS_DEST_ATTR_PORT: u16 = 2;
@@ -80,7 +83,7 @@ impl Nla for DestAttr {
             Port(_) | AddrFamily(_) | TunPort(_) | TunFlags(_) => 2,
             FwdMethod(_) | Weight(_) | UpperThreshold(_) | LowerThreshold(_) | ActiveConns(_)
             | InactiveConns(_) | PersistentConns(_) => 4,
-            Stats(s) | Stats64(s) => s.as_slice().buffer_len(),
+            Stats(s) | Stats64(s) => nlas_len(s),
             Other(nla) => nla.value_len(),
         }
     }
@@ -116,7 +119,7 @@ impl Nla for DestAttr {
             AddrFamily(v) | TunFlags(v) => buf[..2].copy_from_slice(&v.to_ne_bytes()),
             FwdMethod(v) | Weight(v) | UpperThreshold(v) | LowerThreshold(v) | ActiveConns(v)
             | InactiveConns(v) | PersistentConns(v) => buf[..4].copy_from_slice(&v.to_ne_bytes()),
-            Stats(s) | Stats64(s) => s.as_slice().emit(buf),
+            Stats(s) | Stats64(s) => emit_nlas(s, buf),
             Other(nla) => nla.emit_value(buf),
         }
     }

@@ -20,7 +20,7 @@ pub use stats::{StatsAttr, StatsField};
 
 use netlink_packet_core::{
     DecodeError as CoreDecodeError, DefaultNla, Emitable, Nla, NlaBuffer, NlasIterator, Parseable,
-    ParseableParametrized,
+    ParseableParametrized, NLA_F_NESTED,
 };
 use netlink_packet_generic::{GenlFamily, GenlHeader};
 
@@ -166,22 +166,44 @@ pub enum IpvsAttr {
 pub struct IpvsMessage {
     pub cmd: IpvsCmd,
     pub attrs: Vec<IpvsAttr>,
+    /// Whether the top-level nests (service, destination, daemon) carry
+    /// NLA_F_NESTED. Requests set it, as libnl does for ipvsadm; the kernel's
+    /// replies do not. Kept so that a decoded message emits back unchanged.
+    pub nested_flag: bool,
 }
 
 impl IpvsMessage {
+    /// A request: nests flagged NLA_F_NESTED.
     pub fn new(cmd: IpvsCmd, attrs: Vec<IpvsAttr>) -> IpvsMessage {
-        IpvsMessage { cmd, attrs }
+        IpvsMessage {
+            cmd,
+            attrs,
+            nested_flag: true,
+        }
     }
 
     /// Decodes the attributes of a message whose command is `cmd` (the
     /// command decides the attribute space).
     pub fn decode(cmd: IpvsCmd, attrs: &[u8]) -> Result<IpvsMessage, DecodeError> {
+        // True unless a nest comes without the flag (vacuously true for
+        // messages without nests, which emit the same either way).
+        let nested_flag = cmd.carries_info()
+            || NlasIterator::new(attrs).filter_map(Result::ok).all(|nla| {
+                !matches!(
+                    nla.kind(),
+                    IPVS_CMD_ATTR_SERVICE | IPVS_CMD_ATTR_DEST | IPVS_CMD_ATTR_DAEMON
+                ) || nla.nested_flag()
+            });
         let attrs = if cmd.carries_info() {
             parse_nlas(attrs, "info attributes", parse_info_attr)?
         } else {
             parse_nlas(attrs, "command attributes", parse_cmd_attr)?
         };
-        Ok(IpvsMessage { cmd, attrs })
+        Ok(IpvsMessage {
+            cmd,
+            attrs,
+            nested_flag,
+        })
     }
 
     /// Decodes a whole generic-netlink payload: the 4-byte genl header
@@ -195,9 +217,30 @@ impl IpvsMessage {
 
     /// Attributes as wire bytes (without the genl header).
     pub fn attrs_bytes(&self) -> Vec<u8> {
-        let mut buf = vec![0; self.attrs.as_slice().buffer_len()];
-        self.attrs.as_slice().emit(&mut buf);
+        let mut buf = vec![0; self.buffer_len()];
+        self.emit(&mut buf);
         buf
+    }
+
+    /// Sets NLA_F_NESTED on the emitted top-level nests when asked to.
+    fn flag_nests(&self, buf: &mut [u8]) {
+        if !self.nested_flag || self.cmd.carries_info() {
+            return;
+        }
+        let mut off = 0;
+        for attr in &self.attrs {
+            let len = nlas_len(std::slice::from_ref(attr));
+            if matches!(
+                attr,
+                IpvsAttr::Service(_) | IpvsAttr::Dest(_) | IpvsAttr::Daemon(_)
+            ) {
+                if let Some(kind) = buf.get_mut(off + 2..off + 4) {
+                    let k = u16::from_ne_bytes([kind[0], kind[1]]) | NLA_F_NESTED;
+                    kind.copy_from_slice(&k.to_ne_bytes());
+                }
+            }
+            off += len;
+        }
     }
 
     /// The nested service attributes, if any.
@@ -243,9 +286,9 @@ impl Nla for IpvsAttr {
     fn value_len(&self) -> usize {
         use IpvsAttr::*;
         match self {
-            Service(a) => a.as_slice().buffer_len(),
-            Dest(a) => a.as_slice().buffer_len(),
-            Daemon(a) => a.as_slice().buffer_len(),
+            Service(a) => nlas_len(a),
+            Dest(a) => nlas_len(a),
+            Daemon(a) => nlas_len(a),
             TimeoutTcp(_) | TimeoutTcpFin(_) | TimeoutUdp(_) | Version(_) | ConnTabSize(_) => 4,
             Other(nla) => nla.value_len(),
         }
@@ -269,9 +312,9 @@ impl Nla for IpvsAttr {
     fn emit_value(&self, buf: &mut [u8]) {
         use IpvsAttr::*;
         match self {
-            Service(a) => a.as_slice().emit(buf),
-            Dest(a) => a.as_slice().emit(buf),
-            Daemon(a) => a.as_slice().emit(buf),
+            Service(a) => emit_nlas(a, buf),
+            Dest(a) => emit_nlas(a, buf),
+            Daemon(a) => emit_nlas(a, buf),
             TimeoutTcp(v) | TimeoutTcpFin(v) | TimeoutUdp(v) | Version(v) | ConnTabSize(v) => {
                 buf[..4].copy_from_slice(&v.to_ne_bytes())
             }
@@ -296,11 +339,12 @@ impl GenlFamily for IpvsMessage {
 
 impl Emitable for IpvsMessage {
     fn buffer_len(&self) -> usize {
-        self.attrs.as_slice().buffer_len()
+        nlas_len(&self.attrs)
     }
 
     fn emit(&self, buffer: &mut [u8]) {
-        self.attrs.as_slice().emit(buffer)
+        emit_nlas(&self.attrs, buffer);
+        self.flag_nests(buffer);
     }
 }
 
@@ -386,6 +430,28 @@ pub(crate) fn addr_bytes(attr: &'static str, v: &[u8]) -> Result<Vec<u8>, Decode
             got,
         }),
     }
+}
+
+/// Emits attributes with the type field exactly as `kind()` gives it, flags
+/// included. (netlink-packet-core's emitter rebuilds the flags one at a time
+/// and loses NLA_F_NET_BYTEORDER when NLA_F_NESTED is also set, so an
+/// unknown attribute with both would not survive a round trip.)
+pub(crate) fn emit_nlas<T: Nla>(attrs: &[T], buf: &mut [u8]) {
+    let mut off = 0;
+    for attr in attrs {
+        let len = attr.value_len();
+        let padded = (len + 3) & !3;
+        buf[off..off + 2].copy_from_slice(&((len + 4) as u16).to_ne_bytes());
+        buf[off + 2..off + 4].copy_from_slice(&attr.kind().to_ne_bytes());
+        attr.emit_value(&mut buf[off + 4..off + 4 + len]);
+        buf[off + 4 + len..off + 4 + padded].fill(0);
+        off += 4 + padded;
+    }
+}
+
+/// Bytes [`emit_nlas`] writes.
+pub(crate) fn nlas_len<T: Nla>(attrs: &[T]) -> usize {
+    attrs.iter().map(|a| 4 + ((a.value_len() + 3) & !3)).sum()
 }
 
 /// Emits a string with its terminating NUL.

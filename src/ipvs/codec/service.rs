@@ -2,10 +2,10 @@
 
 use super::stats::{self, StatsAttr};
 use super::{
-    addr_bytes, c_string, default_nla, emit_c_string, fixed, parse_nlas, u16_be, u16_ne, u32_ne,
-    DecodeError,
+    addr_bytes, c_string, default_nla, emit_c_string, emit_nlas, fixed, nlas_len, parse_nlas,
+    u16_be, u16_ne, u32_ne, DecodeError,
 };
-use netlink_packet_core::{DefaultNla, Emitable, Nla, NlaBuffer};
+use netlink_packet_core::{DefaultNla, Nla, NlaBuffer};
 
 const IPVS_SVC_ATTR_AF: u16 = 1;
 const IPVS_SVC_ATTR_PROTOCOL: u16 = 2;
@@ -87,7 +87,7 @@ impl Nla for ServiceAttr {
             Addr(a) => a.len(),
             SchedName(s) | PeName(s) => s.len() + 1,
             Flags(_) => 8,
-            Stats(s) | Stats64(s) => s.as_slice().buffer_len(),
+            Stats(s) | Stats64(s) => nlas_len(s),
             Other(nla) => nla.value_len(),
         }
     }
@@ -123,7 +123,7 @@ impl Nla for ServiceAttr {
                 buf[..4].copy_from_slice(&f.flags.to_ne_bytes());
                 buf[4..8].copy_from_slice(&f.mask.to_ne_bytes());
             }
-            Stats(s) | Stats64(s) => s.as_slice().emit(buf),
+            Stats(s) | Stats64(s) => emit_nlas(s, buf),
             Other(nla) => nla.emit_value(buf),
         }
     }

@@ -503,3 +503,11 @@ fn captured_info_config_and_daemon_replies() {
     assert!(attrs.contains(&DaemonAttr::SyncId(7)));
     assert!(attrs.contains(&DaemonAttr::McastGroup([224, 0, 0, 81])));
 }
+
+#[test]
+fn unknown_attribute_keeps_both_flags() {
+    // Type 0x7f with NLA_F_NESTED | NLA_F_NET_BYTEORDER, 4-byte value.
+    let bytes = [8u8, 0, 0x7f, 0xc0, 1, 2, 3, 4];
+    let msg = IpvsMessage::decode(IpvsCmd::NewService, &bytes).unwrap();
+    assert_eq!(msg.attrs_bytes(), bytes);
+}
