@@ -9,12 +9,16 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
+mod desired;
 mod stats;
 
+pub use desired::{Command, CommandResult, DesiredState, ServiceConfig, ServiceSpec};
 pub use stats::Stats;
 
+use serde::{Deserialize, Serialize};
+
 /// Address family of a service or destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Family {
     Ipv4,
     Ipv6,
@@ -58,7 +62,7 @@ impl fmt::Display for Family {
 }
 
 /// Transport protocol of an address+port service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -105,7 +109,7 @@ impl fmt::Display for Protocol {
 }
 
 /// What identifies a virtual service in the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ServiceKey {
     /// A protocol + address + port service (`-t`, `-u`, `--sctp-service`).
     Inet {
@@ -160,7 +164,7 @@ impl fmt::Display for ServiceKey {
 
 /// Scheduler name. The kernel accepts any scheduler whose module is loaded;
 /// [`Scheduler::KNOWN`] lists the ones mainline Linux ships.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Scheduler(String);
 
 impl Scheduler {
@@ -218,7 +222,7 @@ impl fmt::Display for Scheduler {
 
 /// Service flags the operator sets (`-o`, `-b`). Persistence is carried by
 /// [`Persistence`] and the kernel-internal "hashed" bit is never stored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ServiceFlags(u32);
 
 impl ServiceFlags {
@@ -259,7 +263,7 @@ impl ServiceFlags {
 }
 
 /// The persistence granularity: an IPv4 netmask or an IPv6 prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Netmask {
     V4(Ipv4Addr),
     V6(u8),
@@ -296,7 +300,7 @@ impl fmt::Display for Netmask {
 }
 
 /// Persistent service settings (`-p`, `-M`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Persistence {
     /// Seconds a client stays with the same destination.
     pub timeout: u32,
@@ -310,7 +314,7 @@ impl Persistence {
 }
 
 /// A virtual service as configured (everything the kernel lets you set).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VirtualService {
     pub key: ServiceKey,
     pub scheduler: Scheduler,
@@ -333,7 +337,7 @@ impl VirtualService {
 }
 
 /// Tunnel encapsulation of a tunnel-forwarded destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum TunnelType {
     #[default]
     Ipip,
@@ -369,7 +373,7 @@ impl TunnelType {
 }
 
 /// Checksum option of GUE/GRE tunnels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum TunnelChecksum {
     #[default]
     None,
@@ -405,7 +409,7 @@ impl TunnelChecksum {
 }
 
 /// Tunnel options of a tunnel-forwarded destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Tunnel {
     pub kind: TunnelType,
     /// Destination UDP port of GUE encapsulation; 0 otherwise.
@@ -414,7 +418,7 @@ pub struct Tunnel {
 }
 
 /// How packets reach a destination (ipvsadm's `-m`, `-g`, `-i`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Forward {
     /// NAT (`-m`).
     Masq,
@@ -459,7 +463,7 @@ impl Forward {
 }
 
 /// Identity of a destination within its service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DestKey {
     pub addr: IpAddr,
     pub port: u16,
@@ -472,7 +476,7 @@ impl fmt::Display for DestKey {
 }
 
 /// A real server (destination) as configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Destination {
     pub addr: IpAddr,
     pub port: u16,

@@ -1,0 +1,412 @@
+//! The cluster's desired IPVS configuration and the commands that change it.
+//!
+//! This is what the Raft log replicates: each committed [`Command`] is
+//! applied, in log order, by [`DesiredState::apply`] on every node, so the
+//! function must be deterministic and total (every outcome, including a
+//! refusal, is a [`CommandResult`], never a panic). Checks that depend on the
+//! current state — existence, duplicates, `If-Match` revisions — happen here,
+//! at apply time, so that concurrent writers through different nodes are
+//! ordered by the log and never overwrite each other silently.
+
+use super::{DestKey, Destination, ServiceKey, VirtualService};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A virtual service with its real servers, as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceConfig {
+    pub service: VirtualService,
+    /// Real servers by address and port (a list on the wire: JSON map keys
+    /// must be strings).
+    #[serde(with = "as_list")]
+    pub servers: BTreeMap<DestKey, Destination>,
+    /// Log index of the last change to this service or any of its servers;
+    /// sent as the ETag and checked against `If-Match`.
+    pub revision: u64,
+}
+
+/// A service and its servers as a client supplies them (no revision yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub service: VirtualService,
+    pub servers: Vec<Destination>,
+}
+
+/// The whole desired configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredState {
+    #[serde(with = "as_list")]
+    pub services: BTreeMap<ServiceKey, ServiceConfig>,
+}
+
+/// Serialises a map as the list of its values, each of which knows its key.
+mod as_list {
+    use super::{Destination, ServiceConfig};
+    use crate::model::{DestKey, ServiceKey};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    /// A value that carries its own map key.
+    pub trait Keyed {
+        type Key: Ord;
+        fn map_key(&self) -> Self::Key;
+    }
+
+    impl Keyed for Destination {
+        type Key = DestKey;
+        fn map_key(&self) -> DestKey {
+            self.key()
+        }
+    }
+
+    impl Keyed for ServiceConfig {
+        type Key = ServiceKey;
+        fn map_key(&self) -> ServiceKey {
+            self.service.key
+        }
+    }
+
+    pub fn serialize<S, V>(map: &BTreeMap<V::Key, V>, s: S) -> Result<S::Ok, S::Error>
+    where
+        S: Serializer,
+        V: Keyed + Serialize,
+    {
+        s.collect_seq(map.values())
+    }
+
+    pub fn deserialize<'de, D, V>(d: D) -> Result<BTreeMap<V::Key, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        V: Keyed + Deserialize<'de>,
+    {
+        let list = Vec::<V>::deserialize(d)?;
+        Ok(list.into_iter().map(|v| (v.map_key(), v)).collect())
+    }
+}
+
+/// A change to the desired state: the payload of a Raft log entry. Changes
+/// are per resource, so writers to different services never conflict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Creates a service (with optional servers); refused if it exists.
+    CreateService(ServiceSpec),
+    /// Replaces a service's settings, keeping its servers.
+    UpdateService {
+        service: VirtualService,
+        if_revision: Option<u64>,
+    },
+    /// Removes a service and its servers.
+    DeleteService {
+        key: ServiceKey,
+        if_revision: Option<u64>,
+    },
+    /// Adds a real server; refused if it exists.
+    CreateServer {
+        service: ServiceKey,
+        server: Destination,
+        if_revision: Option<u64>,
+    },
+    /// Replaces a real server's settings.
+    UpdateServer {
+        service: ServiceKey,
+        server: Destination,
+        if_revision: Option<u64>,
+    },
+    DeleteServer {
+        service: ServiceKey,
+        server: DestKey,
+        if_revision: Option<u64>,
+    },
+    /// Replaces the whole configuration in one entry (`PUT /api/v1/config`,
+    /// `restore`). Services whose content is unchanged keep their revision.
+    ReplaceAll(Vec<ServiceSpec>),
+}
+
+/// What applying a command did. Refusals are results, not errors: they are
+/// replicated decisions, identical on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// Applied; the affected service now has this revision (for
+    /// `ReplaceAll` and deletions, the log index).
+    Applied {
+        revision: u64,
+    },
+    /// The service does not exist.
+    NoSuchService(ServiceKey),
+    /// The real server does not exist.
+    NoSuchServer(ServiceKey, DestKey),
+    ServiceExists(ServiceKey),
+    ServerExists(ServiceKey, DestKey),
+    /// `If-Match` named another revision.
+    RevisionMismatch {
+        current: u64,
+    },
+}
+
+impl DesiredState {
+    /// Applies `cmd`, committed at log `index`.
+    pub fn apply(&mut self, cmd: &Command, index: u64) -> CommandResult {
+        use CommandResult::*;
+        match cmd {
+            Command::CreateService(spec) => {
+                let key = spec.service.key;
+                if self.services.contains_key(&key) {
+                    return ServiceExists(key);
+                }
+                self.services.insert(key, config(spec, index));
+                Applied { revision: index }
+            }
+            Command::UpdateService {
+                service,
+                if_revision,
+            } => self.edit(&service.key, *if_revision, index, |cfg| {
+                cfg.service = service.clone();
+                Ok(())
+            }),
+            Command::DeleteService { key, if_revision } => {
+                let Some(cfg) = self.services.get(key) else {
+                    return NoSuchService(*key);
+                };
+                if let Some(mismatch) = check_revision(cfg, *if_revision) {
+                    return mismatch;
+                }
+                self.services.remove(key);
+                Applied { revision: index }
+            }
+            Command::CreateServer {
+                service,
+                server,
+                if_revision,
+            } => self.edit(service, *if_revision, index, |cfg| {
+                let key = server.key();
+                if cfg.servers.contains_key(&key) {
+                    return Err(ServerExists(cfg.service.key, key));
+                }
+                cfg.servers.insert(key, *server);
+                Ok(())
+            }),
+            Command::UpdateServer {
+                service,
+                server,
+                if_revision,
+            } => self.edit(service, *if_revision, index, |cfg| {
+                let key = server.key();
+                match cfg.servers.get_mut(&key) {
+                    Some(existing) => {
+                        *existing = *server;
+                        Ok(())
+                    }
+                    None => Err(NoSuchServer(cfg.service.key, key)),
+                }
+            }),
+            Command::DeleteServer {
+                service,
+                server,
+                if_revision,
+            } => self.edit(service, *if_revision, index, |cfg| {
+                match cfg.servers.remove(server) {
+                    Some(_) => Ok(()),
+                    None => Err(NoSuchServer(cfg.service.key, *server)),
+                }
+            }),
+            Command::ReplaceAll(specs) => {
+                let mut next = BTreeMap::new();
+                for spec in specs {
+                    let mut cfg = config(spec, index);
+                    if let Some(old) = self.services.get(&spec.service.key) {
+                        if old.service == cfg.service && old.servers == cfg.servers {
+                            cfg.revision = old.revision;
+                        }
+                    }
+                    next.insert(spec.service.key, cfg);
+                }
+                self.services = next;
+                Applied { revision: index }
+            }
+        }
+    }
+
+    /// Runs `change` on an existing service after the revision check, and
+    /// bumps its revision when the change succeeds.
+    fn edit(
+        &mut self,
+        key: &ServiceKey,
+        if_revision: Option<u64>,
+        index: u64,
+        change: impl FnOnce(&mut ServiceConfig) -> Result<(), CommandResult>,
+    ) -> CommandResult {
+        let Some(cfg) = self.services.get_mut(key) else {
+            return CommandResult::NoSuchService(*key);
+        };
+        if let Some(mismatch) = check_revision(cfg, if_revision) {
+            return mismatch;
+        }
+        match change(cfg) {
+            Ok(()) => {
+                cfg.revision = index;
+                CommandResult::Applied { revision: index }
+            }
+            Err(refused) => refused,
+        }
+    }
+}
+
+fn config(spec: &ServiceSpec, index: u64) -> ServiceConfig {
+    ServiceConfig {
+        service: spec.service.clone(),
+        servers: spec.servers.iter().map(|d| (d.key(), *d)).collect(),
+        revision: index,
+    }
+}
+
+fn check_revision(cfg: &ServiceConfig, if_revision: Option<u64>) -> Option<CommandResult> {
+    match if_revision {
+        Some(r) if r != cfg.revision => Some(CommandResult::RevisionMismatch {
+            current: cfg.revision,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Protocol;
+
+    fn key(port: u16) -> ServiceKey {
+        ServiceKey::Inet {
+            protocol: Protocol::Tcp,
+            addr: "192.0.2.1".parse().unwrap(),
+            port,
+        }
+    }
+
+    fn server(last: u8) -> Destination {
+        Destination::new(format!("198.51.100.{last}").parse().unwrap(), 80)
+    }
+
+    fn create(port: u16) -> Command {
+        Command::CreateService(ServiceSpec {
+            service: VirtualService::new(key(port)),
+            servers: vec![server(1)],
+        })
+    }
+
+    #[test]
+    fn commands_in_log_order() {
+        use CommandResult::*;
+        let mut s = DesiredState::default();
+        let add2 = Command::CreateServer {
+            service: key(80),
+            server: server(2),
+            if_revision: None,
+        };
+        let steps: Vec<(Command, CommandResult)> = vec![
+            (create(80), Applied { revision: 1 }),
+            (create(80), ServiceExists(key(80))),
+            (add2.clone(), Applied { revision: 3 }),
+            (add2, ServerExists(key(80), server(2).key())),
+            (
+                Command::UpdateServer {
+                    service: key(80),
+                    server: Destination {
+                        weight: 5,
+                        ..server(2)
+                    },
+                    if_revision: Some(1),
+                },
+                RevisionMismatch { current: 3 },
+            ),
+            (
+                Command::UpdateServer {
+                    service: key(80),
+                    server: Destination {
+                        weight: 5,
+                        ..server(2)
+                    },
+                    if_revision: Some(3),
+                },
+                Applied { revision: 6 },
+            ),
+            (
+                Command::DeleteServer {
+                    service: key(80),
+                    server: server(9).key(),
+                    if_revision: None,
+                },
+                NoSuchServer(key(80), server(9).key()),
+            ),
+            (
+                Command::DeleteService {
+                    key: key(81),
+                    if_revision: None,
+                },
+                NoSuchService(key(81)),
+            ),
+            (
+                Command::DeleteService {
+                    key: key(80),
+                    if_revision: Some(6),
+                },
+                Applied { revision: 9 },
+            ),
+        ];
+        for (i, (cmd, want)) in steps.into_iter().enumerate() {
+            assert_eq!(s.apply(&cmd, i as u64 + 1), want, "step {}: {cmd:?}", i + 1);
+        }
+        assert!(s.services.is_empty());
+    }
+
+    #[test]
+    fn refusals_change_nothing() {
+        let mut s = DesiredState::default();
+        s.apply(&create(80), 1);
+        let before = s.clone();
+        s.apply(&create(80), 2);
+        s.apply(
+            &Command::UpdateService {
+                service: VirtualService::new(key(80)),
+                if_revision: Some(7),
+            },
+            3,
+        );
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn replace_all_keeps_revisions_of_unchanged_services() {
+        let mut s = DesiredState::default();
+        s.apply(&create(80), 1);
+        s.apply(&create(81), 2);
+        let spec = |port, servers| ServiceSpec {
+            service: VirtualService::new(key(port)),
+            servers,
+        };
+        let result = s.apply(
+            &Command::ReplaceAll(vec![spec(80, vec![server(1)]), spec(82, vec![])]),
+            3,
+        );
+        assert_eq!(result, CommandResult::Applied { revision: 3 });
+        let revisions: Vec<(u16, u64)> = s
+            .services
+            .iter()
+            .map(|(k, c)| match k {
+                ServiceKey::Inet { port, .. } => (*port, c.revision),
+                ServiceKey::Fwmark { .. } => unreachable!(),
+            })
+            .collect();
+        assert_eq!(revisions, vec![(80, 1), (82, 3)]);
+    }
+
+    #[test]
+    fn state_and_commands_survive_json() {
+        let mut s = DesiredState::default();
+        s.apply(&create(80), 1);
+        s.apply(&create(443), 2);
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<DesiredState>(&json).unwrap(), s);
+        let cmd = create(8080);
+        let json = serde_json::to_string(&cmd).unwrap();
+        assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), cmd);
+    }
+}
