@@ -11,5 +11,6 @@
 //! [`ipvs`] turns into netlink messages.
 
 pub mod cli;
+pub mod config;
 pub mod ipvs;
 pub mod model;

@@ -1,0 +1,186 @@
+//! The node's configuration: every setting is an environment variable (the
+//! way operators already start it) and a `--flag` of the same name.
+
+use clap::{Args, ValueEnum};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+/// Settings of one cluster node (`ipvs-manager` with no subcommand).
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// HTTP port: REST API, web UI and cluster management.
+    #[arg(long, env = "SERVER_PORT", default_value_t = 2221)]
+    pub server_port: u16,
+    /// Port of the Raft transport between nodes (a separate listener).
+    #[arg(long, env = "RAFT_PORT", default_value_t = 1111)]
+    pub raft_port: u16,
+    /// This node's unique name in the cluster.
+    #[arg(long, env = "RAFT_NODE_ID", default_value = "node1")]
+    pub raft_node_id: String,
+    /// Directory for the Raft log, vote, snapshots and state (created if
+    /// missing).
+    #[arg(long, env = "RAFT_VOL_DIR", default_value = "./data")]
+    pub raft_vol_dir: PathBuf,
+    /// HTTP address (host:port) of a running member, used only by a new node
+    /// to join; a node that already has state resumes and ignores it.
+    #[arg(long, env = "RAFT_LEADER")]
+    pub raft_leader: Option<String>,
+    /// Address both listeners bind to.
+    #[arg(long, env = "BIND_ADDR", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub bind_addr: IpAddr,
+    /// Address peers use to reach this node; defaults to BIND_ADDR and is
+    /// required when binding a wildcard address.
+    #[arg(long, env = "ADVERTISE_ADDR")]
+    pub advertise_addr: Option<IpAddr>,
+    /// `off`: replicate and serve, never program IPVS.
+    #[arg(long, env = "IPVS_KERNEL", value_enum, default_value_t = KernelMode::On)]
+    pub ipvs_kernel: KernelMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KernelMode {
+    On,
+    Off,
+}
+
+/// Validated node settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub name: String,
+    pub vol_dir: PathBuf,
+    pub http_bind: SocketAddr,
+    pub raft_bind: SocketAddr,
+    /// What peers and clients are told to use.
+    pub http_advertise: SocketAddr,
+    pub raft_advertise: SocketAddr,
+    pub join: Option<String>,
+    pub kernel: KernelMode,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "RAFT_NODE_ID must be 1 to 64 characters of letters, digits, '-', '_' or '.', got {0:?}"
+    )]
+    NodeName(String),
+    #[error("ADVERTISE_ADDR is required when BIND_ADDR is the wildcard {0}: peers cannot reach a wildcard address")]
+    AdvertiseRequired(IpAddr),
+    #[error("ADVERTISE_ADDR must be a concrete address, not the wildcard {0}")]
+    AdvertiseWildcard(IpAddr),
+    #[error("SERVER_PORT and RAFT_PORT must differ (both {0})")]
+    SamePorts(u16),
+    #[error("SERVER_PORT and RAFT_PORT must not be 0")]
+    ZeroPort,
+}
+
+impl NodeArgs {
+    pub fn validate(&self) -> Result<NodeConfig, ConfigError> {
+        let name = &self.raft_node_id;
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok {
+            return Err(ConfigError::NodeName(name.clone()));
+        }
+        if self.server_port == 0 || self.raft_port == 0 {
+            return Err(ConfigError::ZeroPort);
+        }
+        if self.server_port == self.raft_port {
+            return Err(ConfigError::SamePorts(self.server_port));
+        }
+        let advertise = match self.advertise_addr {
+            Some(a) if a.is_unspecified() => return Err(ConfigError::AdvertiseWildcard(a)),
+            Some(a) => a,
+            None if self.bind_addr.is_unspecified() => {
+                return Err(ConfigError::AdvertiseRequired(self.bind_addr))
+            }
+            None => self.bind_addr,
+        };
+        Ok(NodeConfig {
+            name: name.clone(),
+            vol_dir: self.raft_vol_dir.clone(),
+            http_bind: SocketAddr::new(self.bind_addr, self.server_port),
+            raft_bind: SocketAddr::new(self.bind_addr, self.raft_port),
+            http_advertise: SocketAddr::new(advertise, self.server_port),
+            raft_advertise: SocketAddr::new(advertise, self.raft_port),
+            join: self.raft_leader.clone().filter(|l| !l.is_empty()),
+            kernel: self.ipvs_kernel,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Test {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<NodeConfig, ConfigError> {
+        let mut argv = vec!["ipvs-manager"];
+        argv.extend_from_slice(args);
+        Test::try_parse_from(argv).unwrap().node.validate()
+    }
+
+    #[test]
+    fn embedded_defaults_start_a_single_node() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.name, "node1");
+        assert_eq!(c.http_bind, "127.0.0.1:2221".parse().unwrap());
+        assert_eq!(c.raft_bind, "127.0.0.1:1111".parse().unwrap());
+        assert_eq!(c.http_advertise, c.http_bind);
+        assert_eq!(c.vol_dir, PathBuf::from("./data"));
+        assert_eq!(c.join, None);
+        assert_eq!(c.kernel, KernelMode::On);
+    }
+
+    #[test]
+    fn flags_and_their_checks() {
+        let c = parse(&[
+            "--server-port",
+            "2222",
+            "--raft-port",
+            "1112",
+            "--raft-node-id",
+            "lb-2.dc1",
+            "--raft-leader",
+            "127.0.0.1:2221",
+            "--bind-addr",
+            "0.0.0.0",
+            "--advertise-addr",
+            "10.0.0.2",
+            "--ipvs-kernel",
+            "off",
+        ])
+        .unwrap();
+        assert_eq!(c.http_bind, "0.0.0.0:2222".parse().unwrap());
+        assert_eq!(c.raft_advertise, "10.0.0.2:1112".parse().unwrap());
+        assert_eq!(c.join.as_deref(), Some("127.0.0.1:2221"));
+        assert_eq!(c.kernel, KernelMode::Off);
+
+        let wildcard: IpAddr = "0.0.0.0".parse().unwrap();
+        assert_eq!(
+            parse(&["--bind-addr", "0.0.0.0"]),
+            Err(ConfigError::AdvertiseRequired(wildcard))
+        );
+        assert_eq!(
+            parse(&["--bind-addr", "::", "--advertise-addr", "::"]),
+            Err(ConfigError::AdvertiseWildcard("::".parse().unwrap()))
+        );
+        assert_eq!(
+            parse(&["--raft-node-id", "a b"]),
+            Err(ConfigError::NodeName("a b".into()))
+        );
+        assert_eq!(
+            parse(&["--server-port", "1111"]),
+            Err(ConfigError::SamePorts(1111))
+        );
+        assert_eq!(parse(&["--raft-port", "0"]), Err(ConfigError::ZeroPort));
+    }
+}
