@@ -1,0 +1,90 @@
+//! What can go wrong in the store, naming the operation and the record.
+
+use crate::raft::NodeId;
+use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError, StorageIOError};
+use std::io;
+use std::path::PathBuf;
+
+/// A storage failure. Each variant names what was being done; the cause is
+/// the `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("failed to create the store directory {dir}")]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to open the store in {dir}")]
+    Open {
+        dir: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("failed to start the store's flush thread")]
+    SpawnFlusher(#[source] io::Error),
+    #[error("failed to read {what}")]
+    Read {
+        what: String,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("failed to write {what}")]
+    Write {
+        what: String,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("failed to flush {what} to disk")]
+    Flush {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to encode {what}")]
+    Encode {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("failed to decode {what}")]
+    Decode {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("corrupt {what}: {problem}")]
+    Corrupt { what: String, problem: String },
+}
+
+impl StoreError {
+    pub(crate) fn read(what: impl Into<String>) -> impl FnOnce(sled::Error) -> StoreError {
+        let what = what.into();
+        move |source| StoreError::Read { what, source }
+    }
+
+    pub(crate) fn write(what: impl Into<String>) -> impl FnOnce(sled::Error) -> StoreError {
+        let what = what.into();
+        move |source| StoreError::Write { what, source }
+    }
+
+    /// The openraft form, for the storage traits; the chain of causes is
+    /// kept in the message.
+    pub(crate) fn into_storage(
+        self,
+        subject: ErrorSubject<NodeId>,
+        verb: ErrorVerb,
+    ) -> StorageError<NodeId> {
+        StorageIOError::new(subject, verb, AnyError::new(&self)).into()
+    }
+}
+
+/// A sled transaction whose closure never aborts; only storage can fail.
+pub(crate) fn transaction_error(
+    e: sled::transaction::TransactionError<std::convert::Infallible>,
+) -> sled::Error {
+    match e {
+        sled::transaction::TransactionError::Storage(e) => e,
+        sled::transaction::TransactionError::Abort(never) => match never {},
+    }
+}

@@ -1,0 +1,502 @@
+//! The replicated state machine: openraft's [`RaftStateMachine`] over typed
+//! records, its snapshots, and the watch channel that publishes it.
+//!
+//! Trees:
+//! - `services`: one record per virtual service, key `codec::service_key`,
+//!   value the [`ServiceConfig`] (JSON);
+//! - `state`: the last applied log id and the last applied membership;
+//! - `snapshot`: the current snapshot (`meta`, `data`) and the counter that
+//!   makes snapshot ids unique (`seq`).
+//!
+//! Each `apply` call writes the records its entries touched and the new
+//! `state` in one sled transaction, so the records on disk always match the
+//! last applied log id they are stored with. Applying is not flushed: the
+//! log entries are durable, and after a crash openraft re-applies from the
+//! recovered last applied id. Snapshots are flushed, because openraft purges
+//! the log they cover.
+
+use super::codec::{self, decode, encode, get};
+use super::error::transaction_error;
+use super::flush::Flusher;
+use super::StoreError;
+use crate::model::{Command, CommandResult, DesiredState, ServiceConfig, ServiceKey};
+use crate::raft::typ::{
+    Entry, EntryPayload, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
+};
+use crate::raft::TypeConfig;
+use openraft::storage::RaftStateMachine;
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, Transactional};
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::io::Cursor;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Keys of the `state` tree.
+const LAST_APPLIED: &str = "last_applied";
+const LAST_MEMBERSHIP: &str = "last_membership";
+/// Keys of the `snapshot` tree.
+const SNAPSHOT_META: &str = "meta";
+const SNAPSHOT_DATA: &str = "data";
+const SNAPSHOT_SEQ: &str = "seq";
+
+/// Version of the snapshot data layout, checked on install.
+const SNAPSHOT_FORMAT: u32 = 1;
+
+/// The committed desired state as of a log position: what the rest of the
+/// process reads instead of talking to Raft.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The last log entry applied; `None` before the first.
+    pub applied: Option<LogId>,
+    pub desired: Arc<DesiredState>,
+}
+
+impl Committed {
+    /// Index of the last applied entry (0 before any, which is also the
+    /// index of openraft's first entry: compare whole [`Committed`] values,
+    /// or `applied`, to detect changes).
+    pub fn applied_index(&self) -> u64 {
+        self.applied.map_or(0, |id| id.index)
+    }
+}
+
+/// A cloneable handle on the published state; it outlives handing the
+/// [`StateMachineStore`] to openraft.
+#[derive(Debug, Clone)]
+pub struct StateWatch {
+    rx: watch::Receiver<Committed>,
+}
+
+impl StateWatch {
+    /// A receiver that sees every later apply and snapshot install (coalesced
+    /// if it reads slower than they come; the latest value always wins). The
+    /// channel closes when the state machine is dropped.
+    pub fn subscribe(&self) -> watch::Receiver<Committed> {
+        let mut rx = self.rx.clone();
+        rx.mark_unchanged();
+        rx
+    }
+
+    /// The state as of now.
+    pub fn current(&self) -> Committed {
+        self.rx.borrow().clone()
+    }
+}
+
+/// The snapshot data, as stored and as sent to followers (JSON).
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
+    format: u32,
+    last_applied: &'a Option<LogId>,
+    last_membership: &'a StoredMembership,
+    desired: &'a DesiredState,
+}
+
+#[derive(Deserialize)]
+struct SnapshotIn {
+    format: u32,
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+    desired: DesiredState,
+}
+
+#[derive(Clone)]
+pub(crate) struct Trees {
+    pub(crate) services: sled::Tree,
+    pub(crate) state: sled::Tree,
+    pub(crate) snapshot: sled::Tree,
+}
+
+/// The state machine: typed records in sled, mirrored in memory.
+pub struct StateMachineStore {
+    trees: Trees,
+    flusher: Arc<Flusher>,
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+    /// The in-memory mirror of `services`; shared with the published value
+    /// and snapshot builders, copied on write.
+    desired: Arc<DesiredState>,
+    published: watch::Sender<Committed>,
+}
+
+/// A frozen copy of the state machine, taken by
+/// [`RaftStateMachine::get_snapshot_builder`]; later applies do not change it.
+pub struct SnapshotBuilder {
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+    desired: Arc<DesiredState>,
+    snapshot: sled::Tree,
+    flusher: Arc<Flusher>,
+}
+
+impl StateMachineStore {
+    /// Loads the state machine from its trees.
+    pub(crate) fn load(
+        trees: Trees,
+        flusher: Arc<Flusher>,
+    ) -> Result<StateMachineStore, StoreError> {
+        let last_applied: Option<LogId> = get(&trees.state, LAST_APPLIED)?.flatten();
+        let last_membership: StoredMembership =
+            get(&trees.state, LAST_MEMBERSHIP)?.unwrap_or_default();
+        let mut desired = DesiredState::default();
+        for item in trees.services.iter() {
+            let (key, value) = item.map_err(StoreError::read("service records"))?;
+            let cfg: ServiceConfig = decode(&value, || format!("service record {key:02x?}"))?;
+            if codec::service_key(&cfg.service.key) != *key {
+                return Err(StoreError::Corrupt {
+                    what: format!("service record {key:02x?}"),
+                    problem: format!("it holds service {}", cfg.service.key),
+                });
+            }
+            desired.services.insert(cfg.service.key, cfg);
+        }
+        let desired = Arc::new(desired);
+        let (published, _) = watch::channel(Committed {
+            applied: last_applied,
+            desired: desired.clone(),
+        });
+        Ok(StateMachineStore {
+            trees,
+            flusher,
+            last_applied,
+            last_membership,
+            desired,
+            published,
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn trees(&self) -> &Trees {
+        &self.trees
+    }
+
+    /// A handle on the published state, to keep after the store is handed
+    /// to openraft.
+    pub fn watch(&self) -> StateWatch {
+        StateWatch {
+            rx: self.published.subscribe(),
+        }
+    }
+
+    /// A receiver that sees every later apply and snapshot install.
+    pub fn subscribe(&self) -> watch::Receiver<Committed> {
+        self.published.subscribe()
+    }
+
+    /// The state as of the last apply.
+    pub fn current(&self) -> Committed {
+        Committed {
+            applied: self.last_applied,
+            desired: self.desired.clone(),
+        }
+    }
+
+    fn publish(&self) {
+        self.published.send_replace(self.current());
+    }
+
+    /// Applies `entries` to the mirror; returns the results and the
+    /// services they changed.
+    fn apply_to_mirror(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> (Vec<CommandResult>, BTreeSet<ServiceKey>) {
+        let mut results = Vec::new();
+        let mut touched = BTreeSet::new();
+        for entry in entries {
+            let index = entry.log_id.index;
+            self.last_applied = Some(entry.log_id);
+            match entry.payload {
+                // Not a client command; `Applied` tells a membership change's
+                // caller at which index it took effect.
+                EntryPayload::Blank => results.push(CommandResult::Applied { revision: index }),
+                EntryPayload::Membership(membership) => {
+                    self.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                    results.push(CommandResult::Applied { revision: index });
+                }
+                EntryPayload::Normal(cmd) => {
+                    // Copies the mirror once per call while readers hold the
+                    // published version; free afterwards.
+                    let desired = Arc::make_mut(&mut self.desired);
+                    if let Command::ReplaceAll(_) = cmd {
+                        touched.extend(desired.services.keys().copied());
+                    }
+                    let result = desired.apply(&cmd, index);
+                    if let CommandResult::Applied { .. } = result {
+                        touched.extend(services_named(&cmd));
+                    }
+                    results.push(result);
+                }
+            }
+        }
+        (results, touched)
+    }
+
+    /// Writes the records of `touched` services as the mirror has them, and
+    /// the applied state, in one transaction.
+    fn persist(&self, touched: &BTreeSet<ServiceKey>) -> Result<(), StoreError> {
+        let mut services = sled::Batch::default();
+        for key in touched {
+            match self.desired.services.get(key) {
+                Some(cfg) => services.insert(
+                    codec::service_key(key),
+                    encode(cfg, || format!("service {key}"))?,
+                ),
+                None => services.remove(codec::service_key(key)),
+            }
+        }
+        let state = state_batch(&self.last_applied, &self.last_membership)?;
+        (&self.trees.services, &self.trees.state)
+            .transaction(|(s, m)| {
+                s.apply_batch(&services)?;
+                m.apply_batch(&state)?;
+                Ok::<_, ConflictableTransactionError<Infallible>>(())
+            })
+            .map_err(transaction_error)
+            .map_err(StoreError::write("applied entries"))
+    }
+
+    /// Replaces every record, the applied state and the current snapshot
+    /// with the snapshot's, in one transaction, and flushes.
+    async fn install(&mut self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StoreError> {
+        let what = || format!("snapshot {}", meta.snapshot_id);
+        let snap: SnapshotIn = decode(&data, what)?;
+        if snap.format != SNAPSHOT_FORMAT {
+            return Err(StoreError::Corrupt {
+                what: what(),
+                problem: format!(
+                    "format {} (this version reads {SNAPSHOT_FORMAT})",
+                    snap.format
+                ),
+            });
+        }
+        if snap.last_applied != meta.last_log_id || snap.last_membership != meta.last_membership {
+            return Err(StoreError::Corrupt {
+                what: what(),
+                problem: "its data is not the state its metadata describes".into(),
+            });
+        }
+
+        let mut services = sled::Batch::default();
+        for key in self.trees.services.iter().keys() {
+            services.remove(key.map_err(StoreError::read("service records"))?);
+        }
+        for (key, cfg) in &snap.desired.services {
+            services.insert(
+                codec::service_key(key),
+                encode(cfg, || format!("service {key}"))?,
+            );
+        }
+        let state = state_batch(&snap.last_applied, &snap.last_membership)?;
+        let meta_bytes = encode(meta, what)?;
+        (
+            &self.trees.services,
+            &self.trees.state,
+            &self.trees.snapshot,
+        )
+            .transaction(|(s, m, sn)| {
+                s.apply_batch(&services)?;
+                m.apply_batch(&state)?;
+                sn.insert(SNAPSHOT_META, meta_bytes.as_slice())?;
+                sn.insert(SNAPSHOT_DATA, data.as_slice())?;
+                Ok::<_, ConflictableTransactionError<Infallible>>(())
+            })
+            .map_err(transaction_error)
+            .map_err(StoreError::write(what()))?;
+        self.last_applied = snap.last_applied;
+        self.last_membership = snap.last_membership;
+        self.desired = Arc::new(snap.desired);
+        self.flusher.flush(&what()).await?;
+        self.publish();
+        Ok(())
+    }
+}
+
+/// The `state` tree's records for this applied state.
+fn state_batch(
+    last_applied: &Option<LogId>,
+    last_membership: &StoredMembership,
+) -> Result<sled::Batch, StoreError> {
+    let mut state = sled::Batch::default();
+    state.insert(LAST_APPLIED, encode(last_applied, || LAST_APPLIED.into())?);
+    state.insert(
+        LAST_MEMBERSHIP,
+        encode(last_membership, || LAST_MEMBERSHIP.into())?,
+    );
+    Ok(state)
+}
+
+/// The services a command names; for `ReplaceAll`, the new set (the caller
+/// adds the old one).
+fn services_named(cmd: &Command) -> Vec<ServiceKey> {
+    match cmd {
+        Command::CreateService(spec) => vec![spec.service.key],
+        Command::UpdateService { service, .. } => vec![service.key],
+        Command::DeleteService { key, .. } => vec![*key],
+        Command::CreateServer { service, .. }
+        | Command::UpdateServer { service, .. }
+        | Command::DeleteServer { service, .. } => vec![*service],
+        Command::ReplaceAll(specs) => specs.iter().map(|s| s.service.key).collect(),
+    }
+}
+
+/// The current snapshot stored in `tree`, if any.
+fn current_snapshot(tree: &sled::Tree) -> Result<Option<Snapshot>, StoreError> {
+    let Some(meta) = get::<SnapshotMeta>(tree, SNAPSHOT_META)? else {
+        return Ok(None);
+    };
+    let data = tree
+        .get(SNAPSHOT_DATA)
+        .map_err(StoreError::read("the current snapshot"))?
+        .ok_or_else(|| StoreError::Corrupt {
+            what: format!("snapshot {}", meta.snapshot_id),
+            problem: "its data is missing".into(),
+        })?;
+    Ok(Some(Snapshot {
+        meta,
+        snapshot: Box::new(Cursor::new(data.to_vec())),
+    }))
+}
+
+fn snapshot_error(
+    meta: Option<&SnapshotMeta>,
+    verb: ErrorVerb,
+) -> impl FnOnce(StoreError) -> StorageError {
+    let subject = ErrorSubject::Snapshot(meta.map(|m| m.signature()));
+    move |e| e.into_storage(subject, verb)
+}
+
+impl SnapshotBuilder {
+    /// The next snapshot sequence number of this store, persisted, so that
+    /// snapshot ids stay unique across restarts.
+    fn next_seq(&self) -> Result<u64, StoreError> {
+        let next = |old: Option<&[u8]>| {
+            let old = old
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_be_bytes);
+            Some(old.wrapping_add(1).to_be_bytes().to_vec())
+        };
+        let new = self
+            .snapshot
+            .update_and_fetch(SNAPSHOT_SEQ, next)
+            .map_err(StoreError::write("the snapshot sequence number"))?;
+        Ok(new
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Serialises the frozen state and stores it as the current snapshot,
+    /// unless a newer one (installed meanwhile) is already there.
+    async fn build(&mut self) -> Result<Snapshot, StoreError> {
+        let data = encode(
+            &SnapshotOut {
+                format: SNAPSHOT_FORMAT,
+                last_applied: &self.last_applied,
+                last_membership: &self.last_membership,
+                desired: &self.desired,
+            },
+            || "snapshot".into(),
+        )?;
+        let data = sled::IVec::from(data);
+        let seq = self.next_seq()?;
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.last_membership.clone(),
+            snapshot_id: match self.last_applied {
+                Some(id) => format!("{}-{}-{seq}", id.leader_id, id.index),
+                None => format!("none-{seq}"),
+            },
+        };
+        let what = || format!("snapshot {}", meta.snapshot_id);
+        let meta_bytes = sled::IVec::from(encode(&meta, what)?);
+        self.snapshot
+            .transaction(|t| {
+                let newer_stored = match t.get(SNAPSHOT_META)? {
+                    Some(bytes) => serde_json::from_slice::<SnapshotMeta>(&bytes)
+                        .is_ok_and(|stored| stored.last_log_id > meta.last_log_id),
+                    None => false,
+                };
+                if !newer_stored {
+                    t.insert(SNAPSHOT_META, meta_bytes.clone())?;
+                    t.insert(SNAPSHOT_DATA, data.clone())?;
+                }
+                Ok::<_, ConflictableTransactionError<Infallible>>(())
+            })
+            .map_err(transaction_error)
+            .map_err(StoreError::write(what()))?;
+        self.flusher.flush(&what()).await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data.to_vec())),
+        })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        self.build()
+            .await
+            .map_err(snapshot_error(None, ErrorVerb::Write))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.last_applied, self.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let before = self.last_applied;
+        let (results, touched) = self.apply_to_mirror(entries);
+        if self.last_applied == before {
+            return Ok(results);
+        }
+        // On failure the mirror is ahead of the disk; openraft stops the node
+        // on any storage error, and a restart reloads from the disk.
+        self.persist(&touched)
+            .map_err(|e| match self.last_applied {
+                Some(id) => e.into_storage(ErrorSubject::Apply(id), ErrorVerb::Write),
+                None => e.into_storage(ErrorSubject::StateMachine, ErrorVerb::Write),
+            })?;
+        self.publish();
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            last_applied: self.last_applied,
+            last_membership: self.last_membership.clone(),
+            desired: self.desired.clone(),
+            snapshot: self.trees.snapshot.clone(),
+            flusher: self.flusher.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = snapshot.get_ref().len(), "installing snapshot");
+        self.install(meta, snapshot.into_inner())
+            .await
+            .map_err(snapshot_error(Some(meta), ErrorVerb::Write))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        current_snapshot(&self.trees.snapshot).map_err(snapshot_error(None, ErrorVerb::Read))
+    }
+}
