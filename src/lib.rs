@@ -5,15 +5,14 @@
 //! - [`ipvs`]: the kernel layer — the IPVS generic-netlink codec, the
 //!   [`ipvs::Kernel`] trait with its netlink and in-memory implementations,
 //!   and the ipvsadm text format (parse and print).
-//! - [`raft`]: the openraft type configuration and node identity.
-//! - [`store`]: sled-backed Raft log, state machine and snapshots; publishes
-//!   the committed desired state on a watch channel.
 //! - [`cli`]: the command line (`ipvs-manager kernel list|save|restore`).
 //!
 //! Data flows one way: commands become [`ipvs::Change`]s, which only
 //! [`ipvs`] turns into netlink messages.
 
+pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod ipvs;
 pub mod model;

@@ -1,0 +1,163 @@
+//! The JSON shapes of API responses, with the field names of the REST API
+//! (issue 3) that tools rely on. Requests take the same shapes (read by
+//! [`super::validate`], which lists the fields each object accepts); the
+//! response-only fields `id` and `revision` are accepted there too, so a
+//! resource read with GET can be sent back with PUT.
+//!
+//! Enumerations are lower-case strings here (`"tcp"`, `"masq"`), not the
+//! model's enums, so that the wire format is spelled out in one place and a
+//! client of a newer server can still read a value it does not know.
+
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// A virtual service: either `protocol`/`address`/`port` or
+/// `fwmark`/`family` identify it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// Derived from the identity ([`super::ids::service_id`]).
+    pub id: String,
+    /// Log index of the last change to the service or its servers; also
+    /// sent as the `ETag` (quoted).
+    pub revision: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fwmark: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    pub scheduler: String,
+    /// `null` when the service is not persistent.
+    pub persistence: Option<PersistenceView>,
+    pub flags: Vec<String>,
+    /// Persistence engine: `null` or `"sip"`.
+    pub pe: Option<String>,
+    /// Sorted by address, then port.
+    pub servers: Vec<ServerView>,
+}
+
+/// Persistence of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistenceView {
+    /// Seconds.
+    pub timeout: u32,
+    pub netmask: NetmaskView,
+}
+
+/// An IPv4 netmask as a dotted string, an IPv6 one as a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NetmaskView {
+    Mask(Ipv4Addr),
+    Prefix(u8),
+}
+
+/// A real server of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerView {
+    /// Derived from address and port ([`super::ids::server_id`]).
+    pub id: String,
+    pub address: String,
+    pub port: u16,
+    pub weight: u32,
+    /// `masq`, `dr` or `tunnel`.
+    pub forward: String,
+    pub upper_threshold: u32,
+    pub lower_threshold: u32,
+    /// `null` unless `forward` is `tunnel`.
+    pub tunnel: Option<TunnelView>,
+}
+
+/// Encapsulation of a tunnel-forwarded server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelView {
+    /// `ipip`, `gue` or `gre`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The GUE destination port; `null` for the other types.
+    pub port: Option<u16>,
+    /// `none`, `csum` or `remcsum`.
+    pub checksum: String,
+}
+
+/// The whole desired configuration: the body of `GET /api/v1/config`, and
+/// (without `id`s and `revision`s, which are ignored) of
+/// `PUT /api/v1/config`. An object rather than a bare array, so that it can
+/// grow fields later without breaking clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigView {
+    /// Sorted by service identity (inet services by protocol, address and
+    /// port, then fwmark services).
+    pub services: Vec<ServiceView>,
+}
+
+/// What `PUT /api/v1/config` changes (or, with `?dry_run=true`, would
+/// change), by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigPlan {
+    pub added: Vec<String>,
+    pub changed: Vec<ServiceChange>,
+    pub removed: Vec<String>,
+    /// Services left exactly as they are (their revisions do not change).
+    pub unchanged: usize,
+}
+
+/// How one service would change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceChange {
+    pub id: String,
+    /// Scheduler, flags, persistence or engine change.
+    pub settings: bool,
+    pub servers_added: Vec<String>,
+    pub servers_changed: Vec<String>,
+    pub servers_removed: Vec<String>,
+}
+
+/// `GET /api/v1/cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// `RAFT_NODE_ID` of the leader; `null` while there is none.
+    pub leader_id: Option<String>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub members: Vec<MemberView>,
+}
+
+/// One member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// `RAFT_NODE_ID`.
+    pub id: String,
+    /// `host:port` of the Raft transport.
+    pub raft_addr: String,
+    /// `host:port` of the HTTP API.
+    pub api_addr: String,
+    /// False for a learner (still catching up).
+    pub voter: bool,
+    /// Last log index known to be applied (replicated, as the leader sees
+    /// it); `null` when unknown.
+    pub last_applied: Option<u64>,
+    pub reachable: bool,
+}
+
+/// `POST /api/v1/cluster/join`: a new node asking to become a member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The new node's `RAFT_NODE_ID`.
+    pub id: String,
+    /// `ip:port` of its Raft transport.
+    pub raft_addr: String,
+    /// `ip:port` of its HTTP API.
+    pub api_addr: String,
+}
+
+/// `GET /healthz` and `GET /readyz` when all is well.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthView {
+    /// `ok` (healthz) or `ready` (readyz).
+    pub status: String,
+}

@@ -1,0 +1,694 @@
+//! The OpenAPI document is held to the code: its routes are [`ROUTES`];
+//! its request schemas list exactly the fields the validators accept, and
+//! samples valid for the schemas are accepted by the validators; what the
+//! views and errors serialise fits the response schemas, and every property
+//! of every schema is seen in some sample; enumerations are the code's.
+//!
+//! Schemas are checked by a small validator of the subset of JSON Schema
+//! the document uses; a keyword outside that subset fails the test rather
+//! than being ignored.
+
+use super::*;
+use crate::api::error::{MAX_BODY_BYTES, MAX_CONFIG_BODY_BYTES};
+use crate::api::json::{ClusterView, HealthView, MemberView};
+use crate::api::openapi::{document, DOCUMENT};
+use crate::api::routes::{Method, ROUTES};
+use crate::api::validate::{
+    self, parse_config, parse_join, parse_service_create, CONFIG_FIELDS, FLAGS, JOIN_FIELDS,
+    PERSISTENCE_ENGINES, PERSISTENCE_FIELDS, SERVER_FIELDS, SERVICE_FIELDS, TUNNEL_FIELDS,
+};
+use crate::api::view::{config_view, plan_config, service_view};
+use crate::model::{
+    DesiredState, Forward, Netmask, Persistence, Scheduler, ServiceFlags, ServiceSpec, Tunnel,
+    TunnelChecksum, TunnelType,
+};
+use serde_json::{json, Value};
+use std::collections::{BTreeSet, HashSet};
+use std::net::Ipv4Addr;
+
+const SCHEMA_KEYWORDS: &[&str] = &[
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "enum",
+    "minimum",
+    "maximum",
+    "description",
+    "default",
+    "$ref",
+];
+
+fn schema_ptr(name: &str) -> String {
+    format!("#/components/schemas/{name}")
+}
+
+/// The value a `#/...` JSON pointer names.
+fn resolve<'d>(doc: &'d Value, reference: &str) -> &'d Value {
+    let pointer = reference
+        .strip_prefix('#')
+        .unwrap_or_else(|| panic!("not a local $ref: {reference}"));
+    doc.pointer(pointer)
+        .unwrap_or_else(|| panic!("$ref {reference} resolves to nothing"))
+}
+
+/// Follows a `$ref` if the object is one.
+fn deref<'d>(doc: &'d Value, v: &'d Value) -> &'d Value {
+    match v.get("$ref").and_then(Value::as_str) {
+        Some(r) => resolve(doc, r),
+        None => v,
+    }
+}
+
+fn json_type_matches(t: &str, v: &Value) -> bool {
+    match t {
+        "null" => v.is_null(),
+        "boolean" => v.is_boolean(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "string" => v.is_string(),
+        "array" => v.is_array(),
+        "object" => v.is_object(),
+        other => panic!("unknown type {other}"),
+    }
+}
+
+/// Checks `value` against the schema at `ptr`; records every property
+/// pointer it sees a value for in `seen`.
+struct Checker<'d> {
+    doc: &'d Value,
+    seen: BTreeSet<String>,
+}
+
+impl<'d> Checker<'d> {
+    fn check(&mut self, ptr: &str, value: &Value, at: &str) {
+        let schema = resolve(self.doc, ptr);
+        self.check_schema(ptr, schema, value, at);
+    }
+
+    fn check_schema(&mut self, ptr: &str, schema: &'d Value, value: &Value, at: &str) {
+        let obj = schema
+            .as_object()
+            .unwrap_or_else(|| panic!("{ptr}: schema is not an object"));
+        for key in obj.keys() {
+            assert!(
+                SCHEMA_KEYWORDS.contains(&key.as_str()),
+                "{ptr}: unsupported keyword {key}"
+            );
+        }
+        if let Some(r) = obj.get("$ref").and_then(Value::as_str) {
+            assert_eq!(obj.len(), 1, "{ptr}: $ref with siblings");
+            return self.check(r, value, at);
+        }
+        if let Some(t) = obj.get("type") {
+            let types: Vec<&str> = match t {
+                Value::String(s) => vec![s.as_str()],
+                Value::Array(list) => list.iter().filter_map(Value::as_str).collect(),
+                _ => panic!("{ptr}: bad type"),
+            };
+            assert!(
+                types.iter().any(|t| json_type_matches(t, value)),
+                "{at}: {value} is not of type {types:?} ({ptr})"
+            );
+        }
+        if let Some(Value::Array(allowed)) = obj.get("enum") {
+            assert!(
+                allowed.contains(value),
+                "{at}: {value} not in enum {allowed:?} ({ptr})"
+            );
+        }
+        if let (Some(min), Some(n)) = (obj.get("minimum").and_then(Value::as_f64), value.as_f64()) {
+            assert!(n >= min, "{at}: {n} < minimum {min}");
+        }
+        if let (Some(max), Some(n)) = (obj.get("maximum").and_then(Value::as_f64), value.as_f64()) {
+            assert!(n <= max, "{at}: {n} > maximum {max}");
+        }
+        if let Value::Object(map) = value {
+            let props = obj.get("properties").and_then(Value::as_object);
+            if obj.get("additionalProperties") == Some(&Value::Bool(false)) {
+                for key in map.keys() {
+                    assert!(
+                        props.is_some_and(|p| p.contains_key(key)),
+                        "{at}.{key}: not in the schema ({ptr})"
+                    );
+                }
+            }
+            for required in obj
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let name = required.as_str().unwrap_or_default();
+                assert!(
+                    map.contains_key(name),
+                    "{at}: required {name} missing ({ptr})"
+                );
+            }
+            for (key, v) in map {
+                if let Some(sub) = props.and_then(|p| p.get(key)) {
+                    let sub_ptr = format!("{ptr}/properties/{key}");
+                    self.seen.insert(sub_ptr.clone());
+                    self.check_schema(&sub_ptr, sub, v, &format!("{at}.{key}"));
+                }
+            }
+        }
+        if let (Value::Array(items), Some(item_schema)) = (value, obj.get("items")) {
+            for (i, item) in items.iter().enumerate() {
+                self.check_schema(
+                    &format!("{ptr}/items"),
+                    item_schema,
+                    item,
+                    &format!("{at}[{i}]"),
+                );
+            }
+        }
+    }
+}
+
+/// Every property pointer declared under components.schemas.
+fn declared_properties(doc: &Value) -> BTreeSet<String> {
+    fn walk(ptr: &str, schema: &Value, out: &mut BTreeSet<String>) {
+        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+            for (k, sub) in props {
+                let p = format!("{ptr}/properties/{k}");
+                out.insert(p.clone());
+                walk(&p, sub, out);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            walk(&format!("{ptr}/items"), items, out);
+        }
+    }
+    let mut out = BTreeSet::new();
+    for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+        walk(&schema_ptr(name), schema, &mut out);
+    }
+    out
+}
+
+fn property_names(doc: &Value, schema: &str) -> BTreeSet<String> {
+    resolve(doc, &schema_ptr(schema))["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{schema} has no properties"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+fn names(fields: &[&str]) -> BTreeSet<String> {
+    fields.iter().map(|s| s.to_string()).collect()
+}
+
+fn enum_strings(v: &Value) -> BTreeSet<String> {
+    v["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no enum in {v}"))
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_document_parses_and_is_openapi_3_1() {
+    let doc: Value = serde_json::from_str(DOCUMENT).expect("openapi.json is JSON");
+    assert_eq!(doc, document());
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+}
+
+#[test]
+fn every_ref_resolves_and_schemas_use_the_checked_subset() {
+    let doc = document();
+    fn walk(doc: &Value, v: &Value) {
+        match v {
+            Value::Object(map) => {
+                if let Some(r) = map.get("$ref").and_then(Value::as_str) {
+                    resolve(doc, r);
+                }
+                map.values().for_each(|c| walk(doc, c));
+            }
+            Value::Array(list) => list.iter().for_each(|c| walk(doc, c)),
+            _ => {}
+        }
+    }
+    walk(&doc, &doc);
+    // Every schema, named or inline, is one the checker understands.
+    fn schemas(v: &Value, out: &mut Vec<Value>) {
+        if let Value::Object(map) = v {
+            for (k, c) in map {
+                if k == "schema" {
+                    out.push(c.clone());
+                } else {
+                    schemas(c, out);
+                }
+            }
+        }
+    }
+    let mut inline = Vec::new();
+    schemas(&doc["paths"], &mut inline);
+    schemas(&doc["components"]["parameters"], &mut inline);
+    schemas(&doc["components"]["headers"], &mut inline);
+    schemas(&doc["components"]["responses"], &mut inline);
+    for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+        fn keywords(ptr: &str, s: &Value) {
+            for key in s.as_object().unwrap_or_else(|| panic!("{ptr}")).keys() {
+                assert!(SCHEMA_KEYWORDS.contains(&key.as_str()), "{ptr}: {key}");
+            }
+            for (k, sub) in s
+                .get("properties")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                keywords(&format!("{ptr}/{k}"), sub);
+            }
+            if let Some(items) = s.get("items") {
+                keywords(&format!("{ptr}/items"), items);
+            }
+        }
+        keywords(name, schema);
+    }
+    for s in &inline {
+        for key in s.as_object().unwrap().keys() {
+            assert!(
+                SCHEMA_KEYWORDS.contains(&key.as_str()),
+                "inline schema {s}: {key}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_routes_are_the_route_table() {
+    let doc = document();
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if method == "parameters" {
+                continue;
+            }
+            let m = Method::parse(&method.to_ascii_uppercase())
+                .unwrap_or_else(|| panic!("{method} {path}: not a method of the API"));
+            let route = ROUTES
+                .iter()
+                .find(|r| r.method == m && r.path == path)
+                .unwrap_or_else(|| panic!("{method} {path} is documented but not in ROUTES"));
+            assert_eq!(op["operationId"], route.operation.id(), "{method} {path}");
+            documented.insert((m, path.clone()));
+        }
+    }
+    let table: BTreeSet<(Method, String)> = ROUTES
+        .iter()
+        .map(|r| (r.method, r.path.to_string()))
+        .collect();
+    assert_eq!(documented, table);
+}
+
+/// Parameters of an operation: the path item's and its own, resolved.
+fn parameters<'d>(doc: &'d Value, path: &str, method: &str) -> Vec<&'d Value> {
+    let item = &doc["paths"][path];
+    let mut out = Vec::new();
+    for list in [&item["parameters"], &item[method]["parameters"]] {
+        for p in list.as_array().into_iter().flatten() {
+            out.push(deref(doc, p));
+        }
+    }
+    out
+}
+
+fn responses<'d>(doc: &'d Value, path: &str, method: &str) -> Vec<(String, &'d Value)> {
+    doc["paths"][path][method]["responses"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{method} {path}: no responses"))
+        .iter()
+        .map(|(status, r)| (status.clone(), deref(doc, r)))
+        .collect()
+}
+
+fn has_header(response: &Value, name: &str) -> bool {
+    response["headers"].get(name).is_some()
+}
+
+#[test]
+fn routes_document_their_parameters_headers_and_errors() {
+    let doc = document();
+    for route in ROUTES {
+        let (path, method) = (route.path, route.method.as_str().to_ascii_lowercase());
+        let params = parameters(&doc, path, &method);
+        let named =
+            |name: &str, place: &str| params.iter().any(|p| p["name"] == name && p["in"] == place);
+        // Path parameters: exactly the template's.
+        let template: BTreeSet<&str> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .collect();
+        let declared: BTreeSet<&str> = params
+            .iter()
+            .filter(|p| p["in"] == "path")
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(template, declared, "{method} {path}");
+        let resps = responses(&doc, path, &method);
+        let status = |s: &str| resps.iter().find(|(code, _)| code == s).map(|(_, r)| *r);
+        // Every error response is the error body.
+        for (code, r) in &resps {
+            if code.starts_with('4') || code.starts_with('5') {
+                assert_eq!(
+                    r["content"]["application/json"]["schema"]["$ref"],
+                    schema_ptr("Error"),
+                    "{method} {path} {code}"
+                );
+            }
+            if code == "503" {
+                assert!(
+                    has_header(r, "Retry-After"),
+                    "{method} {path}: 503 without Retry-After"
+                );
+            }
+        }
+        let is_resource = path.starts_with("/api/v1/services/");
+        let writes = matches!(route.method, Method::Put | Method::Patch | Method::Delete);
+        if is_resource && (writes || path.ends_with("/servers") && route.method == Method::Post) {
+            assert!(named("If-Match", "header"), "{method} {path}: no If-Match");
+            assert!(status("412").is_some(), "{method} {path}: no 412");
+        }
+        if is_resource && route.method != Method::Delete {
+            let ok = status("200").or(status("201")).unwrap();
+            assert!(has_header(ok, "ETag"), "{method} {path}: no ETag");
+        }
+        if route.method == Method::Post && path.starts_with("/api/v1/services") {
+            let created = status("201").unwrap_or_else(|| panic!("{method} {path}: no 201"));
+            assert!(has_header(created, "Location"), "{method} {path}");
+            assert!(status("409").is_some(), "{method} {path}: no 409");
+        }
+        if route.max_body > 0 {
+            for code in ["400", "413", "415", "503"] {
+                assert!(status(code).is_some(), "{method} {path}: no {code}");
+            }
+            let body = &doc["paths"][path][&method]["requestBody"];
+            assert!(
+                body["content"]["application/json"]["schema"]["$ref"].is_string(),
+                "{method} {path}"
+            );
+        }
+        if path.contains("{id}") {
+            assert!(status("404").is_some(), "{method} {path}: no 404");
+        }
+        let reads_state = route.method == Method::Get
+            && (path.starts_with("/api/v1/services") || path == "/api/v1/config");
+        if reads_state {
+            assert!(
+                named("consistent", "query"),
+                "{method} {path}: no ?consistent"
+            );
+        }
+    }
+    let dry_run = parameters(&doc, "/api/v1/config", "put");
+    assert!(dry_run
+        .iter()
+        .any(|p| p["name"] == "dry_run" && p["in"] == "query"));
+    assert!(
+        doc["paths"]["/api/v1/services/{id}"]["patch"]["requestBody"]["content"]
+            ["application/merge-patch+json"]
+            .is_object()
+    );
+    let too_large = resolve(&doc, "#/components/responses/PayloadTooLarge")["description"]
+        .as_str()
+        .unwrap();
+    assert!(
+        too_large.contains(&MAX_BODY_BYTES.to_string()),
+        "{too_large}"
+    );
+    assert!(
+        too_large.contains(&MAX_CONFIG_BODY_BYTES.to_string()),
+        "{too_large}"
+    );
+}
+
+#[test]
+fn request_schemas_list_the_fields_the_validators_accept() {
+    let doc = document();
+    for (schema, fields) in [
+        ("ServiceInput", SERVICE_FIELDS),
+        ("Service", SERVICE_FIELDS),
+        ("ServerInput", SERVER_FIELDS),
+        ("Server", SERVER_FIELDS),
+        ("Persistence", PERSISTENCE_FIELDS),
+        ("Tunnel", TUNNEL_FIELDS),
+        ("ConfigInput", CONFIG_FIELDS),
+        ("Config", CONFIG_FIELDS),
+        ("JoinRequest", JOIN_FIELDS),
+    ] {
+        assert_eq!(property_names(&doc, schema), names(fields), "{schema}");
+    }
+}
+
+#[test]
+fn enumerations_are_the_codes() {
+    let doc = document();
+    let schema = |name: &str| resolve(&doc, &schema_ptr(name)).clone();
+    let codes: BTreeSet<String> = ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str().to_string())
+        .collect();
+    assert_eq!(enum_strings(&schema("ErrorCode")), codes);
+    let flags: BTreeSet<String> = FLAGS.iter().map(|(n, _, _)| n.to_string()).collect();
+    for s in ["Service", "ServiceInput"] {
+        let props = &schema(s)["properties"];
+        assert_eq!(
+            enum_strings(&props["scheduler"]),
+            names(Scheduler::KNOWN),
+            "{s}"
+        );
+        assert_eq!(enum_strings(&props["flags"]["items"]), flags, "{s}");
+        assert_eq!(
+            enum_strings(&props["pe"]),
+            names(PERSISTENCE_ENGINES),
+            "{s}"
+        );
+        assert_eq!(
+            enum_strings(&props["protocol"]),
+            names(&["tcp", "udp", "sctp"]),
+            "{s}"
+        );
+        assert_eq!(
+            enum_strings(&props["family"]),
+            names(&["ipv4", "ipv6"]),
+            "{s}"
+        );
+    }
+    for s in ["Server", "ServerInput"] {
+        let forward = &schema(s)["properties"]["forward"];
+        assert_eq!(
+            enum_strings(forward),
+            names(&["masq", "dr", "tunnel"]),
+            "{s}"
+        );
+    }
+    let tunnel = &schema("Tunnel")["properties"];
+    assert_eq!(
+        enum_strings(&tunnel["type"]),
+        names(&["ipip", "gue", "gre"])
+    );
+    assert_eq!(
+        enum_strings(&tunnel["checksum"]),
+        names(&["none", "csum", "remcsum"])
+    );
+    // Defaults the document states are the validators' defaults.
+    assert_eq!(
+        schema("ServiceInput")["properties"]["scheduler"]["default"],
+        "wlc"
+    );
+    assert_eq!(
+        schema("Persistence")["properties"]["timeout"]["default"],
+        Persistence::DEFAULT_TIMEOUT
+    );
+    assert_eq!(
+        schema("Persistence")["properties"]["timeout"]["maximum"],
+        validate::MAX_PERSISTENCE_TIMEOUT
+    );
+    assert_eq!(schema("ServerInput")["properties"]["weight"]["default"], 1);
+    assert_eq!(
+        schema("ServerInput")["properties"]["forward"]["default"],
+        "masq"
+    );
+}
+
+/// Request bodies using every field the schemas declare.
+fn request_samples() -> Vec<(&'static str, Value)> {
+    let inet = json!({
+        "id": "udp-2001_db8__53-5060", "revision": 3,
+        "protocol": "udp", "address": "2001:db8::53", "port": 5060, "family": "ipv6",
+        "scheduler": "sh", "flags": ["one-packet", "sh-port"],
+        "persistence": {"timeout": 600, "netmask": 64}, "pe": "sip",
+        "servers": [
+            {"id": "2001_db8__11-5060", "address": "2001:db8::11", "port": 5060, "weight": 2,
+             "forward": "dr", "upper_threshold": 100, "lower_threshold": 10, "tunnel": null},
+            {"address": "198.51.100.12", "forward": "tunnel",
+             "tunnel": {"type": "gue", "port": 6080, "checksum": "csum"}}
+        ]
+    });
+    let fwmark =
+        json!({"fwmark": 5, "family": "ipv4", "persistence": {"netmask": "255.255.255.0"}});
+    vec![
+        ("ServiceInput", inet.clone()),
+        ("ServiceInput", fwmark.clone()),
+        ("ConfigInput", json!({ "services": [inet, fwmark] })),
+        (
+            "JoinRequest",
+            json!({"id": "node2", "raft_addr": "127.0.0.1:1112", "api_addr": "127.0.0.1:2222"}),
+        ),
+    ]
+}
+
+/// Responses of every kind, from the views and errors themselves.
+fn response_samples() -> Vec<(&'static str, Value)> {
+    let mut web = VirtualService::new(tcp("192.0.2.10", 443));
+    web.persistence = Some(Persistence {
+        timeout: 600,
+        netmask: Netmask::V4(Ipv4Addr::new(255, 255, 255, 0)),
+    });
+    let web = config(web, &[dest("198.51.100.11", 443)], 4);
+    let mut sip = VirtualService::new(fwmark(Family::Ipv6, 7));
+    sip.scheduler = Scheduler::new("mh").unwrap();
+    sip.flags = sip
+        .flags
+        .with(ServiceFlags::ONE_PACKET)
+        .with(ServiceFlags::SCHED2);
+    sip.persistence = Some(Persistence {
+        timeout: 360,
+        netmask: Netmask::V6(64),
+    });
+    sip.pe_name = Some("sip".into());
+    let tunnel = Destination {
+        forward: Forward::Tunnel(Tunnel {
+            kind: TunnelType::Gue,
+            port: 6080,
+            checksum: TunnelChecksum::Csum,
+        }),
+        upper_threshold: 10,
+        lower_threshold: 5,
+        ..dest("198.51.100.12", 0)
+    };
+    let sip = config(sip, &[tunnel, dest("2001:db8::11", 0)], 9);
+    let mut state = DesiredState::default();
+    for c in [&web, &sip] {
+        state.services.insert(c.service.key, c.clone());
+    }
+    let mut changed = ServiceSpec {
+        service: web.service.clone(),
+        servers: vec![dest("198.51.100.13", 443)],
+    };
+    changed.service.scheduler = Scheduler::new("rr").unwrap();
+    let plan = plan_config(
+        &state,
+        &[
+            changed,
+            ServiceSpec {
+                service: VirtualService::new(tcp("192.0.2.30", 80)),
+                servers: vec![],
+            },
+        ],
+    );
+    let validation =
+        parse_service_create(br#"{"protocol":"tcp","address":"x","port":0}"#).unwrap_err();
+    let cluster = ClusterView {
+        leader_id: Some("node1".into()),
+        term: 3,
+        commit_index: 120,
+        members: vec![
+            MemberView {
+                id: "node1".into(),
+                raft_addr: "127.0.0.1:1111".into(),
+                api_addr: "127.0.0.1:2221".into(),
+                voter: true,
+                last_applied: Some(120),
+                reachable: true,
+            },
+            MemberView {
+                id: "node4".into(),
+                raft_addr: "127.0.0.1:1114".into(),
+                api_addr: "127.0.0.1:2224".into(),
+                voter: false,
+                last_applied: None,
+                reachable: false,
+            },
+        ],
+    };
+    let no_leader = ClusterView {
+        leader_id: None,
+        ..cluster.clone()
+    };
+    vec![
+        ("Service", to(&service_view(&web))),
+        ("Service", to(&service_view(&sip))),
+        ("Config", to(&config_view(&state))),
+        ("ConfigPlan", to(&plan)),
+        ("Cluster", to(&cluster)),
+        ("Cluster", to(&no_leader)),
+        (
+            "Health",
+            to(&HealthView {
+                status: "ready".into(),
+            }),
+        ),
+        ("Error", to(&validation.body())),
+        ("Error", to(&ApiError::no_leader(1).body())),
+    ]
+}
+
+fn to<T: serde::Serialize>(view: &T) -> Value {
+    serde_json::to_value(view).expect("views serialise")
+}
+
+#[test]
+fn samples_fit_the_schemas_and_cover_every_property() {
+    let doc = document();
+    let mut checker = Checker {
+        doc: &doc,
+        seen: BTreeSet::new(),
+    };
+    for (schema, sample) in request_samples() {
+        checker.check(&schema_ptr(schema), &sample, schema);
+        // What the schema allows, the validators accept.
+        let bytes = serde_json::to_vec(&sample).unwrap();
+        let accepted = match schema {
+            "ServiceInput" => parse_service_create(&bytes).map(|_| ()),
+            "ConfigInput" => parse_config(&bytes).map(|_| ()),
+            "JoinRequest" => parse_join(&bytes).map(|_| ()),
+            other => panic!("no validator for {other}"),
+        };
+        assert_eq!(accepted, Ok(()), "{schema}: {sample}");
+    }
+    for (schema, sample) in response_samples() {
+        checker.check(&schema_ptr(schema), &sample, schema);
+    }
+    // A GET result is a valid PUT body (the inputs accept the outputs).
+    for (schema, sample) in response_samples() {
+        let input = match schema {
+            "Service" => "ServiceInput",
+            "Config" => "ConfigInput",
+            _ => continue,
+        };
+        checker.check(&schema_ptr(input), &sample, input);
+    }
+    let missing: Vec<String> = declared_properties(&doc)
+        .into_iter()
+        .filter(|p| !checker.seen.contains(p))
+        .collect();
+    assert!(missing.is_empty(), "properties no sample has: {missing:#?}");
+}
+
+#[test]
+fn every_operation_has_a_unique_id_and_a_summary() {
+    let doc = document();
+    let mut ids = HashSet::new();
+    for route in ROUTES {
+        let op = &doc["paths"][route.path][route.method.as_str().to_ascii_lowercase()];
+        assert!(op["summary"].is_string(), "{}", route.path);
+        assert!(ids.insert(op["operationId"].as_str().unwrap().to_string()));
+    }
+}

@@ -1,0 +1,224 @@
+//! Model → response JSON: services with their id, revision and servers
+//! (sorted), the whole configuration, request bodies for clients, and the
+//! plan of a configuration replacement (`PUT /api/v1/config?dry_run=true`).
+//!
+//! Every view is total: the model can hold values the API never accepts
+//! (`Local` and `Bypass` forwarding, scheduler flag bits without a name for
+//! the scheduler), because the kernel can report them; they are shown by
+//! their kernel names rather than hidden.
+
+use super::ids;
+use super::json::{
+    ConfigPlan, ConfigView, NetmaskView, PersistenceView, ServerView, ServiceChange, ServiceView,
+    TunnelView,
+};
+use crate::model::{
+    DesiredState, Destination, Forward, Netmask, ServiceConfig, ServiceFlags, ServiceKey,
+    ServiceSpec, TunnelChecksum, TunnelType, VirtualService,
+};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A service as responses show it.
+pub fn service_view(cfg: &ServiceConfig) -> ServiceView {
+    view_of(&cfg.service, cfg.revision, cfg.servers.values())
+}
+
+/// Every service of the state, in key order (`GET /api/v1/services`).
+pub fn services_view(state: &DesiredState) -> Vec<ServiceView> {
+    state.services.values().map(service_view).collect()
+}
+
+/// `GET /api/v1/config`.
+pub fn config_view(state: &DesiredState) -> ConfigView {
+    ConfigView {
+        services: services_view(state),
+    }
+}
+
+/// A real server as responses show it.
+pub fn server_view(dest: &Destination) -> ServerView {
+    let (forward, tunnel) = match dest.forward {
+        Forward::Masq => ("masq", None),
+        Forward::Route => ("dr", None),
+        Forward::Tunnel(t) => ("tunnel", Some(tunnel_view(t))),
+        Forward::Local => ("local", None),
+        Forward::Bypass => ("bypass", None),
+    };
+    ServerView {
+        id: ids::server_id(&dest.key()),
+        address: dest.addr.to_string(),
+        port: dest.port,
+        weight: dest.weight,
+        forward: forward.to_string(),
+        upper_threshold: dest.upper_threshold,
+        lower_threshold: dest.lower_threshold,
+        tunnel,
+    }
+}
+
+/// A service's servers, sorted by address then port.
+pub fn servers_view(cfg: &ServiceConfig) -> Vec<ServerView> {
+    cfg.servers.values().map(server_view).collect()
+}
+
+/// The `POST /api/v1/services` body that creates `spec` (for clients such as
+/// the CLI): the view without the response-only `id` and `revision`.
+pub fn service_request(spec: &ServiceSpec) -> Value {
+    let mut servers: Vec<&Destination> = spec.servers.iter().collect();
+    servers.sort_by_key(|d| d.key());
+    let mut value =
+        serde_json::to_value(view_of(&spec.service, 0, servers.into_iter())).unwrap_or(Value::Null);
+    strip(&mut value, &["id", "revision"]);
+    if let Some(Value::Array(servers)) = value.get_mut("servers") {
+        for server in servers {
+            strip(server, &["id"]);
+        }
+    }
+    value
+}
+
+/// The `PUT /api/v1/config` body that sets exactly `specs`.
+pub fn config_request(specs: &[ServiceSpec]) -> Value {
+    let services: Vec<Value> = specs.iter().map(service_request).collect();
+    serde_json::json!({ "services": services })
+}
+
+/// What replacing `current` with `next` changes, judged as the state
+/// machine's `ReplaceAll` judges it (a service whose settings and servers
+/// are equal is unchanged and keeps its revision).
+pub fn plan_config(current: &DesiredState, next: &[ServiceSpec]) -> ConfigPlan {
+    let next: BTreeMap<ServiceKey, &ServiceSpec> =
+        next.iter().map(|s| (s.service.key, s)).collect();
+    let mut plan = ConfigPlan::default();
+    for (key, spec) in &next {
+        let Some(old) = current.services.get(key) else {
+            plan.added.push(ids::service_id(key));
+            continue;
+        };
+        let new_servers: BTreeMap<_, _> = spec.servers.iter().map(|d| (d.key(), d)).collect();
+        let mut change = ServiceChange {
+            id: ids::service_id(key),
+            settings: old.service != spec.service,
+            ..ServiceChange::default()
+        };
+        for (dkey, dest) in &new_servers {
+            match old.servers.get(dkey) {
+                None => change.servers_added.push(ids::server_id(dkey)),
+                Some(was) if was != *dest => change.servers_changed.push(ids::server_id(dkey)),
+                Some(_) => {}
+            }
+        }
+        for dkey in old.servers.keys() {
+            if !new_servers.contains_key(dkey) {
+                change.servers_removed.push(ids::server_id(dkey));
+            }
+        }
+        if change.settings
+            || !change.servers_added.is_empty()
+            || !change.servers_changed.is_empty()
+            || !change.servers_removed.is_empty()
+        {
+            plan.changed.push(change);
+        } else {
+            plan.unchanged += 1;
+        }
+    }
+    for key in current.services.keys() {
+        if !next.contains_key(key) {
+            plan.removed.push(ids::service_id(key));
+        }
+    }
+    plan
+}
+
+/// The names of a service's flags, as `flags` lists them.
+pub fn flag_names(service: &VirtualService) -> Vec<String> {
+    let flags = service.flags;
+    let sched = service.scheduler.as_str();
+    let mut names = Vec::new();
+    if flags.contains(ServiceFlags::ONE_PACKET) {
+        names.push("one-packet".to_string());
+    }
+    // SCHED1/SCHED2 mean fallback/port for sh and mh alike; other
+    // schedulers give them no name, and ipvsadm prints them as flag-N.
+    let prefix = matches!(sched, "sh" | "mh").then_some(sched);
+    for (bit, suffix, generic) in [
+        (ServiceFlags::SCHED1, "fallback", "flag-1"),
+        (ServiceFlags::SCHED2, "port", "flag-2"),
+        (ServiceFlags::SCHED3, "", "flag-3"),
+    ] {
+        if flags.contains(bit) {
+            names.push(match prefix {
+                Some(p) if !suffix.is_empty() => format!("{p}-{suffix}"),
+                _ => generic.to_string(),
+            });
+        }
+    }
+    names
+}
+
+fn view_of<'a>(
+    service: &VirtualService,
+    revision: u64,
+    servers: impl Iterator<Item = &'a Destination>,
+) -> ServiceView {
+    let key = service.key;
+    let (protocol, address, port, fwmark, family) = match key {
+        ServiceKey::Inet {
+            protocol,
+            addr,
+            port,
+        } => (
+            Some(protocol.to_string()),
+            Some(addr.to_string()),
+            Some(port),
+            None,
+            None,
+        ),
+        ServiceKey::Fwmark { family, mark } => {
+            (None, None, None, Some(mark), Some(family.to_string()))
+        }
+    };
+    ServiceView {
+        id: ids::service_id(&key),
+        revision,
+        protocol,
+        address,
+        port,
+        fwmark,
+        family,
+        scheduler: service.scheduler.to_string(),
+        persistence: service.persistence.map(|p| PersistenceView {
+            timeout: p.timeout,
+            netmask: match p.netmask {
+                Netmask::V4(mask) => NetmaskView::Mask(mask),
+                Netmask::V6(prefix) => NetmaskView::Prefix(prefix),
+            },
+        }),
+        flags: flag_names(service),
+        pe: service.pe_name.clone(),
+        servers: servers.map(server_view).collect(),
+    }
+}
+
+fn tunnel_view(t: crate::model::Tunnel) -> TunnelView {
+    TunnelView {
+        kind: t.kind.name().to_string(),
+        port: (t.kind == TunnelType::Gue).then_some(t.port),
+        checksum: match t.checksum {
+            TunnelChecksum::None => "none",
+            TunnelChecksum::Csum => "csum",
+            TunnelChecksum::RemCsum => "remcsum",
+        }
+        .to_string(),
+    }
+}
+
+fn strip(value: &mut Value, keys: &[&str]) {
+    if let Value::Object(map) = value {
+        for key in keys {
+            map.remove(*key);
+        }
+    }
+}

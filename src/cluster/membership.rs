@@ -1,0 +1,137 @@
+//! Cluster membership: how a node starts (resume, bootstrap or join), and the
+//! leader's side of joining and removing members.
+
+use super::Raft;
+pub use crate::api::json::JoinRequest;
+use crate::raft::{node_id, typ, NodeId, NodeInfo};
+use openraft::ChangeMembers;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Path of the join endpoint on the HTTP API.
+pub const JOIN_PATH: &str = "/api/v1/cluster/join";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("raft storage or state error")]
+    Raft(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(
+        "node name {name:?} hashes to the id of member {existing:?}; choose another RAFT_NODE_ID"
+    )]
+    IdCollision { name: String, existing: String },
+    #[error("{0:?} is not a member of this cluster")]
+    NotMember(String),
+    #[error("removing {0:?} would leave the cluster without voters")]
+    LastVoter(String),
+    #[error("this node is not the leader")]
+    NotLeader,
+}
+
+fn raft_err(e: impl std::error::Error + Send + Sync + 'static) -> MembershipError {
+    MembershipError::Raft(Box::new(e))
+}
+
+/// How this node entered the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// It had state: resumed, RAFT_LEADER ignored.
+    Resumed,
+    /// First node: a one-node cluster with itself as leader.
+    Bootstrapped,
+    /// A member added it as a voter.
+    Joined,
+}
+
+/// Brings this node into its cluster. A node with state never re-initialises
+/// (that could split the brain); a new node without RAFT_LEADER bootstraps;
+/// a new node with RAFT_LEADER asks that member to add it, retrying until it
+/// succeeds (the member may still be starting).
+pub async fn start(
+    raft: &Raft,
+    http: &reqwest::Client,
+    me: &NodeInfo,
+    join: Option<&str>,
+) -> Result<Start, MembershipError> {
+    if raft.is_initialized().await.map_err(raft_err)? {
+        return Ok(Start::Resumed);
+    }
+    let Some(member) = join else {
+        let id = node_id(&me.name);
+        raft.initialize(BTreeMap::from([(id, me.clone())]))
+            .await
+            .map_err(raft_err)?;
+        return Ok(Start::Bootstrapped);
+    };
+    let req = JoinRequest {
+        id: me.name.clone(),
+        raft_addr: me.raft_addr.clone(),
+        api_addr: me.api_addr.clone(),
+    };
+    let url = format!("http://{member}{JOIN_PATH}");
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match http.post(&url).json(&req).send().await {
+            Ok(resp) if resp.status().is_success() => return Ok(Start::Joined),
+            Ok(resp) => {
+                let status = resp.status();
+                let body = resp.text().await.unwrap_or_default();
+                tracing::warn!(%url, %status, %body, "join refused; retrying");
+            }
+            Err(e) => tracing::warn!(%url, error = %e, "join failed; retrying"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// On the leader: adds the node as a learner, waits until it has caught up,
+/// then makes it a voter. Joining twice is harmless.
+pub async fn add_member(raft: &Raft, req: &JoinRequest) -> Result<(), MembershipError> {
+    let id = node_id(&req.id);
+    let node = NodeInfo {
+        name: req.id.clone(),
+        raft_addr: req.raft_addr.clone(),
+        api_addr: req.api_addr.clone(),
+    };
+    let metrics: typ::RaftMetrics = raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    if let Some(existing) = membership.get_node(&id) {
+        if existing.name != req.id {
+            return Err(MembershipError::IdCollision {
+                name: req.id.clone(),
+                existing: existing.name.clone(),
+            });
+        }
+        if membership.voter_ids().any(|v| v == id) && *existing == node {
+            return Ok(());
+        }
+    }
+    raft.add_learner(id, node, true).await.map_err(raft_err)?;
+    raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        .await
+        .map_err(raft_err)?;
+    Ok(())
+}
+
+/// On the leader: removes the member named `name` (voter and node).
+pub async fn remove_member(raft: &Raft, name: &str) -> Result<(), MembershipError> {
+    let id: NodeId = node_id(name);
+    let metrics: typ::RaftMetrics = raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    if membership.get_node(&id).is_none() {
+        return Err(MembershipError::NotMember(name.to_string()));
+    }
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    if voters.contains(&id) {
+        if voters.len() == 1 {
+            return Err(MembershipError::LastVoter(name.to_string()));
+        }
+        raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await
+            .map_err(raft_err)?;
+    }
+    raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+        .await
+        .map_err(raft_err)?;
+    Ok(())
+}

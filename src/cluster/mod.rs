@@ -1,0 +1,130 @@
+//! The cluster: the Raft transport between nodes, writes from any node
+//! (forwarded to the leader), and membership (bootstrap, join, remove).
+
+pub mod membership;
+pub mod network;
+pub mod rpc;
+
+use crate::model::Command;
+use crate::raft::{typ, NodeId, NodeInfo};
+use openraft::error::{ClientWriteError, RaftError};
+use rpc::{client_write, WriteOutcome, WriteResult, WRITE_PATH};
+use std::time::Duration;
+
+pub use rpc::Raft;
+
+/// Why a write did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// No leader is known (election in progress, or no quorum).
+    #[error("the cluster has no leader at the moment")]
+    NoLeader,
+    /// The leader could not be reached or did not answer.
+    #[error("could not reach the leader {leader}")]
+    LeaderUnreachable {
+        leader: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("raft refused the write: {0}")]
+    Raft(String),
+}
+
+/// How long a write waits for a leader to appear before giving up.
+const LEADER_WAIT: Duration = Duration::from_secs(3);
+
+/// Proposes commands on behalf of clients of this node: locally when this
+/// node leads, otherwise forwarded to the leader's Raft port.
+#[derive(Clone)]
+pub struct Writer {
+    raft: Raft,
+    http: reqwest::Client,
+}
+
+impl Writer {
+    pub fn new(raft: Raft, http: reqwest::Client) -> Writer {
+        Writer { raft, http }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Commits `cmd` and returns what the state machine did with it. Leader
+    /// changes during the write are followed; a write that was forwarded but
+    /// whose answer was lost is reported as an error, never retried (it may
+    /// have committed).
+    pub async fn write(&self, cmd: Command) -> Result<WriteOutcome, WriteError> {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        loop {
+            let forward = match client_write(&self.raft, cmd.clone()).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(e) => forward_target(e)?,
+            };
+            let next = match forward {
+                Some((_, node)) => self.forward(&node, &cmd).await?,
+                None => None,
+            };
+            if let Some(outcome) = next {
+                return Ok(outcome);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WriteError::NoLeader);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends `cmd` to `leader`. `Ok(None)` when that node is no longer the
+    /// leader (try again).
+    async fn forward(
+        &self,
+        leader: &NodeInfo,
+        cmd: &Command,
+    ) -> Result<Option<WriteOutcome>, WriteError> {
+        let unreachable = |source| WriteError::LeaderUnreachable {
+            leader: leader.name.clone(),
+            source,
+        };
+        let result: WriteResult = self
+            .http
+            .post(format!("http://{}{WRITE_PATH}", leader.raft_addr))
+            .json(cmd)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(unreachable)?
+            .json()
+            .await
+            .map_err(unreachable)?;
+        match result {
+            Ok(outcome) => Ok(Some(outcome)),
+            Err(e) => forward_target(e).map(|_| None),
+        }
+    }
+}
+
+/// The leader to forward to after a refused write, or `None` when no leader
+/// is known yet; other refusals are errors.
+fn forward_target(
+    e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>,
+) -> Result<Option<(NodeId, NodeInfo)>, WriteError> {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            Ok(f.leader_id.zip(f.leader_node))
+        }
+        other => Err(WriteError::Raft(other.to_string())),
+    }
+}
+
+/// The current leader's id and node info, if known.
+pub fn leader(raft: &Raft) -> Option<(NodeId, NodeInfo)> {
+    let metrics: typ::RaftMetrics = raft.metrics().borrow().clone();
+    let id = metrics.current_leader?;
+    let node = metrics
+        .membership_config
+        .membership()
+        .get_node(&id)?
+        .clone();
+    Some((id, node))
+}
