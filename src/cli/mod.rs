@@ -9,7 +9,10 @@ use clap::{Parser, Subcommand};
 #[command(name = "ipvs-manager", version, about, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Without a subcommand, run this host's cluster node.
+    #[command(flatten)]
+    pub node: crate::config::NodeArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -23,6 +26,31 @@ pub enum Command {
 /// Runs the parsed command line; the error is printed by `main`.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Kernel(cmd) => kernel::run(cmd),
+        Some(Command::Kernel(cmd)) => kernel::run(cmd),
+        None => run_node(&cli.node),
+    }
+}
+
+fn run_node(args: &crate::config::NodeArgs) -> anyhow::Result<()> {
+    let config = args.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(crate::daemon::run(config, shutdown_signal()))
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -1,0 +1,133 @@
+//! The node: wires storage, Raft, the two HTTP listeners and membership, and
+//! owns the order of start-up and shutdown.
+//!
+//! Start-up: open the store (the directory lock makes a second process on
+//! the same RAFT_VOL_DIR fail here), start Raft, start listening on the Raft
+//! and API ports, then enter the cluster (resume, bootstrap or join — the
+//! listeners must already serve, because the leader replicates to a joining
+//! node before it answers). Shutdown: stop accepting HTTP requests and let
+//! in-flight ones finish, then stop Raft, which flushes storage.
+
+use crate::cluster::membership::{self, Start};
+use crate::cluster::network::Network;
+use crate::cluster::{rpc, Writer};
+use crate::config::{KernelMode, NodeConfig};
+use crate::raft::{node_id, NodeInfo};
+use crate::server::{self, AppState};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest Raft RPC body (append batches, snapshot chunks).
+const RAFT_BODY_LIMIT: usize = 64 << 20;
+
+fn raft_config() -> anyhow::Result<Arc<openraft::Config>> {
+    let config = openraft::Config {
+        cluster_name: "ipvs-manager".into(),
+        // Failover well under a second on a LAN or loopback.
+        heartbeat_interval: 100,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    };
+    Ok(Arc::new(
+        config.validate().context("invalid raft configuration")?,
+    ))
+}
+
+/// Runs the node until `shutdown` completes.
+pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    if cfg.kernel == KernelMode::On {
+        tracing::info!("IPVS programming is not implemented yet; replicating and serving only");
+    }
+    let (log, sm) = crate::store::open(&cfg.vol_dir)
+        .with_context(|| format!("failed to open the state in {}", cfg.vol_dir.display()))?;
+    let state = sm.watch();
+    let me = NodeInfo {
+        name: cfg.name.clone(),
+        raft_addr: cfg.raft_advertise.to_string(),
+        api_addr: cfg.http_advertise.to_string(),
+    };
+    let id = node_id(&cfg.name);
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .context("failed to build the HTTP client")?;
+    let raft = openraft::Raft::new(id, raft_config()?, Network::new(http.clone()), log, sm)
+        .await
+        .context("failed to start raft")?;
+
+    let raft_data = web::Data::new(raft.clone());
+    let raft_server = HttpServer::new(move || {
+        App::new()
+            .app_data(raft_data.clone())
+            .app_data(web::JsonConfig::default().limit(RAFT_BODY_LIMIT))
+            .configure(rpc::routes)
+    })
+    .workers(2)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(cfg.raft_bind)
+    .with_context(|| format!("failed to listen on RAFT_PORT {}", cfg.raft_bind))?
+    .run();
+
+    let app = web::Data::new(AppState {
+        writer: Writer::new(raft.clone(), http.clone()),
+        state,
+        http: http.clone(),
+        me: me.clone(),
+    });
+    let api_server = HttpServer::new(move || {
+        App::new()
+            .app_data(app.clone())
+            .default_service(web::to(server::dispatch))
+    })
+    .workers(2)
+    .disable_signals()
+    .shutdown_timeout(10)
+    .bind(cfg.http_bind)
+    .with_context(|| format!("failed to listen on SERVER_PORT {}", cfg.http_bind))?
+    .run();
+
+    let raft_handle = raft_server.handle();
+    let api_handle = api_server.handle();
+    let raft_task = tokio::spawn(raft_server);
+    let api_task = tokio::spawn(api_server);
+    tracing::info!(node = %cfg.name, id, api = %cfg.http_bind, raft = %cfg.raft_bind, "listening");
+
+    tokio::pin!(shutdown);
+    let entered = tokio::select! {
+        r = membership::start(&raft, &http, &me, cfg.join.as_deref()) => Some(r),
+        _ = &mut shutdown => None,
+    };
+    let in_cluster = entered.is_some();
+    match entered {
+        Some(Ok(Start::Resumed)) => {
+            tracing::info!("resumed the cluster from {}", cfg.vol_dir.display())
+        }
+        Some(Ok(Start::Bootstrapped)) => tracing::info!("bootstrapped a new cluster"),
+        Some(Ok(Start::Joined)) => tracing::info!("joined the cluster"),
+        Some(Err(e)) => {
+            tracing::error!(error = %crate::ipvs::chain(&e), "could not enter the cluster");
+        }
+        None => {}
+    }
+    if in_cluster {
+        shutdown.await;
+    }
+
+    tracing::info!("shutting down");
+    api_handle.stop(true).await;
+    raft_handle.stop(true).await;
+    let _ = api_task.await;
+    let _ = raft_task.await;
+    raft.shutdown()
+        .await
+        .context("raft did not shut down cleanly")?;
+    Ok(())
+}

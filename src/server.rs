@@ -1,0 +1,571 @@
+//! The HTTP API server on SERVER_PORT. Every request goes through one
+//! dispatcher driven by [`api::ROUTES`] (the one list of routes), so the
+//! routing table, the OpenAPI document and the handlers cannot drift apart.
+//! Reads come from the committed state this node has applied; writes go
+//! through Raft (forwarded to the leader when needed) and answer once this
+//! node has applied them, so a client reads its own writes on the node it
+//! wrote to.
+
+use crate::api::error::check_body_size;
+use crate::api::{self, http, json, view, ApiError, Operation};
+use crate::cluster::membership::{self, JoinRequest};
+use crate::cluster::{leader, Raft, WriteError, Writer};
+use crate::model::{Command, DesiredState, ServiceConfig, ServiceKey};
+use crate::raft::{node_id, NodeInfo};
+use crate::store::StateWatch;
+use actix_web::http::StatusCode;
+use actix_web::web::{Data, Payload};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What every handler needs.
+pub struct AppState {
+    pub writer: Writer,
+    pub state: StateWatch,
+    pub http: reqwest::Client,
+    pub me: NodeInfo,
+}
+
+impl AppState {
+    fn raft(&self) -> &Raft {
+        self.writer.raft()
+    }
+
+    fn desired(&self) -> Arc<DesiredState> {
+        self.state.current().desired
+    }
+
+    fn is_leader(&self) -> bool {
+        leader(self.raft()).is_some_and(|(id, _)| id == node_id(&self.me.name))
+    }
+}
+
+type Reply = Result<HttpResponse, ApiError>;
+
+/// The single entry point: route, then handle.
+pub async fn dispatch(req: HttpRequest, body: Payload, app: Data<AppState>) -> HttpResponse {
+    let reply = match api::match_route(req.method().as_str(), req.path()) {
+        Ok((route, params)) => {
+            let params: Vec<(&'static str, String)> = params
+                .into_iter()
+                .map(|(k, v)| (k, v.to_string()))
+                .collect();
+            match read_body(body, route.max_body).await {
+                Ok(bytes) => handle(route.operation, &req, &params, &bytes, &app).await,
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    reply.unwrap_or_else(|e| error_response(&e))
+}
+
+async fn read_body(body: Payload, limit: usize) -> Result<actix_web::web::Bytes, ApiError> {
+    // Routes without a body still drain a small one, so a stray body is
+    // refused rather than left on the connection.
+    let limit = limit.max(1024);
+    match body.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => {
+            check_body_size(bytes.len(), limit)?;
+            Ok(bytes)
+        }
+        Ok(Err(e)) => Err(ApiError::new(
+            api::ErrorCode::MalformedJson,
+            format!("could not read the body: {e}"),
+        )),
+        Err(_) => Err(ApiError::body_too_large(limit)),
+    }
+}
+
+fn error_response(e: &ApiError) -> HttpResponse {
+    let mut r = HttpResponse::build(
+        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    if let Some(secs) = e.retry_after() {
+        r.insert_header(("Retry-After", secs.to_string()));
+    }
+    r.content_type("application/json").body(e.to_json())
+}
+
+fn json_response(status: StatusCode, value: &impl Serialize) -> HttpResponse {
+    match serde_json::to_vec(value) {
+        Ok(body) => HttpResponse::build(status)
+            .content_type("application/json")
+            .body(body),
+        Err(e) => error_response(&ApiError::internal(e)),
+    }
+}
+
+fn param<'a>(params: &'a [(&'static str, String)], name: &str) -> &'a str {
+    params
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+fn query<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.query_string()
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn if_match(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
+    let header = match req.headers().get("If-Match") {
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::at(
+                api::ErrorCode::InvalidHeader,
+                "If-Match",
+                "not a valid header value",
+            )
+        })?),
+        None => None,
+    };
+    http::parse_if_match(header)
+}
+
+fn service<'a>(state: &'a DesiredState, key: &ServiceKey) -> Result<&'a ServiceConfig, ApiError> {
+    state
+        .services
+        .get(key)
+        .ok_or_else(|| ApiError::no_such_service(key))
+}
+
+fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::NoLeader => ApiError::no_leader(1),
+        other => ApiError::unavailable(1, crate::ipvs::chain(&other)),
+    }
+}
+
+/// How long a write waits for this node to apply what the leader committed.
+const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+/// Commits `cmd`, waits until this node has applied it, and returns the
+/// state machine's answer (a refusal as an error) with the state after it.
+async fn commit(app: &AppState, cmd: Command) -> Result<(u64, Arc<DesiredState>), ApiError> {
+    let outcome = app.writer.write(cmd).await.map_err(write_error)?;
+    let mut rx = app.state.subscribe();
+    let applied = tokio::time::timeout(
+        APPLY_WAIT,
+        rx.wait_for(|c| c.applied_index() >= outcome.index),
+    )
+    .await;
+    let desired = match applied {
+        Ok(Ok(c)) => c.desired.clone(),
+        _ => {
+            return Err(ApiError::unavailable(
+                1,
+                "the write committed but this node has not applied it yet",
+            ))
+        }
+    };
+    let revision = api::outcome(outcome.result)?;
+    Ok((revision, desired))
+}
+
+fn with_etag(
+    mut r: actix_web::HttpResponseBuilder,
+    revision: u64,
+) -> actix_web::HttpResponseBuilder {
+    r.insert_header(("ETag", http::etag(revision)));
+    r
+}
+
+fn service_reply(status: StatusCode, cfg: &ServiceConfig, location: bool) -> HttpResponse {
+    let mut r = with_etag(HttpResponse::build(status), cfg.revision);
+    if location {
+        r.insert_header(("Location", http::service_location(&cfg.service.key)));
+    }
+    match serde_json::to_vec(&view::service_view(cfg)) {
+        Ok(body) => r.content_type("application/json").body(body),
+        Err(e) => error_response(&ApiError::internal(e)),
+    }
+}
+
+async fn handle(
+    op: Operation,
+    req: &HttpRequest,
+    params: &[(&'static str, String)],
+    body: &[u8],
+    app: &AppState,
+) -> Reply {
+    use Operation::*;
+    let consistent = http::query_flag("consistent", query(req, "consistent"))?;
+    if consistent
+        && matches!(
+            op,
+            ListServices | GetService | ListServers | GetServer | GetConfig
+        )
+    {
+        linearize(app).await?;
+    }
+    match op {
+        Health => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok"}),
+        )),
+        Ready => ready(app),
+        OpenApi => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(api::openapi::DOCUMENT)),
+        ListServices => Ok(json_response(
+            StatusCode::OK,
+            &view::services_view(&app.desired()),
+        )),
+        GetService => {
+            let key = api::parse_service_id(param(params, "id"))?;
+            let desired = app.desired();
+            Ok(service_reply(
+                StatusCode::OK,
+                service(&desired, &key)?,
+                false,
+            ))
+        }
+        CreateService => {
+            let spec = api::validate::parse_service_create(body)?;
+            let key = spec.service.key;
+            let (_, desired) = commit(app, Command::CreateService(spec)).await?;
+            Ok(service_reply(
+                StatusCode::CREATED,
+                service(&desired, &key)?,
+                true,
+            ))
+        }
+        ReplaceService | PatchService => {
+            let key = api::parse_service_id(param(params, "id"))?;
+            let current = service(&app.desired(), &key)?.clone();
+            let wanted = if_match(req)?;
+            let (service_cfg, if_revision) = if op == ReplaceService {
+                (
+                    api::validate::parse_service_replace(body, &current)?,
+                    wanted,
+                )
+            } else {
+                // A patch is a read-modify-write: guard it even without If-Match.
+                (
+                    api::validate::parse_service_patch(body, &current)?,
+                    wanted.or(Some(current.revision)),
+                )
+            };
+            let cmd = Command::UpdateService {
+                service: service_cfg,
+                if_revision,
+            };
+            let (_, desired) = commit(app, cmd).await?;
+            Ok(service_reply(
+                StatusCode::OK,
+                service(&desired, &key)?,
+                false,
+            ))
+        }
+        DeleteService => {
+            let key = api::parse_service_id(param(params, "id"))?;
+            let cmd = Command::DeleteService {
+                key,
+                if_revision: if_match(req)?,
+            };
+            commit(app, cmd).await?;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        ListServers => {
+            let key = api::parse_service_id(param(params, "id"))?;
+            let desired = app.desired();
+            let cfg = service(&desired, &key)?;
+            Ok(json_response(StatusCode::OK, &view::servers_view(cfg)))
+        }
+        GetServer => {
+            let key = api::parse_service_id(param(params, "id"))?;
+            let server = api::parse_server_id(param(params, "server_id"))?;
+            let desired = app.desired();
+            let cfg = service(&desired, &key)?;
+            let dest = cfg
+                .servers
+                .get(&server)
+                .ok_or_else(|| ApiError::no_such_server(&key, &server))?;
+            let r = with_etag(HttpResponse::Ok(), cfg.revision);
+            Ok(server_body(r, dest))
+        }
+        CreateServer => {
+            let key = api::parse_service_id(param(params, "id"))?;
+            let dest = api::validate::parse_server_create(body, &key)?;
+            let cmd = Command::CreateServer {
+                service: key,
+                server: dest,
+                if_revision: if_match(req)?,
+            };
+            let (revision, _) = commit(app, cmd).await?;
+            let mut r = with_etag(HttpResponse::Created(), revision);
+            r.insert_header(("Location", http::server_location(&key, &dest.key())));
+            Ok(server_body(r, &dest))
+        }
+        ReplaceServer | PatchServer => {
+            let key = api::parse_service_id(param(params, "id"))?;
+            let server = api::parse_server_id(param(params, "server_id"))?;
+            let desired = app.desired();
+            let cfg = service(&desired, &key)?;
+            let current = *cfg
+                .servers
+                .get(&server)
+                .ok_or_else(|| ApiError::no_such_server(&key, &server))?;
+            let wanted = if_match(req)?;
+            let (dest, if_revision) = if op == ReplaceServer {
+                (
+                    api::validate::parse_server_replace(body, &key, &server)?,
+                    wanted,
+                )
+            } else {
+                (
+                    api::validate::parse_server_patch(body, &key, &current)?,
+                    wanted.or(Some(cfg.revision)),
+                )
+            };
+            let cmd = Command::UpdateServer {
+                service: key,
+                server: dest,
+                if_revision,
+            };
+            let (revision, _) = commit(app, cmd).await?;
+            Ok(server_body(with_etag(HttpResponse::Ok(), revision), &dest))
+        }
+        DeleteServer => {
+            let key = api::parse_service_id(param(params, "id"))?;
+            let server = api::parse_server_id(param(params, "server_id"))?;
+            let cmd = Command::DeleteServer {
+                service: key,
+                server,
+                if_revision: if_match(req)?,
+            };
+            commit(app, cmd).await?;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        GetConfig => Ok(json_response(
+            StatusCode::OK,
+            &view::config_view(&app.desired()),
+        )),
+        ReplaceConfig => {
+            let specs = api::validate::parse_config(body)?;
+            let plan = view::plan_config(&app.desired(), &specs);
+            if !http::query_flag("dry_run", query(req, "dry_run"))? {
+                commit(app, Command::ReplaceAll(specs)).await?;
+            }
+            Ok(json_response(StatusCode::OK, &plan))
+        }
+        GetCluster => Ok(json_response(StatusCode::OK, &cluster_view(app).await)),
+        JoinCluster => {
+            let join = api::validate::parse_join(body)?;
+            join_cluster(app, &join).await
+        }
+        RemoveMember => remove_member(app, param(params, "node_id")).await,
+    }
+}
+
+fn server_body(
+    mut r: actix_web::HttpResponseBuilder,
+    dest: &crate::model::Destination,
+) -> HttpResponse {
+    match serde_json::to_vec(&view::server_view(dest)) {
+        Ok(body) => r.content_type("application/json").body(body),
+        Err(e) => error_response(&ApiError::internal(e)),
+    }
+}
+
+/// `?consistent=true`: confirm leadership (on the leader) or wait until this
+/// node has applied the leader's commit index, so the read that follows
+/// sees every write acknowledged before it.
+async fn linearize(app: &AppState) -> Result<(), ApiError> {
+    let raft = app.raft();
+    let target = match raft.ensure_linearizable().await {
+        Ok(log_id) => log_id.map_or(0, |l| l.index),
+        Err(_) => {
+            let Some((_, leader_node)) = leader(raft) else {
+                return Err(ApiError::no_leader(1));
+            };
+            let url = format!("http://{}/api/v1/cluster", leader_node.api_addr);
+            let view: json::ClusterView = app
+                .http
+                .get(url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| ApiError::unavailable(1, e))?
+                .json()
+                .await
+                .map_err(|e| ApiError::unavailable(1, e))?;
+            view.commit_index
+        }
+    };
+    let mut rx = app.state.subscribe();
+    let caught_up = tokio::time::timeout(APPLY_WAIT, rx.wait_for(|c| c.applied_index() >= target))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if caught_up {
+        Ok(())
+    } else {
+        Err(ApiError::unavailable(1, "this node is behind the leader"))
+    }
+}
+
+fn ready(app: &AppState) -> Reply {
+    let metrics = app.raft().metrics().borrow().clone();
+    let member = metrics
+        .membership_config
+        .membership()
+        .get_node(&node_id(&app.me.name))
+        .is_some();
+    if metrics.current_leader.is_some() && member {
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ready"}),
+        ))
+    } else {
+        Err(ApiError::unavailable(
+            1,
+            "not yet a member of a cluster with a leader",
+        ))
+    }
+}
+
+async fn cluster_view(app: &AppState) -> json::ClusterView {
+    let metrics = app.raft().metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+    let names: std::collections::BTreeMap<u64, &NodeInfo> =
+        membership.nodes().map(|(id, n)| (*id, n)).collect();
+    let replication = metrics.replication.clone().unwrap_or_default();
+    let me = node_id(&app.me.name);
+    let probes = names.iter().map(|(id, node)| {
+        let http = app.http.clone();
+        let url = format!("http://{}/healthz", node.api_addr);
+        let is_me = *id == me;
+        async move {
+            is_me
+                || http
+                    .get(url)
+                    .timeout(Duration::from_millis(500))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+        }
+    });
+    let reachable = futures_join_all(probes).await;
+    let members = names
+        .iter()
+        .zip(reachable)
+        .map(|((id, node), reachable)| json::MemberView {
+            id: node.name.clone(),
+            raft_addr: node.raft_addr.clone(),
+            api_addr: node.api_addr.clone(),
+            voter: voters.contains(id),
+            last_applied: if *id == me {
+                metrics.last_applied.map(|l| l.index)
+            } else {
+                replication.get(id).and_then(|m| m.map(|l| l.index))
+            },
+            reachable,
+        })
+        .collect();
+    json::ClusterView {
+        leader_id: metrics
+            .current_leader
+            .and_then(|id| names.get(&id).map(|n| n.name.clone())),
+        term: metrics.current_term,
+        commit_index: metrics.last_applied.map_or(0, |l| l.index),
+        members,
+    }
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(Box::pin(f));
+    }
+    let mut out = Vec::with_capacity(set.len());
+    for f in set {
+        out.push(f.await);
+    }
+    out
+}
+
+async fn join_cluster(app: &AppState, join: &JoinRequest) -> Reply {
+    if app.is_leader() {
+        membership::add_member(app.raft(), join)
+            .await
+            .map_err(membership_error)?;
+        return Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"joined": join.id}),
+        ));
+    }
+    let Some((_, leader_node)) = leader(app.raft()) else {
+        return Err(ApiError::no_leader(1));
+    };
+    let resp = app
+        .http
+        .post(format!(
+            "http://{}{}",
+            leader_node.api_addr,
+            membership::JOIN_PATH
+        ))
+        .json(join)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .map_err(|e| ApiError::unavailable(1, e))?;
+    relay(resp).await
+}
+
+async fn remove_member(app: &AppState, name: &str) -> Reply {
+    if app.is_leader() {
+        membership::remove_member(app.raft(), name)
+            .await
+            .map_err(membership_error)?;
+        return Ok(HttpResponse::NoContent().finish());
+    }
+    let Some((_, leader_node)) = leader(app.raft()) else {
+        return Err(ApiError::no_leader(1));
+    };
+    let resp = app
+        .http
+        .delete(format!(
+            "http://{}/api/v1/cluster/members/{name}",
+            leader_node.api_addr
+        ))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| ApiError::unavailable(1, e))?;
+    relay(resp).await
+}
+
+/// Passes a forwarded request's answer back to the client.
+async fn relay(resp: reqwest::Response) -> Reply {
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| ApiError::unavailable(1, e))?;
+    Ok(HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body.to_vec()))
+}
+
+fn membership_error(e: membership::MembershipError) -> ApiError {
+    use membership::MembershipError::*;
+    match e {
+        NotMember(name) => ApiError::new(
+            api::ErrorCode::NotFound,
+            format!("{name:?} is not a member of this cluster"),
+        ),
+        IdCollision { .. } | LastVoter(_) => {
+            ApiError::new(api::ErrorCode::AlreadyExists, e.to_string())
+        }
+        NotLeader => ApiError::no_leader(1),
+        Raft(_) => ApiError::unavailable(1, crate::ipvs::chain(&e)),
+    }
+}
