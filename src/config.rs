@@ -35,6 +35,10 @@ pub struct NodeArgs {
     /// `off`: replicate and serve, never program IPVS.
     #[arg(long, env = "IPVS_KERNEL", value_enum, default_value_t = KernelMode::On)]
     pub ipvs_kernel: KernelMode,
+    /// Take a snapshot (and compact the log) after this many new entries.
+    #[arg(long, env = "RAFT_SNAPSHOT_LOGS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub raft_snapshot_logs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,6 +59,7 @@ pub struct NodeConfig {
     pub raft_advertise: SocketAddr,
     pub join: Option<String>,
     pub kernel: KernelMode,
+    pub snapshot_logs: u64,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +112,7 @@ impl NodeArgs {
             raft_advertise: SocketAddr::new(advertise, self.raft_port),
             join: self.raft_leader.clone().filter(|l| !l.is_empty()),
             kernel: self.ipvs_kernel,
+            snapshot_logs: self.raft_snapshot_logs,
         })
     }
 }

@@ -23,15 +23,17 @@ use std::time::Duration;
 /// Largest Raft RPC body (append batches, snapshot chunks).
 const RAFT_BODY_LIMIT: usize = 64 << 20;
 
-fn raft_config() -> anyhow::Result<Arc<openraft::Config>> {
+fn raft_config(snapshot_logs: u64) -> anyhow::Result<Arc<openraft::Config>> {
     let config = openraft::Config {
         cluster_name: "ipvs-manager".into(),
         // Failover well under a second on a LAN or loopback.
         heartbeat_interval: 100,
         election_timeout_min: 300,
         election_timeout_max: 600,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
-        max_in_snapshot_log_to_keep: 1000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
+        // Keep a tail for followers that are slightly behind, but no more
+        // than the snapshot interval, so compaction really happens.
+        max_in_snapshot_log_to_keep: snapshot_logs.min(1000),
         ..Default::default()
     };
     Ok(Arc::new(
@@ -58,9 +60,15 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
         .context("failed to build the HTTP client")?;
-    let raft = openraft::Raft::new(id, raft_config()?, Network::new(http.clone()), log, sm)
-        .await
-        .context("failed to start raft")?;
+    let raft = openraft::Raft::new(
+        id,
+        raft_config(cfg.snapshot_logs)?,
+        Network::new(http.clone()),
+        log,
+        sm,
+    )
+    .await
+    .context("failed to start raft")?;
 
     let raft_data = web::Data::new(raft.clone());
     let raft_server = HttpServer::new(move || {

@@ -141,6 +141,28 @@ fn write_error(e: WriteError) -> ApiError {
     }
 }
 
+/// Refuses, without writing to the log, a command that this node's applied
+/// state already refuses (duplicate, missing resource, stale If-Match): a
+/// dry run of the state machine on a copy. The state machine still decides
+/// at apply time, so a race with another writer is caught there.
+fn precheck(state: &DesiredState, cmd: &Command) -> Result<(), ApiError> {
+    let touched = match cmd {
+        Command::CreateService(spec) => spec.service.key,
+        Command::UpdateService { service, .. } => service.key,
+        Command::DeleteService { key, .. } => *key,
+        Command::CreateServer { service, .. }
+        | Command::UpdateServer { service, .. }
+        | Command::DeleteServer { service, .. } => *service,
+        Command::ReplaceAll(_) => return Ok(()),
+    };
+    // Only the touched service matters: copy just that one.
+    let mut scratch = DesiredState::default();
+    if let Some(cfg) = state.services.get(&touched) {
+        scratch.services.insert(touched, cfg.clone());
+    }
+    api::outcome(scratch.apply(cmd, u64::MAX)).map(|_| ())
+}
+
 /// How long a write waits for this node to apply what the leader committed.
 const APPLY_WAIT: Duration = Duration::from_secs(5);
 
@@ -228,6 +250,7 @@ async fn handle(
         CreateService => {
             let spec = api::validate::parse_service_create(body)?;
             let key = spec.service.key;
+            precheck(&app.desired(), &Command::CreateService(spec.clone()))?;
             let (_, desired) = commit(app, Command::CreateService(spec)).await?;
             Ok(service_reply(
                 StatusCode::CREATED,
@@ -255,6 +278,7 @@ async fn handle(
                 service: service_cfg,
                 if_revision,
             };
+            precheck(&app.desired(), &cmd)?;
             let (_, desired) = commit(app, cmd).await?;
             Ok(service_reply(
                 StatusCode::OK,
@@ -268,6 +292,7 @@ async fn handle(
                 key,
                 if_revision: if_match(req)?,
             };
+            precheck(&app.desired(), &cmd)?;
             commit(app, cmd).await?;
             Ok(HttpResponse::NoContent().finish())
         }
@@ -297,6 +322,7 @@ async fn handle(
                 server: dest,
                 if_revision: if_match(req)?,
             };
+            precheck(&app.desired(), &cmd)?;
             let (revision, _) = commit(app, cmd).await?;
             let mut r = with_etag(HttpResponse::Created(), revision);
             r.insert_header(("Location", http::server_location(&key, &dest.key())));
@@ -328,6 +354,7 @@ async fn handle(
                 server: dest,
                 if_revision,
             };
+            precheck(&desired, &cmd)?;
             let (revision, _) = commit(app, cmd).await?;
             Ok(server_body(with_etag(HttpResponse::Ok(), revision), &dest))
         }
@@ -339,6 +366,7 @@ async fn handle(
                 server,
                 if_revision: if_match(req)?,
             };
+            precheck(&app.desired(), &cmd)?;
             commit(app, cmd).await?;
             Ok(HttpResponse::NoContent().finish())
         }

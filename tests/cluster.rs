@@ -1,0 +1,456 @@
+//! Multi-process tests of the replicated control plane: real `ipvs-manager`
+//! processes started as the README's three commands (plus IPVS_KERNEL=off),
+//! on ports of their own, talking over loopback.
+
+#[path = "cluster/harness.rs"]
+mod harness;
+
+use harness::Cluster;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn web() -> Value {
+    json!({"protocol": "tcp", "address": "192.0.2.10", "port": 80, "scheduler": "wrr",
+           "servers": [{"address": "198.51.100.11", "port": 8080, "weight": 3}]})
+}
+
+fn status(r: reqwest::blocking::Response) -> u16 {
+    r.status().as_u16()
+}
+
+/// Every kind of write, through the leader and through followers, reaches
+/// every node.
+#[test]
+fn every_write_replicates_to_every_node() {
+    let c = Cluster::start(3);
+    let svc = "/api/v1/services/tcp-192.0.2.10-80";
+    assert_eq!(
+        status(c.send(0, "POST", "/api/v1/services", Some(&web()))),
+        201
+    );
+    assert_eq!(
+        status(c.send(
+            1,
+            "POST",
+            &format!("{svc}/servers"),
+            Some(&json!({"address": "198.51.100.12", "port": 8080}))
+        )),
+        201
+    );
+    assert_eq!(
+        status(c.send(
+            2,
+            "PATCH",
+            &format!("{svc}/servers/198.51.100.12-8080"),
+            Some(&json!({"weight": 0}))
+        )),
+        200
+    );
+    assert_eq!(
+        status(c.send(
+            1,
+            "PATCH",
+            svc,
+            Some(&json!({"scheduler": "rr", "persistence": {"timeout": 600}}))
+        )),
+        200
+    );
+    assert_eq!(
+        status(c.send(
+            2,
+            "POST",
+            "/api/v1/services",
+            Some(&json!({"fwmark": 7, "family": "ipv6", "scheduler": "sh", "flags": ["sh-port"]}))
+        )),
+        201
+    );
+    assert_eq!(
+        status(c.send(
+            0,
+            "POST",
+            "/api/v1/services",
+            Some(&json!({"protocol": "udp", "address": "192.0.2.53", "port": 53}))
+        )),
+        201
+    );
+    assert_eq!(
+        status(c.send(1, "DELETE", "/api/v1/services/udp-192.0.2.53-53", None)),
+        204
+    );
+    assert_eq!(
+        status(c.send(
+            2,
+            "DELETE",
+            &format!("{svc}/servers/198.51.100.11-8080"),
+            None
+        )),
+        204
+    );
+
+    let config = c.converged(0);
+    let services = config["services"].as_array().expect("services");
+    assert_eq!(services.len(), 2, "{config}");
+    let web = services
+        .iter()
+        .find(|s| s["id"] == "tcp-192.0.2.10-80")
+        .expect("web service");
+    assert_eq!(web["scheduler"], "rr");
+    assert_eq!(web["persistence"]["timeout"], 600);
+    assert_eq!(web["servers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(web["servers"][0]["weight"], 0);
+    assert!(services.iter().any(|s| s["id"] == "fwmark-ipv6-7"));
+
+    // Replacing the whole configuration is one entry, and a dry run commits
+    // nothing.
+    let next = json!({"services": [{"protocol": "sctp", "address": "192.0.2.20", "port": 3868}]});
+    let before = c.cluster_view(0).expect("cluster")["commit_index"].clone();
+    let plan: Value = c
+        .send(1, "PUT", "/api/v1/config?dry_run=true", Some(&next))
+        .json()
+        .expect("plan");
+    assert_eq!(plan["added"], json!(["sctp-192.0.2.20-3868"]), "{plan}");
+    assert_eq!(c.cluster_view(0).expect("cluster")["commit_index"], before);
+    assert_eq!(status(c.send(2, "PUT", "/api/v1/config", Some(&next))), 200);
+    let config = c.converged(1);
+    assert_eq!(
+        config["services"].as_array().map(Vec::len),
+        Some(1),
+        "{config}"
+    );
+}
+
+/// Concurrency control: ETag and If-Match.
+#[test]
+fn if_match_guards_concurrent_edits() {
+    let c = Cluster::start(1);
+    let r = c.send(0, "POST", "/api/v1/services", Some(&web()));
+    let etag = r.headers()["etag"].to_str().expect("etag").to_string();
+    assert_eq!(
+        r.headers()["location"],
+        "/api/v1/services/tcp-192.0.2.10-80"
+    );
+    let svc = c.nodes[0].url("/api/v1/services/tcp-192.0.2.10-80");
+    let put = |tag: &str| {
+        c.http
+            .patch(&svc)
+            .header("If-Match", tag)
+            .json(&json!({"scheduler": "lc"}))
+            .send()
+            .expect("patch")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(put(&etag), 200);
+    assert_eq!(put(&etag), 412, "the revision moved on");
+}
+
+/// Bad input gets a 4xx naming the field, and nothing reaches the log.
+#[test]
+fn bad_input_is_refused_without_writing() {
+    let c = Cluster::start(1);
+    assert_eq!(
+        status(c.send(0, "POST", "/api/v1/services", Some(&web()))),
+        201
+    );
+    let commit = || c.cluster_view(0).expect("cluster")["commit_index"].clone();
+    let before = commit();
+    let svc = "/api/v1/services/tcp-192.0.2.10-80";
+    let cases: Vec<(&str, String, Value, u16, &str)> = vec![
+        (
+            "POST",
+            "/api/v1/services".into(),
+            json!({"protocol": "tcp", "address": "192.0.2.1", "port": 0}),
+            400,
+            "port",
+        ),
+        (
+            "POST",
+            "/api/v1/services".into(),
+            json!({"protocol": "tcp", "address": "192.0.2.1", "port": 70000}),
+            400,
+            "port",
+        ),
+        (
+            "POST",
+            "/api/v1/services".into(),
+            json!({"protocol": "tcp", "address": "300.0.0.1", "port": 80}),
+            400,
+            "address",
+        ),
+        (
+            "POST",
+            "/api/v1/services".into(),
+            json!({"fwmark": 0, "family": "ipv4"}),
+            400,
+            "fwmark",
+        ),
+        (
+            "POST",
+            "/api/v1/services".into(),
+            json!({"protocol": "tcp", "address": "192.0.2.1", "port": 80, "scheduler": "nope"}),
+            400,
+            "scheduler",
+        ),
+        (
+            "POST",
+            "/api/v1/services".into(),
+            json!({"protocol": "tcp", "address": "192.0.2.1", "port": 80, "scheduler": "rr", "flags": ["sh-port"]}),
+            400,
+            "flags[0]",
+        ),
+        (
+            "POST",
+            "/api/v1/services".into(),
+            json!({"protocol": "tcp", "address": "2001:db8::1", "port": 80, "persistence": {"timeout": 60, "netmask": "255.255.255.0"}}),
+            400,
+            "persistence.netmask",
+        ),
+        (
+            "POST",
+            "/api/v1/services".into(),
+            json!({"protocol": "tcp", "address": "192.0.2.1", "port": 80, "colour": "red"}),
+            400,
+            "colour",
+        ),
+        (
+            "POST",
+            format!("{svc}/servers"),
+            json!({"address": "198.51.100.20", "port": 80, "weight": -1}),
+            400,
+            "weight",
+        ),
+        (
+            "POST",
+            format!("{svc}/servers"),
+            json!({"address": "198.51.100.20", "port": 80, "upper_threshold": 5, "lower_threshold": 9}),
+            400,
+            "lower_threshold",
+        ),
+        (
+            "POST",
+            format!("{svc}/servers"),
+            json!({"address": "198.51.100.20", "port": 80, "tunnel": {"type": "gue", "port": 6080}}),
+            400,
+            "tunnel",
+        ),
+        (
+            "POST",
+            format!("{svc}/servers"),
+            json!({"address": "2001:db8::5", "port": 80}),
+            400,
+            "address",
+        ),
+        ("POST", "/api/v1/services".into(), web(), 409, ""),
+        (
+            "POST",
+            format!("{svc}/servers"),
+            json!({"address": "198.51.100.11", "port": 8080}),
+            409,
+            "",
+        ),
+        (
+            "GET",
+            "/api/v1/services/tcp-192.0.2.99-80".into(),
+            Value::Null,
+            404,
+            "",
+        ),
+        (
+            "DELETE",
+            format!("{svc}/servers/198.51.100.99-80"),
+            Value::Null,
+            404,
+            "",
+        ),
+    ];
+    for (method, path, body, want, field) in cases {
+        let body = (!body.is_null()).then_some(&body);
+        let r = c.send(0, method, &path, body);
+        let got = r.status().as_u16();
+        let err: Value = r.json().unwrap_or(Value::Null);
+        assert_eq!(got, want, "{method} {path} {body:?}: {err}");
+        assert!(err["error"]["message"].is_string(), "{err}");
+        if !field.is_empty() {
+            assert_eq!(err["error"]["field"], field, "{method} {path}: {err}");
+        }
+    }
+    // Malformed JSON and an oversized body.
+    let url = c.nodes[0].url("/api/v1/services");
+    let r = c
+        .http
+        .post(&url)
+        .body("{\"protocol\": ")
+        .send()
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 400);
+    let r = c
+        .http
+        .post(&url)
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(commit(), before, "refused requests wrote nothing");
+}
+
+/// kill -9 of every node loses no acknowledged write; a restarted node
+/// resumes its cluster (RAFT_LEADER is ignored).
+#[test]
+fn restart_of_all_nodes_keeps_every_write() {
+    let mut c = Cluster::start(3);
+    for i in 0..10 {
+        let body = json!({"protocol": "tcp", "address": format!("192.0.2.{}", i + 1), "port": 80});
+        assert_eq!(
+            status(c.send(i % 3, "POST", "/api/v1/services", Some(&body))),
+            201
+        );
+    }
+    let before = c.converged(0);
+    for n in &mut c.nodes {
+        n.kill();
+    }
+    for i in 0..3 {
+        c.nodes[i].start();
+    }
+    for i in 0..3 {
+        c.wait_ready(i);
+    }
+    assert_eq!(c.converged(2), before);
+    assert!(c.nodes[1].log().contains("resumed"), "{}", c.nodes[1].log());
+}
+
+/// kill -9 of the leader under a stream of writes: a new leader is elected,
+/// every acknowledged write survives, and the old leader catches up.
+#[test]
+fn leader_failure_under_writes() {
+    let mut c = Cluster::start(3);
+    let leader = c.leader().expect("a leader");
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        let urls: Vec<String> = survivors
+            .iter()
+            .map(|&i| c.nodes[i].url("/api/v1/services"))
+            .collect();
+        std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("client");
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) && n < 2000 {
+                n += 1;
+                let body = json!({"protocol": "udp", "address": format!("10.{}.{}.{}", n / 65536, n / 256 % 256, n % 256), "port": 53});
+                let url = &urls[n as usize % urls.len()];
+                if let Ok(r) = http.post(url).json(&body).send() {
+                    if r.status().as_u16() == 201 {
+                        acked.lock().expect("lock").push(n);
+                    }
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    c.nodes[leader].kill();
+    let acked_at_kill = acked.lock().expect("lock").len();
+    c.wait(Duration::from_secs(10), "a new leader", || {
+        c.leader().is_some_and(|l| l != leader)
+    });
+    c.wait(Duration::from_secs(20), "writes after the failover", || {
+        acked.lock().expect("lock").len() > acked_at_kill + 20
+    });
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    let config = c.converged(survivors[0]);
+    let present: std::collections::BTreeSet<String> = config["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| s["address"].as_str().expect("address").to_string())
+        .collect();
+    for n in acked.lock().expect("lock").iter() {
+        let addr = format!("10.{}.{}.{}", n / 65536, n / 256 % 256, n % 256);
+        assert!(present.contains(&addr), "acknowledged write {addr} lost");
+    }
+    c.nodes[leader].start();
+    c.wait_ready(leader);
+    c.wait(
+        Duration::from_secs(20),
+        "the old leader to catch up",
+        || c.get(leader, "/api/v1/config").json::<Value>().ok() == Some(config.clone()),
+    );
+}
+
+/// Joining through a follower, joining twice, removing a member.
+#[test]
+fn membership_changes() {
+    let mut c = Cluster::new(3);
+    c.nodes[2].join = Some(c.nodes[1].http_port);
+    for i in 0..3 {
+        c.nodes[i].start();
+        c.wait_ready(i);
+    }
+    c.wait_voters(3);
+    let node2 = &c.nodes[1];
+    let again = json!({"id": node2.name, "raft_addr": format!("127.0.0.1:{}", node2.raft_port),
+                       "api_addr": format!("127.0.0.1:{}", node2.http_port)});
+    assert_eq!(
+        status(c.send(2, "POST", "/api/v1/cluster/join", Some(&again))),
+        200
+    );
+    c.wait_voters(3);
+    assert_eq!(
+        status(c.send(1, "DELETE", "/api/v1/cluster/members/node3", None)),
+        204
+    );
+    c.wait(Duration::from_secs(10), "node3 removed", || {
+        c.cluster_view(0).is_some_and(|v| {
+            v["members"]
+                .as_array()
+                .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["id"] != "node3"))
+        })
+    });
+    assert_eq!(
+        status(c.send(0, "DELETE", "/api/v1/cluster/members/nosuch", None)),
+        404
+    );
+    assert_eq!(
+        status(c.send(0, "POST", "/api/v1/services", Some(&web()))),
+        201
+    );
+    c.nodes[2].kill();
+    c.converged(0);
+}
+
+/// A node that joins after the log was compacted receives everything
+/// through a snapshot.
+#[test]
+fn join_after_compaction_installs_a_snapshot() {
+    let mut c = Cluster::new(2);
+    for n in &mut c.nodes {
+        n.env.push(("RAFT_SNAPSHOT_LOGS".into(), "20".into()));
+    }
+    c.nodes[0].start();
+    c.wait_ready(0);
+    for i in 0..60 {
+        let body = json!({"protocol": "tcp", "address": format!("192.0.2.{}", i + 1), "port": 443});
+        assert_eq!(
+            status(c.send(0, "POST", "/api/v1/services", Some(&body))),
+            201
+        );
+    }
+    c.nodes[1].start();
+    c.wait_ready(1);
+    c.wait_voters(2);
+    let config = c.converged(0);
+    assert_eq!(config["services"].as_array().map(Vec::len), Some(60));
+    assert!(
+        c.nodes[1].log().contains("snapshot"),
+        "the joiner should have installed a snapshot:\n{}",
+        c.nodes[1].log()
+    );
+}
