@@ -27,9 +27,9 @@ fn raft_config(snapshot_logs: u64) -> anyhow::Result<Arc<openraft::Config>> {
     let config = openraft::Config {
         cluster_name: "ipvs-manager".into(),
         // Failover well under a second on a LAN or loopback.
-        heartbeat_interval: 100,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
+        heartbeat_interval: 50,
+        election_timeout_min: 200,
+        election_timeout_max: 400,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
         // Keep a tail for followers that are slightly behind, but no more
         // than the snapshot interval, so compaction really happens.

@@ -141,11 +141,21 @@ fn write_error(e: WriteError) -> ApiError {
     }
 }
 
-/// Refuses, without writing to the log, a command that this node's applied
-/// state already refuses (duplicate, missing resource, stale If-Match): a
-/// dry run of the state machine on a copy. The state machine still decides
-/// at apply time, so a race with another writer is caught there.
-fn precheck(state: &DesiredState, cmd: &Command) -> Result<(), ApiError> {
+/// Refuses, without writing to the log, a command that the committed state
+/// already refuses (duplicate, missing resource, stale If-Match): a dry run
+/// of the state machine on a copy of the touched service. The state machine
+/// still decides at apply time, so a race with another writer is caught
+/// there.
+async fn precheck(app: &AppState, cmd: &Command) -> Result<(), ApiError> {
+    if refusal(&app.desired(), cmd).is_ok() {
+        return Ok(());
+    }
+    // This node may lag the leader: confirm the refusal on fresh state.
+    linearize(app).await?;
+    refusal(&app.desired(), cmd)
+}
+
+fn refusal(state: &DesiredState, cmd: &Command) -> Result<(), ApiError> {
     let touched = match cmd {
         Command::CreateService(spec) => spec.service.key,
         Command::UpdateService { service, .. } => service.key,
@@ -250,7 +260,7 @@ async fn handle(
         CreateService => {
             let spec = api::validate::parse_service_create(body)?;
             let key = spec.service.key;
-            precheck(&app.desired(), &Command::CreateService(spec.clone()))?;
+            precheck(app, &Command::CreateService(spec.clone())).await?;
             let (_, desired) = commit(app, Command::CreateService(spec)).await?;
             Ok(service_reply(
                 StatusCode::CREATED,
@@ -259,6 +269,10 @@ async fn handle(
             ))
         }
         ReplaceService | PatchService => {
+            if op == PatchService {
+                // Read-modify-write: merge onto what the leader committed.
+                linearize(app).await?;
+            }
             let key = api::parse_service_id(param(params, "id"))?;
             let current = service(&app.desired(), &key)?.clone();
             let wanted = if_match(req)?;
@@ -278,7 +292,7 @@ async fn handle(
                 service: service_cfg,
                 if_revision,
             };
-            precheck(&app.desired(), &cmd)?;
+            precheck(app, &cmd).await?;
             let (_, desired) = commit(app, cmd).await?;
             Ok(service_reply(
                 StatusCode::OK,
@@ -292,7 +306,7 @@ async fn handle(
                 key,
                 if_revision: if_match(req)?,
             };
-            precheck(&app.desired(), &cmd)?;
+            precheck(app, &cmd).await?;
             commit(app, cmd).await?;
             Ok(HttpResponse::NoContent().finish())
         }
@@ -322,13 +336,16 @@ async fn handle(
                 server: dest,
                 if_revision: if_match(req)?,
             };
-            precheck(&app.desired(), &cmd)?;
+            precheck(app, &cmd).await?;
             let (revision, _) = commit(app, cmd).await?;
             let mut r = with_etag(HttpResponse::Created(), revision);
             r.insert_header(("Location", http::server_location(&key, &dest.key())));
             Ok(server_body(r, &dest))
         }
         ReplaceServer | PatchServer => {
+            if op == PatchServer {
+                linearize(app).await?;
+            }
             let key = api::parse_service_id(param(params, "id"))?;
             let server = api::parse_server_id(param(params, "server_id"))?;
             let desired = app.desired();
@@ -354,7 +371,7 @@ async fn handle(
                 server: dest,
                 if_revision,
             };
-            precheck(&desired, &cmd)?;
+            precheck(app, &cmd).await?;
             let (revision, _) = commit(app, cmd).await?;
             Ok(server_body(with_etag(HttpResponse::Ok(), revision), &dest))
         }
@@ -366,7 +383,7 @@ async fn handle(
                 server,
                 if_revision: if_match(req)?,
             };
-            precheck(&app.desired(), &cmd)?;
+            precheck(app, &cmd).await?;
             commit(app, cmd).await?;
             Ok(HttpResponse::NoContent().finish())
         }
@@ -445,7 +462,9 @@ fn ready(app: &AppState) -> Reply {
         .membership()
         .get_node(&node_id(&app.me.name))
         .is_some();
-    if metrics.current_leader.is_some() && member {
+    // A committed vote means an elected leader this node follows; a node
+    // that lost its leader starts an election and its vote is uncommitted.
+    if metrics.current_leader.is_some() && metrics.vote.is_committed() && member {
         Ok(json_response(
             StatusCode::OK,
             &serde_json::json!({"status": "ready"}),

@@ -454,3 +454,39 @@ fn join_after_compaction_installs_a_snapshot() {
         c.nodes[1].log()
     );
 }
+
+/// Without a quorum there is no leader: writes get 503 with Retry-After,
+/// and reads keep being served from the last applied state.
+#[test]
+fn no_quorum_gives_503_with_retry_after() {
+    let mut c = Cluster::start(3);
+    assert_eq!(
+        status(c.send(0, "POST", "/api/v1/services", Some(&web()))),
+        201
+    );
+    c.converged(0);
+    let leader = c.leader().expect("leader");
+    let survivor = (0..3).find(|&i| i != leader).expect("survivor");
+    for i in 0..3 {
+        if i != survivor {
+            c.nodes[i].kill();
+        }
+    }
+    let body = json!({"protocol": "udp", "address": "192.0.2.53", "port": 53});
+    let r = c.send(survivor, "POST", "/api/v1/services", Some(&body));
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let err: Value = r.json().expect("error body");
+    assert!(err["error"]["message"].is_string(), "{err}");
+    let r = c.get(survivor, "/api/v1/services");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.json::<Value>().expect("list").as_array().map(Vec::len),
+        Some(1)
+    );
+    c.wait(
+        Duration::from_secs(10),
+        "the survivor to report not ready",
+        || c.get(survivor, "/readyz").status().as_u16() == 503,
+    );
+}

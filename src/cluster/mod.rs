@@ -28,7 +28,14 @@ pub enum WriteError {
     },
     #[error("raft refused the write: {0}")]
     Raft(String),
+    /// Proposed but not committed in time (no quorum reachable): it may
+    /// still commit later.
+    #[error("the write was not committed within {0:?} (is a quorum of nodes reachable?); it may still commit")]
+    Timeout(Duration),
 }
+
+/// How long a proposal may wait for a quorum.
+const COMMIT_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a write waits for a leader to appear before giving up.
 const LEADER_WAIT: Duration = Duration::from_secs(3);
@@ -57,9 +64,11 @@ impl Writer {
     pub async fn write(&self, cmd: Command) -> Result<WriteOutcome, WriteError> {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         loop {
-            let forward = match client_write(&self.raft, cmd.clone()).await {
-                Ok(outcome) => return Ok(outcome),
-                Err(e) => forward_target(e)?,
+            let proposed = tokio::time::timeout(COMMIT_WAIT, client_write(&self.raft, cmd.clone()));
+            let forward = match proposed.await {
+                Ok(Ok(outcome)) => return Ok(outcome),
+                Ok(Err(e)) => forward_target(e)?,
+                Err(_) => return Err(WriteError::Timeout(COMMIT_WAIT)),
             };
             let next = match forward {
                 Some((_, node)) => self.forward(&node, &cmd).await?,
@@ -89,6 +98,7 @@ impl Writer {
         let result: WriteResult = self
             .http
             .post(format!("http://{}{WRITE_PATH}", leader.raft_addr))
+            .timeout(COMMIT_WAIT + Duration::from_secs(1))
             .json(cmd)
             .send()
             .await
