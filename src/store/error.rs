@@ -23,6 +23,8 @@ pub enum StoreError {
     },
     #[error("failed to start the store's flush thread")]
     SpawnFlusher(#[source] io::Error),
+    #[error("failed to start the log purge thread")]
+    SpawnPurger(#[source] io::Error),
     #[error("failed to read {what}")]
     Read {
         what: String,

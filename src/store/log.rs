@@ -5,7 +5,6 @@
 //! reach openraft as persisted only after a flush (see `store/flush.rs`).
 
 use super::codec::{self, decode, decode_log_key, encode, log_key};
-use super::error::transaction_error;
 use super::flush::Flusher;
 use super::StoreError;
 use crate::raft::typ::{Entry, LogId, StorageError, Vote};
@@ -14,11 +13,10 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sled::transaction::{ConflictableTransactionError, Transactional};
-use std::convert::Infallible;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 /// Keys of the `raft` tree.
 const VOTE: &str = "vote";
@@ -30,17 +28,114 @@ pub struct LogStore {
     log: sled::Tree,
     raft: sled::Tree,
     flusher: Arc<Flusher>,
+    purger: Arc<Purger>,
 }
 
 /// A read-only view of the log, for openraft's replication tasks.
 #[derive(Clone)]
 pub struct LogReader {
     log: sled::Tree,
+    purger: Arc<Purger>,
+}
+
+/// Deletes purged entries on a thread of its own. Purging follows every
+/// snapshot and removes thousands of entries; done inline it stalled the
+/// Raft core for tens of milliseconds. The purge marker is written first and
+/// the first kept index published here, so readers skip purged entries that
+/// are not deleted yet, and entries left over by a crash are deleted at the
+/// next open.
+struct Purger {
+    /// Index of the first entry not purged (0: nothing purged).
+    first_kept: AtomicU64,
+    jobs: Mutex<Option<mpsc::Sender<u64>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Purger {
+    fn start(log: sled::Tree, first_kept: u64) -> Result<Arc<Purger>, StoreError> {
+        let (tx, rx) = mpsc::channel::<u64>();
+        let thread = std::thread::Builder::new()
+            .name("raft-log-purge".into())
+            .spawn(move || {
+                while let Ok(mut upto) = rx.recv() {
+                    // Coalesce queued purges: only the highest matters.
+                    while let Ok(next) = rx.try_recv() {
+                        upto = upto.max(next);
+                    }
+                    if let Err(e) = delete_upto(&log, upto) {
+                        tracing::warn!(error = %e, upto, "deleting purged log entries failed; retried at the next purge");
+                    }
+                }
+            })
+            .map_err(StoreError::SpawnPurger)?;
+        if first_kept > 0 {
+            let _ = tx.send(first_kept - 1);
+        }
+        Ok(Arc::new(Purger {
+            first_kept: AtomicU64::new(first_kept),
+            jobs: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    fn first_kept(&self) -> u64 {
+        self.first_kept.load(Ordering::Acquire)
+    }
+
+    fn purge(&self, upto: u64) {
+        self.first_kept.fetch_max(upto + 1, Ordering::AcqRel);
+        if let Ok(jobs) = self.jobs.lock() {
+            if let Some(tx) = jobs.as_ref() {
+                let _ = tx.send(upto);
+            }
+        }
+    }
+}
+
+impl Drop for Purger {
+    fn drop(&mut self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        if let Ok(mut thread) = self.thread.lock() {
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Deletes the entries up to `upto`, in batches.
+fn delete_upto(log: &sled::Tree, upto: u64) -> Result<(), StoreError> {
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for key in log.range(..=log_key(upto)).keys().take(1024) {
+            batch.remove(key.map_err(StoreError::read("log entries"))?);
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        log.apply_batch(batch)
+            .map_err(StoreError::write(format!("log purge up to {upto}")))?;
+    }
 }
 
 impl LogStore {
-    pub(crate) fn new(log: sled::Tree, raft: sled::Tree, flusher: Arc<Flusher>) -> LogStore {
-        LogStore { log, raft, flusher }
+    pub(crate) fn new(
+        log: sled::Tree,
+        raft: sled::Tree,
+        flusher: Arc<Flusher>,
+    ) -> Result<LogStore, StoreError> {
+        let last_purged: Option<LogId> = codec::get(&raft, LAST_PURGED)?;
+        let purger = Purger::start(log.clone(), last_purged.map_or(0, |l| l.index + 1))?;
+        Ok(LogStore {
+            log,
+            raft,
+            flusher,
+            purger,
+        })
     }
 
     #[cfg(test)]
@@ -72,6 +167,8 @@ impl LogStore {
             .last()
             .map_err(StoreError::read("the last log entry"))?
         {
+            // Only purged entries not deleted yet: the log is empty.
+            Some((key, _)) if decode_log_key(&key)? < self.purger.first_kept() => None,
             Some((key, value)) => Some(decode_entry(&key, &value)?.log_id),
             None => None,
         };
@@ -106,23 +203,12 @@ impl LogStore {
             .map_err(StoreError::write(format!("log truncation from {index}")))
     }
 
-    /// Records `upto` as purged and removes the entries up to it, in one
-    /// transaction: the log never looks purged without the marker.
+    /// Records `upto` as purged; the purger deletes the entries (readers
+    /// skip them from now on).
     fn purge_upto(&self, upto: &LogId) -> Result<(), StoreError> {
-        let index = upto.index;
-        let mut batch = sled::Batch::default();
-        for key in self.log.range(..=log_key(index)).keys() {
-            batch.remove(key.map_err(StoreError::read("log entries"))?);
-        }
-        let marker = encode(upto, || LAST_PURGED.to_string())?;
-        (&self.log, &self.raft)
-            .transaction(|(log, raft)| {
-                log.apply_batch(&batch)?;
-                raft.insert(LAST_PURGED, marker.as_slice())?;
-                Ok::<_, ConflictableTransactionError<Infallible>>(())
-            })
-            .map_err(transaction_error)
-            .map_err(StoreError::write(format!("log purge up to {index}")))
+        self.put(LAST_PURGED, upto)?;
+        self.purger.purge(upto.index);
+        Ok(())
     }
 }
 
@@ -138,17 +224,25 @@ fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry, StoreError> {
     Ok(entry)
 }
 
+/// Entries in `range`, never below `first_kept` (purged, maybe not yet
+/// deleted).
 fn read_entries<RB: RangeBounds<u64>>(
     log: &sled::Tree,
     range: RB,
+    first_kept: u64,
 ) -> Result<Vec<Entry>, StoreError> {
     let bound = |b: Bound<&u64>| match b {
         Bound::Included(i) => Bound::Included(log_key(*i)),
         Bound::Excluded(i) => Bound::Excluded(log_key(*i)),
         Bound::Unbounded => Bound::Unbounded,
     };
+    let start = match range.start_bound() {
+        Bound::Included(i) if *i >= first_kept => Bound::Included(log_key(*i)),
+        Bound::Excluded(i) if *i >= first_kept => Bound::Excluded(log_key(*i)),
+        _ => Bound::Included(log_key(first_kept)),
+    };
     // sled yields nothing for an empty or reversed range (no panic).
-    let range = (bound(range.start_bound()), bound(range.end_bound()));
+    let range = (start, bound(range.end_bound()));
     log.range(range)
         .map(|item| {
             let (key, value) = item.map_err(StoreError::read("log entries"))?;
@@ -170,7 +264,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        read_entries(&self.log, range).map_err(logs_error(ErrorVerb::Read))
+        read_entries(&self.log, range, self.purger.first_kept())
+            .map_err(logs_error(ErrorVerb::Read))
     }
 }
 
@@ -179,7 +274,8 @@ impl RaftLogReader<TypeConfig> for LogReader {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        read_entries(&self.log, range).map_err(logs_error(ErrorVerb::Read))
+        read_entries(&self.log, range, self.purger.first_kept())
+            .map_err(logs_error(ErrorVerb::Read))
     }
 }
 
@@ -193,6 +289,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_reader(&mut self) -> LogReader {
         LogReader {
             log: self.log.clone(),
+            purger: self.purger.clone(),
         }
     }
 

@@ -62,5 +62,5 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     };
     let flusher = Arc::new(Flusher::start(db)?);
     let state_machine = StateMachineStore::load(trees, flusher.clone())?;
-    Ok((LogStore::new(log, raft, flusher), state_machine))
+    Ok((LogStore::new(log, raft, flusher)?, state_machine))
 }
