@@ -36,7 +36,9 @@ pub struct NodeArgs {
     #[arg(long, env = "IPVS_KERNEL", value_enum, default_value_t = KernelMode::On)]
     pub ipvs_kernel: KernelMode,
     /// Take a snapshot (and compact the log) after this many new entries.
-    #[arg(long, env = "RAFT_SNAPSHOT_LOGS", default_value_t = 5000,
+    /// Compaction briefly slows writes, and entries are small (a few hundred
+    /// bytes), so the default is large, in the spirit of etcd's 100,000.
+    #[arg(long, env = "RAFT_SNAPSHOT_LOGS", default_value_t = 50_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub raft_snapshot_logs: u64,
 }
