@@ -34,22 +34,6 @@ fn dest(addr: &str, port: u16, forward: Forward, weight: u32) -> Destination {
     }
 }
 
-/// Masquerading destinations must be routable from the namespace.
-fn routable(ns: &Netns) {
-    ns.ip(&["link", "add", "d0", "type", "dummy"]);
-    ns.ip(&["addr", "add", "10.255.255.254/8", "dev", "d0"]);
-    ns.ip(&[
-        "-6",
-        "addr",
-        "add",
-        "2001:db8:ffff::1/32",
-        "dev",
-        "d0",
-        "nodad",
-    ]);
-    ns.ip(&["link", "set", "d0", "up"]);
-}
-
 fn connect() -> NetlinkKernel {
     NetlinkKernel::connect().expect("connect to IPVS")
 }
@@ -287,8 +271,7 @@ pub fn info_and_timeouts() -> Result<(), Failed> {
 /// NEW_SERVICE and NEW_DEST for every kind of service and destination read
 /// back identically through GET_SERVICE / GET_DEST dumps, and single GET.
 pub fn every_kind_of_service_round_trips() -> Result<(), Failed> {
-    let ns = Netns::new();
-    routable(&ns);
+    let ns = Netns::load_balancer();
     let table = wide_table();
     ns.run(|| {
         let mut k = connect();
@@ -307,8 +290,7 @@ pub fn every_kind_of_service_round_trips() -> Result<(), Failed> {
 /// SET_SERVICE and SET_DEST change in place; DEL_DEST and DEL_SERVICE
 /// remove; ZERO and FLUSH act on the whole table.
 pub fn edit_delete_zero_flush() -> Result<(), Failed> {
-    let ns = Netns::new();
-    routable(&ns);
+    let ns = Netns::load_balancer();
     ns.run(|| {
         let mut k = connect();
         let key = tcp("10.40.0.1", 80);
@@ -375,8 +357,7 @@ pub fn sync_daemon() -> Result<(), Failed> {
 /// The kernel's refusals come back as typed reasons naming the change, one
 /// result per change, and a failure does not stop the rest of the batch.
 pub fn errors_are_typed_and_per_change() -> Result<(), Failed> {
-    let ns = Netns::new();
-    routable(&ns);
+    let ns = Netns::load_balancer();
     ns.run(|| {
         let mut k = connect();
         let key = tcp("10.50.0.1", 80);
@@ -443,8 +424,7 @@ pub fn errors_are_typed_and_per_change() -> Result<(), Failed> {
 /// The in-memory kernel and the real one agree on a long sequence of mixed
 /// valid and invalid changes: same result per change, same final table.
 pub fn memory_kernel_matches_real_kernel() -> Result<(), Failed> {
-    let ns = Netns::new();
-    routable(&ns);
+    let ns = Netns::load_balancer();
     let table = wide_table();
     let mut changes = add_all(&table);
     // Replays (all duplicates), edits, deletions, and more invalid changes.
@@ -504,8 +484,7 @@ pub fn memory_kernel_matches_real_kernel() -> Result<(), Failed> {
 /// Thousands of changes in one batch: all applied, one result each, and a
 /// failure in the middle reported at its own index.
 pub fn large_batch_is_pipelined() -> Result<(), Failed> {
-    let ns = Netns::new();
-    routable(&ns);
+    let ns = Netns::load_balancer();
     let mut changes = Vec::new();
     for i in 0..500u32 {
         let key = tcp(&format!("10.60.{}.{}", i / 250, i % 250 + 1), 80);

@@ -32,6 +32,27 @@ impl Netns {
         ns
     }
 
+    /// A namespace like a load balancer's: a dummy interface `d0` holding
+    /// 10.255.255.254/8 and 2001:db8:ffff::1/32, so that real servers in
+    /// 10/8 and 2001:db8::/32 are routable (the kernel refuses masquerading
+    /// destinations it cannot route to).
+    pub fn load_balancer() -> Self {
+        let ns = Netns::new();
+        ns.ip(&["link", "add", "d0", "type", "dummy"]);
+        ns.ip(&["addr", "add", "10.255.255.254/8", "dev", "d0"]);
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:ffff::1/32",
+            "dev",
+            "d0",
+            "nodad",
+        ]);
+        ns.ip(&["link", "set", "d0", "up"]);
+        ns
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
