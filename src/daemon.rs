@@ -20,6 +20,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// HTTP worker threads per listener: half the cores (at least one). The
+/// handlers mostly wait on Raft, which runs on the main runtime, and on a
+/// small host more threads only contend (measured with bench_cluster).
+fn http_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
 /// Largest Raft RPC body (append batches, snapshot chunks).
 const RAFT_BODY_LIMIT: usize = 64 << 20;
 
@@ -77,7 +84,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             .app_data(web::JsonConfig::default().limit(RAFT_BODY_LIMIT))
             .configure(rpc::routes)
     })
-    .workers(2)
+    .workers(http_workers())
     .disable_signals()
     .shutdown_timeout(5)
     .bind(cfg.raft_bind)
@@ -95,7 +102,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             .app_data(app.clone())
             .default_service(web::to(server::dispatch))
     })
-    .workers(2)
+    .workers(http_workers())
     .disable_signals()
     .shutdown_timeout(10)
     .bind(cfg.http_bind)
