@@ -14,20 +14,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_ipvs-manager");
 
 /// A namespace where the rule sets' masquerading destinations are routable.
 fn lb() -> Netns {
-    let ns = Netns::new();
-    ns.ip(&["link", "add", "d0", "type", "dummy"]);
-    ns.ip(&["addr", "add", "10.255.255.254/8", "dev", "d0"]);
-    ns.ip(&[
-        "-6",
-        "addr",
-        "add",
-        "2001:db8:ffff::1/32",
-        "dev",
-        "d0",
-        "nodad",
-    ]);
-    ns.ip(&["link", "set", "d0", "up"]);
-    ns
+    Netns::load_balancer()
 }
 
 fn ours(ns: &Netns, args: &[&str], stdin: &str) -> Output {

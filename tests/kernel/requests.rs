@@ -77,19 +77,7 @@ fn genl_payload(msg: &IpvsMessage) -> Vec<u8> {
 }
 
 pub fn ipvsadm_requests_match_our_codec() -> Result<(), Failed> {
-    let ns = Netns::new();
-    ns.ip(&["link", "add", "d0", "type", "dummy"]);
-    ns.ip(&["addr", "add", "10.255.255.254/8", "dev", "d0"]);
-    ns.ip(&[
-        "-6",
-        "addr",
-        "add",
-        "2001:db8:ffff::1/32",
-        "dev",
-        "d0",
-        "nodad",
-    ]);
-    ns.ip(&["link", "set", "d0", "up"]);
+    let ns = Netns::load_balancer();
     ns.ip(&["link", "add", "nlmon0", "type", "nlmon"]);
     ns.ip(&["link", "set", "nlmon0", "up"]);
     ns.run(|| -> Result<(), Failed> {
