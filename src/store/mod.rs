@@ -27,6 +27,7 @@ use flush::Flusher;
 use state_machine::Trees;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The sled database's directory inside the data directory.
 const DB_DIR: &str = "sled";
@@ -37,6 +38,32 @@ const RAFT_TREE: &str = "raft";
 const SERVICES_TREE: &str = "services";
 const STATE_TREE: &str = "state";
 const SNAPSHOT_TREE: &str = "snapshot";
+
+/// How long [`open`] waits for the directory lock that a store dropped a
+/// moment ago may still hold.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens the sled database, waiting up to [`LOCK_WAIT`] for its lock.
+///
+/// sled 0.34 writes its buffers on pool threads that keep the database (and
+/// so its file lock) alive for a moment after the last handle is dropped;
+/// reopening at once, as a restart or a test does, would fail spuriously.
+/// A lock still held after the wait is a real conflict (two processes on one
+/// directory) and is reported.
+fn open_db(path: &Path) -> sled::Result<sled::Db> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
+}
 
 /// Opens (creating if needed) the store in `dir` and loads the state machine.
 ///
@@ -52,7 +79,7 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
         dir: path.clone(),
         source,
     };
-    let db = sled::Config::new().path(&path).open().map_err(open_error)?;
+    let db = open_db(&path).map_err(open_error)?;
     let tree = |name: &str| db.open_tree(name).map_err(open_error);
     let (log, raft) = (tree(LOG_TREE)?, tree(RAFT_TREE)?);
     let trees = Trees {

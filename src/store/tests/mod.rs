@@ -455,7 +455,7 @@ fn corrupt_records_are_errors_not_panics() {
             .unwrap();
     });
     let err = open(dir.path()).err().expect("misplaced record refused");
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
 }
 
 #[test]
