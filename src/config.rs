@@ -32,9 +32,30 @@ pub struct NodeArgs {
     /// required when binding a wildcard address.
     #[arg(long, env = "ADVERTISE_ADDR")]
     pub advertise_addr: Option<IpAddr>,
-    /// `off`: replicate and serve, never program IPVS.
+    /// `on`: program this host's IPVS table (needs the ip_vs module and
+    /// CAP_NET_ADMIN); `off`: replicate and serve, never touch the kernel;
+    /// `memory`: program an in-memory table instead (demos and tests).
     #[arg(long, env = "IPVS_KERNEL", value_enum, default_value_t = KernelMode::On)]
     pub ipvs_kernel: KernelMode,
+    /// Seconds between full resyncs, which read the whole kernel table back
+    /// and repair drift.
+    #[arg(long, env = "RESYNC_INTERVAL", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub resync_interval: u64,
+    /// Seconds a removed real server (or service) drains at weight 0 before
+    /// it is deleted, when the request and the service name no grace period.
+    #[arg(long, env = "DRAIN_GRACE", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    pub drain_grace: u32,
+    /// Which kernel services this node may change or remove: `managed`
+    /// (those in the desired state and those it created) or `all` (the whole
+    /// table: anything else in it is removed).
+    #[arg(long, env = "IPVS_OWNERSHIP", value_enum, default_value_t = Ownership::Managed)]
+    pub ipvs_ownership: Ownership,
+    /// Interface that holds the addresses of services with `bind_address`
+    /// (a dummy link, created if missing; every address on it is managed).
+    #[arg(long, env = "VIP_INTERFACE", default_value = "ipvs0")]
+    pub vip_interface: String,
     /// Take a snapshot (and compact the log) after this many new entries.
     /// Compaction briefly slows writes, and entries are small (a few hundred
     /// bytes), so the default is large, in the spirit of etcd's 100,000.
@@ -47,6 +68,16 @@ pub struct NodeArgs {
 pub enum KernelMode {
     On,
     Off,
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ownership {
+    /// Services in the desired state, and those this node created.
+    Managed,
+    /// Every service in the table.
+    All,
 }
 
 /// Validated node settings.
@@ -62,6 +93,10 @@ pub struct NodeConfig {
     pub join: Option<String>,
     pub kernel: KernelMode,
     pub snapshot_logs: u64,
+    pub resync_interval: std::time::Duration,
+    pub drain_grace: u32,
+    pub ownership: Ownership,
+    pub vip_interface: String,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +150,10 @@ impl NodeArgs {
             join: self.raft_leader.clone().filter(|l| !l.is_empty()),
             kernel: self.ipvs_kernel,
             snapshot_logs: self.raft_snapshot_logs,
+            resync_interval: std::time::Duration::from_secs(self.resync_interval),
+            drain_grace: self.drain_grace,
+            ownership: self.ipvs_ownership,
+            vip_interface: self.vip_interface.clone(),
         })
     }
 }

@@ -5,20 +5,27 @@
 //! the same RAFT_VOL_DIR fail here), start Raft, start listening on the Raft
 //! and API ports, then enter the cluster (resume, bootstrap or join — the
 //! listeners must already serve, because the leader replicates to a joining
-//! node before it answers). Shutdown: stop accepting HTTP requests and let
-//! in-flight ones finish, then stop Raft, which flushes storage.
+//! node before it answers), catch up with the leader, and start the
+//! reconciler and the drain janitor. Shutdown: stop the reconciler (the
+//! kernel table stays: traffic keeps flowing), stop accepting HTTP requests
+//! and let in-flight ones finish, then stop Raft, which flushes storage.
 
 use crate::cluster::membership::{self, Start};
 use crate::cluster::network::Network;
 use crate::cluster::{rpc, Writer};
 use crate::config::{KernelMode, NodeConfig};
+use crate::ipvs::memory::MemoryKernel;
+use crate::ipvs::netlink::NetlinkKernel;
+use crate::ipvs::Kernel;
 use crate::raft::{node_id, NodeInfo};
+use crate::reconcile::{Engine, Owned, ReconcileStatus, Settings};
 use crate::server::{self, AppState};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// HTTP worker threads per listener: half the cores (at least one). The
 /// handlers mostly wait on Raft, which runs on the main runtime, and on a
@@ -48,14 +55,63 @@ fn raft_config(snapshot_logs: u64) -> anyhow::Result<Arc<openraft::Config>> {
     ))
 }
 
+/// The table the reconciler programs: this host's kernel (checked now, so
+/// that a node without IPVS or CAP_NET_ADMIN refuses to start with the fix
+/// in the message), an in-memory one, or none.
+fn open_kernel(mode: KernelMode) -> anyhow::Result<Option<(Box<dyn Kernel + Send>, &'static str)>> {
+    const OFF: &str = "or start with IPVS_KERNEL=off to replicate without programming the kernel";
+    match mode {
+        KernelMode::Off => Ok(None),
+        KernelMode::Memory => Ok(Some((Box::new(MemoryKernel::new()), "memory"))),
+        KernelMode::On => {
+            let mut kernel = NetlinkKernel::connect()
+                .map_err(|e| anyhow::anyhow!("{}; {OFF}", crate::ipvs::chain(&e)))?;
+            // Every IPVS command needs CAP_NET_ADMIN, a read as well.
+            kernel
+                .info()
+                .map_err(|e| anyhow::anyhow!("{}; {OFF}", crate::ipvs::chain(&e)))?;
+            Ok(Some((Box::new(kernel), "on")))
+        }
+    }
+}
+
+/// Waits (a few seconds at most) until this node has applied what the
+/// leader had applied.
+async fn catch_up(
+    raft: &crate::cluster::Raft,
+    http: &reqwest::Client,
+    state: &crate::store::StateWatch,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        if let Some(target) = crate::cluster::read_index(raft, http).await {
+            let mut rx = state.subscribe();
+            let reached = rx.wait_for(|c| c.applied_index() >= target);
+            if tokio::time::timeout_at(deadline, reached).await.is_ok() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!("could not catch up with the leader; reconciling from the local state");
+}
+
 /// Runs the node until `shutdown` completes.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    if cfg.kernel == KernelMode::On {
-        tracing::info!("IPVS programming is not implemented yet; replicating and serving only");
-    }
+    // Refuse to start without a usable kernel, before touching anything.
+    let kernel = open_kernel(cfg.kernel)?;
     let (log, sm) = crate::store::open(&cfg.vol_dir)
         .with_context(|| format!("failed to open the state in {}", cfg.vol_dir.display()))?;
     let state = sm.watch();
+    let owned = Owned::load(&cfg.vol_dir).context("failed to load the owned services")?;
+    let (status_tx, status_rx) = watch::channel(ReconcileStatus::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
     let me = NodeInfo {
         name: cfg.name.clone(),
         raft_addr: cfg.raft_advertise.to_string(),
@@ -93,9 +149,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
 
     let app = web::Data::new(AppState {
         writer: Writer::new(raft.clone(), http.clone()),
-        state,
+        state: state.clone(),
         http: http.clone(),
         me: me.clone(),
+        drain_grace: cfg.drain_grace,
+        reconcile: status_rx,
     });
     let api_server = HttpServer::new(move || {
         App::new()
@@ -132,11 +190,49 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         }
         None => {}
     }
+    let mut tasks = Vec::new();
     if in_cluster {
+        // A joining node first catches up with the leader, so its first pass
+        // works from the cluster's state, not from an empty one.
+        catch_up(&raft, &http, &state).await;
+        tasks.push(tokio::spawn(crate::cluster::drains::run(
+            Writer::new(raft.clone(), http.clone()),
+            cfg.name.clone(),
+            state.clone(),
+            stopped(),
+        )));
+        tasks.push(match kernel {
+            Some((kernel, mode)) => {
+                let engine = Engine::new(kernel, owned, cfg.ownership);
+                let settings = Settings {
+                    kernel: mode.into(),
+                    ownership: cfg.ownership,
+                    resync: cfg.resync_interval,
+                };
+                tokio::spawn(crate::reconcile::run(
+                    engine,
+                    state.clone(),
+                    settings,
+                    status_tx,
+                    stopped(),
+                ))
+            }
+            None => tokio::spawn(crate::reconcile::follow_applied(
+                state.clone(),
+                status_tx,
+                stopped(),
+            )),
+        });
         shutdown.await;
     }
 
     tracing::info!("shutting down");
+    // The kernel table stays as it is: traffic keeps flowing while the
+    // agent is down.
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
     api_handle.stop(true).await;
     raft_handle.stop(true).await;
     let _ = api_task.await;

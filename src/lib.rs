@@ -18,5 +18,6 @@ pub mod daemon;
 pub mod ipvs;
 pub mod model;
 pub mod raft;
+pub mod reconcile;
 pub mod server;
 pub mod store;

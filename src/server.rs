@@ -7,11 +7,13 @@
 //! wrote to.
 
 use crate::api::error::check_body_size;
+use crate::api::validate::MAX_DRAIN_GRACE;
 use crate::api::{self, http, json, view, ApiError, Operation};
 use crate::cluster::membership::{self, JoinRequest};
-use crate::cluster::{leader, Raft, WriteError, Writer};
-use crate::model::{Command, DesiredState, ServiceConfig, ServiceKey};
+use crate::cluster::{leader, read_index, Raft, WriteError, Writer};
+use crate::model::{Command, DesiredState, Drain, ServiceConfig, ServiceKey};
 use crate::raft::{node_id, NodeInfo};
+use crate::reconcile::ReconcileStatus;
 use crate::store::StateWatch;
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Payload};
@@ -26,6 +28,11 @@ pub struct AppState {
     pub state: StateWatch,
     pub http: reqwest::Client,
     pub me: NodeInfo,
+    /// Seconds a removal drains when neither the request nor the service
+    /// names a grace period (`DRAIN_GRACE`).
+    pub drain_grace: u32,
+    /// The reconciler's status on this node.
+    pub reconcile: tokio::sync::watch::Receiver<ReconcileStatus>,
 }
 
 impl AppState {
@@ -163,7 +170,7 @@ fn refusal(state: &DesiredState, cmd: &Command) -> Result<(), ApiError> {
         Command::CreateServer { service, .. }
         | Command::UpdateServer { service, .. }
         | Command::DeleteServer { service, .. } => *service,
-        Command::ReplaceAll(_) => return Ok(()),
+        Command::ReplaceAll(_) | Command::FinishDrain { .. } => return Ok(()),
     };
     // Only the touched service matters: copy just that one.
     let mut scratch = DesiredState::default();
@@ -176,9 +183,16 @@ fn refusal(state: &DesiredState, cmd: &Command) -> Result<(), ApiError> {
 /// How long a write waits for this node to apply what the leader committed.
 const APPLY_WAIT: Duration = Duration::from_secs(5);
 
-/// Commits `cmd`, waits until this node has applied it, and returns the
-/// state machine's answer (a refusal as an error) with the state after it.
-async fn commit(app: &AppState, cmd: Command) -> Result<(u64, Arc<DesiredState>), ApiError> {
+/// Commits `cmd`, waits until this node has applied it (and, with
+/// `?wait=applied` or `?wait=quorum`, until the nodes have programmed it
+/// into their kernels), and returns the state machine's answer (a refusal
+/// as an error) with the state after it.
+async fn commit(
+    app: &AppState,
+    req: &HttpRequest,
+    cmd: Command,
+) -> Result<(u64, Arc<DesiredState>), ApiError> {
+    let wait = Wait::parse(query(req, "wait"))?;
     let outcome = app.writer.write(cmd).await.map_err(write_error)?;
     let mut rx = app.state.subscribe();
     let applied = tokio::time::timeout(
@@ -196,7 +210,164 @@ async fn commit(app: &AppState, cmd: Command) -> Result<(u64, Arc<DesiredState>)
         }
     };
     let revision = api::outcome(outcome.result)?;
+    if let Some(wait) = wait {
+        wait_programmed(app, outcome.index, wait).await?;
+    }
     Ok((revision, desired))
+}
+
+/// Which nodes a write waits for (`?wait=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Every member (`applied`).
+    All,
+    /// A majority of the voters (`quorum`).
+    Quorum,
+}
+
+impl Wait {
+    fn parse(value: Option<&str>) -> Result<Option<Wait>, ApiError> {
+        match value {
+            None => Ok(None),
+            Some("applied") => Ok(Some(Wait::All)),
+            Some("quorum") => Ok(Some(Wait::Quorum)),
+            Some(other) => Err(ApiError::at(
+                api::ErrorCode::InvalidQuery,
+                "?wait",
+                format!("wait must be applied (every node) or quorum, got {other:?}"),
+            )),
+        }
+    }
+}
+
+/// How long `?wait=` waits for the nodes' kernels.
+const PROGRAM_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until the nodes `wait` names report `index` programmed into their
+/// kernels (each node answers a long poll on `GET /api/v1/node`).
+async fn wait_programmed(app: &AppState, index: u64, wait: Wait) -> Result<(), ApiError> {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let metrics = app.raft().metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+    let members: Vec<(u64, NodeInfo)> =
+        membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+    let needed = match wait {
+        Wait::All => members.len(),
+        Wait::Quorum => voters.len() / 2 + 1,
+    };
+    let mut pending: FuturesUnordered<_> = members
+        .iter()
+        .map(|(id, node)| {
+            let id = *id;
+            async move { (id, node.name.clone(), programmed(app, node, index).await) }
+        })
+        .collect();
+    let mut done = 0;
+    let mut missing = Vec::new();
+    while let Some((id, name, ok)) = pending.next().await {
+        let counts = wait == Wait::All || voters.contains(&id);
+        match ok {
+            true if counts => done += 1,
+            true => {}
+            false => missing.push(name),
+        }
+        if done >= needed {
+            return Ok(());
+        }
+    }
+    missing.sort();
+    Err(ApiError::new(
+        api::ErrorCode::NotProgrammed,
+        format!(
+            "the write committed at index {index}, but {} did not program it into the kernel \
+             within {} s; see GET /api/v1/cluster for each node's reconcile status",
+            if missing.is_empty() {
+                "too few nodes".to_string()
+            } else {
+                missing.join(", ")
+            },
+            PROGRAM_WAIT.as_secs()
+        ),
+    ))
+}
+
+/// Whether `node` reports `index` programmed within [`PROGRAM_WAIT`].
+async fn programmed(app: &AppState, node: &NodeInfo, index: u64) -> bool {
+    if node.name == app.me.name {
+        let mut rx = app.reconcile.clone();
+        let reached = rx.wait_for(|s| s.programmed_index >= index);
+        return matches!(tokio::time::timeout(PROGRAM_WAIT, reached).await, Ok(Ok(_)));
+    }
+    let url = format!(
+        "http://{}/api/v1/node?programmed={index}&timeout_ms={}",
+        node.api_addr,
+        PROGRAM_WAIT.as_millis()
+    );
+    let answer = app
+        .http
+        .get(url)
+        .timeout(PROGRAM_WAIT + Duration::from_secs(1))
+        .send()
+        .await;
+    match answer {
+        Ok(r) if r.status().is_success() => r
+            .json::<json::NodeView>()
+            .await
+            .is_ok_and(|v| v.reconcile.programmed_index >= index),
+        _ => false,
+    }
+}
+
+/// `GET /api/v1/node`: this node's report; with `?programmed=N`, answered
+/// once the reconciler has programmed index N (or after `?timeout_ms`, at
+/// most 30 s; the caller reads `programmed_index` to know which).
+async fn get_node(app: &AppState, req: &HttpRequest) -> Result<json::NodeView, ApiError> {
+    let number = |name: &str| -> Result<Option<u64>, ApiError> {
+        query(req, name)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::at(
+                        api::ErrorCode::InvalidQuery,
+                        format!("?{name}"),
+                        format!("{name} must be a whole number, got {v:?}"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    if let Some(index) = number("programmed")? {
+        let timeout = number("timeout_ms")?.unwrap_or(10_000).min(30_000);
+        let mut rx = app.reconcile.clone();
+        let reached = rx.wait_for(|s| s.programmed_index >= index);
+        let _ = tokio::time::timeout(Duration::from_millis(timeout), reached).await;
+    }
+    Ok(node_report(app))
+}
+
+/// This node's Raft state and reconcile status.
+fn node_report(app: &AppState) -> json::NodeView {
+    let metrics = app.raft().metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let me = node_id(&app.me.name);
+    let role = match metrics.state {
+        openraft::ServerState::Leader => "leader",
+        openraft::ServerState::Candidate => "candidate",
+        _ if !membership.voter_ids().any(|id| id == me) => "learner",
+        _ => "follower",
+    };
+    json::NodeView {
+        id: app.me.name.clone(),
+        api_addr: app.me.api_addr.clone(),
+        raft_addr: app.me.raft_addr.clone(),
+        role: role.to_string(),
+        term: metrics.current_term,
+        leader_id: metrics
+            .current_leader
+            .and_then(|id| membership.get_node(&id).map(|n| n.name.clone())),
+        last_applied: metrics.last_applied.map_or(0, |l| l.index),
+        reconcile: app.reconcile.borrow().clone(),
+    }
 }
 
 fn with_etag(
@@ -261,7 +432,7 @@ async fn handle(
             let spec = api::validate::parse_service_create(body)?;
             let key = spec.service.key;
             precheck(app, &Command::CreateService(spec.clone())).await?;
-            let (_, desired) = commit(app, Command::CreateService(spec)).await?;
+            let (_, desired) = commit(app, req, Command::CreateService(spec)).await?;
             Ok(service_reply(
                 StatusCode::CREATED,
                 service(&desired, &key)?,
@@ -276,7 +447,7 @@ async fn handle(
             let key = api::parse_service_id(param(params, "id"))?;
             let current = service(&app.desired(), &key)?.clone();
             let wanted = if_match(req)?;
-            let (service_cfg, if_revision) = if op == ReplaceService {
+            let ((service_cfg, options), if_revision) = if op == ReplaceService {
                 (
                     api::validate::parse_service_replace(body, &current)?,
                     wanted,
@@ -290,10 +461,11 @@ async fn handle(
             };
             let cmd = Command::UpdateService {
                 service: service_cfg,
+                options,
                 if_revision,
             };
             precheck(app, &cmd).await?;
-            let (_, desired) = commit(app, cmd).await?;
+            let (_, desired) = commit(app, req, cmd).await?;
             Ok(service_reply(
                 StatusCode::OK,
                 service(&desired, &key)?,
@@ -302,13 +474,19 @@ async fn handle(
         }
         DeleteService => {
             let key = api::parse_service_id(param(params, "id"))?;
+            let drain = drain(app, req, &key)?;
             let cmd = Command::DeleteService {
                 key,
                 if_revision: if_match(req)?,
+                drain,
             };
             precheck(app, &cmd).await?;
-            commit(app, cmd).await?;
-            Ok(HttpResponse::NoContent().finish())
+            let (_, desired) = commit(app, req, cmd).await?;
+            match desired.services.get(&key) {
+                // Draining: the service stays, shown with its deadline.
+                Some(cfg) => Ok(service_reply(StatusCode::ACCEPTED, cfg, false)),
+                None => Ok(HttpResponse::NoContent().finish()),
+            }
         }
         ListServers => {
             let key = api::parse_service_id(param(params, "id"))?;
@@ -326,7 +504,7 @@ async fn handle(
                 .get(&server)
                 .ok_or_else(|| ApiError::no_such_server(&key, &server))?;
             let r = with_etag(HttpResponse::Ok(), cfg.revision);
-            Ok(server_body(r, dest))
+            Ok(server_body(r, dest, cfg.draining_servers.get(&server)))
         }
         CreateServer => {
             let key = api::parse_service_id(param(params, "id"))?;
@@ -337,10 +515,10 @@ async fn handle(
                 if_revision: if_match(req)?,
             };
             precheck(app, &cmd).await?;
-            let (revision, _) = commit(app, cmd).await?;
+            let (revision, _) = commit(app, req, cmd).await?;
             let mut r = with_etag(HttpResponse::Created(), revision);
             r.insert_header(("Location", http::server_location(&key, &dest.key())));
-            Ok(server_body(r, &dest))
+            Ok(server_body(r, &dest, None))
         }
         ReplaceServer | PatchServer => {
             if op == PatchServer {
@@ -372,20 +550,41 @@ async fn handle(
                 if_revision,
             };
             precheck(app, &cmd).await?;
-            let (revision, _) = commit(app, cmd).await?;
-            Ok(server_body(with_etag(HttpResponse::Ok(), revision), &dest))
+            let (revision, desired) = commit(app, req, cmd).await?;
+            let draining = desired
+                .services
+                .get(&key)
+                .and_then(|cfg| cfg.draining_servers.get(&server));
+            Ok(server_body(
+                with_etag(HttpResponse::Ok(), revision),
+                &dest,
+                draining,
+            ))
         }
         DeleteServer => {
             let key = api::parse_service_id(param(params, "id"))?;
             let server = api::parse_server_id(param(params, "server_id"))?;
+            let drain = drain(app, req, &key)?;
             let cmd = Command::DeleteServer {
                 service: key,
                 server,
                 if_revision: if_match(req)?,
+                drain,
             };
             precheck(app, &cmd).await?;
-            commit(app, cmd).await?;
-            Ok(HttpResponse::NoContent().finish())
+            let (revision, desired) = commit(app, req, cmd).await?;
+            let draining = desired.services.get(&key).and_then(|cfg| {
+                let drain = cfg.draining_servers.get(&server)?;
+                Some((cfg.servers.get(&server)?, drain))
+            });
+            match draining {
+                Some((dest, drain)) => Ok(server_body(
+                    with_etag(HttpResponse::Accepted(), revision),
+                    dest,
+                    Some(drain),
+                )),
+                None => Ok(HttpResponse::NoContent().finish()),
+            }
         }
         GetConfig => Ok(json_response(
             StatusCode::OK,
@@ -395,11 +594,12 @@ async fn handle(
             let specs = api::validate::parse_config(body)?;
             let plan = view::plan_config(&app.desired(), &specs);
             if !http::query_flag("dry_run", query(req, "dry_run"))? {
-                commit(app, Command::ReplaceAll(specs)).await?;
+                commit(app, req, Command::ReplaceAll(specs)).await?;
             }
             Ok(json_response(StatusCode::OK, &plan))
         }
         GetCluster => Ok(json_response(StatusCode::OK, &cluster_view(app).await)),
+        GetNode => Ok(json_response(StatusCode::OK, &get_node(app, req).await?)),
         JoinCluster => {
             let join = api::validate::parse_join(body)?;
             join_cluster(app, &join).await
@@ -408,11 +608,36 @@ async fn handle(
     }
 }
 
+/// The drain a DELETE asks for: `?grace=` seconds, else the service's
+/// `drain_grace`, else the node's default; `None` (delete at once) for 0.
+/// The start is this node's clock, carried in the command.
+fn drain(app: &AppState, req: &HttpRequest, key: &ServiceKey) -> Result<Option<Drain>, ApiError> {
+    let asked = http::query_seconds("grace", query(req, "grace"), MAX_DRAIN_GRACE)?;
+    let configured = app
+        .desired()
+        .services
+        .get(key)
+        .and_then(|cfg| cfg.options.drain_grace);
+    let grace = asked.or(configured).unwrap_or(app.drain_grace);
+    Ok((grace > 0).then(|| Drain {
+        since_ms: unix_ms(),
+        grace,
+    }))
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn server_body(
     mut r: actix_web::HttpResponseBuilder,
     dest: &crate::model::Destination,
+    draining: Option<&Drain>,
 ) -> HttpResponse {
-    match serde_json::to_vec(&view::server_view(dest)) {
+    match serde_json::to_vec(&view::server_view(dest, draining)) {
         Ok(body) => r.content_type("application/json").body(body),
         Err(e) => error_response(&ApiError::internal(e)),
     }
@@ -422,27 +647,8 @@ fn server_body(
 /// node has applied the leader's commit index, so the read that follows
 /// sees every write acknowledged before it.
 async fn linearize(app: &AppState) -> Result<(), ApiError> {
-    let raft = app.raft();
-    let target = match raft.ensure_linearizable().await {
-        Ok(log_id) => log_id.map_or(0, |l| l.index),
-        Err(_) => {
-            let Some((_, leader_node)) = leader(raft) else {
-                return Err(ApiError::no_leader(1));
-            };
-            let url = format!("http://{}/api/v1/cluster", leader_node.api_addr);
-            let view: json::ClusterView = app
-                .http
-                .get(url)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-                .map_err(|e| ApiError::unavailable(1, e))?
-                .json()
-                .await
-                .map_err(|e| ApiError::unavailable(1, e))?;
-            view.commit_index
-        }
+    let Some(target) = read_index(app.raft(), &app.http).await else {
+        return Err(ApiError::no_leader(1));
     };
     let mut rx = app.state.subscribe();
     let caught_up = tokio::time::timeout(APPLY_WAIT, rx.wait_for(|c| c.applied_index() >= target))
@@ -485,35 +691,41 @@ async fn cluster_view(app: &AppState) -> json::ClusterView {
         membership.nodes().map(|(id, n)| (*id, n)).collect();
     let replication = metrics.replication.clone().unwrap_or_default();
     let me = node_id(&app.me.name);
-    let probes = names.iter().map(|(id, node)| {
-        let http = app.http.clone();
-        let url = format!("http://{}/healthz", node.api_addr);
+    let reports = names.iter().map(|(id, node)| {
         let is_me = *id == me;
+        let url = format!("http://{}/api/v1/node", node.api_addr);
         async move {
-            is_me
-                || http
-                    .get(url)
-                    .timeout(Duration::from_millis(500))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
+            if is_me {
+                return Some(node_report(app));
+            }
+            let r = app
+                .http
+                .get(url)
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await
+                .ok()?;
+            if !r.status().is_success() {
+                return None;
+            }
+            r.json::<json::NodeView>().await.ok()
         }
     });
-    let reachable = futures_join_all(probes).await;
+    let reports = futures::future::join_all(reports).await;
     let members = names
         .iter()
-        .zip(reachable)
-        .map(|((id, node), reachable)| json::MemberView {
+        .zip(reports)
+        .map(|((id, node), report)| json::MemberView {
             id: node.name.clone(),
             raft_addr: node.raft_addr.clone(),
             api_addr: node.api_addr.clone(),
             voter: voters.contains(id),
-            last_applied: if *id == me {
-                metrics.last_applied.map(|l| l.index)
-            } else {
-                replication.get(id).and_then(|m| m.map(|l| l.index))
+            last_applied: match &report {
+                Some(r) => Some(r.last_applied),
+                None => replication.get(id).and_then(|m| m.map(|l| l.index)),
             },
-            reachable,
+            reachable: report.is_some(),
+            node: report,
         })
         .collect();
     json::ClusterView {
@@ -524,19 +736,6 @@ async fn cluster_view(app: &AppState) -> json::ClusterView {
         commit_index: metrics.last_applied.map_or(0, |l| l.index),
         members,
     }
-}
-
-/// Runs futures concurrently and collects their outputs in order.
-async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futs {
-        set.push(Box::pin(f));
-    }
-    let mut out = Vec::with_capacity(set.len());
-    for f in set {
-        out.push(f.await);
-    }
-    out
 }
 
 async fn join_cluster(app: &AppState, join: &JoinRequest) -> Reply {

@@ -1,6 +1,7 @@
 //! Multi-process tests of the replicated control plane: real `ipvs-manager`
-//! processes started as the README's three commands (plus IPVS_KERNEL=off),
-//! on ports of their own, talking over loopback.
+//! processes started as the README's three commands (plus
+//! IPVS_KERNEL=memory: each node programs an in-memory table), on ports of
+//! their own, talking over loopback.
 
 #[path = "cluster/harness.rs"]
 mod harness;
@@ -76,14 +77,19 @@ fn every_write_replicates_to_every_node() {
         201
     );
     assert_eq!(
-        status(c.send(1, "DELETE", "/api/v1/services/udp-192.0.2.53-53", None)),
+        status(c.send(
+            1,
+            "DELETE",
+            "/api/v1/services/udp-192.0.2.53-53?grace=0",
+            None
+        )),
         204
     );
     assert_eq!(
         status(c.send(
             2,
             "DELETE",
-            &format!("{svc}/servers/198.51.100.11-8080"),
+            &format!("{svc}/servers/198.51.100.11-8080?grace=0"),
             None
         )),
         204
@@ -488,5 +494,122 @@ fn no_quorum_gives_503_with_retry_after() {
         Duration::from_secs(10),
         "the survivor to report not ready",
         || c.get(survivor, "/readyz").status().as_u16() == 503,
+    );
+}
+
+/// A removed server drains (shown with its deadline) and is deleted by the
+/// leader when its grace period ends; a removed service too.
+#[test]
+fn removals_drain_then_delete() {
+    let c = Cluster::start(3);
+    let svc = "/api/v1/services/tcp-192.0.2.10-80";
+    assert_eq!(
+        status(c.send(0, "POST", "/api/v1/services", Some(&web()))),
+        201
+    );
+    let server = format!("{svc}/servers/198.51.100.11-8080");
+    let r = c.send(1, "DELETE", &format!("{server}?grace=2"), None);
+    assert_eq!(r.status().as_u16(), 202);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["draining"]["grace"], 2, "{body}");
+    // Still there, draining, on every node.
+    for i in 0..3 {
+        c.wait(Duration::from_secs(5), "the drain to replicate", || {
+            let got: Value = c.get(i, &server).json().unwrap_or_default();
+            got["draining"]["grace"] == 2
+        });
+    }
+    // A bad grace names the parameter and changes nothing.
+    let r = c.send(0, "DELETE", &format!("{svc}?grace=soon"), None);
+    assert_eq!(r.status().as_u16(), 400);
+    let err: Value = r.json().unwrap();
+    assert_eq!(err["error"]["field"], "?grace", "{err}");
+    // Gone after the grace period, everywhere.
+    for i in 0..3 {
+        c.wait(Duration::from_secs(10), "the drained server to go", || {
+            c.get(i, &server).status().as_u16() == 404
+        });
+    }
+    // The whole service, with the service's own drain_grace.
+    assert_eq!(
+        status(c.send(0, "PATCH", svc, Some(&json!({"drain_grace": 1})))),
+        200
+    );
+    let r = c.send(2, "DELETE", svc, None);
+    assert_eq!(r.status().as_u16(), 202);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["draining"]["grace"], 1, "{body}");
+    for i in 0..3 {
+        c.wait(Duration::from_secs(10), "the drained service to go", || {
+            c.get(i, svc).status().as_u16() == 404
+        });
+    }
+}
+
+/// `?wait=applied` answers once every node has programmed the write; each
+/// node reports its reconciler in `/api/v1/node` and in the cluster view.
+#[test]
+fn writes_can_wait_for_every_kernel() {
+    let c = Cluster::start(3);
+    let r = c.send(1, "POST", "/api/v1/services?wait=applied", Some(&web()));
+    assert_eq!(r.status().as_u16(), 201);
+    let revision: u64 = r.json::<Value>().unwrap()["revision"].as_u64().unwrap();
+    // No polling: every node has it programmed already.
+    for i in 0..3 {
+        let node: Value = c.get(i, "/api/v1/node").json().unwrap();
+        let programmed = node["reconcile"]["programmed_index"].as_u64().unwrap();
+        assert!(programmed >= revision, "node {i}: {node}");
+        assert_eq!(node["reconcile"]["kernel"], "memory", "{node}");
+        assert!(
+            node["reconcile"]["changes"].as_u64().unwrap() >= 2,
+            "{node}"
+        );
+        assert_eq!(node["reconcile"]["pending"], 0, "{node}");
+    }
+    let view = c.cluster_view(0).unwrap();
+    let members = view["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    for m in members {
+        assert_eq!(m["reachable"], true, "{m}");
+        assert_eq!(m["node"]["id"], m["id"], "{m}");
+        assert!(m["node"]["reconcile"]["programmed_index"].as_u64().unwrap() >= revision);
+    }
+    let r = c.send(
+        0,
+        "PATCH",
+        "/api/v1/services/tcp-192.0.2.10-80?wait=quorum",
+        Some(&json!({"scheduler": "rr"})),
+    );
+    assert_eq!(r.status().as_u16(), 200);
+    let r = c.send(
+        0,
+        "DELETE",
+        "/api/v1/services/tcp-192.0.2.10-80?wait=sometime",
+        None,
+    );
+    assert_eq!(r.status().as_u16(), 400);
+
+    // A node that is down makes ?wait=applied time out, naming it; the
+    // write itself is committed.
+    let mut c = c;
+    c.nodes[2].kill();
+    let r = c.send(
+        0,
+        "POST",
+        "/api/v1/services?wait=applied",
+        Some(&json!({"protocol": "udp", "address": "192.0.2.53", "port": 53})),
+    );
+    assert_eq!(r.status().as_u16(), 504);
+    let err: Value = r.json().unwrap();
+    assert_eq!(err["error"]["code"], "not_programmed", "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("node3"),
+        "{err}"
+    );
+    assert_eq!(
+        c.get(0, "/api/v1/services/udp-192.0.2.53-53")
+            .status()
+            .as_u16(),
+        200
     );
 }

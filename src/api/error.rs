@@ -98,6 +98,9 @@ pub enum ErrorCode {
     Unavailable,
     /// A failure of this node (its storage), never of the request.
     Internal,
+    /// `?wait=applied`: the write committed, but not every node (or not a
+    /// quorum) programmed it into its kernel in time.
+    NotProgrammed,
 }
 
 impl ErrorCode {
@@ -140,6 +143,7 @@ impl ErrorCode {
         ErrorCode::NoLeader,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::NotProgrammed,
     ];
 
     /// The HTTP status a response with this code carries.
@@ -154,6 +158,7 @@ impl ErrorCode {
             UnsupportedMediaType => 415,
             Internal => 500,
             NoLeader | Unavailable => 503,
+            NotProgrammed => 504,
             MalformedJson
             | DuplicateKey
             | UnknownField
@@ -226,6 +231,7 @@ impl ErrorCode {
             NoLeader => "no_leader",
             Unavailable => "unavailable",
             Internal => "internal",
+            NotProgrammed => "not_programmed",
         }
     }
 }
@@ -438,6 +444,10 @@ impl ApiError {
                     "If-Match does not match: the service is now at revision {current} \
                      (ETag \"{current}\"); read it again and retry"
                 ),
+            ),
+            CommandResult::NotDraining => ApiError::new(
+                ErrorCode::AlreadyExists,
+                "the drain to finish is no longer in progress",
             ),
         })
     }

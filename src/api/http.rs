@@ -1,6 +1,7 @@
 //! The parts of a request and response that are not bodies, as pure
 //! functions: `ETag` and `If-Match` (a service's revision), the boolean
-//! query flags (`?dry_run`, `?consistent`) and `Location` paths.
+//! query flags (`?dry_run`, `?consistent`), `?grace` seconds and `Location`
+//! paths.
 
 use super::error::{ApiError, ErrorCode};
 use super::ids;
@@ -64,6 +65,23 @@ pub fn query_flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
             ErrorCode::InvalidQuery,
             format!("?{name}"),
             format!("{name} must be true or false, got {other:?}"),
+        )),
+    }
+}
+
+/// A whole number of seconds from `0` to `max` in a query parameter
+/// (`?grace=30`); absent is `None`; anything else is a 400 naming it.
+pub fn query_seconds(name: &str, value: Option<&str>, max: u32) -> Result<Option<u32>, ApiError> {
+    let Some(raw) = value else {
+        return Ok(None);
+    };
+    let raw_trimmed = raw.strip_suffix('s').unwrap_or(raw);
+    match raw_trimmed.parse::<u32>() {
+        Ok(n) if n <= max && !raw_trimmed.starts_with('+') => Ok(Some(n)),
+        _ => Err(ApiError::at(
+            ErrorCode::InvalidQuery,
+            format!("?{name}"),
+            format!("{name} must be whole seconds from 0 to {max}, got {raw:?}"),
         )),
     }
 }

@@ -38,6 +38,28 @@ pub struct ServiceView {
     pub pe: Option<String>,
     /// Sorted by address, then port.
     pub servers: Vec<ServerView>,
+    /// Whether every node binds the service's address on its VIP interface.
+    #[serde(default)]
+    pub bind_address: bool,
+    /// Seconds a removed server (or the removed service) drains, when the
+    /// removal names none; absent: the accepting node's `DRAIN_GRACE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_grace: Option<u32>,
+    /// Present while the service is being removed (response-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining: Option<DrainView>,
+}
+
+/// A removal in progress: the server (or every server of the service)
+/// carries no new connections until `until`, then it is deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainView {
+    /// RFC 3339, UTC.
+    pub since: String,
+    /// Seconds.
+    pub grace: u32,
+    /// RFC 3339, UTC.
+    pub until: String,
 }
 
 /// Persistence of a service.
@@ -70,6 +92,9 @@ pub struct ServerView {
     pub lower_threshold: u32,
     /// `null` unless `forward` is `tunnel`.
     pub tunnel: Option<TunnelView>,
+    /// Present while the server is being removed (response-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining: Option<DrainView>,
 }
 
 /// Encapsulation of a tunnel-forwarded server.
@@ -138,10 +163,32 @@ pub struct MemberView {
     pub api_addr: String,
     /// False for a learner (still catching up).
     pub voter: bool,
-    /// Last log index known to be applied (replicated, as the leader sees
-    /// it); `null` when unknown.
+    /// Last log index known to be applied (as the member reports it, else
+    /// as the leader sees its replication); `null` when unknown.
     pub last_applied: Option<u64>,
     pub reachable: bool,
+    /// The member's own report (`GET /api/v1/node`); absent when it did
+    /// not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeView>,
+}
+
+/// One node's own view: its Raft state and its reconciler
+/// (`GET /api/v1/node`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// `RAFT_NODE_ID`.
+    pub id: String,
+    pub api_addr: String,
+    pub raft_addr: String,
+    /// `leader`, `follower`, `candidate` or `learner`.
+    pub role: String,
+    pub term: u64,
+    /// `RAFT_NODE_ID` of the leader this node follows; `null` when none.
+    pub leader_id: Option<String>,
+    /// Last log index this node applied.
+    pub last_applied: u64,
+    pub reconcile: crate::reconcile::ReconcileStatus,
 }
 
 /// `POST /api/v1/cluster/join`: a new node asking to become a member.

@@ -66,6 +66,7 @@ pub enum Operation {
     GetConfig,
     ReplaceConfig,
     GetCluster,
+    GetNode,
     JoinCluster,
     RemoveMember,
 }
@@ -93,6 +94,7 @@ impl Operation {
             GetConfig => "getConfig",
             ReplaceConfig => "replaceConfig",
             GetCluster => "getCluster",
+            GetNode => "getNode",
             JoinCluster => "joinCluster",
             RemoveMember => "removeMember",
         }
@@ -147,6 +149,7 @@ pub const ROUTES: &[Route] = {
         route(Get, "/api/v1/config", GetConfig, 0),
         route(Put, "/api/v1/config", ReplaceConfig, MAX_CONFIG_BODY_BYTES),
         route(Get, "/api/v1/cluster", GetCluster, 0),
+        route(Get, "/api/v1/node", GetNode, 0),
         route(Post, "/api/v1/cluster/join", JoinCluster, B),
         route(Delete, "/api/v1/cluster/members/{node_id}", RemoveMember, 0),
     ]

@@ -9,11 +9,11 @@
 
 use super::ids;
 use super::json::{
-    ConfigPlan, ConfigView, NetmaskView, PersistenceView, ServerView, ServiceChange, ServiceView,
-    TunnelView,
+    ConfigPlan, ConfigView, DrainView, NetmaskView, PersistenceView, ServerView, ServiceChange,
+    ServiceView, TunnelView,
 };
 use crate::model::{
-    DesiredState, Destination, Forward, Netmask, ServiceConfig, ServiceFlags, ServiceKey,
+    DesiredState, Destination, Drain, Forward, Netmask, ServiceConfig, ServiceFlags, ServiceKey,
     ServiceSpec, TunnelChecksum, TunnelType, VirtualService,
 };
 use serde_json::Value;
@@ -21,7 +21,30 @@ use std::collections::BTreeMap;
 
 /// A service as responses show it.
 pub fn service_view(cfg: &ServiceConfig) -> ServiceView {
-    view_of(&cfg.service, cfg.revision, cfg.servers.values())
+    let servers = cfg
+        .servers
+        .values()
+        .map(|d| server_view(d, cfg.draining_servers.get(&d.key())))
+        .collect();
+    ServiceView {
+        bind_address: cfg.options.bind_address,
+        drain_grace: cfg.options.drain_grace,
+        draining: cfg.draining.as_ref().map(drain_view),
+        ..view_of(&cfg.service, cfg.revision, servers)
+    }
+}
+
+/// A drain as responses show it.
+pub fn drain_view(drain: &Drain) -> DrainView {
+    let at = |ms: u64| {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        humantime::format_rfc3339_seconds(t).to_string()
+    };
+    DrainView {
+        since: at(drain.since_ms),
+        grace: drain.grace,
+        until: at(drain.deadline_ms()),
+    }
 }
 
 /// Every service of the state, in key order (`GET /api/v1/services`).
@@ -36,8 +59,9 @@ pub fn config_view(state: &DesiredState) -> ConfigView {
     }
 }
 
-/// A real server as responses show it.
-pub fn server_view(dest: &Destination) -> ServerView {
+/// A real server as responses show it, with its drain when it is being
+/// removed.
+pub fn server_view(dest: &Destination, draining: Option<&Drain>) -> ServerView {
     let (forward, tunnel) = match dest.forward {
         Forward::Masq => ("masq", None),
         Forward::Route => ("dr", None),
@@ -54,12 +78,13 @@ pub fn server_view(dest: &Destination) -> ServerView {
         upper_threshold: dest.upper_threshold,
         lower_threshold: dest.lower_threshold,
         tunnel,
+        draining: draining.map(drain_view),
     }
 }
 
 /// A service's servers, sorted by address then port.
 pub fn servers_view(cfg: &ServiceConfig) -> Vec<ServerView> {
-    cfg.servers.values().map(server_view).collect()
+    service_view(cfg).servers
 }
 
 /// The `POST /api/v1/services` body that creates `spec` (for clients such as
@@ -67,8 +92,13 @@ pub fn servers_view(cfg: &ServiceConfig) -> Vec<ServerView> {
 pub fn service_request(spec: &ServiceSpec) -> Value {
     let mut servers: Vec<&Destination> = spec.servers.iter().collect();
     servers.sort_by_key(|d| d.key());
-    let mut value =
-        serde_json::to_value(view_of(&spec.service, 0, servers.into_iter())).unwrap_or(Value::Null);
+    let servers = servers.into_iter().map(|d| server_view(d, None)).collect();
+    let view = ServiceView {
+        bind_address: spec.options.bind_address,
+        drain_grace: spec.options.drain_grace,
+        ..view_of(&spec.service, 0, servers)
+    };
+    let mut value = serde_json::to_value(view).unwrap_or(Value::Null);
     strip(&mut value, &["id", "revision"]);
     if let Some(Value::Array(servers)) = value.get_mut("servers") {
         for server in servers {
@@ -99,13 +129,18 @@ pub fn plan_config(current: &DesiredState, next: &[ServiceSpec]) -> ConfigPlan {
         let new_servers: BTreeMap<_, _> = spec.servers.iter().map(|d| (d.key(), d)).collect();
         let mut change = ServiceChange {
             id: ids::service_id(key),
-            settings: old.service != spec.service,
+            // Replacing also cancels a drain of the whole service.
+            settings: old.service != spec.service
+                || old.options != spec.options
+                || old.draining.is_some(),
             ..ServiceChange::default()
         };
         for (dkey, dest) in &new_servers {
             match old.servers.get(dkey) {
                 None => change.servers_added.push(ids::server_id(dkey)),
-                Some(was) if was != *dest => change.servers_changed.push(ids::server_id(dkey)),
+                Some(was) if was != *dest || old.draining_servers.contains_key(dkey) => {
+                    change.servers_changed.push(ids::server_id(dkey))
+                }
                 Some(_) => {}
             }
         }
@@ -158,11 +193,7 @@ pub fn flag_names(service: &VirtualService) -> Vec<String> {
     names
 }
 
-fn view_of<'a>(
-    service: &VirtualService,
-    revision: u64,
-    servers: impl Iterator<Item = &'a Destination>,
-) -> ServiceView {
+fn view_of(service: &VirtualService, revision: u64, servers: Vec<ServerView>) -> ServiceView {
     let key = service.key;
     let (protocol, address, port, fwmark, family) = match key {
         ServiceKey::Inet {
@@ -198,7 +229,10 @@ fn view_of<'a>(
         }),
         flags: flag_names(service),
         pe: service.pe_name.clone(),
-        servers: servers.map(server_view).collect(),
+        servers,
+        bind_address: false,
+        drain_grace: None,
+        draining: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The cluster: the Raft transport between nodes, writes from any node
 //! (forwarded to the leader), and membership (bootstrap, join, remove).
 
+pub mod drains;
 pub mod membership;
 pub mod network;
 pub mod rpc;
@@ -125,6 +126,28 @@ fn forward_target(
         }
         other => Err(WriteError::Raft(other.to_string())),
     }
+}
+
+/// The log index a linearizable read must wait for: on the leader, after
+/// confirming it still leads; on a follower, the leader's applied index
+/// (every acknowledged write is applied there before it is acknowledged).
+/// `None` when no leader is known or it cannot be reached.
+pub async fn read_index(raft: &Raft, http: &reqwest::Client) -> Option<u64> {
+    if let Ok(log_id) = raft.ensure_linearizable().await {
+        return Some(log_id.map_or(0, |l| l.index));
+    }
+    let (_, leader_node) = leader(raft)?;
+    let view: crate::api::json::NodeView = http
+        .get(format!("http://{}/api/v1/node", leader_node.api_addr))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(view.last_applied)
 }
 
 /// The current leader's id and node info, if known.

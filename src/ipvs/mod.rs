@@ -105,3 +105,27 @@ pub trait Kernel {
 
     fn timeouts(&mut self) -> Result<Timeouts, KernelError>;
 }
+
+/// A boxed kernel is a kernel: the node picks the real or the in-memory
+/// table at start-up.
+impl<K: Kernel + ?Sized> Kernel for Box<K> {
+    fn services(&mut self) -> Result<Vec<ServiceEntry>, KernelError> {
+        (**self).services()
+    }
+
+    fn service(&mut self, key: &ServiceKey) -> Result<Option<ServiceEntry>, KernelError> {
+        (**self).service(key)
+    }
+
+    fn apply_batch(&mut self, changes: &[Change]) -> Vec<Result<(), KernelError>> {
+        (**self).apply_batch(changes)
+    }
+
+    fn info(&mut self) -> Result<Info, KernelError> {
+        (**self).info()
+    }
+
+    fn timeouts(&mut self) -> Result<Timeouts, KernelError> {
+        (**self).timeouts()
+    }
+}

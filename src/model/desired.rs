@@ -23,6 +23,83 @@ pub struct ServiceConfig {
     /// Log index of the last change to this service or any of its servers;
     /// sent as the ETag and checked against `If-Match`.
     pub revision: u64,
+    #[serde(default)]
+    pub options: ServiceOptions,
+    /// Set while the whole service is being removed: every server at weight
+    /// 0 in the kernels until the grace period ends, then the service goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining: Option<Drain>,
+    /// Servers being removed (they are still in `servers`): weight 0 in the
+    /// kernels until their grace period ends.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "drain_list"
+    )]
+    pub draining_servers: BTreeMap<DestKey, Drain>,
+}
+
+/// What a service asks of each node beyond its kernel entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceOptions {
+    /// Bind the service's address on every node (on the VIP interface), as
+    /// direct routing and local delivery need.
+    #[serde(default)]
+    pub bind_address: bool,
+    /// Seconds a removed server (or the removed service) is drained before
+    /// it is deleted, when the removal names no grace period; `None`: the
+    /// node's default (`DRAIN_GRACE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_grace: Option<u32>,
+}
+
+/// A removal in progress. The start is the accepting node's wall clock,
+/// carried in the command so that every node agrees on the deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    /// Unix time in milliseconds when the removal was asked for.
+    pub since_ms: u64,
+    /// Seconds to keep the server at weight 0 before deleting it.
+    pub grace: u32,
+}
+
+impl Drain {
+    /// Unix time in milliseconds when the server (or service) is deleted.
+    pub fn deadline_ms(&self) -> u64 {
+        self.since_ms
+            .saturating_add(u64::from(self.grace).saturating_mul(1000))
+    }
+
+    pub fn is_over(&self, now_ms: u64) -> bool {
+        now_ms >= self.deadline_ms()
+    }
+}
+
+impl ServiceConfig {
+    /// A new configuration with default options and nothing draining.
+    pub fn new(
+        service: VirtualService,
+        servers: impl IntoIterator<Item = Destination>,
+        revision: u64,
+    ) -> ServiceConfig {
+        ServiceConfig {
+            service,
+            servers: servers.into_iter().map(|d| (d.key(), d)).collect(),
+            revision,
+            options: ServiceOptions::default(),
+            draining: None,
+            draining_servers: BTreeMap::new(),
+        }
+    }
+
+    /// The earliest moment something in this service stops draining.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.draining
+            .iter()
+            .chain(self.draining_servers.values())
+            .map(Drain::deadline_ms)
+            .min()
+    }
 }
 
 /// A service and its servers as a client supplies them (no revision yet).
@@ -30,6 +107,31 @@ pub struct ServiceConfig {
 pub struct ServiceSpec {
     pub service: VirtualService,
     pub servers: Vec<Destination>,
+    #[serde(default)]
+    pub options: ServiceOptions,
+}
+
+/// Draining servers as a list of `[server, drain]` pairs.
+mod drain_list {
+    use super::Drain;
+    use crate::model::DestKey;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<DestKey, Drain>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<DestKey, Drain>, D::Error> {
+        Ok(Vec::<(DestKey, Drain)>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
 }
 
 /// The whole desired configuration.
@@ -93,12 +195,17 @@ pub enum Command {
     /// Replaces a service's settings, keeping its servers.
     UpdateService {
         service: VirtualService,
+        #[serde(default)]
+        options: ServiceOptions,
         if_revision: Option<u64>,
     },
-    /// Removes a service and its servers.
+    /// Removes a service and its servers: at once, or after draining them
+    /// for `drain`'s grace period.
     DeleteService {
         key: ServiceKey,
         if_revision: Option<u64>,
+        #[serde(default)]
+        drain: Option<Drain>,
     },
     /// Adds a real server; refused if it exists.
     CreateServer {
@@ -112,10 +219,22 @@ pub enum Command {
         server: Destination,
         if_revision: Option<u64>,
     },
+    /// Removes a real server: at once, or after draining it for `drain`'s
+    /// grace period.
     DeleteServer {
         service: ServiceKey,
         server: DestKey,
         if_revision: Option<u64>,
+        #[serde(default)]
+        drain: Option<Drain>,
+    },
+    /// Ends a drain whose grace period is over (proposed by the leader): the
+    /// server, or the whole service when `server` is `None`, is deleted if
+    /// it is still draining since `since_ms`; otherwise nothing changes.
+    FinishDrain {
+        service: ServiceKey,
+        server: Option<DestKey>,
+        since_ms: u64,
     },
     /// Replaces the whole configuration in one entry (`PUT /api/v1/config`,
     /// `restore`). Services whose content is unchanged keep their revision.
@@ -141,6 +260,9 @@ pub enum CommandResult {
     RevisionMismatch {
         current: u64,
     },
+    /// A `FinishDrain` for a drain that was cancelled, replaced or already
+    /// finished.
+    NotDraining,
 }
 
 impl DesiredState {
@@ -158,12 +280,24 @@ impl DesiredState {
             }
             Command::UpdateService {
                 service,
+                options,
                 if_revision,
             } => self.edit(&service.key, *if_revision, index, |cfg| {
                 cfg.service = service.clone();
+                cfg.options = *options;
                 Ok(())
             }),
-            Command::DeleteService { key, if_revision } => {
+            Command::DeleteService {
+                key,
+                if_revision,
+                drain: Some(drain),
+            } if drain.grace > 0 => self.edit(key, *if_revision, index, |cfg| {
+                cfg.draining = Some(earlier(cfg.draining, *drain));
+                Ok(())
+            }),
+            Command::DeleteService {
+                key, if_revision, ..
+            } => {
                 let Some(cfg) = self.services.get(key) else {
                     return NoSuchService(*key);
                 };
@@ -203,18 +337,62 @@ impl DesiredState {
                 service,
                 server,
                 if_revision,
+                drain,
             } => self.edit(service, *if_revision, index, |cfg| {
-                match cfg.servers.remove(server) {
-                    Some(_) => Ok(()),
-                    None => Err(NoSuchServer(cfg.service.key, *server)),
+                if !cfg.servers.contains_key(server) {
+                    return Err(NoSuchServer(cfg.service.key, *server));
                 }
+                match drain {
+                    Some(drain) if drain.grace > 0 => {
+                        let current = cfg.draining_servers.get(server).copied();
+                        cfg.draining_servers
+                            .insert(*server, earlier(current, *drain));
+                    }
+                    _ => {
+                        cfg.servers.remove(server);
+                        cfg.draining_servers.remove(server);
+                    }
+                }
+                Ok(())
             }),
+            Command::FinishDrain {
+                service,
+                server,
+                since_ms,
+            } => {
+                let Some(cfg) = self.services.get_mut(service) else {
+                    return NoSuchService(*service);
+                };
+                let draining = match server {
+                    None => cfg.draining,
+                    Some(server) => cfg.draining_servers.get(server).copied(),
+                };
+                if draining.map(|d| d.since_ms) != Some(*since_ms) {
+                    return NotDraining;
+                }
+                match server {
+                    None => {
+                        self.services.remove(service);
+                    }
+                    Some(server) => {
+                        cfg.servers.remove(server);
+                        cfg.draining_servers.remove(server);
+                        cfg.revision = index;
+                    }
+                }
+                Applied { revision: index }
+            }
             Command::ReplaceAll(specs) => {
                 let mut next = BTreeMap::new();
                 for spec in specs {
                     let mut cfg = config(spec, index);
                     if let Some(old) = self.services.get(&spec.service.key) {
-                        if old.service == cfg.service && old.servers == cfg.servers {
+                        if *old
+                            == (ServiceConfig {
+                                revision: old.revision,
+                                ..cfg.clone()
+                            })
+                        {
                             cfg.revision = old.revision;
                         }
                     }
@@ -253,9 +431,18 @@ impl DesiredState {
 
 fn config(spec: &ServiceSpec, index: u64) -> ServiceConfig {
     ServiceConfig {
-        service: spec.service.clone(),
-        servers: spec.servers.iter().map(|d| (d.key(), *d)).collect(),
-        revision: index,
+        options: spec.options,
+        ..ServiceConfig::new(spec.service.clone(), spec.servers.iter().copied(), index)
+    }
+}
+
+/// Of a drain in progress and a new one, the one that ends first: asking
+/// again with a shorter grace period hurries a removal, a longer one does
+/// not delay it.
+fn earlier(current: Option<Drain>, new: Drain) -> Drain {
+    match current {
+        Some(current) if current.deadline_ms() <= new.deadline_ms() => current,
+        _ => new,
     }
 }
 
@@ -287,6 +474,7 @@ mod tests {
 
     fn create(port: u16) -> Command {
         Command::CreateService(ServiceSpec {
+            options: Default::default(),
             service: VirtualService::new(key(port)),
             servers: vec![server(1)],
         })
@@ -330,6 +518,7 @@ mod tests {
             ),
             (
                 Command::DeleteServer {
+                    drain: Default::default(),
                     service: key(80),
                     server: server(9).key(),
                     if_revision: None,
@@ -338,6 +527,7 @@ mod tests {
             ),
             (
                 Command::DeleteService {
+                    drain: Default::default(),
                     key: key(81),
                     if_revision: None,
                 },
@@ -345,6 +535,7 @@ mod tests {
             ),
             (
                 Command::DeleteService {
+                    drain: Default::default(),
                     key: key(80),
                     if_revision: Some(6),
                 },
@@ -365,6 +556,7 @@ mod tests {
         s.apply(&create(80), 2);
         s.apply(
             &Command::UpdateService {
+                options: Default::default(),
                 service: VirtualService::new(key(80)),
                 if_revision: Some(7),
             },
@@ -379,6 +571,7 @@ mod tests {
         s.apply(&create(80), 1);
         s.apply(&create(81), 2);
         let spec = |port, servers| ServiceSpec {
+            options: Default::default(),
             service: VirtualService::new(key(port)),
             servers,
         };
@@ -408,5 +601,70 @@ mod tests {
         let cmd = create(8080);
         let json = serde_json::to_string(&cmd).unwrap();
         assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), cmd);
+    }
+
+    #[test]
+    fn removals_drain_then_finish() {
+        use CommandResult::*;
+        let mut s = DesiredState::default();
+        s.apply(&create(80), 1);
+        let drain = |since_ms, grace| Some(Drain { since_ms, grace });
+        let remove = |grace: Option<Drain>| Command::DeleteServer {
+            service: key(80),
+            server: server(1).key(),
+            if_revision: None,
+            drain: grace,
+        };
+        assert_eq!(
+            s.apply(&remove(drain(1_000, 60)), 2),
+            Applied { revision: 2 }
+        );
+        let cfg = &s.services[&key(80)];
+        assert!(cfg.servers.contains_key(&server(1).key()));
+        assert_eq!(cfg.next_deadline_ms(), Some(61_000));
+        // Asking again with a longer grace does not delay it; a shorter one
+        // hurries it.
+        s.apply(&remove(drain(2_000, 300)), 3);
+        assert_eq!(s.services[&key(80)].next_deadline_ms(), Some(61_000));
+        s.apply(&remove(drain(2_000, 10)), 4);
+        assert_eq!(s.services[&key(80)].next_deadline_ms(), Some(12_000));
+        // A finish for a drain that was replaced changes nothing.
+        let finish = |since_ms| Command::FinishDrain {
+            service: key(80),
+            server: Some(server(1).key()),
+            since_ms,
+        };
+        let before = s.clone();
+        assert_eq!(s.apply(&finish(1_000), 5), NotDraining);
+        assert_eq!(s, before);
+        assert_eq!(s.apply(&finish(2_000), 6), Applied { revision: 6 });
+        assert!(s.services[&key(80)].servers.is_empty());
+        assert!(s.services[&key(80)].draining_servers.is_empty());
+
+        // The whole service: drains, then goes.
+        let delete = Command::DeleteService {
+            key: key(80),
+            if_revision: None,
+            drain: drain(5_000, 30),
+        };
+        assert_eq!(s.apply(&delete, 7), Applied { revision: 7 });
+        assert!(s.services[&key(80)].draining.is_some());
+        let finish_service = Command::FinishDrain {
+            service: key(80),
+            server: None,
+            since_ms: 5_000,
+        };
+        assert_eq!(s.apply(&finish_service, 8), Applied { revision: 8 });
+        assert!(s.services.is_empty());
+
+        // Grace 0 deletes at once.
+        s.apply(&create(81), 9);
+        let now = Command::DeleteService {
+            key: key(81),
+            if_revision: None,
+            drain: drain(9_000, 0),
+        };
+        s.apply(&now, 10);
+        assert!(s.services.is_empty());
     }
 }

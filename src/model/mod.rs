@@ -12,7 +12,9 @@ use std::net::{IpAddr, Ipv4Addr};
 mod desired;
 mod stats;
 
-pub use desired::{Command, CommandResult, DesiredState, ServiceConfig, ServiceSpec};
+pub use desired::{
+    Command, CommandResult, DesiredState, Drain, ServiceConfig, ServiceOptions, ServiceSpec,
+};
 pub use stats::Stats;
 
 use serde::{Deserialize, Serialize};

@@ -338,7 +338,8 @@ fn services_named(cmd: &Command) -> Vec<ServiceKey> {
         Command::DeleteService { key, .. } => vec![*key],
         Command::CreateServer { service, .. }
         | Command::UpdateServer { service, .. }
-        | Command::DeleteServer { service, .. } => vec![*service],
+        | Command::DeleteServer { service, .. }
+        | Command::FinishDrain { service, .. } => vec![*service],
         Command::ReplaceAll(specs) => specs.iter().map(|s| s.service.key).collect(),
     }
 }

@@ -1,5 +1,5 @@
 //! Starts real `ipvs-manager` processes exactly as operators do (the
-//! documented environment variables, `IPVS_KERNEL=off`), each test on ports
+//! documented environment variables, `IPVS_KERNEL=memory`), each test on ports
 //! of its own, and talks to them over HTTP.
 
 use serde_json::Value;
@@ -43,7 +43,7 @@ impl Node {
             .env("RAFT_NODE_ID", &self.name)
             .env("RAFT_PORT", self.raft_port.to_string())
             .env("RAFT_VOL_DIR", &self.dir)
-            .env("IPVS_KERNEL", "off")
+            .env("IPVS_KERNEL", "memory")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))

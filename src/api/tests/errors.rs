@@ -54,11 +54,12 @@ fn every_code_is_listed_once_with_its_json_name() {
             NoLeader => 34,
             Unavailable => 35,
             Internal => 36,
+            NotProgrammed => 37,
         };
         assert_eq!(i, position, "{code}");
         assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
     }
-    assert_eq!(ErrorCode::ALL.len(), 37);
+    assert_eq!(ErrorCode::ALL.len(), 38);
 }
 
 #[test]
@@ -79,12 +80,13 @@ fn statuses() {
         (Internal, 500),
         (NoLeader, 503),
         (Unavailable, 503),
+        (NotProgrammed, 504),
     ] {
         assert_eq!(code.status(), status, "{code}");
     }
-    // Only the node's own failures are 5xx.
+    // Only failures of the nodes are 5xx.
     for code in ErrorCode::ALL {
-        let server_side = matches!(code, Internal | NoLeader | Unavailable);
+        let server_side = matches!(code, Internal | NoLeader | Unavailable | NotProgrammed);
         assert_eq!(code.status() >= 500, server_side, "{code}");
     }
 }

@@ -52,9 +52,5 @@ fn dkey(addr: &str, port: u16) -> DestKey {
 
 /// A service with servers, as the state machine holds it.
 fn config(service: VirtualService, servers: &[Destination], revision: u64) -> ServiceConfig {
-    ServiceConfig {
-        service,
-        servers: servers.iter().map(|d| (d.key(), *d)).collect(),
-        revision,
-    }
+    ServiceConfig::new(service, servers.iter().copied(), revision)
 }

@@ -524,6 +524,7 @@ fn request_samples() -> Vec<(&'static str, Value)> {
         "protocol": "udp", "address": "2001:db8::53", "port": 5060, "family": "ipv6",
         "scheduler": "sh", "flags": ["one-packet", "sh-port"],
         "persistence": {"timeout": 600, "netmask": 64}, "pe": "sip",
+        "bind_address": true, "drain_grace": 60,
         "servers": [
             {"id": "2001_db8__11-5060", "address": "2001:db8::11", "port": 5060, "weight": 2,
              "forward": "dr", "upper_threshold": 100, "lower_threshold": 10, "tunnel": null},
@@ -551,7 +552,19 @@ fn response_samples() -> Vec<(&'static str, Value)> {
         timeout: 600,
         netmask: Netmask::V4(Ipv4Addr::new(255, 255, 255, 0)),
     });
-    let web = config(web, &[dest("198.51.100.11", 443)], 4);
+    let mut web = config(
+        web,
+        &[dest("198.51.100.11", 443), dest("198.51.100.19", 443)],
+        4,
+    );
+    web.options.drain_grace = Some(45);
+    web.draining_servers.insert(
+        dest("198.51.100.19", 443).key(),
+        crate::model::Drain {
+            since_ms: 1_790_000_000_000,
+            grace: 45,
+        },
+    );
     let mut sip = VirtualService::new(fwmark(Family::Ipv6, 7));
     sip.scheduler = Scheduler::new("mh").unwrap();
     sip.flags = sip
@@ -573,12 +586,17 @@ fn response_samples() -> Vec<(&'static str, Value)> {
         lower_threshold: 5,
         ..dest("198.51.100.12", 0)
     };
-    let sip = config(sip, &[tunnel, dest("2001:db8::11", 0)], 9);
+    let mut sip = config(sip, &[tunnel, dest("2001:db8::11", 0)], 9);
+    sip.draining = Some(crate::model::Drain {
+        since_ms: 1_790_000_000_000,
+        grace: 30,
+    });
     let mut state = DesiredState::default();
     for c in [&web, &sip] {
         state.services.insert(c.service.key, c.clone());
     }
     let mut changed = ServiceSpec {
+        options: Default::default(),
         service: web.service.clone(),
         servers: vec![dest("198.51.100.13", 443)],
     };
@@ -588,6 +606,7 @@ fn response_samples() -> Vec<(&'static str, Value)> {
         &[
             changed,
             ServiceSpec {
+                options: Default::default(),
                 service: VirtualService::new(tcp("192.0.2.30", 80)),
                 servers: vec![],
             },
@@ -607,6 +626,38 @@ fn response_samples() -> Vec<(&'static str, Value)> {
                 voter: true,
                 last_applied: Some(120),
                 reachable: true,
+                node: Some(crate::api::json::NodeView {
+                    id: "node1".into(),
+                    api_addr: "127.0.0.1:2221".into(),
+                    raft_addr: "127.0.0.1:1111".into(),
+                    role: "leader".into(),
+                    term: 3,
+                    leader_id: Some("node1".into()),
+                    last_applied: 120,
+                    reconcile: crate::reconcile::ReconcileStatus {
+                        kernel: "on".into(),
+                        ownership: "managed".into(),
+                        seen_index: 120,
+                        programmed_index: 118,
+                        last_success: Some("2026-11-26T15:00:00Z".into()),
+                        last_resync: Some("2026-11-26T15:00:00Z".into()),
+                        passes: 40,
+                        changes: 300,
+                        drift_repaired: 2,
+                        pending: 1,
+                        failed: vec![crate::reconcile::FailedChange {
+                            service: "tcp-192.0.2.10-443".into(),
+                            change: "add destination 198.51.100.13:443 to service TCP \
+                                     192.0.2.10:443"
+                                .into(),
+                            error: "out of memory (ENOMEM)".into(),
+                            attempts: 2,
+                        }],
+                        error: None,
+                        foreign: vec!["tcp-192.0.2.99-80".into()],
+                        vips: vec!["192.0.2.10".parse().unwrap()],
+                    },
+                }),
             },
             MemberView {
                 id: "node4".into(),
@@ -615,6 +666,7 @@ fn response_samples() -> Vec<(&'static str, Value)> {
                 voter: false,
                 last_applied: None,
                 reachable: false,
+                node: None,
             },
         ],
     };

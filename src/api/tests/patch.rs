@@ -4,15 +4,33 @@
 
 use super::*;
 use crate::api::body::merge_patch;
-use crate::api::validate::{
-    parse_server_patch, parse_server_replace, parse_service_patch, parse_service_replace,
-};
-use crate::api::view::{server_view, service_view};
+use crate::api::validate::{self, parse_server_patch, parse_server_replace};
+use crate::api::view::service_view;
 use crate::model::{Forward, Netmask, Persistence, Scheduler, Tunnel, TunnelType};
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 
 use ErrorCode::*;
+
+// These tests are about the service's settings; options are tested with
+// the views.
+fn parse_service_replace(
+    body: &[u8],
+    current: &ServiceConfig,
+) -> Result<VirtualService, crate::api::ApiError> {
+    validate::parse_service_replace(body, current).map(|(service, _)| service)
+}
+
+fn parse_service_patch(
+    body: &[u8],
+    current: &ServiceConfig,
+) -> Result<VirtualService, crate::api::ApiError> {
+    validate::parse_service_patch(body, current).map(|(service, _)| service)
+}
+
+fn server_view(dest: &Destination) -> crate::api::json::ServerView {
+    crate::api::view::server_view(dest, None)
+}
 
 /// RFC 7386, Appendix A, every example.
 #[test]

@@ -167,6 +167,7 @@ fn spec() -> impl Strategy<Value = ServiceSpec> {
                 // One server per address and port, sorted as views sort.
                 let servers: BTreeMap<_, _> = servers.into_iter().map(|d| (d.key(), d)).collect();
                 ServiceSpec {
+                    options: Default::default(),
                     service,
                     servers: servers.into_values().collect(),
                 }
@@ -186,11 +187,11 @@ proptest! {
         // As GET shows it, sent back with PUT, and patched with nothing.
         let cfg = config(spec.service.clone(), &spec.servers, 9);
         let view = serde_json::to_vec(&service_view(&cfg)).unwrap();
-        prop_assert_eq!(parse_service_replace(&view, &cfg).ok(), Some(spec.service.clone()));
-        prop_assert_eq!(parse_service_patch(b"{}", &cfg).ok(), Some(spec.service.clone()));
+        prop_assert_eq!(parse_service_replace(&view, &cfg).ok(), Some((spec.service.clone(), spec.options)));
+        prop_assert_eq!(parse_service_patch(b"{}", &cfg).ok(), Some((spec.service.clone(), spec.options)));
         // Each server on its own.
         for d in &spec.servers {
-            let one = serde_json::to_vec(&crate::api::view::server_view(d)).unwrap();
+            let one = serde_json::to_vec(&crate::api::view::server_view(d, None)).unwrap();
             prop_assert_eq!(parse_server_create(&one, &spec.service.key).ok(), Some(*d));
             prop_assert_eq!(parse_server_patch(b"{}", &spec.service.key, d).ok(), Some(*d));
         }

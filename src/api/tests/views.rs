@@ -38,7 +38,17 @@ fn web() -> ServiceConfig {
 
 #[test]
 fn service_json() {
-    let got = serde_json::to_value(service_view(&web())).unwrap();
+    let mut cfg = web();
+    cfg.options.bind_address = true;
+    cfg.options.drain_grace = Some(45);
+    cfg.draining_servers.insert(
+        dest("198.51.100.12", 443).key(),
+        crate::model::Drain {
+            since_ms: 1_790_000_000_000,
+            grace: 45,
+        },
+    );
+    let got = serde_json::to_value(service_view(&cfg)).unwrap();
     let server = |addr: &str, port: u16, weight: u32, upper: u32, lower: u32| {
         json!({
             "id": format!("{addr}-{port}"), "address": addr, "port": port, "weight": weight,
@@ -57,10 +67,20 @@ fn service_json() {
             "persistence": {"timeout": 600, "netmask": "255.255.255.0"},
             "flags": [],
             "pe": null,
+            "bind_address": true,
+            "drain_grace": 45,
             "servers": [
                 server("198.51.100.11", 443, 1, 0, 0),
                 server("198.51.100.11", 8443, 3, 1000, 800),
-                server("198.51.100.12", 443, 1, 0, 0),
+                json!({
+                    "id": "198.51.100.12-443", "address": "198.51.100.12", "port": 443,
+                    "weight": 1, "forward": "masq", "upper_threshold": 0, "lower_threshold": 0,
+                    "tunnel": null,
+                    "draining": {
+                        "since": "2026-09-21T14:13:20Z", "grace": 45,
+                        "until": "2026-09-21T14:14:05Z"
+                    }
+                }),
             ]
         })
     );
@@ -108,6 +128,7 @@ fn fwmark_ipv6_service_json() {
             "persistence": {"timeout": 360, "netmask": 64},
             "flags": ["one-packet", "mh-fallback"],
             "pe": "sip",
+            "bind_address": false,
             "servers": [
                 {"id": "198.51.100.11-0", "address": "198.51.100.11", "port": 0, "weight": 1,
                  "forward": "tunnel", "upper_threshold": 0, "lower_threshold": 0,
@@ -149,12 +170,12 @@ fn kernel_only_forwarding_methods_are_shown_not_hidden() {
         forward: Forward::Local,
         ..dest("198.51.100.11", 80)
     };
-    assert_eq!(server_view(&local).forward, "local");
+    assert_eq!(server_view(&local, None).forward, "local");
     let bypass = Destination {
         forward: Forward::Bypass,
         ..local
     };
-    assert_eq!(server_view(&bypass).forward, "bypass");
+    assert_eq!(server_view(&bypass, None).forward, "bypass");
 }
 
 #[test]
@@ -172,6 +193,7 @@ fn the_configuration_is_sorted_by_identity() {
     ];
     for (i, key) in keys.iter().enumerate() {
         let cmd = Command::CreateService(ServiceSpec {
+            options: Default::default(),
             service: VirtualService::new(*key),
             servers: vec![],
         });
@@ -230,6 +252,7 @@ fn plans() {
         state.services.insert(c.service.key, c.clone());
     }
     let spec = |c: &ServiceConfig| ServiceSpec {
+        options: Default::default(),
         service: c.service.clone(),
         servers: c.servers.values().copied().collect(),
     };
@@ -242,6 +265,7 @@ fn plans() {
     changed.servers[0].weight = 9;
     changed.servers.push(dest("198.51.100.13", 443));
     let new = ServiceSpec {
+        options: Default::default(),
         service: VirtualService::new(tcp("192.0.2.30", 80)),
         servers: vec![],
     };

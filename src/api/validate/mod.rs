@@ -56,8 +56,8 @@ use super::json::JoinRequest;
 use super::view;
 use crate::model::{
     DestKey, Destination, Family, Forward, Netmask, Persistence, Protocol, Scheduler,
-    ServiceConfig, ServiceFlags, ServiceKey, ServiceSpec, Tunnel, TunnelChecksum, TunnelType,
-    VirtualService,
+    ServiceConfig, ServiceFlags, ServiceKey, ServiceOptions, ServiceSpec, Tunnel, TunnelChecksum,
+    TunnelType, VirtualService,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -81,6 +81,9 @@ pub const SERVICE_FIELDS: &[&str] = &[
     "flags",
     "pe",
     "servers",
+    "bind_address",
+    "drain_grace",
+    "draining",
 ];
 /// Fields of `persistence`.
 pub const PERSISTENCE_FIELDS: &[&str] = &["timeout", "netmask"];
@@ -94,6 +97,7 @@ pub const SERVER_FIELDS: &[&str] = &[
     "upper_threshold",
     "lower_threshold",
     "tunnel",
+    "draining",
 ];
 /// Fields of `tunnel`.
 pub const TUNNEL_FIELDS: &[&str] = &["type", "port", "checksum"];
@@ -136,7 +140,7 @@ pub fn parse_service_create(body: &[u8]) -> Result<ServiceSpec, ApiError> {
 pub fn parse_service_replace(
     body: &[u8],
     current: &ServiceConfig,
-) -> Result<VirtualService, ApiError> {
+) -> Result<(VirtualService, ServiceOptions), ApiError> {
     let value = read_json(body, MAX_BODY_BYTES)?;
     service_update(&value, current)
 }
@@ -149,7 +153,7 @@ pub fn parse_service_replace(
 pub fn parse_service_patch(
     body: &[u8],
     current: &ServiceConfig,
-) -> Result<VirtualService, ApiError> {
+) -> Result<(VirtualService, ServiceOptions), ApiError> {
     let patch = read_patch(body)?;
     let mut doc = json_of(&view::service_view(current))?;
     merge_patch(&mut doc, &patch);
@@ -183,7 +187,7 @@ pub fn parse_server_patch(
     current: &Destination,
 ) -> Result<Destination, ApiError> {
     let patch = read_patch(body)?;
-    let mut doc = json_of(&view::server_view(current))?;
+    let mut doc = json_of(&view::server_view(current, None))?;
     merge_patch(&mut doc, &patch);
     server_update(&doc, service, &current.key())
 }
@@ -275,6 +279,7 @@ fn address(obj: &Obj<'_>, name: &str, p: &mut Problems) -> Got<IpAddr> {
 fn service_spec(value: &Value, at: &str, p: &mut Problems) -> Option<ServiceSpec> {
     let obj = object(value, at, "a service", SERVICE_FIELDS, p)?;
     let service = service(&obj, None, p);
+    let options = options(&obj, service.as_ref().map(|s| &s.key), p);
     let key = service.as_ref().map(|s| s.key);
     let servers = match obj.array("servers", p) {
         Got::Ok(items) => servers(items, &obj.path("servers"), key.as_ref(), p),
@@ -284,6 +289,57 @@ fn service_spec(value: &Value, at: &str, p: &mut Problems) -> Option<ServiceSpec
     Some(ServiceSpec {
         service: service?,
         servers: servers?,
+        options: options?,
+    })
+}
+
+/// Longest drain a removal may ask for: a day.
+pub const MAX_DRAIN_GRACE: u32 = 86_400;
+
+/// `bind_address` and `drain_grace` of a service (`key`: its identity when
+/// valid). `draining` is response-only: accepted, so that a GET can be sent
+/// back, and ignored.
+fn options(obj: &Obj<'_>, key: Option<&ServiceKey>, p: &mut Problems) -> Option<ServiceOptions> {
+    let before = p.len();
+    let bind_address = match obj.get("bind_address") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            p.push(
+                ErrorCode::InvalidValue,
+                &obj.path("bind_address"),
+                format!(
+                    "bind_address must be true or false, got {}",
+                    type_name(other)
+                ),
+            );
+            false
+        }
+    };
+    if bind_address && matches!(key, Some(ServiceKey::Fwmark { .. })) {
+        p.push(
+            ErrorCode::InvalidValue,
+            &obj.path("bind_address"),
+            "a firewall-mark service has no address to bind; bind_address needs \
+             protocol/address/port",
+        );
+    }
+    let drain_grace = match obj.get("drain_grace") {
+        None | Some(Value::Null) => None,
+        Some(_) => obj
+            .int_in(
+                "drain_grace",
+                (0, i128::from(MAX_DRAIN_GRACE)),
+                ErrorCode::InvalidValue,
+                "drain_grace is the seconds a removed server drains, 0 to 86400",
+                p,
+            )
+            .ok()
+            .map(|n| n as u32),
+    };
+    (p.len() == before).then_some(ServiceOptions {
+        bind_address,
+        drain_grace,
     })
 }
 
@@ -672,7 +728,10 @@ fn pe(
 }
 
 /// A PUT or PATCH of a service: its identity must stay, its servers too.
-fn service_update(value: &Value, current: &ServiceConfig) -> Result<VirtualService, ApiError> {
+fn service_update(
+    value: &Value,
+    current: &ServiceConfig,
+) -> Result<(VirtualService, ServiceOptions), ApiError> {
     let key = current.service.key;
     let mut p = Problems::default();
     let Some(filled) = fill_identity(
@@ -687,6 +746,7 @@ fn service_update(value: &Value, current: &ServiceConfig) -> Result<VirtualServi
         return p.finish(None);
     };
     let service = service(&obj, Some(&key), &mut p);
+    let options = options(&obj, Some(&key), &mut p);
     if let Got::Ok(items) = obj.array("servers", &mut p) {
         let at = obj.path("servers");
         if let Some(list) = servers(items, &at, Some(&key), &mut p) {
@@ -703,7 +763,7 @@ fn service_update(value: &Value, current: &ServiceConfig) -> Result<VirtualServi
             }
         }
     }
-    p.finish(service)
+    p.finish(service.zip(options))
 }
 
 /// A PUT or PATCH of a real server: its address and port must stay.

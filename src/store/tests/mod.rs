@@ -43,6 +43,7 @@ pub(crate) fn key(port: u16) -> ServiceKey {
 
 pub(crate) fn create(port: u16) -> Command {
     Command::CreateService(ServiceSpec {
+        options: Default::default(),
         service: VirtualService::new(key(port)),
         servers: vec![Destination::new("198.51.100.1".parse().unwrap(), 80)],
     })
@@ -132,6 +133,7 @@ fn reopening_resumes_log_vote_commit_state_and_snapshot() {
                 normal(
                     5,
                     Command::DeleteService {
+                        drain: Default::default(),
                         key: key(80),
                         if_revision: None,
                     },
@@ -172,6 +174,7 @@ fn applying_persists_exactly_the_changed_records() {
     let dir = TempDir::new().unwrap();
     let dest = |last: u8| Destination::new(format!("198.51.100.{last}").parse().unwrap(), 80);
     let spec = |port| ServiceSpec {
+        options: Default::default(),
         service: VirtualService::new(key(port)),
         servers: vec![dest(9)],
     };
@@ -186,6 +189,7 @@ fn applying_persists_exactly_the_changed_records() {
             if_revision: None,
         },
         Command::UpdateService {
+            options: Default::default(),
             service: VirtualService {
                 scheduler: crate::model::Scheduler::new("rr").unwrap(),
                 ..VirtualService::new(key(82))
@@ -193,17 +197,20 @@ fn applying_persists_exactly_the_changed_records() {
             if_revision: Some(3),
         },
         Command::DeleteServer {
+            drain: Default::default(),
             service: key(80),
             server: dest(1).key(),
             if_revision: None,
         },
         Command::DeleteService {
+            drain: Default::default(),
             key: key(81),
             if_revision: Some(1), // refused: revision moved on
         },
         Command::ReplaceAll(vec![spec(82), spec(83)]),
         create(84),
         Command::DeleteService {
+            drain: Default::default(),
             key: key(83),
             if_revision: None,
         },

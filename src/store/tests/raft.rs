@@ -211,6 +211,7 @@ async fn a_learner_joining_after_compaction_gets_everything_by_snapshot() {
     write(
         &leader,
         Command::DeleteService {
+            drain: Default::default(),
             key: key(7),
             if_revision: None,
         },
