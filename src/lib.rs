@@ -4,7 +4,8 @@
 //! - [`model`]: validated domain types (services, destinations, keys); no I/O.
 //! - [`ipvs`]: the kernel layer — the IPVS generic-netlink codec, the
 //!   [`ipvs::Kernel`] trait with its netlink and in-memory implementations,
-//!   and the ipvsadm text format (parse and print).
+//!   the ipvsadm text format (parse and print), and the virtual IPs bound on
+//!   the node's dummy interface ([`ipvs::vip`]).
 //! - [`cli`]: the command line (`ipvs-manager kernel list|save|restore`).
 //!
 //! Data flows one way: commands become [`ipvs::Change`]s, which only

@@ -25,6 +25,8 @@ mod oracle;
 mod requests;
 #[path = "kernel/smoke.rs"]
 mod smoke;
+#[path = "kernel/vip.rs"]
+mod vip;
 
 use std::process::ExitCode;
 
@@ -79,6 +81,10 @@ fn trials() -> Vec<Trial> {
         oracle::bad_restore_changes_nothing,
         requests::ipvsadm_requests_match_our_codec,
         capture::replies_match_committed_captures,
+        vip::sync_creates_binds_and_prunes,
+        vip::existing_interface_is_reused,
+        vip::refusals_are_reported,
+        vip::works_from_spawn_blocking,
     ]);
     trials
 }

@@ -1,14 +1,16 @@
 //! The IPVS kernel layer: the generic-netlink codec, the [`Kernel`] trait with
-//! its netlink and in-memory implementations, and the ipvsadm text format.
+//! its netlink and in-memory implementations, the ipvsadm text format, and
+//! the virtual IPs bound on the node ([`vip`]).
 //!
 //! Only this module knows netlink. Layers above speak in [`Change`]s and
-//! [`ServiceEntry`]s.
+//! [`ServiceEntry`]s, and in sets of addresses for [`vip::VipTable`].
 
 pub mod codec;
 mod error;
 pub mod memory;
 pub mod netlink;
 pub mod text;
+pub mod vip;
 
 pub use error::{chain, KernelError, Reason};
 
