@@ -16,6 +16,7 @@ use crate::cluster::{rpc, Writer};
 use crate::config::{KernelMode, NodeConfig};
 use crate::ipvs::memory::MemoryKernel;
 use crate::ipvs::netlink::NetlinkKernel;
+use crate::ipvs::vip::{LinkVips, MemoryVips, VipTable};
 use crate::ipvs::Kernel;
 use crate::raft::{node_id, NodeInfo};
 use crate::reconcile::{Engine, Owned, ReconcileStatus, Settings};
@@ -75,6 +76,15 @@ fn open_kernel(mode: KernelMode) -> anyhow::Result<Option<(Box<dyn Kernel + Send
     }
 }
 
+/// The VIP interface of the kernel mode: the real link, or an in-memory one.
+fn vips(mode: KernelMode, ifname: &str) -> anyhow::Result<Box<dyn VipTable>> {
+    let context = || format!("VIP_INTERFACE {ifname:?}");
+    Ok(match mode {
+        KernelMode::Memory => Box::new(MemoryVips::new(ifname).with_context(context)?),
+        _ => Box::new(LinkVips::new(ifname).with_context(context)?),
+    })
+}
+
 /// Waits (a few seconds at most) until this node has applied what the
 /// leader had applied.
 async fn catch_up(
@@ -100,6 +110,10 @@ async fn catch_up(
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     // Refuse to start without a usable kernel, before touching anything.
     let kernel = open_kernel(cfg.kernel)?;
+    let vip_table = match kernel {
+        Some(_) => Some(vips(cfg.kernel, &cfg.vip_interface)?),
+        None => None,
+    };
     let (log, sm) = crate::store::open(&cfg.vol_dir)
         .with_context(|| format!("failed to open the state in {}", cfg.vol_dir.display()))?;
     let state = sm.watch();
@@ -201,9 +215,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             state.clone(),
             stopped(),
         )));
-        tasks.push(match kernel {
-            Some((kernel, mode)) => {
-                let engine = Engine::new(kernel, owned, cfg.ownership);
+        tasks.push(match kernel.zip(vip_table) {
+            Some(((kernel, mode), vip_table)) => {
+                let engine = Engine::new(kernel, owned, cfg.ownership).with_vips(vip_table);
                 let settings = Settings {
                     kernel: mode.into(),
                     ownership: cfg.ownership,

@@ -246,7 +246,7 @@ const PROGRAM_WAIT: Duration = Duration::from_secs(10);
 /// Waits until the nodes `wait` names report `index` programmed into their
 /// kernels (each node answers a long poll on `GET /api/v1/node`).
 async fn wait_programmed(app: &AppState, index: u64, wait: Wait) -> Result<(), ApiError> {
-    use futures::stream::{FuturesUnordered, StreamExt};
+    use futures_util::stream::{FuturesUnordered, StreamExt};
     let metrics = app.raft().metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
     let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
@@ -711,7 +711,7 @@ async fn cluster_view(app: &AppState) -> json::ClusterView {
             r.json::<json::NodeView>().await.ok()
         }
     });
-    let reports = futures::future::join_all(reports).await;
+    let reports = futures_util::future::join_all(reports).await;
     let members = names
         .iter()
         .zip(reports)

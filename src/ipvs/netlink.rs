@@ -455,6 +455,11 @@ impl Kernel for NetlinkKernel {
             .filter_map(|m| m.service())
             .map(codec::service_entry)
             .collect::<Result<Vec<_>, _>>()?;
+        // The kernel resumes a multi-part dump by position in its table of
+        // every namespace's services, so services added or removed in other
+        // namespaces meanwhile can make one appear twice: keep the first.
+        let mut seen = std::collections::HashSet::with_capacity(entries.len());
+        entries.retain(|e| seen.insert(e.service.key));
         self.all_destinations_into(&mut entries)?;
         Ok(entries)
     }

@@ -21,11 +21,13 @@ pub use owned::{Owned, OwnedError};
 pub use status::{FailedChange, ReconcileStatus};
 
 use crate::config::Ownership;
+use crate::ipvs::vip::VipTable;
 use crate::ipvs::{chain, Change, Kernel};
 use crate::model::{DesiredState, ServiceEntry, ServiceKey};
 use crate::store::{Committed, StateWatch};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -65,6 +67,12 @@ pub struct PassReport {
 /// One node's table and what it knows about it.
 pub struct Engine<K> {
     kernel: K,
+    /// The VIP interface, when this node binds service addresses.
+    vips: Option<Box<dyn VipTable>>,
+    /// What the VIP interface held after the last sync (`None`: unknown).
+    bound: Option<BTreeSet<IpAddr>>,
+    /// Why addresses could not be bound or removed, retried every pass.
+    vip_failures: Vec<(String, String)>,
     owned: Owned,
     ownership: Ownership,
     /// Changes that failed in the last pass over their service.
@@ -77,11 +85,30 @@ impl<K: Kernel> Engine<K> {
     pub fn new(kernel: K, owned: Owned, ownership: Ownership) -> Engine<K> {
         Engine {
             kernel,
+            vips: None,
+            bound: None,
+            vip_failures: Vec::new(),
             owned,
             ownership,
             failed: BTreeMap::new(),
             attempts: BTreeMap::new(),
         }
+    }
+
+    /// Binds the addresses of `bind_address` services through `vips`.
+    pub fn with_vips(mut self, vips: Box<dyn VipTable>) -> Engine<K> {
+        self.vips = Some(vips);
+        self
+    }
+
+    /// The addresses on the VIP interface after the last sync.
+    pub fn bound(&self) -> Vec<IpAddr> {
+        self.bound.iter().flatten().copied().collect()
+    }
+
+    /// Whether anything awaits a retry.
+    pub fn has_failures(&self) -> bool {
+        !self.failed.is_empty() || !self.vip_failures.is_empty()
     }
 
     pub fn kernel(&mut self) -> &mut K {
@@ -110,6 +137,16 @@ impl<K: Kernel> Engine<K> {
                     attempts,
                 })
             })
+            .chain(
+                self.vip_failures
+                    .iter()
+                    .map(|(change, error)| FailedChange {
+                        service: "vip".into(),
+                        change: change.clone(),
+                        error: error.clone(),
+                        attempts: 1,
+                    }),
+            )
             .collect()
     }
 
@@ -184,7 +221,52 @@ impl<K: Kernel> Engine<K> {
             *self.attempts.entry(*key).or_default() += 1;
         }
         self.failed.extend(failed);
+        self.sync_vips(desired, keys.is_none(), now_ms, &mut report);
         report
+    }
+
+    /// Makes the VIP interface hold the addresses of the services that ask
+    /// for it. Skipped when nothing changed since the last sync (except on
+    /// full passes, which repair drift), and on hosts that never bound an
+    /// address (the interface is not created for nothing).
+    fn sync_vips(
+        &mut self,
+        desired: &DesiredState,
+        full: bool,
+        now_ms: u64,
+        report: &mut PassReport,
+    ) {
+        let Some(vips) = self.vips.as_mut() else {
+            return;
+        };
+        let wanted = plan::vips(desired, now_ms);
+        let unchanged = self.bound.as_ref() == Some(&wanted) && self.vip_failures.is_empty();
+        if unchanged && !full {
+            return;
+        }
+        if wanted.is_empty() && self.bound.as_ref().is_none_or(BTreeSet::is_empty) {
+            match vips.addresses() {
+                Ok(current) if current.is_empty() => {
+                    self.bound = Some(current);
+                    return;
+                }
+                _ => {}
+            }
+        }
+        let sync = vips.sync(&wanted);
+        report.applied += sync.added.len() + sync.removed.len();
+        self.vip_failures = sync
+            .failed
+            .iter()
+            .map(|(addr, e)| (format!("bind {addr}"), chain(e)))
+            .chain(
+                sync.error
+                    .iter()
+                    .map(|e| ("set up the VIP interface".to_string(), chain(e))),
+            )
+            .collect();
+        report.failed += self.vip_failures.len();
+        self.bound = vips.addresses().ok();
     }
 
     /// The kernel's services in scope, by key.
@@ -307,8 +389,11 @@ pub async fn run<K: Kernel + Send + 'static>(
             }
         });
         let failing = done.failing();
+        let bound = done.bound();
+        let has_failures = done.has_failures();
         engine = Some(done);
-        retry = if read_failed || !failing.is_empty() {
+        status.send_modify(|s| s.vips = bound);
+        retry = if read_failed || has_failures {
             let wait = retry.map_or(RETRY_FIRST, |(_, w)| (w * 2).min(RETRY_MAX));
             Some((Instant::now() + wait, wait))
         } else {

@@ -404,3 +404,33 @@ fn an_unreadable_kernel_changes_nothing() {
     assert_eq!(e.kernel().attempted(), 0);
     assert!(e.owned().is_empty());
 }
+
+#[test]
+fn service_addresses_are_bound_when_asked_for() {
+    use crate::ipvs::vip::MemoryVips;
+    let vips = MemoryVips::new("ipvs0").unwrap();
+    let mut e = engine(MemoryKernel::new()).with_vips(Box::new(vips.clone()));
+    // Nothing asks for an address: the interface is not even created.
+    e.pass(&desired(vec![config(80, &[])]), &Scope::All, NOW);
+    assert!(!vips.exists());
+
+    let mut bound = config(443, &[]);
+    bound.options.bind_address = true;
+    let state = desired(vec![bound.clone(), config(80, &[])]);
+    let scope = Scope::Services(owned(&[443]));
+    e.pass(&state, &scope, NOW);
+    let vip: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    assert_eq!(vips.current(), BTreeSet::from([vip]));
+    assert_eq!(e.bound(), vec![vip]);
+
+    // Removed by hand: a full pass (resync) puts it back.
+    vips.delete_by_hand();
+    e.pass(&state, &Scope::All, NOW);
+    assert_eq!(vips.current(), BTreeSet::from([vip]));
+
+    // No longer asked for: unbound.
+    bound.options.bind_address = false;
+    bound.revision = 2;
+    e.pass(&desired(vec![bound, config(80, &[])]), &scope, NOW);
+    assert!(vips.current().is_empty());
+}
