@@ -513,13 +513,13 @@ fn inet_ntop6(addr: &Ipv6Addr) -> String {
         if g == 0 {
             cur = Some(cur.map_or((i, 1), |(s, l)| (s, l + 1)));
         } else if let Some(c) = cur.take() {
-            if best.map_or(true, |b| c.1 > b.1) {
+            if best.is_none_or(|b| c.1 > b.1) {
                 best = Some(c);
             }
         }
     }
     if let Some(c) = cur {
-        if best.map_or(true, |b| c.1 > b.1) {
+        if best.is_none_or(|b| c.1 > b.1) {
             best = Some(c);
         }
     }
