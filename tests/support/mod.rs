@@ -1,10 +1,12 @@
-//! Helpers shared by the integration tests: the real-kernel VM (`vm`) and
-//! network namespaces as independent IPVS hosts (`netns`).
+//! Helpers shared by the integration tests: the real-kernel VM (`vm`),
+//! network namespaces as independent IPVS hosts (`netns`) and networks of
+//! them (`topology`).
 //!
 //! Include with `mod support;` from a file directly under tests/.
 #![allow(dead_code)] // every test binary uses its own subset
 
 pub mod netns;
+pub mod topology;
 pub mod vm;
 
 pub use netns::Netns;
