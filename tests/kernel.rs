@@ -25,6 +25,8 @@ mod oracle;
 mod requests;
 #[path = "kernel/smoke.rs"]
 mod smoke;
+#[path = "kernel/traffic.rs"]
+mod traffic;
 
 use std::process::ExitCode;
 
@@ -79,6 +81,7 @@ fn trials() -> Vec<Trial> {
         oracle::bad_restore_changes_nothing,
         requests::ipvsadm_requests_match_our_codec,
         capture::replies_match_committed_captures,
+        traffic::nat_follows_weights_and_quiesces,
     ]);
     trials
 }

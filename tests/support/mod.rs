@@ -11,4 +11,6 @@ pub mod traffic;
 pub mod vm;
 
 pub use netns::Netns;
+pub use topology::Site;
+pub use traffic::{Backend, Held, IpvsConnection};
 pub use vm::{in_vm, rerun_in_vm};
