@@ -82,6 +82,7 @@ fn trials() -> Vec<Trial> {
         requests::ipvsadm_requests_match_our_codec,
         capture::replies_match_committed_captures,
         traffic::nat_follows_weights_and_quiesces,
+        traffic::director_moves,
     ]);
     trials
 }

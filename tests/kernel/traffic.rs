@@ -2,6 +2,7 @@
 //! ipvsadm: the rig the cluster trials will use, proven on the kernel alone.
 
 use std::collections::BTreeMap;
+use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
@@ -111,4 +112,37 @@ fn entry_of(lb: &Netns, source: SocketAddr) -> Option<IpvsConnection> {
             expires: Duration::ZERO,
             ..c
         })
+}
+
+/// Moving the director moves new connections to its table; a connection
+/// only the old director knew breaks (no connection sync between them).
+pub fn director_moves() -> Result<(), Failed> {
+    let mut site = Site::new(1, 1);
+    let _backend = Backend::start(&site.backends[0], "backend1", backend(0));
+    let rules = format!("-A -t {VIP} -s rr\n-a -t {VIP} -r {} -m\n", backend(0));
+    for lb in &site.lbs[1..] {
+        lb.ipvsadm_input(&["-R"], &rules);
+    }
+
+    let mut before = Held::open(&site.client, VIP)?;
+    assert_eq!(before.exchange("via lb2")?, "backend1 via lb2");
+    site.set_director(2);
+    let mut after = Held::open(&site.client, VIP)?;
+    assert_eq!(after.exchange("via lb3")?, "backend1 via lb3");
+
+    let (lb2, lb3) = (&site.lbs[1], &site.lbs[2]);
+    let states = |source| {
+        let state = |lb| entry_of(lb, source).map(|c| c.state);
+        (state(lb2), state(lb3))
+    };
+    let established = Some("ESTABLISHED".to_owned());
+    assert_eq!(states(before.local_addr()), (established.clone(), None));
+    assert_eq!(states(after.local_addr()), (None, established));
+
+    // lb3 has no entry for it: IPVS leaves the packet to lb3's own stack,
+    // which knows no such connection and resets it.
+    let lost = before.exchange("lost").unwrap_err();
+    assert_eq!(lost.kind(), ErrorKind::ConnectionReset, "{lost}");
+    after.close()?;
+    Ok(())
 }
