@@ -27,6 +27,8 @@ mod requests;
 mod smoke;
 #[path = "kernel/vip.rs"]
 mod vip;
+#[path = "kernel/traffic.rs"]
+mod traffic;
 
 use std::process::ExitCode;
 
@@ -85,6 +87,8 @@ fn trials() -> Vec<Trial> {
         vip::existing_interface_is_reused,
         vip::refusals_are_reported,
         vip::works_from_spawn_blocking,
+        traffic::nat_follows_weights_and_quiesces,
+        traffic::director_moves,
     ]);
     trials
 }
