@@ -21,14 +21,16 @@ mod capture;
 mod netlink;
 #[path = "kernel/oracle.rs"]
 mod oracle;
+#[path = "kernel/reconcile.rs"]
+mod reconcile;
 #[path = "kernel/requests.rs"]
 mod requests;
 #[path = "kernel/smoke.rs"]
 mod smoke;
-#[path = "kernel/vip.rs"]
-mod vip;
 #[path = "kernel/traffic.rs"]
 mod traffic;
+#[path = "kernel/vip.rs"]
+mod vip;
 
 use std::process::ExitCode;
 
@@ -89,6 +91,7 @@ fn trials() -> Vec<Trial> {
         vip::works_from_spawn_blocking,
         traffic::nat_follows_weights_and_quiesces,
         traffic::director_moves,
+        reconcile::three_nodes_program_their_kernels,
     ]);
     trials
 }

@@ -96,13 +96,19 @@ impl Writer {
             leader: leader.name.clone(),
             source,
         };
-        let result: WriteResult = self
+        let sent = self
             .http
             .post(format!("http://{}{WRITE_PATH}", leader.raft_addr))
             .timeout(COMMIT_WAIT + Duration::from_secs(1))
             .json(cmd)
             .send()
-            .await
+            .await;
+        // A refused connection delivered nothing: the leader is down and an
+        // election is probably under way, so wait for the next leader.
+        if sent.as_ref().is_err_and(reqwest::Error::is_connect) {
+            return Ok(None);
+        }
+        let result: WriteResult = sent
             .and_then(|r| r.error_for_status())
             .map_err(unreachable)?
             .json()

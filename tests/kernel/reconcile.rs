@@ -1,0 +1,356 @@
+//! The reconciler against real kernels: a 3-node cluster, one node per
+//! load-balancer namespace of a [`Site`], started with the documented
+//! variables plus `BIND_ADDR`, programming each namespace's IPVS table; real
+//! HTTP traffic through the director's NAT.
+
+use crate::support::traffic::{get, Held};
+use crate::support::{Backend, Netns, Site};
+use libtest_mimic::Failed;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const VIP: &str = "10.80.0.1:80";
+const SERVICE: &str = "/api/v1/services/tcp-10.80.0.1-80";
+const HTTP_PORT: u16 = 2221;
+
+/// One `ipvs-manager` node in a load balancer's namespace.
+struct Node {
+    index: usize,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn start(site: &Site, index: usize, dir: tempfile::TempDir) -> Node {
+        let mut node = Node {
+            index,
+            dir,
+            child: None,
+        };
+        node.spawn(site);
+        node
+    }
+
+    fn spawn(&mut self, site: &Site) {
+        let ns = &site.lbs[self.index];
+        let log = std::fs::File::create(self.dir.path().join("log")).unwrap();
+        let mut cmd = ns.cmd(env!("CARGO_BIN_EXE_ipvs-manager"));
+        cmd.env("SERVER_PORT", HTTP_PORT.to_string())
+            .env("RAFT_PORT", "1111")
+            .env("RAFT_NODE_ID", format!("node{}", self.index + 1))
+            .env("RAFT_VOL_DIR", self.dir.path().join("data"))
+            .env("BIND_ADDR", Site::management_addr(self.index).to_string())
+            .env("RESYNC_INTERVAL", "2")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if self.index > 0 {
+            cmd.env(
+                "RAFT_LEADER",
+                format!("{}:{HTTP_PORT}", Site::management_addr(0)),
+            );
+        }
+        self.child = Some(cmd.spawn().unwrap());
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One HTTP/1.0 request from inside `ns` (so it reaches the management
+/// LAN): status and body.
+fn http(ns: &Netns, lb: usize, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let addr = SocketAddr::from((Site::management_addr(lb), HTTP_PORT));
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let answer = ns.run(|| -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(15)))?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    });
+    let Ok(answer) = answer else {
+        return (0, Value::Null);
+    };
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json = answer
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
+fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Result<(), Failed> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if check() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("timed out after {limit:?} waiting for {what}").into())
+}
+
+/// `ipvsadm -Sn` of a namespace, lines sorted (the kernel's order is a
+/// hash order).
+fn saved(ns: &Netns) -> Vec<String> {
+    let mut lines: Vec<String> = ns.ipvsadm(&["-Sn"]).lines().map(String::from).collect();
+    lines.sort();
+    lines
+}
+
+fn node_status(site: &Site, lb: usize) -> Value {
+    http(&site.lbs[lb], lb, "GET", "/api/v1/node", None).1
+}
+
+pub fn three_nodes_program_their_kernels() -> Result<(), Failed> {
+    let site = Site::new(3, 0);
+    let backends: Vec<Backend> = (0..3)
+        .map(|i| {
+            let addr = SocketAddr::from((Site::backend_addr(i), 8080));
+            Backend::start(&site.backends[i], &format!("backend{}", i + 1), addr)
+        })
+        .collect();
+    let mut nodes = vec![Node::start(&site, 0, tempfile::TempDir::new()?)];
+    let ready = |lb: usize| http(&site.lbs[lb], lb, "GET", "/readyz", None).0 == 200;
+    wait_for(Duration::from_secs(30), "node1 to bootstrap", || ready(0))?;
+    for lb in 1..3 {
+        nodes.push(Node::start(&site, lb, tempfile::TempDir::new()?));
+        wait_for(Duration::from_secs(30), "a node to join", || ready(lb))
+            .map_err(|e| format!("{e:?}\n{}", nodes[lb].log()))?;
+    }
+
+    // Created through node 1, programmed in all three kernels.
+    let servers: Vec<Value> = (0..3)
+        .map(|i| {
+            json!({"address": Site::backend_addr(i).to_string(), "port": 8080,
+                   "weight": i + 1, "forward": "masq"})
+        })
+        .collect();
+    let service = json!({"protocol": "tcp", "address": "10.80.0.1", "port": 80,
+                         "scheduler": "wrr", "servers": servers});
+    let started = Instant::now();
+    let (status, body) = http(
+        &site.lbs[0],
+        0,
+        "POST",
+        "/api/v1/services?wait=applied",
+        Some(&service),
+    );
+    assert_eq!(status, 201, "{body}\n{}", nodes[0].log());
+    eprintln!("programmed in 3 kernels in {:?}", started.elapsed());
+    let expected: Vec<String> = {
+        let mut lines = vec!["-A -t 10.80.0.1:80 -s wrr".to_string()];
+        for i in 0..3 {
+            lines.push(format!(
+                "-a -t 10.80.0.1:80 -r {}:8080 -m -w {}",
+                Site::backend_addr(i),
+                i + 1
+            ));
+        }
+        lines.sort();
+        lines
+    };
+    for lb in &site.lbs {
+        assert_eq!(saved(lb), expected, "{}", lb.name());
+    }
+
+    // Traffic follows the weights.
+    let vip: SocketAddr = VIP.parse()?;
+    let mut counts = [0; 3];
+    for _ in 0..60 {
+        let name = get(&site.client, vip)?;
+        let i = backends.iter().position(|b| b.name() == name).unwrap();
+        counts[i] += 1;
+    }
+    assert_eq!(counts, [10, 20, 30]);
+
+    // Edits are made in place: an established connection survives them.
+    let mut held = Held::open(&site.client, vip)?;
+    let holder = backends
+        .iter()
+        .position(|b| b.name() == held.backend())
+        .unwrap();
+    let holder_id = format!("{}-8080", Site::backend_addr(holder));
+    let patch = json!({"scheduler": "rr", "persistence": {"timeout": 300}});
+    let (status, body) = http(
+        &site.lbs[0],
+        0,
+        "PATCH",
+        &format!("{SERVICE}?wait=applied"),
+        Some(&patch),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(
+        &site.lbs[1],
+        1,
+        "PATCH",
+        &format!("{SERVICE}/servers/{holder_id}?wait=applied"),
+        Some(&json!({"weight": 7})),
+    );
+    assert_eq!(status, 200, "{body}");
+    for lb in &site.lbs {
+        let rules = lb.ipvsadm(&["-Sn"]);
+        assert!(rules.contains("-s rr -p 300"), "{rules}");
+        let edited = format!("{}:8080 -m -w 7", Site::backend_addr(holder));
+        assert!(rules.contains(&edited), "{rules}");
+    }
+    assert_eq!(
+        held.exchange("after edits")?,
+        format!("{} after edits", held.backend())
+    );
+    let local = held.local_addr();
+    assert!(
+        site.lbs[0]
+            .ipvs_connections()
+            .iter()
+            .any(|c| c.source == local && c.state == "ESTABLISHED"),
+        "the connection entry survives the edits"
+    );
+    // Persistence would pin the client to one backend from here on.
+    let (status, _) = http(
+        &site.lbs[0],
+        0,
+        "PATCH",
+        &format!("{SERVICE}?wait=applied"),
+        Some(&json!({"persistence": null})),
+    );
+    assert_eq!(status, 200);
+
+    // Draining: weight 0 everywhere, no new connection to it, the held one
+    // keeps working; deleted after the grace period.
+    let (status, body) = http(
+        &site.lbs[2],
+        2,
+        "DELETE",
+        &format!("{SERVICE}/servers/{holder_id}?grace=4&wait=applied"),
+        None,
+    );
+    assert_eq!(status, 202, "{body}");
+    for lb in &site.lbs {
+        let rules = lb.ipvsadm(&["-Sn"]);
+        assert!(
+            rules.contains(&format!("{}:8080 -m -w 0", Site::backend_addr(holder))),
+            "{rules}"
+        );
+    }
+    for _ in 0..12 {
+        assert_ne!(
+            get(&site.client, vip)?,
+            held.backend(),
+            "a draining server took a new connection"
+        );
+    }
+    assert_eq!(
+        held.exchange("draining")?,
+        format!("{} draining", held.backend())
+    );
+    held.close()?;
+    let gone = format!("{}:8080", Site::backend_addr(holder));
+    for lb in &site.lbs {
+        wait_for(Duration::from_secs(15), "the drained server to go", || {
+            !lb.ipvsadm(&["-Sn"]).contains(&gone)
+        })?;
+    }
+
+    // Drift: a hand-deleted service comes back within a resync period; a
+    // foreign service survives and is reported.
+    let lb2 = &site.lbs[1];
+    lb2.ipvsadm(&["-D", "-t", VIP]);
+    lb2.ipvsadm(&["-A", "-t", "10.80.0.99:80", "-s", "rr"]);
+    wait_for(Duration::from_secs(10), "the drift to be repaired", || {
+        lb2.ipvsadm(&["-Sn"]).contains("-A -t 10.80.0.1:80")
+    })?;
+    assert!(lb2.ipvsadm(&["-Sn"]).contains("-A -t 10.80.0.99:80"));
+    wait_for(
+        Duration::from_secs(10),
+        "the foreign service to be reported",
+        || {
+            let s = node_status(&site, 1);
+            s["reconcile"]["foreign"] == json!(["tcp-10.80.0.99-80"])
+                && s["reconcile"]["drift_repaired"].as_u64() >= Some(1)
+        },
+    )?;
+    lb2.ipvsadm(&["-C"]);
+    wait_for(
+        Duration::from_secs(10),
+        "a flushed table to be rebuilt",
+        || lb2.ipvsadm(&["-Sn"]).contains("-A -t 10.80.0.1:80"),
+    )?;
+
+    // Restart into a matching kernel: no change at all, connections intact.
+    let mut held = Held::open(&site.client, vip)?;
+    let before = saved(&site.lbs[0]);
+    nodes[0].kill();
+    // Meanwhile the others elect a leader and keep their kernels.
+    let (status, body) = http(
+        &site.lbs[1],
+        1,
+        "POST",
+        &format!("{SERVICE}/servers?wait=quorum"),
+        Some(&json!({"address": Site::backend_addr(holder).to_string(), "port": 8080})),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(site.lbs[2].ipvsadm(&["-Sn"]).contains(&gone));
+    // The old leader, restarted, catches up: exactly that one change.
+    nodes[0].spawn(&site);
+    wait_for(Duration::from_secs(30), "node1 to catch up", || {
+        let s = node_status(&site, 0);
+        s["reconcile"]["passes"].as_u64() >= Some(1)
+            && s["reconcile"]["pending"] == 0
+            && site.lbs[0].ipvsadm(&["-Sn"]).contains(&gone)
+    })
+    .map_err(|e| format!("{e:?}\n{}", nodes[0].log()))?;
+    assert_eq!(node_status(&site, 0)["reconcile"]["changes"], 1);
+    assert_eq!(
+        held.exchange("after restart")?,
+        format!("{} after restart", held.backend())
+    );
+    let mut after = saved(&site.lbs[0]);
+    after.retain(|l| !l.contains(&gone));
+    assert_eq!(
+        after,
+        before
+            .into_iter()
+            .filter(|l| !l.contains(&gone))
+            .collect::<Vec<_>>()
+    );
+
+    // A restart with nothing new: zero changes.
+    nodes[2].kill();
+    nodes[2].spawn(&site);
+    wait_for(Duration::from_secs(30), "node3 to restart", || {
+        node_status(&site, 2)["reconcile"]["passes"].as_u64() >= Some(1)
+    })
+    .map_err(|e| format!("{e:?}\n{}", nodes[2].log()))?;
+    assert_eq!(node_status(&site, 2)["reconcile"]["changes"], 0);
+    held.close()?;
+    Ok(())
+}
