@@ -17,7 +17,7 @@ use crate::config::{KernelMode, NodeConfig};
 use crate::ipvs::memory::MemoryKernel;
 use crate::ipvs::netlink::NetlinkKernel;
 use crate::ipvs::vip::{LinkVips, MemoryVips, VipTable};
-use crate::ipvs::Kernel;
+use crate::ipvs::{Kernel, SharedKernel};
 use crate::raft::{node_id, NodeInfo};
 use crate::reconcile::{Engine, Owned, ReconcileStatus, Settings};
 use crate::server::{self, AppState};
@@ -109,7 +109,7 @@ async fn catch_up(
 /// Runs the node until `shutdown` completes.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     // Refuse to start without a usable kernel, before touching anything.
-    let kernel = open_kernel(cfg.kernel)?;
+    let kernel = open_kernel(cfg.kernel)?.map(|(k, mode)| (SharedKernel::new(k), mode));
     let vip_table = match kernel {
         Some(_) => Some(vips(cfg.kernel, &cfg.vip_interface)?),
         None => None,
@@ -134,7 +134,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let id = node_id(&cfg.name);
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
-        .pool_idle_timeout(Duration::from_secs(60))
+        // Below actix-web's 5 s keep-alive, so that a pooled connection is
+        // not reused just as the peer closes it.
+        .pool_idle_timeout(Duration::from_secs(4))
         .build()
         .context("failed to build the HTTP client")?;
     let raft = openraft::Raft::new(
@@ -168,6 +170,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         me: me.clone(),
         drain_grace: cfg.drain_grace,
         reconcile: status_rx,
+        kernel: kernel.as_ref().map(|(k, _)| k.clone()),
+        vol_dir: cfg.vol_dir.clone(),
     });
     let api_server = HttpServer::new(move || {
         App::new()

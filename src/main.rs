@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         .init();
     let cli = ipvs_manager::cli::Cli::parse();
     match ipvs_manager::cli::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("ipvs-manager: {e:#}");
             ExitCode::FAILURE

@@ -11,7 +11,8 @@ use crate::api::validate::MAX_DRAIN_GRACE;
 use crate::api::{self, http, json, view, ApiError, Operation};
 use crate::cluster::membership::{self, JoinRequest};
 use crate::cluster::{leader, read_index, Raft, WriteError, Writer};
-use crate::model::{Command, DesiredState, Drain, ServiceConfig, ServiceKey};
+use crate::ipvs::{Kernel, SharedKernel};
+use crate::model::{Command, DesiredState, Drain, DrainRequest, ServiceConfig, ServiceKey};
 use crate::raft::{node_id, NodeInfo};
 use crate::reconcile::ReconcileStatus;
 use crate::store::StateWatch;
@@ -33,6 +34,10 @@ pub struct AppState {
     pub drain_grace: u32,
     /// The reconciler's status on this node.
     pub reconcile: tokio::sync::watch::Receiver<ReconcileStatus>,
+    /// The table the reconciler programs (`None` with `IPVS_KERNEL=off`).
+    pub kernel: Option<SharedKernel<Box<dyn Kernel + Send>>>,
+    /// RAFT_VOL_DIR, where the owned set is kept.
+    pub vol_dir: std::path::PathBuf,
 }
 
 impl AppState {
@@ -299,23 +304,35 @@ async fn programmed(app: &AppState, node: &NodeInfo, index: u64) -> bool {
         let reached = rx.wait_for(|s| s.programmed_index >= index);
         return matches!(tokio::time::timeout(PROGRAM_WAIT, reached).await, Ok(Ok(_)));
     }
-    let url = format!(
-        "http://{}/api/v1/node?programmed={index}&timeout_ms={}",
-        node.api_addr,
-        PROGRAM_WAIT.as_millis()
-    );
-    let answer = app
-        .http
-        .get(url)
-        .timeout(PROGRAM_WAIT + Duration::from_secs(1))
-        .send()
-        .await;
-    match answer {
-        Ok(r) if r.status().is_success() => r
-            .json::<json::NodeView>()
-            .await
-            .is_ok_and(|v| v.reconcile.programmed_index >= index),
-        _ => false,
+    // Long polls until the deadline; a failed request (a pooled connection
+    // the node had just closed, a node restarting) is retried.
+    let deadline = tokio::time::Instant::now() + PROGRAM_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let url = format!(
+            "http://{}/api/v1/node?programmed={index}&timeout_ms={}",
+            node.api_addr,
+            left.as_millis()
+        );
+        let answer = app
+            .http
+            .get(url)
+            .timeout(left + Duration::from_secs(1))
+            .send()
+            .await;
+        if let Ok(r) = answer {
+            if let Ok(view) = r.error_for_status().map(|r| r.json::<json::NodeView>()) {
+                if let Ok(view) = view.await {
+                    if view.reconcile.programmed_index >= index {
+                        return true;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -343,6 +360,35 @@ async fn get_node(app: &AppState, req: &HttpRequest) -> Result<json::NodeView, A
         let _ = tokio::time::timeout(Duration::from_millis(timeout), reached).await;
     }
     Ok(node_report(app))
+}
+
+/// This node's kernel table and owned set, read on a blocking thread (a
+/// netlink dump blocks, and waits for a reconcile pass in progress).
+async fn kernel_table(app: &AppState) -> Result<json::KernelTable, ApiError> {
+    let Some(kernel) = app.kernel.clone() else {
+        return Err(ApiError::new(
+            api::ErrorCode::NotFound,
+            "this node programs no kernel (IPVS_KERNEL=off)",
+        ));
+    };
+    let dir = app.vol_dir.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let mut kernel = kernel;
+        let info = kernel.info()?;
+        let services = kernel.services()?;
+        Ok::<_, crate::ipvs::KernelError>((info, services, dir))
+    });
+    let (info, services, dir) = read
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::unavailable(1, crate::ipvs::chain(&e)))?;
+    let owned = crate::reconcile::Owned::load(&dir)
+        .map_err(|e| ApiError::internal(crate::ipvs::chain(&e)))?;
+    Ok(json::KernelTable {
+        info,
+        services,
+        owned: owned.keys().iter().copied().collect(),
+    })
 }
 
 /// This node's Raft state and reconcile status.
@@ -474,7 +520,7 @@ async fn handle(
         }
         DeleteService => {
             let key = api::parse_service_id(param(params, "id"))?;
-            let drain = drain(app, req, &key)?;
+            let drain = drain(app, req)?;
             let cmd = Command::DeleteService {
                 key,
                 if_revision: if_match(req)?,
@@ -564,7 +610,7 @@ async fn handle(
         DeleteServer => {
             let key = api::parse_service_id(param(params, "id"))?;
             let server = api::parse_server_id(param(params, "server_id"))?;
-            let drain = drain(app, req, &key)?;
+            let drain = drain(app, req)?;
             let cmd = Command::DeleteServer {
                 service: key,
                 server,
@@ -600,6 +646,7 @@ async fn handle(
         }
         GetCluster => Ok(json_response(StatusCode::OK, &cluster_view(app).await)),
         GetNode => Ok(json_response(StatusCode::OK, &get_node(app, req).await?)),
+        GetNodeKernel => Ok(json_response(StatusCode::OK, &kernel_table(app).await?)),
         JoinCluster => {
             let join = api::validate::parse_join(body)?;
             join_cluster(app, &join).await
@@ -608,28 +655,16 @@ async fn handle(
     }
 }
 
-/// The drain a DELETE asks for: `?grace=` seconds, else the service's
-/// `drain_grace`, else the node's default; `None` (delete at once) for 0.
-/// The start is this node's clock, carried in the command.
-fn drain(app: &AppState, req: &HttpRequest, key: &ServiceKey) -> Result<Option<Drain>, ApiError> {
-    let asked = http::query_seconds("grace", query(req, "grace"), MAX_DRAIN_GRACE)?;
-    let configured = app
-        .desired()
-        .services
-        .get(key)
-        .and_then(|cfg| cfg.options.drain_grace);
-    let grace = asked.or(configured).unwrap_or(app.drain_grace);
-    Ok((grace > 0).then(|| Drain {
-        since_ms: unix_ms(),
+/// The drain a DELETE asks for: `?grace=` seconds if given; the state
+/// machine falls back to the service's `drain_grace`, then to this node's
+/// `DRAIN_GRACE` (0: delete at once). The start is this node's clock.
+fn drain(app: &AppState, req: &HttpRequest) -> Result<Option<DrainRequest>, ApiError> {
+    let grace = http::query_seconds("grace", query(req, "grace"), MAX_DRAIN_GRACE)?;
+    Ok(Some(DrainRequest {
+        since_ms: crate::reconcile::unix_ms(),
         grace,
+        default_grace: app.drain_grace,
     }))
-}
-
-/// Now, in milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn server_body(

@@ -208,3 +208,16 @@ pub struct HealthView {
     /// `ok` (healthz) or `ready` (readyz).
     pub status: String,
 }
+
+/// This node's kernel table (`GET /api/v1/node/kernel`), in the model's own
+/// encoding (the one the Raft log uses), with the counters the kernel keeps;
+/// `ipvs-manager list --kernel` and `diff` read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelTable {
+    /// `version` and `conn_tab_size`, as `ipvsadm -Ln`'s first line shows.
+    pub info: crate::ipvs::Info,
+    pub services: Vec<crate::model::ServiceEntry>,
+    /// The services this node created or adopted (it may change or remove
+    /// them); the others are foreign unless they are desired.
+    pub owned: Vec<crate::model::ServiceKey>,
+}

@@ -67,6 +67,7 @@ pub enum Operation {
     ReplaceConfig,
     GetCluster,
     GetNode,
+    GetNodeKernel,
     JoinCluster,
     RemoveMember,
 }
@@ -95,6 +96,7 @@ impl Operation {
             ReplaceConfig => "replaceConfig",
             GetCluster => "getCluster",
             GetNode => "getNode",
+            GetNodeKernel => "getNodeKernel",
             JoinCluster => "joinCluster",
             RemoveMember => "removeMember",
         }
@@ -150,6 +152,7 @@ pub const ROUTES: &[Route] = {
         route(Put, "/api/v1/config", ReplaceConfig, MAX_CONFIG_BODY_BYTES),
         route(Get, "/api/v1/cluster", GetCluster, 0),
         route(Get, "/api/v1/node", GetNode, 0),
+        route(Get, "/api/v1/node/kernel", GetNodeKernel, 0),
         route(Post, "/api/v1/cluster/join", JoinCluster, B),
         route(Delete, "/api/v1/cluster/members/{node_id}", RemoveMember, 0),
     ]

@@ -22,6 +22,7 @@ pub enum KernelCommand {
     Restore(RestoreArgs),
 }
 
+/// The columns of an `ipvsadm -Ln` listing.
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Counters: connections, packets and bytes (`ipvsadm --stats`).
@@ -44,6 +45,19 @@ pub struct ListArgs {
     exact: bool,
 }
 
+impl ListArgs {
+    pub fn options(&self) -> ListOptions {
+        ListOptions {
+            stats: self.stats,
+            rate: self.rate,
+            thresholds: self.thresholds,
+            persistent_conn: self.persistent_conn,
+            tun_info: self.tun_info,
+            exact: self.exact,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Parse and validate only; print what would be applied.
@@ -58,15 +72,7 @@ pub fn run(cmd: KernelCommand) -> anyhow::Result<()> {
         KernelCommand::List(args) => {
             let info = kernel.info()?;
             let services = kernel.services()?;
-            let opts = ListOptions {
-                stats: args.stats,
-                rate: args.rate,
-                thresholds: args.thresholds,
-                persistent_conn: args.persistent_conn,
-                tun_info: args.tun_info,
-                exact: args.exact,
-            };
-            out.write_all(text::list(&info, &services, &opts).as_bytes())?;
+            out.write_all(text::list(&info, &services, &args.options()).as_bytes())?;
         }
         KernelCommand::Save => {
             out.write_all(text::save(&kernel.services()?).as_bytes())?;

@@ -1,8 +1,10 @@
 //! Command-line interface: clap definitions and the commands behind them.
 
+pub mod cluster;
 mod kernel;
 
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 /// ipvs-manager: a control-plane agent for Linux IPVS load balancers.
 #[derive(Debug, Parser)]
@@ -10,6 +12,14 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// A node's HTTP API, for the commands that talk to the cluster.
+    #[arg(
+        long,
+        global = true,
+        env = "IPVS_MANAGER_SERVER",
+        default_value = "http://127.0.0.1:2221"
+    )]
+    pub server: String,
     /// Without a subcommand, run this host's cluster node.
     #[command(flatten)]
     pub node: crate::config::NodeArgs,
@@ -21,13 +31,22 @@ pub enum Command {
     /// ipvsadm's formats (needs CAP_NET_ADMIN and the ip_vs module).
     #[command(subcommand)]
     Kernel(kernel::KernelCommand),
+    /// The cluster's desired state in `ipvsadm -Ln` layout (draining servers
+    /// at weight 0, as the kernels hold them); `--kernel`: the node's kernel.
+    List(cluster::ClusterListArgs),
+    /// What the node's reconciler would change to make its kernel match the
+    /// desired state (`+` add, `~` edit in place, `-` delete); exit status 1
+    /// when they differ.
+    Diff,
 }
 
 /// Runs the parsed command line; the error is printed by `main`.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Some(Command::Kernel(cmd)) => kernel::run(cmd),
-        None => run_node(&cli.node),
+        Some(Command::Kernel(cmd)) => kernel::run(cmd).map(|()| ExitCode::SUCCESS),
+        Some(Command::List(args)) => cluster::list(&cluster::Api::new(&cli.server)?, &args),
+        Some(Command::Diff) => cluster::diff(&cluster::Api::new(&cli.server)?),
+        None => run_node(&cli.node).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -36,6 +36,8 @@ pub struct NetlinkKernel {
     seq: u32,
     send_buf: Vec<u8>,
     recv_buf: Vec<u8>,
+    /// Netlink requests sent on this socket (benchmarks count them).
+    requests: u64,
 }
 
 impl NetlinkKernel {
@@ -70,6 +72,7 @@ impl NetlinkKernel {
             seq: 0,
             send_buf: Vec::with_capacity(SEND_CHUNK + 4096),
             recv_buf: Vec::with_capacity(RECV_BUFFER),
+            requests: 0,
         })
     }
 
@@ -160,8 +163,15 @@ impl NetlinkKernel {
         }
     }
 
+    /// Netlink requests sent so far on this socket (not counting those of
+    /// the helper sockets of parallel destination dumps).
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
     /// Appends one request to the send buffer.
     fn push_request(&mut self, msg: IpvsMessage, flags: u16, seq: u32) {
+        self.requests += 1;
         let mut genl = GenlMessage::from_payload(msg);
         genl.set_resolved_family_id(self.family_id);
         let mut nl = NetlinkMessage::from(genl);

@@ -63,6 +63,35 @@ pub struct Drain {
     pub grace: u32,
 }
 
+/// How a removal asks to drain. The grace period is settled when the
+/// command is applied, from the service as the log has it then: a node that
+/// accepted the request before it applied a change of the service's
+/// `drain_grace` still gets the new value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRequest {
+    /// Unix time in milliseconds of the request (the accepting node's clock).
+    pub since_ms: u64,
+    /// The grace period the request names (`?grace=`), if it names one.
+    pub grace: Option<u32>,
+    /// The accepting node's `DRAIN_GRACE`, for a service without
+    /// `drain_grace`.
+    pub default_grace: u32,
+}
+
+impl DrainRequest {
+    /// The drain for `cfg`: `None` when its grace period is 0 (delete now).
+    pub fn drain_for(&self, cfg: &ServiceConfig) -> Option<Drain> {
+        let grace = self
+            .grace
+            .or(cfg.options.drain_grace)
+            .unwrap_or(self.default_grace);
+        (grace > 0).then_some(Drain {
+            since_ms: self.since_ms,
+            grace,
+        })
+    }
+}
+
 impl Drain {
     /// Unix time in milliseconds when the server (or service) is deleted.
     pub fn deadline_ms(&self) -> u64 {
@@ -199,13 +228,13 @@ pub enum Command {
         options: ServiceOptions,
         if_revision: Option<u64>,
     },
-    /// Removes a service and its servers: at once, or after draining them
-    /// for `drain`'s grace period.
+    /// Removes a service and its servers: at once (`drain` absent, or a
+    /// grace of 0), or after draining them.
     DeleteService {
         key: ServiceKey,
         if_revision: Option<u64>,
         #[serde(default)]
-        drain: Option<Drain>,
+        drain: Option<DrainRequest>,
     },
     /// Adds a real server; refused if it exists.
     CreateServer {
@@ -219,14 +248,14 @@ pub enum Command {
         server: Destination,
         if_revision: Option<u64>,
     },
-    /// Removes a real server: at once, or after draining it for `drain`'s
-    /// grace period.
+    /// Removes a real server: at once (`drain` absent, or a grace of 0), or
+    /// after draining it.
     DeleteServer {
         service: ServiceKey,
         server: DestKey,
         if_revision: Option<u64>,
         #[serde(default)]
-        drain: Option<Drain>,
+        drain: Option<DrainRequest>,
     },
     /// Ends a drain whose grace period is over (proposed by the leader): the
     /// server, or the whole service when `server` is `None`, is deleted if
@@ -290,13 +319,7 @@ impl DesiredState {
             Command::DeleteService {
                 key,
                 if_revision,
-                drain: Some(drain),
-            } if drain.grace > 0 => self.edit(key, *if_revision, index, |cfg| {
-                cfg.draining = Some(earlier(cfg.draining, *drain));
-                Ok(())
-            }),
-            Command::DeleteService {
-                key, if_revision, ..
+                drain,
             } => {
                 let Some(cfg) = self.services.get(key) else {
                     return NoSuchService(*key);
@@ -304,8 +327,16 @@ impl DesiredState {
                 if let Some(mismatch) = check_revision(cfg, *if_revision) {
                     return mismatch;
                 }
-                self.services.remove(key);
-                Applied { revision: index }
+                match drain.and_then(|d| d.drain_for(cfg)) {
+                    Some(drain) => self.edit(key, None, index, |cfg| {
+                        cfg.draining = Some(earlier(cfg.draining, drain));
+                        Ok(())
+                    }),
+                    None => {
+                        self.services.remove(key);
+                        Applied { revision: index }
+                    }
+                }
             }
             Command::CreateServer {
                 service,
@@ -342,13 +373,13 @@ impl DesiredState {
                 if !cfg.servers.contains_key(server) {
                     return Err(NoSuchServer(cfg.service.key, *server));
                 }
-                match drain {
-                    Some(drain) if drain.grace > 0 => {
+                match drain.and_then(|d| d.drain_for(cfg)) {
+                    Some(drain) => {
                         let current = cfg.draining_servers.get(server).copied();
                         cfg.draining_servers
-                            .insert(*server, earlier(current, *drain));
+                            .insert(*server, earlier(current, drain));
                     }
-                    _ => {
+                    None => {
                         cfg.servers.remove(server);
                         cfg.draining_servers.remove(server);
                     }
@@ -608,8 +639,14 @@ mod tests {
         use CommandResult::*;
         let mut s = DesiredState::default();
         s.apply(&create(80), 1);
-        let drain = |since_ms, grace| Some(Drain { since_ms, grace });
-        let remove = |grace: Option<Drain>| Command::DeleteServer {
+        let drain = |since_ms, grace| {
+            Some(DrainRequest {
+                since_ms,
+                grace: Some(grace),
+                default_grace: 30,
+            })
+        };
+        let remove = |grace: Option<DrainRequest>| Command::DeleteServer {
             service: key(80),
             server: server(1).key(),
             if_revision: None,
@@ -666,5 +703,27 @@ mod tests {
         };
         s.apply(&now, 10);
         assert!(s.services.is_empty());
+
+        // Without ?grace: the service's drain_grace, as applied, else the
+        // accepting node's default.
+        s.apply(&create(82), 11);
+        let remove_82 = |default_grace| Command::DeleteServer {
+            service: key(82),
+            server: server(1).key(),
+            if_revision: None,
+            drain: Some(DrainRequest {
+                since_ms: 0,
+                grace: None,
+                default_grace,
+            }),
+        };
+        s.apply(&remove_82(30), 12);
+        assert_eq!(s.services[&key(82)].next_deadline_ms(), Some(30_000));
+        s.services.get_mut(&key(82)).unwrap().options.drain_grace = Some(5);
+        s.apply(&remove_82(30), 13);
+        assert_eq!(s.services[&key(82)].next_deadline_ms(), Some(5_000));
+        s.services.get_mut(&key(82)).unwrap().options.drain_grace = Some(0);
+        s.apply(&remove_82(30), 14);
+        assert!(s.services[&key(82)].servers.is_empty());
     }
 }

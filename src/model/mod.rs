@@ -13,7 +13,8 @@ mod desired;
 mod stats;
 
 pub use desired::{
-    Command, CommandResult, DesiredState, Drain, ServiceConfig, ServiceOptions, ServiceSpec,
+    Command, CommandResult, DesiredState, Drain, DrainRequest, ServiceConfig, ServiceOptions,
+    ServiceSpec,
 };
 pub use stats::Stats;
 
@@ -517,7 +518,7 @@ impl Destination {
 
 /// A service as the kernel reports it: configuration, counters and its
 /// destinations.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceEntry {
     pub service: VirtualService,
     pub stats: Stats,
@@ -525,7 +526,7 @@ pub struct ServiceEntry {
 }
 
 /// A destination as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestEntry {
     pub dest: Destination,
     pub active_conns: u32,

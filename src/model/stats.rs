@@ -3,7 +3,9 @@
 
 /// Counters (totals since creation or the last zero) and rates (per second,
 /// as estimated by the kernel every two seconds).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Stats {
     pub conns: u64,
     pub inpkts: u64,

@@ -43,7 +43,8 @@ impl Node {
             .env("RAFT_NODE_ID", format!("node{}", self.index + 1))
             .env("RAFT_VOL_DIR", self.dir.path().join("data"))
             .env("BIND_ADDR", Site::management_addr(self.index).to_string())
-            .env("RESYNC_INTERVAL", "2")
+            // node3 resyncs rarely, so that drift stays for `diff` to see.
+            .env("RESYNC_INTERVAL", if self.index == 2 { "600" } else { "2" })
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
@@ -75,8 +76,26 @@ impl Drop for Node {
 }
 
 /// One HTTP/1.0 request from inside `ns` (so it reaches the management
-/// LAN): status and body.
+/// LAN): status and body. A 503 (no leader: an election under the emulated
+/// VM's load) is retried for a while, as its Retry-After asks.
 fn http(ns: &Netns, lb: usize, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, answer) = http_once(ns, lb, method, path, body);
+        if status != 503 || Instant::now() > end {
+            return (status, answer);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn http_once(
+    ns: &Netns,
+    lb: usize,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
     let addr = SocketAddr::from((Site::management_addr(lb), HTTP_PORT));
     let body = body.map(Value::to_string).unwrap_or_default();
     let answer = ns.run(|| -> std::io::Result<String> {
@@ -124,6 +143,25 @@ fn saved(ns: &Netns) -> Vec<String> {
     let mut lines: Vec<String> = ns.ipvsadm(&["-Sn"]).lines().map(String::from).collect();
     lines.sort();
     lines
+}
+
+/// Runs `ipvs-manager ARGS --server lbN` in lbN's namespace; its stdout,
+/// or an error when it fails.
+fn cli(site: &Site, lb: usize, args: &[&str]) -> Result<String, Failed> {
+    let server = format!("{}:{HTTP_PORT}", Site::management_addr(lb));
+    let out = site.lbs[lb]
+        .cmd(env!("CARGO_BIN_EXE_ipvs-manager"))
+        .args(args)
+        .args(["--server", &server])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "ipvs-manager {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn node_status(site: &Site, lb: usize) -> Value {
@@ -181,6 +219,14 @@ pub fn three_nodes_program_their_kernels() -> Result<(), Failed> {
     for lb in &site.lbs {
         assert_eq!(saved(lb), expected, "{}", lb.name());
     }
+    // The CLI: the desired state lists as ipvsadm lists a kernel holding
+    // it; the node's kernel as ipvsadm lists it; no difference.
+    let ipvsadm_list = site.lbs[0].ipvsadm(&["-Ln"]);
+    let desired_list = cli(&site, 0, &["list"])?;
+    let body = |l: &str| l.lines().skip(1).map(String::from).collect::<Vec<_>>();
+    assert_eq!(body(&desired_list), body(&ipvsadm_list));
+    assert_eq!(cli(&site, 0, &["list", "--kernel"])?, ipvsadm_list);
+    assert_eq!(cli(&site, 0, &["diff"])?, "");
 
     // Traffic follows the weights.
     let vip: SocketAddr = VIP.parse()?;
@@ -279,6 +325,19 @@ pub fn three_nodes_program_their_kernels() -> Result<(), Failed> {
             !lb.ipvsadm(&["-Sn"]).contains(&gone)
         })?;
     }
+    // ... and, once the leader has committed the end of the drain, from the
+    // desired state on every node (that commit also triggers a pass, which
+    // must not meet the drift made below).
+    for lb in 0..3 {
+        wait_for(
+            Duration::from_secs(10),
+            "the drain's end to replicate",
+            || {
+                let path = format!("{SERVICE}/servers/{holder_id}");
+                http(&site.lbs[lb], lb, "GET", &path, None).0 == 404
+            },
+        )?;
+    }
 
     // Drift: a hand-deleted service comes back within a resync period; a
     // foreign service survives and is reported.
@@ -297,13 +356,44 @@ pub fn three_nodes_program_their_kernels() -> Result<(), Failed> {
             s["reconcile"]["foreign"] == json!(["tcp-10.80.0.99-80"])
                 && s["reconcile"]["drift_repaired"].as_u64() >= Some(1)
         },
-    )?;
+    )
+    .map_err(|e| {
+        format!(
+            "{e:?}\nnode2: {}\n{}\n{}",
+            node_status(&site, 1),
+            lb2.ipvsadm(&["-Sn"]),
+            nodes[1].log()
+        )
+    })?;
     lb2.ipvsadm(&["-C"]);
     wait_for(
         Duration::from_secs(10),
         "a flushed table to be rebuilt",
         || lb2.ipvsadm(&["-Sn"]).contains("-A -t 10.80.0.1:80"),
     )?;
+
+    // `diff` shows drift the node has not repaired yet (node3 resyncs
+    // rarely), as the edit the reconciler will make.
+    let lb3 = &site.lbs[2];
+    let b1 = format!("{}:8080", Site::backend_addr(0));
+    lb3.ipvsadm(&["-e", "-t", VIP, "-r", &b1, "-m", "-w", "9"]);
+    let out = lb3
+        .cmd(env!("CARGO_BIN_EXE_ipvs-manager"))
+        .args([
+            "diff",
+            "--server",
+            &format!("{}:{HTTP_PORT}", Site::management_addr(2)),
+        ])
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        shown.trim(),
+        format!("~ edit destination {b1} of service TCP {VIP}"),
+        "{shown}"
+    );
+    lb3.ipvsadm(&["-e", "-t", VIP, "-r", &b1, "-m", "-w", "1"]);
+    assert_eq!(cli(&site, 2, &["diff"])?, "");
 
     // Restart into a matching kernel: no change at all, connections intact.
     let mut held = Held::open(&site.client, vip)?;

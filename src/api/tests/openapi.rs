@@ -682,6 +682,21 @@ fn response_samples() -> Vec<(&'static str, Value)> {
         ("Cluster", to(&cluster)),
         ("Cluster", to(&no_leader)),
         (
+            "KernelTable",
+            to(&crate::api::json::KernelTable {
+                info: crate::ipvs::Info {
+                    version: 0x010201,
+                    conn_tab_size: 4096,
+                },
+                services: vec![crate::model::ServiceEntry {
+                    service: web.service.clone(),
+                    stats: Default::default(),
+                    destinations: vec![crate::model::DestEntry::new(dest("198.51.100.11", 443))],
+                }],
+                owned: vec![web.service.key],
+            }),
+        ),
+        (
             "Health",
             to(&HealthView {
                 status: "ready".into(),

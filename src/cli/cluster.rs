@@ -1,0 +1,207 @@
+//! `ipvs-manager list` and `diff`: the cluster's desired state and a node's
+//! kernel, read through a node's REST API (`--server`), in ipvsadm's layout.
+
+use super::kernel::ListArgs;
+use crate::api::json::{ConfigView, DrainView, KernelTable, NodeView};
+use crate::api::{parse_server_id, parse_service_id};
+use crate::config::Ownership;
+use crate::ipvs::text;
+use crate::ipvs::{Change, Info};
+use crate::model::{Command, DesiredState, DestEntry, Drain, ServiceEntry, ServiceKey};
+use crate::reconcile::plan;
+use anyhow::{bail, Context};
+use clap::Args;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::process::ExitCode;
+
+/// `list`: the desired state, or with `--kernel` the node's kernel.
+#[derive(Debug, Args)]
+pub struct ClusterListArgs {
+    /// Show the kernel table of the node `--server` names, not the
+    /// cluster's desired state.
+    #[arg(long)]
+    kernel: bool,
+    #[command(flatten)]
+    columns: ListArgs,
+}
+
+/// The version line of a listing of the desired state: what the kernels of
+/// this generation report.
+const DESIRED_INFO: Info = Info {
+    version: 0x010201,
+    conn_tab_size: 4096,
+};
+
+/// A node's REST API.
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Api {
+    /// `server`: `http://host:port`, or `host:port`.
+    pub fn new(server: &str) -> anyhow::Result<Api> {
+        let base = if server.contains("://") {
+            server.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{}", server.trim_end_matches('/'))
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(Api {
+            base,
+            http,
+            runtime,
+        })
+    }
+
+    /// The body of a successful GET; an API error as its message.
+    pub fn get(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        self.runtime.block_on(async {
+            let r = self
+                .http
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {}", self.base))?;
+            let status = r.status();
+            let body = r.bytes().await.with_context(|| format!("reading {url}"))?;
+            if !status.is_success() {
+                let message = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"]["message"].as_str().map(String::from))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+                bail!("{url}: {status}: {message}");
+            }
+            Ok(body.to_vec())
+        })
+    }
+
+    pub fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let body = self.get(path)?;
+        serde_json::from_slice(&body).with_context(|| format!("unexpected answer to GET {path}"))
+    }
+
+    /// The cluster's desired state, drains included.
+    pub fn desired(&self) -> anyhow::Result<DesiredState> {
+        let body = self.get("/api/v1/config")?;
+        desired_from(&body)
+    }
+}
+
+/// Rebuilds the desired state from `GET /api/v1/config`: the services as a
+/// `PUT` would take them, then the drains the views show.
+pub fn desired_from(body: &[u8]) -> anyhow::Result<DesiredState> {
+    let specs = crate::api::validate::parse_config(body)
+        .map_err(|e| anyhow::anyhow!("the desired state does not parse: {}", e.message()))?;
+    let mut state = DesiredState::default();
+    state.apply(&Command::ReplaceAll(specs), 0);
+    let views: ConfigView = serde_json::from_slice(body)?;
+    for view in views.services {
+        let key =
+            parse_service_id(&view.id).map_err(|e| anyhow::anyhow!(e.message().to_string()))?;
+        let Some(cfg) = state.services.get_mut(&key) else {
+            continue;
+        };
+        cfg.revision = view.revision;
+        cfg.draining = view.draining.as_ref().map(drain).transpose()?;
+        for server in &view.servers {
+            if let Some(d) = &server.draining {
+                let id = parse_server_id(&server.id)
+                    .map_err(|e| anyhow::anyhow!(e.message().to_string()))?;
+                cfg.draining_servers.insert(id, drain(d)?);
+            }
+        }
+    }
+    Ok(state)
+}
+
+fn drain(view: &DrainView) -> anyhow::Result<Drain> {
+    let until = humantime::parse_rfc3339(&view.until)
+        .with_context(|| format!("bad drain deadline {:?}", view.until))?;
+    let until_ms = until
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Ok(Drain {
+        since_ms: until_ms.saturating_sub(u64::from(view.grace) * 1000),
+        grace: view.grace,
+    })
+}
+
+/// The desired state as the kernels should hold it now: draining servers
+/// at weight 0, finished drains gone.
+pub fn desired_entries(desired: &DesiredState, now_ms: u64) -> Vec<ServiceEntry> {
+    desired
+        .services
+        .values()
+        .filter_map(|cfg| plan::target(cfg, now_ms))
+        .map(|t| ServiceEntry {
+            service: t.service,
+            stats: Default::default(),
+            destinations: t.dests.into_values().map(DestEntry::new).collect(),
+        })
+        .collect()
+}
+
+pub fn list(api: &Api, args: &ClusterListArgs) -> anyhow::Result<ExitCode> {
+    let out = if args.kernel {
+        let table: KernelTable = api.get_json("/api/v1/node/kernel")?;
+        text::list(&table.info, &table.services, &args.columns.options())
+    } else {
+        let desired = api.desired()?;
+        let entries = desired_entries(&desired, crate::reconcile::unix_ms());
+        text::list(&DESIRED_INFO, &entries, &args.columns.options())
+    };
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the node's reconciler would change to make its kernel match the
+/// desired state, one line each (`+` add, `~` edit in place, `-` delete),
+/// and the foreign services it leaves alone. Exit status 1 when the kernel
+/// differs, as diff(1).
+pub fn diff(api: &Api) -> anyhow::Result<ExitCode> {
+    let desired = api.desired()?;
+    let table: KernelTable = api.get_json("/api/v1/node/kernel")?;
+    let node: NodeView = api.get_json("/api/v1/node")?;
+    let ownership = match node.reconcile.ownership.as_str() {
+        "all" => Ownership::All,
+        _ => Ownership::Managed,
+    };
+    let kernel: BTreeMap<ServiceKey, ServiceEntry> = table
+        .services
+        .into_iter()
+        .map(|e| (e.service.key, e))
+        .collect();
+    let owned: BTreeSet<ServiceKey> = table.owned.into_iter().collect();
+    let now = crate::reconcile::unix_ms();
+    let plan = plan::plan(&desired, &kernel, None, &owned, ownership, now);
+    let mut out = std::io::stdout().lock();
+    for change in &plan.changes {
+        let sign = match change {
+            Change::AddService(_) | Change::AddDest(..) => '+',
+            Change::EditService(_) | Change::EditDest(..) => '~',
+            _ => '-',
+        };
+        writeln!(out, "{sign} {change}")?;
+    }
+    for key in &plan.foreign {
+        writeln!(
+            out,
+            "  foreign service {key}: not ipvs-manager's, left alone"
+        )?;
+    }
+    Ok(if plan.changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
