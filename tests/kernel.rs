@@ -92,6 +92,7 @@ fn trials() -> Vec<Trial> {
         traffic::nat_follows_weights_and_quiesces,
         traffic::director_moves,
         reconcile::three_nodes_program_their_kernels,
+        reconcile::node_refuses_without_cap_net_admin,
     ]);
     trials
 }

@@ -117,7 +117,7 @@ impl Cluster {
             });
         }
         let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(20))
             .build()
             .expect("http client");
         Cluster {

@@ -395,6 +395,35 @@ pub fn three_nodes_program_their_kernels() -> Result<(), Failed> {
     lb3.ipvsadm(&["-e", "-t", VIP, "-r", &b1, "-m", "-w", "1"]);
     assert_eq!(cli(&site, 2, &["diff"])?, "");
 
+    // A service that asks for its address gets it bound on every node's
+    // ipvs0, and loses it when it goes.
+    let bound = json!({"protocol": "tcp", "address": "10.80.0.2", "port": 443,
+                       "bind_address": true});
+    let (status, body) = http(
+        &site.lbs[0],
+        0,
+        "POST",
+        "/api/v1/services?wait=applied",
+        Some(&bound),
+    );
+    assert_eq!(status, 201, "{body}");
+    for lb in &site.lbs {
+        let addrs = lb.ip(&["-4", "-o", "addr", "show", "dev", "ipvs0"]);
+        assert!(addrs.contains("10.80.0.2/32"), "{}: {addrs}", lb.name());
+    }
+    let (status, body) = http(
+        &site.lbs[1],
+        1,
+        "DELETE",
+        "/api/v1/services/tcp-10.80.0.2-443?grace=0&wait=applied",
+        None,
+    );
+    assert_eq!(status, 204, "{body}");
+    for lb in &site.lbs {
+        let addrs = lb.ip(&["-4", "-o", "addr", "show", "dev", "ipvs0"]);
+        assert!(!addrs.contains("10.80.0.2"), "{}: {addrs}", lb.name());
+    }
+
     // Restart into a matching kernel: no change at all, connections intact.
     let mut held = Held::open(&site.client, vip)?;
     let before = saved(&site.lbs[0]);
@@ -442,5 +471,36 @@ pub fn three_nodes_program_their_kernels() -> Result<(), Failed> {
     .map_err(|e| format!("{e:?}\n{}", nodes[2].log()))?;
     assert_eq!(node_status(&site, 2)["reconcile"]["changes"], 0);
     held.close()?;
+    Ok(())
+}
+
+/// With IPVS_KERNEL=on (the default) a node without CAP_NET_ADMIN refuses to
+/// start, naming the capability and the way to run without the kernel, and
+/// touches nothing.
+pub fn node_refuses_without_cap_net_admin() -> Result<(), Failed> {
+    let ns = Netns::new();
+    let dir = tempfile::TempDir::new()?;
+    let data = dir.path().join("data");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )?;
+    let out = ns
+        .cmd("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_ipvs-manager"))
+        .env("RAFT_VOL_DIR", &data)
+        .output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CAP_NET_ADMIN"), "{stderr}");
+    assert!(stderr.contains("IPVS_KERNEL=off"), "{stderr}");
+    assert!(!data.exists(), "nothing is created before the check");
     Ok(())
 }
