@@ -119,6 +119,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let state = sm.watch();
     let owned = Owned::load(&cfg.vol_dir).context("failed to load the owned services")?;
     let (status_tx, status_rx) = watch::channel(ReconcileStatus::default());
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -172,6 +173,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         reconcile: status_rx,
         kernel: kernel.as_ref().map(|(k, _)| k.clone()),
         vol_dir: cfg.vol_dir.clone(),
+        metrics: metrics.clone(),
     });
     let api_server = HttpServer::new(move || {
         App::new()
@@ -232,6 +234,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                     state.clone(),
                     settings,
                     status_tx,
+                    metrics.clone(),
                     stopped(),
                 ))
             }

@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod ipvs;
+pub mod metrics;
 pub mod model;
 pub mod raft;
 pub mod reconcile;

@@ -38,6 +38,7 @@ pub struct AppState {
     pub kernel: Option<SharedKernel<Box<dyn Kernel + Send>>>,
     /// RAFT_VOL_DIR, where the owned set is kept.
     pub vol_dir: std::path::PathBuf,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -58,12 +59,15 @@ type Reply = Result<HttpResponse, ApiError>;
 
 /// The single entry point: route, then handle.
 pub async fn dispatch(req: HttpRequest, body: Payload, app: Data<AppState>) -> HttpResponse {
+    let started = std::time::Instant::now();
+    let mut operation = "unrouted";
     let reply = match api::match_route(req.method().as_str(), req.path()) {
         Ok((route, params)) => {
             let params: Vec<(&'static str, String)> = params
                 .into_iter()
                 .map(|(k, v)| (k, v.to_string()))
                 .collect();
+            operation = route.operation.id();
             match read_body(body, route.max_body).await {
                 Ok(bytes) => handle(route.operation, &req, &params, &bytes, &app).await,
                 Err(e) => Err(e),
@@ -71,7 +75,10 @@ pub async fn dispatch(req: HttpRequest, body: Payload, app: Data<AppState>) -> H
         }
         Err(e) => Err(e),
     };
-    reply.unwrap_or_else(|e| error_response(&e))
+    let response = reply.unwrap_or_else(|e| error_response(&e));
+    app.metrics
+        .request(operation, response.status().as_u16(), started.elapsed());
+    response
 }
 
 async fn read_body(body: Payload, limit: usize) -> Result<actix_web::web::Bytes, ApiError> {
@@ -391,6 +398,25 @@ async fn kernel_table(app: &AppState) -> Result<json::KernelTable, ApiError> {
     })
 }
 
+/// The metrics exposition: this node's kernel read now (when it programs
+/// one; a failed read leaves the kernel series out, never the scrape).
+async fn scrape(app: &AppState) -> String {
+    let kernel = match app.kernel.clone() {
+        Some(mut kernel) => tokio::task::spawn_blocking(move || kernel.services().ok())
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    let raft = app.raft().metrics().borrow().clone();
+    let reconcile = app.reconcile.borrow().clone();
+    app.metrics.render(&crate::metrics::Scrape {
+        raft: &raft,
+        reconcile: &reconcile,
+        kernel: kernel.as_deref(),
+    })
+}
+
 /// This node's Raft state and reconcile status.
 fn node_report(app: &AppState) -> json::NodeView {
     let metrics = app.raft().metrics().borrow().clone();
@@ -647,6 +673,9 @@ async fn handle(
         GetCluster => Ok(json_response(StatusCode::OK, &cluster_view(app).await)),
         GetNode => Ok(json_response(StatusCode::OK, &get_node(app, req).await?)),
         GetNodeKernel => Ok(json_response(StatusCode::OK, &kernel_table(app).await?)),
+        Metrics => Ok(HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(scrape(app).await)),
         JoinCluster => {
             let join = api::validate::parse_join(body)?;
             join_cluster(app, &join).await

@@ -613,3 +613,71 @@ fn writes_can_wait_for_every_kernel() {
         200
     );
 }
+
+/// The value of the first series of `name` whose labels contain every one
+/// of `labels` (`key="value"`), in a Prometheus text exposition.
+fn series(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// `GET /metrics` after known writes: the kernel as programmed (here each
+/// node's in-memory table), the reconciler, Raft and the API.
+#[test]
+fn metrics_follow_the_writes() {
+    let c = Cluster::start(3);
+    let r = c.send(0, "POST", "/api/v1/services?wait=applied", Some(&web()));
+    assert_eq!(r.status().as_u16(), 201);
+    let server = r#"server="198.51.100.11-8080""#;
+    let mut leaders = 0.0;
+    for i in 0..3 {
+        let r = c.get(i, "/metrics");
+        assert_eq!(r.status().as_u16(), 200);
+        let text = r.text().unwrap();
+        assert_eq!(
+            series(
+                &text,
+                "ipvs_server_weight",
+                &[server, r#"service="tcp-192.0.2.10-80""#]
+            ),
+            Some(3.0),
+            "node {i}:\n{text}"
+        );
+        assert_eq!(
+            series(&text, "ipvs_service_connections_total", &[r#"port="80""#]),
+            Some(0.0)
+        );
+        let added = series(
+            &text,
+            "ipvs_manager_reconcile_changes_total",
+            &[r#"kind="add_server""#, r#"result="ok""#],
+        );
+        assert_eq!(added, Some(1.0), "node {i}");
+        assert_eq!(
+            series(&text, "ipvs_manager_raft_term", &[]).map(|t| t >= 1.0),
+            Some(true)
+        );
+        leaders += series(&text, "ipvs_manager_raft_is_leader", &[]).unwrap();
+    }
+    assert_eq!(leaders, 1.0);
+    let text = c.get(0, "/metrics").text().unwrap();
+    let created = series(
+        &text,
+        "ipvs_manager_api_requests_total",
+        &[r#"operation="createService""#, r#"status="201""#],
+    );
+    assert_eq!(created, Some(1.0), "{text}");
+    // A weight change shows as programmed.
+    let r = c.send(
+        1,
+        "PATCH",
+        "/api/v1/services/tcp-192.0.2.10-80/servers/198.51.100.11-8080?wait=applied",
+        Some(&json!({"weight": 7})),
+    );
+    assert_eq!(r.status().as_u16(), 200);
+    let text = c.get(2, "/metrics").text().unwrap();
+    assert_eq!(series(&text, "ipvs_server_weight", &[server]), Some(7.0));
+}

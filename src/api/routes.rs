@@ -68,6 +68,7 @@ pub enum Operation {
     GetCluster,
     GetNode,
     GetNodeKernel,
+    Metrics,
     JoinCluster,
     RemoveMember,
 }
@@ -97,6 +98,7 @@ impl Operation {
             GetCluster => "getCluster",
             GetNode => "getNode",
             GetNodeKernel => "getNodeKernel",
+            Metrics => "metrics",
             JoinCluster => "joinCluster",
             RemoveMember => "removeMember",
         }
@@ -136,6 +138,7 @@ pub const ROUTES: &[Route] = {
         route(Get, "/healthz", Health, 0),
         route(Get, "/readyz", Ready, 0),
         route(Get, "/api/v1/openapi.json", OpenApi, 0),
+        route(Get, "/metrics", Metrics, 0),
         route(Get, SERVICES, ListServices, 0),
         route(Post, SERVICES, CreateService, B),
         route(Get, SERVICE, GetService, 0),

@@ -62,6 +62,8 @@ pub struct PassReport {
     /// The pass could not read the kernel or record ownership, so it
     /// changed nothing.
     pub error: Option<String>,
+    /// Each change attempted: its kind and whether the kernel accepted it.
+    pub kinds: Vec<(&'static str, bool)>,
 }
 
 /// One node's table and what it knows about it.
@@ -189,6 +191,7 @@ impl<K: Kernel> Engine<K> {
         let mut released = plan.release.clone();
         let mut failed: BTreeMap<ServiceKey, Vec<(Change, String)>> = BTreeMap::new();
         for (change, result) in plan.changes.iter().zip(results) {
+            report.kinds.push((kind(change), result.is_ok()));
             match result {
                 Ok(()) => {
                     report.applied += 1;
@@ -287,6 +290,21 @@ impl<K: Kernel> Engine<K> {
     }
 }
 
+/// A change's kind, for the metrics.
+fn kind(change: &Change) -> &'static str {
+    match change {
+        Change::AddService(_) => "add_service",
+        Change::EditService(_) => "edit_service",
+        Change::DelService(_) => "delete_service",
+        Change::AddDest(..) => "add_server",
+        Change::EditDest(..) => "edit_server",
+        Change::DelDest(..) => "delete_server",
+        Change::Flush => "flush",
+        Change::Zero(_) => "zero",
+        Change::SetTimeouts(_) => "set_timeouts",
+    }
+}
+
 fn service_of(change: &Change) -> Option<ServiceKey> {
     match change {
         Change::AddService(s) | Change::EditService(s) => Some(s.key),
@@ -331,6 +349,7 @@ pub async fn run<K: Kernel + Send + 'static>(
     state: StateWatch,
     settings: Settings,
     status: watch::Sender<ReconcileStatus>,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -352,6 +371,7 @@ pub async fn run<K: Kernel + Send + 'static>(
         };
         let desired: Arc<DesiredState> = committed.desired.clone();
         let pass_scope = scope.clone();
+        let started = std::time::Instant::now();
         let joined = tokio::task::spawn_blocking(move || {
             let report = current.pass(&desired, &pass_scope, unix_ms());
             (current, report)
@@ -365,6 +385,11 @@ pub async fn run<K: Kernel + Send + 'static>(
                 return;
             }
         };
+        metrics.pass(&crate::metrics::PassMetrics {
+            elapsed: started.elapsed(),
+            changes: &report.kinds,
+            resync: is_resync,
+        });
         let now = SystemTime::now();
         let failed = done.failed();
         let read_failed = report.error.is_some();

@@ -43,16 +43,6 @@ const SNAPSHOT_TREE: &str = "snapshot";
 /// moment ago may still hold.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
-/// sled's settings: no periodic background flush (every durable write is
-/// flushed on purpose by the flush thread, so sled's own timer only added
-/// work), and the high-throughput mode.
-fn config(path: &Path) -> sled::Config {
-    sled::Config::new()
-        .path(path)
-        .flush_every_ms(None)
-        .mode(sled::Mode::HighThroughput)
-}
-
 /// Opens the sled database, waiting up to [`LOCK_WAIT`] for its lock.
 ///
 /// sled 0.34 writes its buffers on pool threads that keep the database (and
@@ -63,7 +53,7 @@ fn config(path: &Path) -> sled::Config {
 fn open_db(path: &Path) -> sled::Result<sled::Db> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
-        match config(path).open() {
+        match sled::Config::new().path(path).open() {
             Err(sled::Error::Io(e))
                 if e.to_string().starts_with("could not acquire lock")
                     && Instant::now() < deadline =>

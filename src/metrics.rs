@@ -1,0 +1,410 @@
+//! Prometheus metrics (`GET /metrics`, text exposition by the
+//! prometheus-client crate): the kernel's counters per virtual service and
+//! real server, the reconciler, Raft, and the API.
+//!
+//! Events (API requests, reconcile passes) are counted as they happen in
+//! [`Metrics`]; values that belong to a moment (kernel counters, Raft
+//! state, the reconcile status) are read at scrape time into a registry
+//! built for that scrape, so a removed service's series disappear with it.
+
+use crate::api::ids::{server_id, service_id};
+use crate::model::{ServiceEntry, ServiceKey};
+use crate::reconcile::ReconcileStatus;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeLabels {
+    kind: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+    protocol: String,
+    address: String,
+    port: String,
+    fwmark: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabels {
+    service: String,
+    server: String,
+    address: String,
+    port: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    node: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// What one reconcile pass did, for the counters.
+pub struct PassMetrics<'a> {
+    pub elapsed: Duration,
+    /// Each change's kind (`add_service`, `edit_server`, ...) and whether
+    /// the kernel accepted it.
+    pub changes: &'a [(&'static str, bool)],
+    pub resync: bool,
+}
+
+/// Counters of events since the process started.
+pub struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: HistogramFamily<OperationLabels>,
+    passes: Counter,
+    pass_seconds: Histogram,
+    changes: Family<ChangeLabels, Counter>,
+    drift: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency_histogram),
+            passes: Counter::default(),
+            pass_seconds: latency_histogram(),
+            changes: Family::default(),
+            drift: Counter::default(),
+        }
+    }
+}
+
+/// The state of the node at scrape time.
+pub struct Scrape<'a> {
+    pub raft: &'a crate::raft::typ::RaftMetrics,
+    pub reconcile: &'a ReconcileStatus,
+    /// The kernel table, when this node programs one and it could be read.
+    pub kernel: Option<&'a [ServiceEntry]>,
+}
+
+impl Metrics {
+    /// Counts one API request.
+    pub fn request(&self, operation: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                operation: operation.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&OperationLabels {
+                operation: operation.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one reconcile pass.
+    pub fn pass(&self, pass: &PassMetrics<'_>) {
+        self.passes.inc();
+        self.pass_seconds.observe(pass.elapsed.as_secs_f64());
+        for (kind, ok) in pass.changes {
+            self.changes
+                .get_or_create(&ChangeLabels {
+                    kind: kind.to_string(),
+                    result: if *ok { "ok" } else { "error" }.to_string(),
+                })
+                .inc();
+            if pass.resync && *ok {
+                self.drift.inc();
+            }
+        }
+    }
+
+    /// The exposition text for one scrape.
+    pub fn render(&self, scrape: &Scrape<'_>) -> String {
+        let mut r = Registry::default();
+        r.register(
+            "ipvs_manager_api_requests",
+            "API requests by operation and HTTP status",
+            self.requests.clone(),
+        );
+        r.register(
+            "ipvs_manager_api_request_duration_seconds",
+            "API request latency by operation",
+            self.request_seconds.clone(),
+        );
+        r.register(
+            "ipvs_manager_reconcile_passes",
+            "Reconcile passes run",
+            self.passes.clone(),
+        );
+        r.register(
+            "ipvs_manager_reconcile_duration_seconds",
+            "Duration of reconcile passes",
+            self.pass_seconds.clone(),
+        );
+        r.register(
+            "ipvs_manager_reconcile_changes",
+            "Kernel changes made by the reconciler, by kind and result",
+            self.changes.clone(),
+        );
+        r.register(
+            "ipvs_manager_drift_repaired",
+            "Kernel changes made by periodic resyncs (drift repaired)",
+            self.drift.clone(),
+        );
+        reconcile_gauges(&mut r, scrape.reconcile);
+        raft_gauges(&mut r, scrape.raft);
+        if let Some(kernel) = scrape.kernel {
+            kernel_series(&mut r, kernel);
+        }
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        out
+    }
+}
+
+fn gauge(r: &mut Registry, name: &str, help: &str, value: i64) {
+    let g: Gauge = Gauge::default();
+    g.set(value);
+    r.register(name, help, g);
+}
+
+fn reconcile_gauges(r: &mut Registry, s: &ReconcileStatus) {
+    let last_success = s
+        .last_success
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339(t).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64);
+    gauge(
+        r,
+        "ipvs_manager_reconcile_last_success_timestamp_seconds",
+        "Unix time of the last reconcile pass that left nothing failed",
+        last_success,
+    );
+    gauge(
+        r,
+        "ipvs_manager_reconcile_programmed_index",
+        "Highest Raft index whose whole desired state is in the kernel",
+        s.programmed_index as i64,
+    );
+    gauge(
+        r,
+        "ipvs_manager_reconcile_pending_changes",
+        "Failed kernel changes awaiting a retry",
+        s.pending as i64,
+    );
+    gauge(
+        r,
+        "ipvs_manager_foreign_services",
+        "Kernel services that are not ipvs-manager's (left alone)",
+        s.foreign.len() as i64,
+    );
+}
+
+fn raft_gauges(r: &mut Registry, m: &crate::raft::typ::RaftMetrics) {
+    gauge(
+        r,
+        "ipvs_manager_raft_term",
+        "Current Raft term",
+        m.current_term as i64,
+    );
+    gauge(
+        r,
+        "ipvs_manager_raft_is_leader",
+        "1 on the leader, 0 elsewhere",
+        i64::from(m.state == openraft::ServerState::Leader),
+    );
+    let leader: Family<PeerLabels, Gauge> = Family::default();
+    let membership = m.membership_config.membership();
+    if let Some(node) = m.current_leader.and_then(|id| membership.get_node(&id)) {
+        leader
+            .get_or_create(&PeerLabels {
+                node: node.name.clone(),
+            })
+            .set(1);
+    }
+    r.register(
+        "ipvs_manager_raft_leader",
+        "The leader this node knows (1)",
+        leader,
+    );
+    let last_log = m.last_log_index.unwrap_or(0);
+    gauge(
+        r,
+        "ipvs_manager_raft_last_log_index",
+        "Index of the last entry in this node's log",
+        last_log as i64,
+    );
+    gauge(
+        r,
+        "ipvs_manager_raft_applied_index",
+        "Index of the last entry this node applied",
+        m.last_applied.map_or(0, |l| l.index) as i64,
+    );
+    // On the leader: how many entries each member is behind.
+    let lag: Family<PeerLabels, Gauge> = Family::default();
+    for (id, matched) in m.replication.iter().flatten() {
+        if let Some(node) = membership.get_node(id) {
+            let matched = matched.map_or(0, |l| l.index);
+            lag.get_or_create(&PeerLabels {
+                node: node.name.clone(),
+            })
+            .set(last_log.saturating_sub(matched) as i64);
+        }
+    }
+    r.register(
+        "ipvs_manager_raft_replication_lag",
+        "Entries a member is behind the leader's log (leader only)",
+        lag,
+    );
+}
+
+fn service_labels(key: &ServiceKey) -> ServiceLabels {
+    let (protocol, address, port, fwmark) = match key {
+        ServiceKey::Inet {
+            protocol,
+            addr,
+            port,
+        } => (
+            protocol.to_string(),
+            addr.to_string(),
+            port.to_string(),
+            String::new(),
+        ),
+        ServiceKey::Fwmark { family, mark } => (
+            family.to_string(),
+            String::new(),
+            String::new(),
+            mark.to_string(),
+        ),
+    };
+    ServiceLabels {
+        service: service_id(key),
+        protocol,
+        address,
+        port,
+        fwmark,
+    }
+}
+
+fn kernel_series(r: &mut Registry, kernel: &[ServiceEntry]) {
+    let svc = Family::<ServiceLabels, Counter>::default;
+    let (conns, inpkts, outpkts, inbytes, outbytes) = (svc(), svc(), svc(), svc(), svc());
+    let srv = || Family::<ServerLabels, Counter>::default();
+    let (d_conns, d_inpkts, d_outpkts, d_inbytes, d_outbytes) = (srv(), srv(), srv(), srv(), srv());
+    let gauges = || Family::<ServerLabels, Gauge>::default();
+    let (active, inactive, weight) = (gauges(), gauges(), gauges());
+    for entry in kernel {
+        let labels = service_labels(&entry.service.key);
+        let s = &entry.stats;
+        conns.get_or_create(&labels).inc_by(s.conns);
+        inpkts.get_or_create(&labels).inc_by(s.inpkts);
+        outpkts.get_or_create(&labels).inc_by(s.outpkts);
+        inbytes.get_or_create(&labels).inc_by(s.inbytes);
+        outbytes.get_or_create(&labels).inc_by(s.outbytes);
+        for d in &entry.destinations {
+            let labels = ServerLabels {
+                service: labels.service.clone(),
+                server: server_id(&d.dest.key()),
+                address: d.dest.addr.to_string(),
+                port: d.dest.port.to_string(),
+            };
+            let s = &d.stats;
+            d_conns.get_or_create(&labels).inc_by(s.conns);
+            d_inpkts.get_or_create(&labels).inc_by(s.inpkts);
+            d_outpkts.get_or_create(&labels).inc_by(s.outpkts);
+            d_inbytes.get_or_create(&labels).inc_by(s.inbytes);
+            d_outbytes.get_or_create(&labels).inc_by(s.outbytes);
+            active.get_or_create(&labels).set(i64::from(d.active_conns));
+            inactive
+                .get_or_create(&labels)
+                .set(i64::from(d.inactive_conns));
+            weight.get_or_create(&labels).set(i64::from(d.dest.weight));
+        }
+    }
+    r.register(
+        "ipvs_service_connections",
+        "Connections scheduled to the virtual service (kernel counter)",
+        conns,
+    );
+    r.register(
+        "ipvs_service_packets_in",
+        "Packets in (kernel counter)",
+        inpkts,
+    );
+    r.register(
+        "ipvs_service_packets_out",
+        "Packets out (kernel counter)",
+        outpkts,
+    );
+    r.register(
+        "ipvs_service_bytes_in",
+        "Bytes in (kernel counter)",
+        inbytes,
+    );
+    r.register(
+        "ipvs_service_bytes_out",
+        "Bytes out (kernel counter)",
+        outbytes,
+    );
+    r.register(
+        "ipvs_server_connections",
+        "Connections scheduled to the real server (kernel counter)",
+        d_conns,
+    );
+    r.register(
+        "ipvs_server_packets_in",
+        "Packets in (kernel counter)",
+        d_inpkts,
+    );
+    r.register(
+        "ipvs_server_packets_out",
+        "Packets out (kernel counter)",
+        d_outpkts,
+    );
+    r.register(
+        "ipvs_server_bytes_in",
+        "Bytes in (kernel counter)",
+        d_inbytes,
+    );
+    r.register(
+        "ipvs_server_bytes_out",
+        "Bytes out (kernel counter)",
+        d_outbytes,
+    );
+    r.register(
+        "ipvs_server_active_connections",
+        "Active connections to the real server",
+        active,
+    );
+    r.register(
+        "ipvs_server_inactive_connections",
+        "Inactive connections to the real server",
+        inactive,
+    );
+    r.register(
+        "ipvs_server_weight",
+        "Weight as programmed in the kernel",
+        weight,
+    );
+}
