@@ -681,3 +681,45 @@ fn metrics_follow_the_writes() {
     let text = c.get(2, "/metrics").text().unwrap();
     assert_eq!(series(&text, "ipvs_server_weight", &[server]), Some(7.0));
 }
+
+/// `ipvs-manager list` and `save` read the desired state through any node's
+/// API (`--server` after the subcommand, or IPVS_MANAGER_SERVER).
+#[test]
+fn cli_lists_and_saves_the_desired_state() {
+    let c = Cluster::start(1);
+    let r = c.send(0, "POST", "/api/v1/services?wait=applied", Some(&web()));
+    assert_eq!(r.status().as_u16(), 201);
+    let server = c.nodes[0].url("");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ipvs-manager"))
+            .args(args)
+            .env("IPVS_MANAGER_SERVER", &server)
+            .output()
+            .expect("run ipvs-manager");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    assert_eq!(
+        run(&["save"]),
+        "-A -t 192.0.2.10:80 -s wrr\n-a -t 192.0.2.10:80 -r 198.51.100.11:8080 -m -w 3\n"
+    );
+    let list = run(&["list", "--server", &server]);
+    assert!(list.contains("TCP  192.0.2.10:80 wrr"), "{list}");
+    assert!(list.contains("  -> 198.51.100.11:8080"), "{list}");
+    // A node that cannot be reached: one line, non-zero exit.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ipvs-manager"))
+        .args(["save", "--server", "127.0.0.1:9"])
+        .output()
+        .expect("run ipvs-manager");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("ipvs-manager: cannot reach http://127.0.0.1:9"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}

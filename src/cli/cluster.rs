@@ -1,4 +1,4 @@
-//! `ipvs-manager list` and `diff`: the cluster's desired state and a node's
+//! `ipvs-manager list`, `save` and `diff`: the cluster's desired state and a node's
 //! kernel, read through a node's REST API (`--server`), in ipvsadm's layout.
 
 use super::kernel::ListArgs;
@@ -161,6 +161,18 @@ pub fn list(api: &Api, args: &ClusterListArgs) -> anyhow::Result<ExitCode> {
         text::list(&DESIRED_INFO, &entries, &args.columns.options())
     };
     std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `save`: the desired state in `ipvsadm -Sn` syntax (draining servers at
+/// weight 0, as the kernels hold them), keeping what ipvsadm's save drops
+/// (thresholds, tunnel options), as `kernel save` does.
+pub fn save(api: &Api) -> anyhow::Result<ExitCode> {
+    let desired = api.desired()?;
+    let entries = desired_entries(&desired, crate::reconcile::unix_ms());
+    std::io::stdout()
+        .lock()
+        .write_all(text::save(&entries).as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 
