@@ -723,3 +723,57 @@ fn cli_lists_and_saves_the_desired_state() {
     );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
+
+/// `ipvs-manager cluster status|remove|join` through a node's API.
+#[test]
+fn cli_manages_the_members() {
+    let c = Cluster::start(3);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ipvs-manager"))
+            .args(args)
+            .args(["--server", &c.nodes[1].url("")])
+            .output()
+            .expect("run ipvs-manager");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    c.wait(Duration::from_secs(10), "every member reachable", || {
+        let status = run(&["cluster", "status"]);
+        status.lines().filter(|l| l.contains(" up ")).count() == 3
+    });
+    let status = run(&["cluster", "status"]);
+    assert!(status.starts_with("leader node"), "{status}");
+    assert!(status.contains("memory"), "{status}");
+    let json: Value =
+        serde_json::from_str(&run(&["cluster", "status", "--output", "json"])).unwrap();
+    assert_eq!(json["members"].as_array().map(Vec::len), Some(3), "{json}");
+
+    assert_eq!(run(&["cluster", "remove", "node3"]).trim(), "node3 removed");
+    c.wait(Duration::from_secs(10), "node3 to leave", || {
+        c.cluster_view(0)
+            .is_some_and(|v| v["members"].as_array().map(Vec::len) == Some(2))
+    });
+    let raft = c.nodes[2].raft_port;
+    let api = c.nodes[2].http_port;
+    let joined = run(&[
+        "cluster",
+        "join",
+        "node3",
+        "--raft-addr",
+        &format!("127.0.0.1:{raft}"),
+        "--api-addr",
+        &format!("127.0.0.1:{api}"),
+    ]);
+    assert_eq!(joined.trim(), "node3 is a member");
+    c.wait(Duration::from_secs(10), "node3 back as a voter", || {
+        c.cluster_view(0).is_some_and(|v| {
+            v["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().filter(|m| m["voter"] == true).count() == 3)
+        })
+    });
+}

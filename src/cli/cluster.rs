@@ -64,11 +64,24 @@ impl Api {
 
     /// The body of a successful GET; an API error as its message.
     pub fn get(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        self.send(reqwest::Method::GET, path, None)
+    }
+
+    /// A request with an optional JSON body; the answer's body, or the
+    /// API's error message.
+    pub fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<Vec<u8>> {
         let url = format!("{}{path}", self.base);
         self.runtime.block_on(async {
-            let r = self
-                .http
-                .get(&url)
+            let mut req = self.http.request(method, &url);
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            let r = req
                 .send()
                 .await
                 .with_context(|| format!("cannot reach {}", self.base))?;
@@ -216,4 +229,106 @@ pub fn diff(api: &Api) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `cluster …`: the members, adding one, removing one.
+#[derive(Debug, clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Leader, term and every member with its reconcile status.
+    Status {
+        /// `text` (a table) or `json` (the API's answer).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Adds a node (it must be running; a new node normally joins by itself
+    /// through RAFT_LEADER).
+    Join {
+        /// Its RAFT_NODE_ID.
+        id: String,
+        /// host:port of its Raft transport.
+        #[arg(long)]
+        raft_addr: String,
+        /// host:port of its HTTP API.
+        #[arg(long)]
+        api_addr: String,
+    },
+    /// Removes a member by its RAFT_NODE_ID.
+    Remove { id: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+pub fn cluster(api: &Api, cmd: &ClusterCommand) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        ClusterCommand::Status { output } => {
+            let body = api.get("/api/v1/cluster")?;
+            if *output == Output::Json {
+                out.write_all(&body)?;
+                writeln!(out)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let view: crate::api::json::ClusterView = serde_json::from_slice(&body)?;
+            writeln!(
+                out,
+                "leader {}, term {}, commit index {}",
+                view.leader_id.as_deref().unwrap_or("(none)"),
+                view.term,
+                view.commit_index
+            )?;
+            writeln!(
+                out,
+                "{:<16} {:<22} {:<8} {:<8} {:>8} {:>10}  kernel",
+                "member", "api", "role", "state", "applied", "programmed"
+            )?;
+            for m in &view.members {
+                let (role, programmed, kernel) = match &m.node {
+                    Some(n) => (
+                        n.role.as_str(),
+                        n.reconcile.programmed_index.to_string(),
+                        match (n.reconcile.pending, &n.reconcile.error) {
+                            (_, Some(e)) => format!("{}: {e}", n.reconcile.kernel),
+                            (0, None) => n.reconcile.kernel.clone(),
+                            (pending, None) => {
+                                format!("{}: {pending} changes failing", n.reconcile.kernel)
+                            }
+                        },
+                    ),
+                    None => ("?", "-".to_string(), "-".to_string()),
+                };
+                writeln!(
+                    out,
+                    "{:<16} {:<22} {:<8} {:<8} {:>8} {:>10}  {kernel}",
+                    m.id,
+                    m.api_addr,
+                    role,
+                    if m.reachable { "up" } else { "down" },
+                    m.last_applied.map_or("-".to_string(), |a| a.to_string()),
+                    programmed,
+                )?;
+            }
+        }
+        ClusterCommand::Join {
+            id,
+            raft_addr,
+            api_addr,
+        } => {
+            let body = serde_json::json!({"id": id, "raft_addr": raft_addr, "api_addr": api_addr});
+            api.send(reqwest::Method::POST, "/api/v1/cluster/join", Some(&body))?;
+            writeln!(out, "{id} is a member")?;
+        }
+        ClusterCommand::Remove { id } => {
+            api.send(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/cluster/members/{id}"),
+                None,
+            )?;
+            writeln!(out, "{id} removed")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

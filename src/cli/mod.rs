@@ -34,6 +34,9 @@ pub enum Command {
     /// The cluster's desired state in `ipvsadm -Ln` layout (draining servers
     /// at weight 0, as the kernels hold them); `--kernel`: the node's kernel.
     List(cluster::ClusterListArgs),
+    /// The cluster's members: status, join, remove.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// The cluster's desired state in `ipvsadm -Sn` syntax (plus the
     /// thresholds and tunnel options ipvsadm's save drops).
     Save,
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Kernel(cmd)) => kernel::run(cmd).map(|()| ExitCode::SUCCESS),
         Some(Command::List(args)) => cluster::list(&cluster::Api::new(&cli.server)?, &args),
+        Some(Command::Cluster(cmd)) => cluster::cluster(&cluster::Api::new(&cli.server)?, &cmd),
         Some(Command::Save) => cluster::save(&cluster::Api::new(&cli.server)?),
         Some(Command::Diff) => cluster::diff(&cluster::Api::new(&cli.server)?),
         None => run_node(&cli.node).map(|()| ExitCode::SUCCESS),
