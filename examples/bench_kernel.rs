@@ -7,9 +7,10 @@
 //!
 //! Usage: bench_kernel [--binary PATH] [--sizes 1000,5000] [--dumps 3]
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "support/bench.rs"]
+mod bench;
+
+use bench::{median, rules, Netns};
 
 struct Args {
     binary: String,
@@ -39,84 +40,6 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(args)
-}
-
-/// `n` TCP services, each with 10 masquerading destinations.
-fn rules(n: usize) -> String {
-    let mut out = String::new();
-    for i in 0..n {
-        let vip = format!("10.1.{}.{}:80", i / 250, i % 250 + 1);
-        out.push_str(&format!("-A -t {vip} -s wlc\n"));
-        for k in 0..10 {
-            let idx = i * 10 + k;
-            out.push_str(&format!(
-                "-a -t {vip} -r 10.{}.{}.{}:8080 -m -w {}\n",
-                2 + idx / 65536,
-                idx / 256 % 256,
-                idx % 256,
-                k + 1
-            ));
-        }
-    }
-    out
-}
-
-/// A fresh namespace where masquerading destinations in 10/8 are routable.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: &str) -> Netns {
-        let _ = Command::new("ip")
-            .args(["netns", "del", name])
-            .stderr(Stdio::null())
-            .status();
-        let sh = |args: &str| {
-            let ok = Command::new("sh")
-                .arg("-c")
-                .arg(args)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            assert!(ok, "setup failed: {args}");
-        };
-        sh(&format!("ip netns add {name}"));
-        sh(&format!(
-            "ip -n {name} link set lo up && ip -n {name} link add d0 type dummy && \
-             ip -n {name} addr add 10.255.255.254/8 dev d0 && ip -n {name} link set d0 up"
-        ));
-        Netns(name.to_string())
-    }
-
-    /// Runs a command in the namespace with `input` on stdin; returns the
-    /// wall time and stdout.
-    fn time(&self, cmd: &[&str], input: &str) -> (Duration, Vec<u8>) {
-        let start = Instant::now();
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(cmd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(input.as_bytes()).expect("write stdin");
-        drop(stdin);
-        let out = child.wait_with_output().expect("wait");
-        let elapsed = start.elapsed();
-        assert!(out.status.success(), "{cmd:?} failed");
-        (elapsed, out.stdout)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn main() {

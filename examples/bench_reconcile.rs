@@ -12,6 +12,10 @@
 //!
 //! Usage: bench_reconcile [--binary PATH] [--sizes 1000,5000] [--writes 200]
 
+#[path = "support/bench.rs"]
+mod bench;
+
+use bench::{median, rules, sh, Netns};
 use ipvs_manager::config::Ownership;
 use ipvs_manager::ipvs::netlink::NetlinkKernel;
 use ipvs_manager::ipvs::{text, Change};
@@ -53,27 +57,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// `n` TCP services, each with 10 masquerading destinations (as
-/// bench_kernel's).
-fn rules(n: usize) -> String {
-    let mut out = String::new();
-    for i in 0..n {
-        let vip = format!("10.1.{}.{}:80", i / 250, i % 250 + 1);
-        out.push_str(&format!("-A -t {vip} -s wlc\n"));
-        for k in 0..10 {
-            let idx = i * 10 + k;
-            out.push_str(&format!(
-                "-a -t {vip} -r 10.{}.{}.{}:8080 -m -w {}\n",
-                2 + idx / 65536,
-                idx / 256 % 256,
-                idx % 256,
-                k + 1
-            ));
-        }
-    }
-    out
-}
-
 /// The desired state the rules describe.
 fn desired(rules: &str) -> DesiredState {
     let mut specs: BTreeMap<ServiceKey, ServiceSpec> = BTreeMap::new();
@@ -96,70 +79,6 @@ fn desired(rules: &str) -> DesiredState {
     let mut state = DesiredState::default();
     state.apply(&Command::ReplaceAll(specs.into_values().collect()), 1);
     state
-}
-
-fn sh(script: &str) {
-    let ok = Process::new("sh")
-        .arg("-c")
-        .arg(script)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "failed: {script}");
-}
-
-/// A fresh namespace where masquerading destinations in 10/8 are routable.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: &str) -> Netns {
-        let _ = Process::new("ip")
-            .args(["netns", "del", name])
-            .stderr(Stdio::null())
-            .status();
-        sh(&format!(
-            "ip netns add {name} && ip -n {name} link set lo up && \
-             ip -n {name} link add d0 type dummy && \
-             ip -n {name} addr add 10.255.255.254/8 dev d0 && ip -n {name} link set d0 up"
-        ));
-        Netns(name.to_string())
-    }
-
-    /// Runs `f` on a thread inside the namespace.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.0);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let file = std::fs::File::open(&path).expect("open netns");
-                nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-                f()
-            })
-            .join()
-            .expect("thread")
-        })
-    }
-
-    /// Wall time of `cmd` in the namespace with `input` on stdin.
-    fn time(&self, cmd: &[&str], input: &str) -> Duration {
-        let start = Instant::now();
-        let mut child = Process::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(cmd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(input.as_bytes()).expect("write stdin");
-        drop(stdin);
-        assert!(child.wait().expect("wait").success(), "{cmd:?} failed");
-        start.elapsed()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Process::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }
 
 fn engine(keys: impl IntoIterator<Item = ServiceKey>) -> Engine<NetlinkKernel> {
@@ -187,7 +106,7 @@ fn table(n: usize) {
     });
     assert_eq!(applied, n * 11);
     let theirs = Netns::new("bench-rec-b");
-    let restore = theirs.time(&["ipvsadm", "-R"], &rules);
+    let (restore, _) = theirs.time(&["ipvsadm", "-R"], &rules);
     drop(theirs);
 
     let keys: Vec<ServiceKey> = state.services.keys().copied().collect();
@@ -198,9 +117,11 @@ fn table(n: usize) {
         (start.elapsed(), report.applied)
     });
     assert_eq!(changes, 0);
-    let mut dumps: Vec<Duration> = (0..3).map(|_| ours.time(&["ipvsadm", "-Sn"], "")).collect();
-    dumps.sort();
-    let dump = dumps[1];
+    let dump = median(
+        (0..3)
+            .map(|_| ours.time(&["ipvsadm", "-Sn"], "").0)
+            .collect(),
+    );
 
     let mut next = state.clone();
     let key = keys[n / 2];

@@ -682,6 +682,21 @@ fn metrics_follow_the_writes() {
     assert_eq!(series(&text, "ipvs_server_weight", &[server]), Some(7.0));
 }
 
+/// Runs `ipvs-manager ARGS` with `env`; its stdout, asserting success.
+fn cli(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ipvs-manager"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run ipvs-manager");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
 /// `ipvs-manager list` and `save` read the desired state through any node's
 /// API (`--server` after the subcommand, or IPVS_MANAGER_SERVER).
 #[test]
@@ -690,19 +705,7 @@ fn cli_lists_and_saves_the_desired_state() {
     let r = c.send(0, "POST", "/api/v1/services?wait=applied", Some(&web()));
     assert_eq!(r.status().as_u16(), 201);
     let server = c.nodes[0].url("");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ipvs-manager"))
-            .args(args)
-            .env("IPVS_MANAGER_SERVER", &server)
-            .output()
-            .expect("run ipvs-manager");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8")
-    };
+    let run = |args: &[&str]| cli(args, &[("IPVS_MANAGER_SERVER", &server)]);
     assert_eq!(
         run(&["save"]),
         "-A -t 192.0.2.10:80 -s wrr\n-a -t 192.0.2.10:80 -r 198.51.100.11:8080 -m -w 3\n"
@@ -728,19 +731,8 @@ fn cli_lists_and_saves_the_desired_state() {
 #[test]
 fn cli_manages_the_members() {
     let c = Cluster::start(3);
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ipvs-manager"))
-            .args(args)
-            .args(["--server", &c.nodes[1].url("")])
-            .output()
-            .expect("run ipvs-manager");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8")
-    };
+    let server = c.nodes[1].url("");
+    let run = |args: &[&str]| cli(&[args, &["--server", &server]].concat(), &[]);
     c.wait(Duration::from_secs(10), "every member reachable", || {
         let status = run(&["cluster", "status"]);
         status.lines().filter(|l| l.contains(" up ")).count() == 3

@@ -392,6 +392,7 @@ pub async fn run<K: Kernel + Send + 'static>(
         });
         let now = SystemTime::now();
         let failed = done.failed();
+        let bound = done.bound();
         let read_failed = report.error.is_some();
         log_pass(&report, &scope);
         status.send_modify(|s| {
@@ -407,6 +408,7 @@ pub async fn run<K: Kernel + Send + 'static>(
             }
             s.error = report.error.clone();
             s.pending = failed.len();
+            s.vips = bound;
             s.failed = failed.clone();
             if report.error.is_none() && failed.is_empty() {
                 s.programmed_index = committed.applied_index();
@@ -414,10 +416,8 @@ pub async fn run<K: Kernel + Send + 'static>(
             }
         });
         let failing = done.failing();
-        let bound = done.bound();
         let has_failures = done.has_failures();
         engine = Some(done);
-        status.send_modify(|s| s.vips = bound);
         retry = if read_failed || has_failures {
             let wait = retry.map_or(RETRY_FIRST, |(_, w)| (w * 2).min(RETRY_MAX));
             Some((Instant::now() + wait, wait))

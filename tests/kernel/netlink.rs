@@ -518,15 +518,7 @@ pub fn large_batch_is_pipelined() -> Result<(), Failed> {
 pub fn missing_capability_is_reported() -> Result<(), Failed> {
     let ns = Netns::new();
     let out = ns
-        .cmd("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_ipvs-manager"))
+        .unprivileged(env!("CARGO_BIN_EXE_ipvs-manager"))
         .args(["kernel", "list"])
         .output()?;
     assert!(!out.status.success());

@@ -98,8 +98,22 @@ fn http_once(
     path: &str,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let addr = SocketAddr::from((Site::management_addr(lb), HTTP_PORT));
     let body = body.map(Value::to_string).unwrap_or_default();
+    match raw_http(ns, lb, method, path, &body) {
+        Ok((status, text)) => (status, serde_json::from_str(&text).unwrap_or(Value::Null)),
+        Err(_) => (0, Value::Null),
+    }
+}
+
+/// One HTTP/1.0 exchange with lbN's API from inside `ns`: status and body.
+fn raw_http(
+    ns: &Netns,
+    lb: usize,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    let addr = SocketAddr::from((Site::management_addr(lb), HTTP_PORT));
     let answer = ns.run(|| -> std::io::Result<String> {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(15)))?;
@@ -112,38 +126,22 @@ fn http_once(
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out)
-    });
-    let Ok(answer) = answer else {
-        return (0, Value::Null);
-    };
-    let status = answer
+    })?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let json = answer
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    (status, json)
+    Ok((status, body.to_string()))
 }
 
 /// A GET's body as text, from inside lbN's namespace.
 fn get_text(ns: &Netns, lb: usize, path: &str) -> Result<String, Failed> {
-    let addr = SocketAddr::from((Site::management_addr(lb), HTTP_PORT));
-    let answer = ns.run(|| -> std::io::Result<String> {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(15)))?;
-        write!(s, "GET {path} HTTP/1.0\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })?;
-    let (head, body) = answer.split_once("\r\n\r\n").ok_or("no HTTP body")?;
-    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("GET {path}: {head}").into());
+    match raw_http(ns, lb, "GET", path, "")? {
+        (200, body) => Ok(body),
+        (status, _) => Err(format!("GET {path}: {status}").into()),
     }
-    Ok(body.to_string())
 }
 
 fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Result<(), Failed> {
@@ -525,15 +523,7 @@ pub fn node_refuses_without_cap_net_admin() -> Result<(), Failed> {
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )?;
     let out = ns
-        .cmd("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_ipvs-manager"))
+        .unprivileged(env!("CARGO_BIN_EXE_ipvs-manager"))
         .env("RAFT_VOL_DIR", &data)
         .output()?;
     assert!(!out.status.success());

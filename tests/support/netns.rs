@@ -69,6 +69,21 @@ impl Netns {
         cmd
     }
 
+    /// `program` in the namespace as nobody, with every capability dropped
+    /// (for the refusals a missing CAP_NET_ADMIN must give).
+    pub fn unprivileged(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = self.cmd("setpriv");
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(program);
+        cmd
+    }
+
     /// Runs `f` on a new thread that has joined the namespace, so sockets
     /// (netlink included) opened inside `f` belong to it; so do threads and
     /// processes that `f` starts. A panic in `f` is resumed here.
