@@ -17,7 +17,6 @@ use crate::model::{
     ServiceSpec, TunnelChecksum, TunnelType, VirtualService,
 };
 use serde_json::Value;
-use std::collections::BTreeMap;
 
 /// A service as responses show it.
 pub fn service_view(cfg: &ServiceConfig) -> ServiceView {
@@ -114,38 +113,38 @@ pub fn config_request(specs: &[ServiceSpec]) -> Value {
     serde_json::json!({ "services": services })
 }
 
-/// What replacing `current` with `next` changes, judged as the state
-/// machine's `ReplaceAll` judges it (a service whose settings and servers
-/// are equal is unchanged and keeps its revision).
+/// What replacing `current` with `next` changes: the state machine's own
+/// `ReplaceAll` result compared with `current` (so drains that go on, and
+/// services that keep their revision, count as unchanged).
 pub fn plan_config(current: &DesiredState, next: &[ServiceSpec]) -> ConfigPlan {
-    let next: BTreeMap<ServiceKey, &ServiceSpec> =
-        next.iter().map(|s| (s.service.key, s)).collect();
+    let next = current.replaced(next, u64::MAX);
     let mut plan = ConfigPlan::default();
-    for (key, spec) in &next {
+    for (key, new) in &next {
         let Some(old) = current.services.get(key) else {
             plan.added.push(ids::service_id(key));
             continue;
         };
-        let new_servers: BTreeMap<_, _> = spec.servers.iter().map(|d| (d.key(), d)).collect();
         let mut change = ServiceChange {
             id: ids::service_id(key),
-            // Replacing also cancels a drain of the whole service.
-            settings: old.service != spec.service
-                || old.options != spec.options
-                || old.draining.is_some(),
+            settings: old.service != new.service
+                || old.options != new.options
+                || old.draining != new.draining,
             ..ServiceChange::default()
         };
-        for (dkey, dest) in &new_servers {
+        for (dkey, dest) in &new.servers {
             match old.servers.get(dkey) {
                 None => change.servers_added.push(ids::server_id(dkey)),
-                Some(was) if was != *dest || old.draining_servers.contains_key(dkey) => {
+                Some(was)
+                    if was != dest
+                        || old.draining_servers.get(dkey) != new.draining_servers.get(dkey) =>
+                {
                     change.servers_changed.push(ids::server_id(dkey))
                 }
                 Some(_) => {}
             }
         }
         for dkey in old.servers.keys() {
-            if !new_servers.contains_key(dkey) {
+            if !new.servers.contains_key(dkey) {
                 change.servers_removed.push(ids::server_id(dkey));
             }
         }

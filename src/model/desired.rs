@@ -414,25 +414,44 @@ impl DesiredState {
                 Applied { revision: index }
             }
             Command::ReplaceAll(specs) => {
-                let mut next = BTreeMap::new();
-                for spec in specs {
-                    let mut cfg = config(spec, index);
-                    if let Some(old) = self.services.get(&spec.service.key) {
-                        if *old
-                            == (ServiceConfig {
-                                revision: old.revision,
-                                ..cfg.clone()
-                            })
-                        {
-                            cfg.revision = old.revision;
-                        }
-                    }
-                    next.insert(spec.service.key, cfg);
-                }
-                self.services = next;
+                self.services = self.replaced(specs, index);
                 Applied { revision: index }
             }
         }
+    }
+
+    /// The services after `ReplaceAll(specs)` committed at `index`. Services
+    /// whose content is unchanged keep their revision. A replacement never
+    /// cuts a drain short: a draining server or service that `specs` leaves
+    /// out, or gives as configured or at weight 0 (as `save` prints it),
+    /// goes on draining; giving it other settings takes it back into service.
+    pub fn replaced(
+        &self,
+        specs: &[ServiceSpec],
+        index: u64,
+    ) -> BTreeMap<ServiceKey, ServiceConfig> {
+        let mut next = BTreeMap::new();
+        for spec in specs {
+            let mut cfg = config(spec, index);
+            if let Some(old) = self.services.get(&spec.service.key) {
+                carry_drains(old, &mut cfg);
+                if *old
+                    == (ServiceConfig {
+                        revision: old.revision,
+                        ..cfg.clone()
+                    })
+                {
+                    cfg.revision = old.revision;
+                }
+            }
+            next.insert(spec.service.key, cfg);
+        }
+        for (key, old) in &self.services {
+            if old.draining.is_some() && !next.contains_key(key) {
+                next.insert(*key, old.clone());
+            }
+        }
+        next
     }
 
     /// Runs `change` on an existing service after the revision check, and
@@ -464,6 +483,42 @@ fn config(spec: &ServiceSpec, index: u64) -> ServiceConfig {
     ServiceConfig {
         options: spec.options,
         ..ServiceConfig::new(spec.service.clone(), spec.servers.iter().copied(), index)
+    }
+}
+
+/// Keeps `old`'s drains in its replacement `new` where the replacement does
+/// not take the drained server (or service) back: see
+/// [`DesiredState::replaced`].
+fn carry_drains(old: &ServiceConfig, new: &mut ServiceConfig) {
+    // A drained server given as configured, or at the weight 0 it has in
+    // the kernels while it drains.
+    let as_draining = |was: &Destination, given: &Destination| {
+        given == was || *given == Destination { weight: 0, ..*was }
+    };
+    if let Some(drain) = old.draining {
+        let servers_as_before = new.servers.len() == old.servers.len()
+            && old
+                .servers
+                .iter()
+                .all(|(k, was)| new.servers.get(k).is_some_and(|d| as_draining(was, d)));
+        if old.service == new.service && old.options == new.options && servers_as_before {
+            new.servers = old.servers.clone();
+            new.draining = Some(drain);
+            new.draining_servers = old.draining_servers.clone();
+            return;
+        }
+    }
+    for (dkey, drain) in &old.draining_servers {
+        let Some(was) = old.servers.get(dkey) else {
+            continue;
+        };
+        match new.servers.get(dkey) {
+            Some(given) if !as_draining(was, given) => continue,
+            _ => {
+                new.servers.insert(*dkey, *was);
+                new.draining_servers.insert(*dkey, *drain);
+            }
+        }
     }
 }
 
@@ -725,5 +780,85 @@ mod tests {
         s.services.get_mut(&key(82)).unwrap().options.drain_grace = Some(0);
         s.apply(&remove_82(30), 14);
         assert!(s.services[&key(82)].servers.is_empty());
+    }
+
+    #[test]
+    fn a_replacement_never_cuts_a_drain_short() {
+        let drain = Some(DrainRequest {
+            since_ms: 1_000,
+            grace: Some(60),
+            default_grace: 30,
+        });
+        let two = |weight_of_2: u32| ServiceSpec {
+            options: Default::default(),
+            service: VirtualService::new(key(80)),
+            servers: vec![
+                server(1),
+                Destination {
+                    weight: weight_of_2,
+                    ..server(2)
+                },
+            ],
+        };
+        let draining = |s: &DesiredState| s.services[&key(80)].draining_servers.len();
+        let mut s = DesiredState::default();
+        s.apply(&Command::ReplaceAll(vec![two(1)]), 1);
+        s.apply(
+            &Command::DeleteServer {
+                service: key(80),
+                server: server(2).key(),
+                if_revision: None,
+                drain,
+            },
+            2,
+        );
+        assert_eq!(draining(&s), 1);
+        // Given as configured, at weight 0 (as `save` prints it), or left
+        // out: still draining, and the service keeps its revision.
+        for spec in [two(1), two(0), spec_of(80, vec![server(1)])] {
+            let mut next = s.clone();
+            next.apply(&Command::ReplaceAll(vec![spec]), 3);
+            assert_eq!(next, s);
+        }
+        // Given another weight: taken back into service.
+        s.apply(&Command::ReplaceAll(vec![two(5)]), 4);
+        assert_eq!(draining(&s), 0);
+        assert_eq!(s.services[&key(80)].servers[&server(2).key()].weight, 5);
+
+        // A whole service draining goes on when left out or given as it is
+        // (its servers at 0), and ends when given other settings.
+        s.apply(
+            &Command::DeleteService {
+                key: key(80),
+                if_revision: None,
+                drain,
+            },
+            5,
+        );
+        let zeroed = ServiceSpec {
+            servers: two(0)
+                .servers
+                .into_iter()
+                .map(|d| Destination { weight: 0, ..d })
+                .collect(),
+            ..two(0)
+        };
+        for specs in [vec![], vec![zeroed]] {
+            let mut next = s.clone();
+            next.apply(&Command::ReplaceAll(specs), 6);
+            assert_eq!(next, s);
+        }
+        let mut rr = two(5);
+        rr.service.scheduler = crate::model::Scheduler::new("rr").unwrap();
+        s.apply(&Command::ReplaceAll(vec![rr]), 7);
+        assert_eq!(s.services[&key(80)].draining, None);
+    }
+
+    fn spec_of(port: u16, servers: Vec<Destination>) -> ServiceSpec {
+        ServiceSpec {
+            options: Default::default(),
+            service: VirtualService::new(key(port)),
+            servers,
+        }
     }
 }
