@@ -1,8 +1,6 @@
 //! The `ipvs-manager` binary: parses the command line and reports errors with
 //! their whole chain of causes.
 
-use clap::Parser;
-
 /// mimalloc instead of glibc's malloc: a node allocates and frees small
 /// buffers at a high rate (HTTP, JSON, sled), and under write load glibc's
 /// malloc took a tenth of the CPU (measured with bench_cluster and perf).
@@ -18,8 +16,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = ipvs_manager::cli::Cli::parse();
-    match ipvs_manager::cli::run(cli) {
+    match ipvs_manager::cli::main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ipvs-manager: {e:#}");

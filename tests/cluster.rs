@@ -769,3 +769,172 @@ fn cli_manages_the_members() {
         })
     });
 }
+
+/// Runs `ipvs-manager ARGS`, which must fail; its stderr.
+fn cli_fails(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ipvs-manager"))
+        .args(args)
+        .output()
+        .expect("run ipvs-manager");
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8(out.stderr).expect("utf-8")
+}
+
+/// Runs `ipvs-manager ARGS` with `stdin`; its stdout, asserting success.
+fn cli_with_input(args: &[&str], stdin: &str) -> Result<String, String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ipvs-manager"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ipvs-manager");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("write stdin");
+    drop(input);
+    let out = child.wait_with_output().expect("wait");
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).expect("utf-8"))
+    } else {
+        Err(String::from_utf8(out.stderr).expect("utf-8"))
+    }
+}
+
+/// The ipvsadm editing commands, `drain` and `restore` change the desired
+/// state through a follower, as ipvsadm would change a kernel.
+#[test]
+fn cli_edits_drains_and_restores() {
+    let c = Cluster::start(2);
+    c.wait_voters(2);
+    let follower = (c.leader().expect("a leader") + 1) % 2;
+    let server = c.nodes[follower].url("");
+    let run = |args: &[&str]| cli(&[args, &["--server", &server]].concat(), &[]);
+    let vip = "10.0.0.1:80";
+
+    assert_eq!(
+        run(&["-A", "-t", vip, "-s", "rr"]),
+        "added service TCP 10.0.0.1:80\n"
+    );
+    run(&["-a", "-t", vip, "-r", "10.1.0.1:8080", "-m", "-w", "2"]);
+    // Clustered options, as ipvsadm takes them; direct routing keeps the
+    // service's port, as in ipvsadm.
+    run(&["-at", vip, "-r", "10.1.0.2", "-g"]);
+    assert_eq!(
+        run(&["-e", "-t", vip, "-r", "10.1.0.1:8080", "-m", "-w", "5"]),
+        "edited destination 10.1.0.1:8080 of service TCP 10.0.0.1:80\n"
+    );
+    run(&["-E", "-t", vip, "-s", "wlc", "-p", "300"]);
+    let saved = run(&["save"]);
+    assert_eq!(
+        saved,
+        "-A -t 10.0.0.1:80 -s wlc -p 300\n\
+         -a -t 10.0.0.1:80 -r 10.1.0.1:8080 -m -w 5\n\
+         -a -t 10.0.0.1:80 -r 10.1.0.2:80 -g -w 1\n"
+    );
+    // Errors: one line naming what and why, nothing changed.
+    let err = cli_fails(&[
+        "-a",
+        "-t",
+        vip,
+        "-r",
+        "10.1.0.1:8080",
+        "-m",
+        "--server",
+        &server,
+    ]);
+    assert!(
+        err.contains("409 Conflict: service tcp-10.0.0.1-80 already has server"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let err = cli_fails(&["-Z", "--server", &server]);
+    assert!(err.contains("zero"), "{err}");
+
+    // drain: weight 0 for the grace period, marked in the listing.
+    let drained = run(&["drain", "-t", vip, "-r", "10.1.0.2:80", "--grace", "1h"]);
+    assert!(
+        drained.starts_with("draining 10.1.0.2:80 of TCP 10.0.0.1:80: weight 0 until"),
+        "{drained}"
+    );
+    let list = run(&["list"]);
+    let line = list
+        .lines()
+        .find(|l| l.contains("10.1.0.2:80"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.starts_with("  -> 10.1.0.2:80"), "{list}");
+    assert!(line.contains("Route   0 "), "{list}");
+    assert!(line.ends_with("s left)"), "{list}");
+    assert!(line.contains("(draining, 3"), "{list}");
+
+    // Restoring what save prints changes nothing, the drain included.
+    let saved = run(&["save"]);
+    let plan = cli_with_input(&["restore", "--dry-run", "--server", &server], &saved);
+    assert_eq!(
+        plan.as_deref(),
+        Ok("0 services would change, 1 unchanged (dry run: nothing committed)\n")
+    );
+    // A merge adds only the lines given and leaves the drain running.
+    let merge = "-A -u 10.0.0.2:53 -s rr\n-a -u 10.0.0.2:53 -r 10.1.0.3:53 -m\n";
+    let plan = cli_with_input(&["restore", "--merge", "--server", &server], merge);
+    assert_eq!(
+        plan.as_deref(),
+        Ok("+ UDP 10.0.0.2:53\n1 services changed, 1 unchanged\n")
+    );
+    assert!(run(&["list"]).contains("(draining,"));
+    let config: Value = serde_json::from_str(&run(&["save", "--output", "json"])).unwrap();
+    assert_eq!(config["services"].as_array().map(Vec::len), Some(2));
+
+    // A bad line: its number and the reason, and nothing committed.
+    let before = run(&["save"]);
+    let err = cli_with_input(
+        &["restore", "--server", &server],
+        "-A -t 10.0.0.3:80\n-a -t 10.0.0.9:80 -r 10.1.0.1\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "ipvs-manager: line 2: add destination 10.1.0.1:80 to service TCP 10.0.0.9:80: \
+         no such service\n"
+    );
+    assert_eq!(run(&["save"]), before);
+
+    // A plain restore replaces everything.
+    let plan = cli_with_input(
+        &["restore", "--server", &server],
+        "-A -u 10.0.0.2:53 -s rr\n-a -u 10.0.0.2:53 -r 10.1.0.3:53 -m -w 4\n",
+    )
+    .unwrap();
+    assert_eq!(
+        plan,
+        "~ UDP 10.0.0.2:53: ~10.1.0.3:53\n- TCP 10.0.0.1:80\n2 services changed, 0 unchanged\n"
+    );
+    let json: Value = serde_json::from_str(&run(&["list", "--output", "json"])).unwrap();
+    assert_eq!(json["services"][0]["servers"][0]["weight"], 4, "{json}");
+
+    run(&["-d", "-u", "10.0.0.2:53", "-r", "10.1.0.3:53"]);
+    run(&["-D", "-u", "10.0.0.2:53"]);
+    assert_eq!(run(&["save"]), "");
+    run(&["-A", "-f", "7"]);
+    run(&["-C"]);
+    assert_eq!(run(&["save"]), "");
+
+    // The kernel of the node is programmed to match.
+    let diff = || -> Option<Value> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ipvs-manager"))
+            .args(["diff", "--output", "json", "--server", &server])
+            .output()
+            .expect("run ipvs-manager");
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["in_sync"] == true && out.status.success()).then_some(v)
+    };
+    c.wait(Duration::from_secs(10), "the kernel in sync", || {
+        diff().is_some()
+    });
+    let diff = diff().expect("in sync");
+    assert_eq!(diff["changes"], serde_json::json!([]));
+
+    let bash = cli(&["completions", "bash"], &[]);
+    assert!(bash.contains("restore") && bash.contains("drain"), "{bash}");
+}

@@ -107,6 +107,13 @@ pub fn service_request(spec: &ServiceSpec) -> Value {
     value
 }
 
+/// The `POST …/servers` (or `PUT …/servers/{id}`) body for `dest`.
+pub fn server_request(dest: &Destination) -> Value {
+    let mut value = serde_json::to_value(server_view(dest, None)).unwrap_or(Value::Null);
+    strip(&mut value, &["id"]);
+    value
+}
+
 /// The `PUT /api/v1/config` body that sets exactly `specs`.
 pub fn config_request(specs: &[ServiceSpec]) -> Value {
     let services: Vec<Value> = specs.iter().map(service_request).collect();

@@ -26,6 +26,14 @@ pub struct ClusterListArgs {
     columns: ListArgs,
 }
 
+/// `--output` of a read command.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// `text` (ipvsadm's layout) or `json` (the API's answer, for scripts).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
 /// The version line of a listing of the desired state: what the kernels of
 /// this generation report.
 const DESIRED_INFO: Info = Info {
@@ -165,27 +173,91 @@ pub fn desired_entries(desired: &DesiredState, now_ms: u64) -> Vec<ServiceEntry>
 }
 
 pub fn list(api: &Api, args: &ClusterListArgs) -> anyhow::Result<ExitCode> {
-    let out = if args.kernel {
-        let table: KernelTable = api.get_json("/api/v1/node/kernel")?;
-        text::list(&table.info, &table.services, &args.columns.options())
-    } else {
-        let desired = api.desired()?;
-        let entries = desired_entries(&desired, crate::reconcile::unix_ms());
-        text::list(&DESIRED_INFO, &entries, &args.columns.options())
+    let mut out = std::io::stdout().lock();
+    let opts = args.columns.options();
+    if args.kernel {
+        let body = api.get("/api/v1/node/kernel")?;
+        if args.columns.output == Output::Json {
+            return print_json(&mut out, &body);
+        }
+        let table: KernelTable = serde_json::from_slice(&body)
+            .context("unexpected answer to GET /api/v1/node/kernel")?;
+        out.write_all(text::list(&table.info, &table.services, &opts).as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let body = api.get("/api/v1/config")?;
+    if args.columns.output == Output::Json {
+        return print_json(&mut out, &body);
+    }
+    let desired = desired_from(&body)?;
+    let now = crate::reconcile::unix_ms();
+    let mut entries = desired_entries(&desired, now);
+    // Counters come from the node's kernel. The plain listing shows
+    // connection counts too, but a node that programs no kernel
+    // (IPVS_KERNEL=off) still lists the desired state, with zeros.
+    let counted = opts.stats || opts.rate || opts.persistent_conn;
+    match api.get_json::<KernelTable>("/api/v1/node/kernel") {
+        Ok(table) => with_counters(&mut entries, &table.services),
+        Err(e) if counted => return Err(e.context("the counters come from the node's kernel")),
+        Err(_) => {}
+    }
+    let note = |key: &ServiceKey, dest: Option<&crate::model::DestKey>| {
+        let cfg = desired.services.get(key)?;
+        let drain = match dest {
+            None => cfg.draining?,
+            Some(d) => *cfg.draining_servers.get(d)?,
+        };
+        let left = drain.deadline_ms().saturating_sub(now).div_ceil(1000);
+        Some(format!("(draining, {left}s left)"))
     };
-    std::io::stdout().lock().write_all(out.as_bytes())?;
+    out.write_all(text::list_with_notes(&DESIRED_INFO, &entries, &opts, &note).as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_json(out: &mut impl Write, body: &[u8]) -> anyhow::Result<ExitCode> {
+    out.write_all(body)?;
+    writeln!(out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Copies the kernel's counters of each service and server into the
+/// desired entries that match them.
+fn with_counters(entries: &mut [ServiceEntry], kernel: &[ServiceEntry]) {
+    let kernel: BTreeMap<ServiceKey, &ServiceEntry> =
+        kernel.iter().map(|e| (e.service.key, e)).collect();
+    for entry in entries {
+        let Some(k) = kernel.get(&entry.service.key) else {
+            continue;
+        };
+        entry.stats = k.stats;
+        for dest in &mut entry.destinations {
+            if let Some(kd) = k
+                .destinations
+                .iter()
+                .find(|d| d.dest.key() == dest.dest.key())
+            {
+                dest.active_conns = kd.active_conns;
+                dest.inactive_conns = kd.inactive_conns;
+                dest.persistent_conns = kd.persistent_conns;
+                dest.stats = kd.stats;
+            }
+        }
+    }
 }
 
 /// `save`: the desired state in `ipvsadm -Sn` syntax (draining servers at
 /// weight 0, as the kernels hold them), keeping what ipvsadm's save drops
-/// (thresholds, tunnel options), as `kernel save` does.
-pub fn save(api: &Api) -> anyhow::Result<ExitCode> {
-    let desired = api.desired()?;
+/// (thresholds, tunnel options), as `kernel save` does. `--output json`:
+/// `GET /api/v1/config`, which `PUT /api/v1/config` takes back.
+pub fn save(api: &Api, args: &OutputArgs) -> anyhow::Result<ExitCode> {
+    let body = api.get("/api/v1/config")?;
+    let mut out = std::io::stdout().lock();
+    if args.output == Output::Json {
+        return print_json(&mut out, &body);
+    }
+    let desired = desired_from(&body)?;
     let entries = desired_entries(&desired, crate::reconcile::unix_ms());
-    std::io::stdout()
-        .lock()
-        .write_all(text::save(&entries).as_bytes())?;
+    out.write_all(text::save(&entries).as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -193,7 +265,7 @@ pub fn save(api: &Api) -> anyhow::Result<ExitCode> {
 /// desired state, one line each (`+` add, `~` edit in place, `-` delete),
 /// and the foreign services it leaves alone. Exit status 1 when the kernel
 /// differs, as diff(1).
-pub fn diff(api: &Api) -> anyhow::Result<ExitCode> {
+pub fn diff(api: &Api, args: &OutputArgs) -> anyhow::Result<ExitCode> {
     let desired = api.desired()?;
     let table: KernelTable = api.get_json("/api/v1/node/kernel")?;
     let node: NodeView = api.get_json("/api/v1/node")?;
@@ -210,13 +282,33 @@ pub fn diff(api: &Api) -> anyhow::Result<ExitCode> {
     let now = crate::reconcile::unix_ms();
     let plan = plan::plan(&desired, &kernel, None, &owned, ownership, now);
     let mut out = std::io::stdout().lock();
+    let sign = |change: &Change| match change {
+        Change::AddService(_) | Change::AddDest(..) => '+',
+        Change::EditService(_) | Change::EditDest(..) => '~',
+        _ => '-',
+    };
+    let code = if plan.changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    if args.output == Output::Json {
+        let changes: Vec<_> = plan
+            .changes
+            .iter()
+            .map(|c| serde_json::json!({"op": sign(c).to_string(), "change": c.to_string()}))
+            .collect();
+        let foreign: Vec<String> = plan.foreign.iter().map(|k| k.to_string()).collect();
+        let report = serde_json::json!({
+            "in_sync": plan.changes.is_empty(),
+            "changes": changes,
+            "foreign": foreign,
+        });
+        writeln!(out, "{report}")?;
+        return Ok(code);
+    }
     for change in &plan.changes {
-        let sign = match change {
-            Change::AddService(_) | Change::AddDest(..) => '+',
-            Change::EditService(_) | Change::EditDest(..) => '~',
-            _ => '-',
-        };
-        writeln!(out, "{sign} {change}")?;
+        writeln!(out, "{} {change}", sign(change))?;
     }
     for key in &plan.foreign {
         writeln!(
@@ -224,11 +316,7 @@ pub fn diff(api: &Api) -> anyhow::Result<ExitCode> {
             "  foreign service {key}: not ipvs-manager's, left alone"
         )?;
     }
-    Ok(if plan.changes.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(code)
 }
 
 /// `cluster …`: the members, adding one, removing one.

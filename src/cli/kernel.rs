@@ -1,6 +1,7 @@
 //! `ipvs-manager kernel …`: ipvsadm-compatible list, save and restore against
 //! the kernel of the current network namespace.
 
+use super::cluster::Output;
 use crate::ipvs::memory::MemoryKernel;
 use crate::ipvs::netlink::NetlinkKernel;
 use crate::ipvs::text::{self, ListOptions};
@@ -43,6 +44,9 @@ pub struct ListArgs {
     /// Exact numbers instead of K/M/G abbreviations (`ipvsadm --exact`).
     #[arg(long)]
     exact: bool,
+    /// `text` (ipvsadm's layout) or `json` (every counter, for scripts).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 impl ListArgs {
@@ -72,7 +76,12 @@ pub fn run(cmd: KernelCommand) -> anyhow::Result<()> {
         KernelCommand::List(args) => {
             let info = kernel.info()?;
             let services = kernel.services()?;
-            out.write_all(text::list(&info, &services, &args.options()).as_bytes())?;
+            if args.output == Output::Json {
+                let table = serde_json::json!({"info": info, "services": services});
+                writeln!(out, "{table}")?;
+            } else {
+                out.write_all(text::list(&info, &services, &args.options()).as_bytes())?;
+            }
         }
         KernelCommand::Save => {
             out.write_all(text::save(&kernel.services()?).as_bytes())?;

@@ -274,6 +274,21 @@ pub fn three_nodes_program_their_kernels() -> Result<(), Failed> {
             == vec![Some(10), Some(20), Some(30)]
     })
     .map_err(|e| format!("{e:?}\n{metrics}"))?;
+    // The desired state listed with this node's counters, as ipvsadm lists
+    // the kernel (read twice each way: the kernel folds its per-CPU counters
+    // every two seconds, and one fold may fall between two reads).
+    let mut lists = (Vec::new(), Vec::new());
+    wait_for(
+        Duration::from_secs(10),
+        "list --stats equal to ipvsadm's",
+        || {
+            let ipvsadm = body(&site.lbs[0].ipvsadm(&["-Ln", "--stats", "--exact"]));
+            let ours = cli(&site, 0, &["list", "--stats", "--exact"]).unwrap_or_default();
+            lists = (body(&ours), ipvsadm);
+            lists.0 == lists.1
+        },
+    )
+    .map_err(|e| format!("{e:?}\n{lists:#?}"))?;
 
     // Edits are made in place: an established connection survives them.
     let mut held = Held::open(&site.client, vip)?;

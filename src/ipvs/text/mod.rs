@@ -22,7 +22,7 @@ mod print;
 mod tests;
 
 pub use parse::{parse_command, parse_restore};
-pub use print::{list, save, ListOptions};
+pub use print::{list, list_with_notes, save, ListOptions, Note};
 
 /// What is wrong with one command: names the option and the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,7 +8,7 @@
 use super::order;
 use crate::ipvs::Info;
 use crate::model::{
-    DestEntry, Family, Forward, Netmask, ServiceEntry, ServiceFlags, ServiceKey, Stats,
+    DestEntry, DestKey, Family, Forward, Netmask, ServiceEntry, ServiceFlags, ServiceKey, Stats,
     TunnelChecksum, TunnelType, VirtualService,
 };
 use std::fmt::Write;
@@ -68,6 +68,21 @@ impl ListOptions {
 /// order (see `order`), so the input order can show through its sort. For
 /// `ipvsadm -Ln -t …` (one service), drop the first line.
 pub fn list(info: &Info, services: &[ServiceEntry], opts: &ListOptions) -> String {
+    list_with_notes(info, services, opts, &|_, _| None)
+}
+
+/// A note at the end of a service's line (`None` for the server) or a real
+/// server's line of a listing, such as a drain in progress.
+pub type Note<'a> = &'a dyn Fn(&ServiceKey, Option<&DestKey>) -> Option<String>;
+
+/// [`list`], with `note`'s text appended (after a space) to the lines it
+/// returns one for; every other line is ipvsadm's.
+pub fn list_with_notes(
+    info: &Info,
+    services: &[ServiceEntry],
+    opts: &ListOptions,
+    note: Note<'_>,
+) -> String {
     let mut out = String::new();
     // "IP Virtual Server version %d.%d.%d (size=%d)\n"
     let _ = writeln!(
@@ -79,9 +94,21 @@ pub fn list(info: &Info, services: &[ServiceEntry], opts: &ListOptions) -> Strin
     let mode = opts.mode();
     out.push_str(title(mode));
     for entry in order::services(services) {
-        list_service(&mut out, entry, mode, opts.exact);
+        list_service(&mut out, entry, mode, opts.exact, note);
     }
     out
+}
+
+/// Appends `note` to the line just written.
+fn annotate(out: &mut String, note: Option<String>) {
+    if let Some(note) = note {
+        if out.ends_with('\n') {
+            out.pop();
+        }
+        out.push(' ');
+        out.push_str(&note);
+        out.push('\n');
+    }
 }
 
 /// `ipvsadm -Sn`: one `-A` line per service, then one `-a` line per
@@ -133,7 +160,7 @@ fn title(mode: Mode) -> &'static str {
     }
 }
 
-fn list_service(out: &mut String, entry: &ServiceEntry, mode: Mode, exact: bool) {
+fn list_service(out: &mut String, entry: &ServiceEntry, mode: Mode, exact: bool, note: Note<'_>) {
     let service = &entry.service;
     let name = list_name(&service.key);
     match mode {
@@ -172,9 +199,11 @@ fn list_service(out: &mut String, entry: &ServiceEntry, mode: Mode, exact: bool)
         }
     }
     out.push('\n');
+    annotate(out, note(&service.key, None));
 
     for d in order::dests(&entry.destinations) {
         list_dest(out, d, mode, exact);
+        annotate(out, note(&service.key, Some(&d.dest.key())));
     }
 }
 

@@ -1,0 +1,576 @@
+//! Changing the cluster's desired state in ipvsadm's words: `restore` (a
+//! whole `ipvsadm -R` input in one Raft entry), the ipvsadm editing commands
+//! (`ipvs-manager -A/-E/-D/-a/-e/-d/-C …`, one REST call each) and `drain`.
+//! One parser, `ipvs::text`, reads all of them, as it reads `kernel restore`.
+
+use super::cluster::{Api, Output};
+use crate::api::json::{ConfigPlan, DrainView, ServiceChange};
+use crate::api::view::{config_request, server_request, service_request};
+use crate::api::{ids, parse_server_id, parse_service_id};
+use crate::ipvs::text;
+use crate::ipvs::Change;
+use crate::model::{DesiredState, DestKey, ServiceConfig, ServiceKey, ServiceSpec};
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use reqwest::Method;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+/// `restore`: ipvsadm -R input on stdin becomes the desired state.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Print what would change, commit nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Apply only the given lines to the current desired state, instead of
+    /// making the input the whole desired state.
+    #[arg(long)]
+    merge: bool,
+    /// `text` (one line per changed service) or `json` (the API's plan).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// `drain`: take a real server (or a whole service) out of rotation, then
+/// remove it when its grace period ends.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("service").required(true)))]
+pub struct DrainArgs {
+    /// The TCP service, `VIP:PORT` (`[V6]:PORT` for IPv6).
+    #[arg(short = 't', long = "tcp-service", group = "service")]
+    tcp: Option<String>,
+    /// The UDP service.
+    #[arg(short = 'u', long = "udp-service", group = "service")]
+    udp: Option<String>,
+    /// The SCTP service.
+    #[arg(long = "sctp-service", group = "service")]
+    sctp: Option<String>,
+    /// The firewall-mark service.
+    #[arg(short = 'f', long = "fwmark-service", group = "service")]
+    fwmark: Option<String>,
+    /// With `-f`: the IPv6 firewall-mark service.
+    #[arg(short = '6', long = "ipv6")]
+    ipv6: bool,
+    /// The real server, `RIP:PORT`; without it the whole service drains.
+    #[arg(short = 'r', long = "real-server")]
+    real_server: Option<String>,
+    /// How long to drain (`90`, `60s`, `5m`); default: the service's
+    /// `drain_grace`, else the node's `DRAIN_GRACE`. `0` removes at once.
+    #[arg(long, value_parser = parse_grace)]
+    grace: Option<u32>,
+    /// `text` or `json` (the API's answer).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// Seconds, bare or with a unit (`humantime`).
+fn parse_grace(value: &str) -> Result<u32, String> {
+    let seconds = match value.parse::<u64>() {
+        Ok(s) => s,
+        Err(_) => humantime::parse_duration(value)
+            .map_err(|e| format!("not a duration ({e}); write 90, 90s or 5m"))?
+            .as_secs(),
+    };
+    u32::try_from(seconds).map_err(|_| "too long".to_string())
+}
+
+/// The ipvsadm commands `ipvs-manager` takes as its first word (`-Z` and
+/// `--set` only to explain that they are node-local).
+const IPVSADM_LONG: [&str; 9] = [
+    "--add-service",
+    "--edit-service",
+    "--delete-service",
+    "--add-server",
+    "--edit-server",
+    "--delete-server",
+    "--clear",
+    "--zero",
+    "--set",
+];
+
+/// Whether `word` starts an ipvsadm editing command: `-A`, `-at`, `--clear`…
+pub fn is_ipvsadm_command(word: &str) -> bool {
+    match word.strip_prefix("--") {
+        Some(_) => IPVSADM_LONG.contains(&word.split('=').next().unwrap_or(word)),
+        None => word
+            .strip_prefix('-')
+            .and_then(|rest| rest.chars().next())
+            .is_some_and(|c| "AEDaedCZ".contains(c)),
+    }
+}
+
+/// `ipvs-manager -A -t 10.0.0.1:80 -s rr` and the other editing commands,
+/// `words` without the program name and without `--server`: the change
+/// ipvsadm would make, made to the cluster's desired state.
+pub fn ipvsadm(api: &Api, words: &[String]) -> anyhow::Result<ExitCode> {
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let change = text::parse_command(&words)?;
+    let done = apply_change(api, &change)?;
+    writeln!(std::io::stdout().lock(), "{done}")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One change as the REST calls that make it; what was done, in a line.
+/// Removals are immediate, as in ipvsadm; `drain` is the graceful way.
+fn apply_change(api: &Api, change: &Change) -> anyhow::Result<String> {
+    let service_path = |key: &ServiceKey| format!("/api/v1/services/{}", ids::service_id(key));
+    let server_path = |key: &ServiceKey, dest: &DestKey| {
+        format!("{}/servers/{}", service_path(key), ids::server_id(dest))
+    };
+    match change {
+        Change::AddService(service) => {
+            let spec = ServiceSpec {
+                service: service.clone(),
+                servers: Vec::new(),
+                options: Default::default(),
+            };
+            api.send(
+                Method::POST,
+                "/api/v1/services",
+                Some(&service_request(&spec)),
+            )?;
+        }
+        Change::EditService(service) => {
+            // ipvsadm -E sets every service setting (unsaid ones to their
+            // defaults) and leaves servers and our own options alone.
+            let spec = ServiceSpec {
+                service: service.clone(),
+                servers: Vec::new(),
+                options: Default::default(),
+            };
+            let mut body = service_request(&spec);
+            if let Some(map) = body.as_object_mut() {
+                for field in ["servers", "bind_address", "drain_grace"] {
+                    map.remove(field);
+                }
+            }
+            api.send(Method::PATCH, &service_path(&service.key), Some(&body))?;
+        }
+        Change::DelService(key) => {
+            api.send(
+                Method::DELETE,
+                &format!("{}?grace=0", service_path(key)),
+                None,
+            )?;
+        }
+        Change::AddDest(key, dest) => {
+            api.send(
+                Method::POST,
+                &format!("{}/servers", service_path(key)),
+                Some(&server_request(dest)),
+            )?;
+        }
+        Change::EditDest(key, dest) => {
+            api.send(
+                Method::PUT,
+                &server_path(key, &dest.key()),
+                Some(&server_request(dest)),
+            )?;
+        }
+        Change::DelDest(key, dest) => {
+            api.send(
+                Method::DELETE,
+                &format!("{}?grace=0", server_path(key, dest)),
+                None,
+            )?;
+        }
+        Change::Flush => {
+            api.send(Method::PUT, "/api/v1/config", Some(&config_request(&[])))?;
+        }
+        Change::Zero(_) | Change::SetTimeouts(_) => bail!(node_local(change)),
+    }
+    Ok(done(change))
+}
+
+/// Why `-Z` and `--set` are not cluster commands.
+fn node_local(change: &Change) -> String {
+    format!(
+        "{change}: counters and timeouts belong to each node's kernel, not to the \
+         cluster's desired state; run ipvsadm on that node"
+    )
+}
+
+/// "added service TCP 10.0.0.1:80", from the change's own description.
+fn done(change: &Change) -> String {
+    let what = change.to_string();
+    for (verb, past) in [
+        ("add ", "added "),
+        ("edit ", "edited "),
+        ("delete ", "deleted "),
+        ("flush ", "flushed "),
+    ] {
+        if let Some(rest) = what.strip_prefix(verb) {
+            return format!("{past}{rest}");
+        }
+    }
+    what
+}
+
+/// `restore`: reads ipvsadm -R input and makes it (or, with `--merge`, the
+/// current state changed by it) the desired state in one Raft entry.
+pub fn restore(api: &Api, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("cannot read the rules from stdin")?;
+    let current = api.desired()?;
+    let specs = restored(&current, &input, args.merge)?;
+    let path = if args.dry_run {
+        "/api/v1/config?dry_run=true"
+    } else {
+        "/api/v1/config"
+    };
+    let body = api.send(Method::PUT, path, Some(&config_request(&specs)))?;
+    let mut out = std::io::stdout().lock();
+    if args.output == Output::Json {
+        out.write_all(&body)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let plan: ConfigPlan =
+        serde_json::from_slice(&body).context("unexpected answer to PUT /api/v1/config")?;
+    out.write_all(plan_text(&plan, args.dry_run)?.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The desired state `input` describes: the changes applied, line by line,
+/// to `current` (`merge`) or to an empty table, with ipvsadm's rules (a
+/// service is added once, a server needs its service…). Settings ipvsadm
+/// cannot express (`bind_address`, `drain_grace`) stay with the services
+/// that remain. An error names the line; nothing is sent then.
+pub fn restored(
+    current: &DesiredState,
+    input: &str,
+    merge: bool,
+) -> anyhow::Result<Vec<ServiceSpec>> {
+    let mut table: BTreeMap<ServiceKey, ServiceConfig> = if merge {
+        current.services.clone()
+    } else {
+        BTreeMap::new()
+    };
+    for (line, change) in text::parse_restore(input)? {
+        apply_to(&mut table, current, &change).map_err(|e| anyhow!("line {line}: {e}"))?;
+    }
+    Ok(table
+        .into_values()
+        .map(|cfg| ServiceSpec {
+            service: cfg.service,
+            servers: cfg.servers.into_values().collect(),
+            options: cfg.options,
+        })
+        .collect())
+}
+
+/// One restore line's change to `table`, refused as the kernel refuses it.
+fn apply_to(
+    table: &mut BTreeMap<ServiceKey, ServiceConfig>,
+    current: &DesiredState,
+    change: &Change,
+) -> anyhow::Result<()> {
+    fn service<'t>(
+        table: &'t mut BTreeMap<ServiceKey, ServiceConfig>,
+        key: &ServiceKey,
+        change: &Change,
+    ) -> anyhow::Result<&'t mut BTreeMap<DestKey, crate::model::Destination>> {
+        table
+            .get_mut(key)
+            .map(|cfg| &mut cfg.servers)
+            .ok_or_else(|| anyhow!("{change}: no such service"))
+    }
+    match change {
+        Change::AddService(s) => {
+            if table.contains_key(&s.key) {
+                bail!("{change}: the service already exists");
+            }
+            let mut cfg = ServiceConfig::new(s.clone(), [], 0);
+            if let Some(old) = current.services.get(&s.key) {
+                cfg.options = old.options;
+            }
+            table.insert(s.key, cfg);
+        }
+        Change::EditService(s) => {
+            let cfg = table
+                .get_mut(&s.key)
+                .ok_or_else(|| anyhow!("{change}: no such service"))?;
+            cfg.service = s.clone();
+        }
+        Change::DelService(key) => {
+            table
+                .remove(key)
+                .ok_or_else(|| anyhow!("{change}: no such service"))?;
+        }
+        Change::AddDest(key, dest) => {
+            let servers = service(table, key, change)?;
+            if servers.contains_key(&dest.key()) {
+                bail!("{change}: the server already exists");
+            }
+            servers.insert(dest.key(), *dest);
+        }
+        Change::EditDest(key, dest) => {
+            let servers = service(table, key, change)?;
+            let slot = servers
+                .get_mut(&dest.key())
+                .ok_or_else(|| anyhow!("{change}: no such server"))?;
+            *slot = *dest;
+        }
+        Change::DelDest(key, dest) => {
+            service(table, key, change)?
+                .remove(dest)
+                .ok_or_else(|| anyhow!("{change}: no such server"))?;
+        }
+        Change::Flush => table.clear(),
+        Change::Zero(_) | Change::SetTimeouts(_) => bail!(node_local(change)),
+    }
+    Ok(())
+}
+
+/// A plan as lines: `+` added, `~` changed (with what), `-` removed.
+pub fn plan_text(plan: &ConfigPlan, dry_run: bool) -> anyhow::Result<String> {
+    let name = |id: &str| -> anyhow::Result<String> {
+        let key = parse_service_id(id).map_err(|e| anyhow!("bad id {id}: {}", e.message()))?;
+        Ok(key.to_string())
+    };
+    let mut out = String::new();
+    for id in &plan.added {
+        out.push_str(&format!("+ {}\n", name(id)?));
+    }
+    for change in &plan.changed {
+        out.push_str(&format!(
+            "~ {}{}\n",
+            name(&change.id)?,
+            change_text(change)?
+        ));
+    }
+    for id in &plan.removed {
+        out.push_str(&format!("- {}\n", name(id)?));
+    }
+    let total = plan.added.len() + plan.changed.len() + plan.removed.len();
+    out.push_str(&format!(
+        "{total} services {}, {} unchanged{}\n",
+        if dry_run { "would change" } else { "changed" },
+        plan.unchanged,
+        if dry_run {
+            " (dry run: nothing committed)"
+        } else {
+            ""
+        }
+    ));
+    Ok(out)
+}
+
+/// `: settings, +RIP:PORT, ~RIP:PORT, -RIP:PORT`.
+fn change_text(change: &ServiceChange) -> anyhow::Result<String> {
+    let mut parts = Vec::new();
+    if change.settings {
+        parts.push("settings".to_string());
+    }
+    for (sign, ids) in [
+        ('+', &change.servers_added),
+        ('~', &change.servers_changed),
+        ('-', &change.servers_removed),
+    ] {
+        for id in ids {
+            let key =
+                parse_server_id(id).map_err(|e| anyhow!("bad server id {id}: {}", e.message()))?;
+            parts.push(format!("{sign}{key}"));
+        }
+    }
+    Ok(if parts.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", parts.join(", "))
+    })
+}
+
+/// `drain -t VIP:PORT [-r RIP:PORT] [--grace 60s]`.
+pub fn drain(api: &Api, args: &DrainArgs) -> anyhow::Result<ExitCode> {
+    let (key, server) = drain_target(args)?;
+    let mut path = format!("/api/v1/services/{}", ids::service_id(&key));
+    if let Some(dest) = &server {
+        path.push_str(&format!("/servers/{}", ids::server_id(dest)));
+    }
+    if let Some(grace) = args.grace {
+        path.push_str(&format!("?grace={grace}"));
+    }
+    let body = api.send(Method::DELETE, &path, None)?;
+    let mut out = std::io::stdout().lock();
+    if args.output == Output::Json {
+        out.write_all(&body)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let what = match &server {
+        Some(dest) => format!("{dest} of {key}"),
+        None => key.to_string(),
+    };
+    // 202 with the drain, or 204 (no body) when the grace was 0.
+    let drain = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("draining").cloned())
+        .and_then(|d| serde_json::from_value::<DrainView>(d).ok());
+    match drain {
+        Some(d) => writeln!(
+            out,
+            "draining {what}: weight 0 until {} ({} s), then removed",
+            d.until, d.grace
+        )?,
+        None => writeln!(out, "removed {what}")?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The service (and server) a `drain` names, read by ipvsadm's own parser
+/// as the `-D`/`-d` it amounts to, so addresses mean what they mean there.
+fn drain_target(args: &DrainArgs) -> anyhow::Result<(ServiceKey, Option<DestKey>)> {
+    let (flag, value) = match (&args.tcp, &args.udp, &args.sctp, &args.fwmark) {
+        (Some(v), ..) => ("-t", v),
+        (_, Some(v), ..) => ("-u", v),
+        (_, _, Some(v), _) => ("--sctp-service", v),
+        (.., Some(v)) => ("-f", v),
+        _ => bail!("name the service with -t, -u, --sctp-service or -f"),
+    };
+    let mut words = vec![
+        if args.real_server.is_some() {
+            "-d"
+        } else {
+            "-D"
+        },
+        flag,
+        value.as_str(),
+    ];
+    if args.ipv6 {
+        words.push("-6");
+    }
+    if let Some(rs) = &args.real_server {
+        words.extend(["-r", rs.as_str()]);
+    }
+    match text::parse_command(&words)? {
+        Change::DelService(key) => Ok((key, None)),
+        Change::DelDest(key, dest) => Ok((key, Some(dest))),
+        other => Err(anyhow!("unexpected parse of a drain: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Command, Destination, Protocol, VirtualService};
+
+    fn key(port: u16) -> ServiceKey {
+        ServiceKey::Inet {
+            protocol: Protocol::Tcp,
+            addr: "10.0.0.1".parse().unwrap(),
+            port,
+        }
+    }
+
+    fn state() -> DesiredState {
+        let mut s = DesiredState::default();
+        let mut spec = ServiceSpec {
+            service: VirtualService::new(key(80)),
+            servers: vec![Destination::new("10.1.0.1".parse().unwrap(), 80)],
+            options: Default::default(),
+        };
+        spec.options.bind_address = true;
+        s.apply(&Command::CreateService(spec), 1);
+        s
+    }
+
+    #[test]
+    fn ipvsadm_commands_are_recognised() {
+        for word in [
+            "-A", "-E", "-D", "-a", "-e", "-d", "-C", "-Z", "-at", "--clear",
+        ] {
+            assert!(is_ipvsadm_command(word), "{word}");
+        }
+        assert!(is_ipvsadm_command("--add-service"));
+        for word in ["-h", "-V", "--help", "--server", "list", "-L", "--add"] {
+            assert!(!is_ipvsadm_command(word), "{word}");
+        }
+    }
+
+    #[test]
+    fn restore_replaces_keeps_options_and_merge_edits() {
+        let current = state();
+        let input = "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 3\n\
+                     -A -t 10.0.0.1:443\n";
+        let specs = restored(&current, input, false).unwrap();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[0].service.scheduler.as_str(), "rr");
+        assert_eq!(specs[0].servers.len(), 1);
+        assert_eq!(specs[0].servers[0].weight, 3);
+        // bind_address is not in ipvsadm's syntax: it stays with the service.
+        assert!(specs[0].options.bind_address);
+        assert!(!specs[1].options.bind_address);
+
+        let merged = restored(&current, "-a -t 10.0.0.1:80 -r 10.1.0.2:80 -g\n", true).unwrap();
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].servers.len(), 2);
+        assert_eq!(merged[0].service.scheduler.as_str(), "wlc");
+    }
+
+    #[test]
+    fn restore_errors_name_the_line() {
+        let current = state();
+        let cases = [
+            (
+                "-A -t 10.0.0.1:80\n-A -t 10.0.0.1:80\n",
+                false,
+                "line 2: add service TCP 10.0.0.1:80: the service already exists",
+            ),
+            (
+                "\n-a -t 10.0.0.1:81 -r 10.1.0.1\n",
+                true,
+                "line 2: add destination 10.1.0.1:81 to service TCP 10.0.0.1:81: no such service",
+            ),
+            (
+                "-a -t 10.0.0.1:80 -r 10.1.0.1:80\n",
+                true,
+                "the server already exists",
+            ),
+            ("-d -t 10.0.0.1:80 -r 10.1.0.9:80\n", true, "no such server"),
+            (
+                "-Z\n",
+                true,
+                "line 1: zero all counters: counters and timeouts",
+            ),
+            ("-A -t 10.0.0.1:80 -s\n", false, "line 1:"),
+        ];
+        for (input, merge, expected) in cases {
+            let err = restored(&current, input, merge).unwrap_err().to_string();
+            assert!(err.contains(expected), "{input:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn grace_takes_seconds_or_durations() {
+        assert_eq!(parse_grace("90"), Ok(90));
+        assert_eq!(parse_grace("60s"), Ok(60));
+        assert_eq!(parse_grace("5m"), Ok(300));
+        assert!(parse_grace("soon").unwrap_err().contains("not a duration"));
+    }
+
+    #[test]
+    fn plans_read_as_lines() {
+        let plan = ConfigPlan {
+            added: vec![ids::service_id(&key(443))],
+            changed: vec![ServiceChange {
+                id: ids::service_id(&key(80)),
+                settings: true,
+                servers_added: vec![ids::server_id(&DestKey {
+                    addr: "10.1.0.2".parse().unwrap(),
+                    port: 80,
+                })],
+                ..Default::default()
+            }],
+            removed: vec![],
+            unchanged: 4,
+        };
+        assert_eq!(
+            plan_text(&plan, true).unwrap(),
+            "+ TCP 10.0.0.1:443\n~ TCP 10.0.0.1:80: settings, +10.1.0.2:80\n\
+             2 services would change, 4 unchanged (dry run: nothing committed)\n"
+        );
+    }
+}
