@@ -880,7 +880,7 @@ fn cli_edits_drains_and_restores() {
     let plan = cli_with_input(&["restore", "--merge", "--server", &server], merge);
     assert_eq!(
         plan.as_deref(),
-        Ok("+ UDP 10.0.0.2:53\n1 services changed, 1 unchanged\n")
+        Ok("+ UDP 10.0.0.2:53\n1 service changed, 1 unchanged\n")
     );
     assert!(run(&["list"]).contains("(draining,"));
     let config: Value = serde_json::from_str(&run(&["save", "--output", "json"])).unwrap();

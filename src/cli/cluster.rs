@@ -100,7 +100,7 @@ impl Api {
                     .ok()
                     .and_then(|v| v["error"]["message"].as_str().map(String::from))
                     .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-                bail!("{url}: {status}: {message}");
+                bail!("{status}: {message}");
             }
             Ok(body.to_vec())
         })

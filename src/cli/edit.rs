@@ -114,6 +114,11 @@ pub fn ipvsadm(api: &Api, words: &[String]) -> anyhow::Result<ExitCode> {
 /// One change as the REST calls that make it; what was done, in a line.
 /// Removals are immediate, as in ipvsadm; `drain` is the graceful way.
 fn apply_change(api: &Api, change: &Change) -> anyhow::Result<String> {
+    send_change(api, change).with_context(|| format!("cannot {change}"))?;
+    Ok(done(change))
+}
+
+fn send_change(api: &Api, change: &Change) -> anyhow::Result<()> {
     let service_path = |key: &ServiceKey| format!("/api/v1/services/{}", ids::service_id(key));
     let server_path = |key: &ServiceKey, dest: &DestKey| {
         format!("{}/servers/{}", service_path(key), ids::server_id(dest))
@@ -178,18 +183,14 @@ fn apply_change(api: &Api, change: &Change) -> anyhow::Result<String> {
         Change::Flush => {
             api.send(Method::PUT, "/api/v1/config", Some(&config_request(&[])))?;
         }
-        Change::Zero(_) | Change::SetTimeouts(_) => bail!(node_local(change)),
+        Change::Zero(_) | Change::SetTimeouts(_) => bail!(NODE_LOCAL),
     }
-    Ok(done(change))
+    Ok(())
 }
 
 /// Why `-Z` and `--set` are not cluster commands.
-fn node_local(change: &Change) -> String {
-    format!(
-        "{change}: counters and timeouts belong to each node's kernel, not to the \
-         cluster's desired state; run ipvsadm on that node"
-    )
-}
+const NODE_LOCAL: &str = "counters and timeouts belong to each node's kernel, not to the \
+                          cluster's desired state; run ipvsadm on that node";
 
 /// "added service TCP 10.0.0.1:80", from the change's own description.
 fn done(change: &Change) -> String {
@@ -320,7 +321,7 @@ fn apply_to(
                 .ok_or_else(|| anyhow!("{change}: no such server"))?;
         }
         Change::Flush => table.clear(),
-        Change::Zero(_) | Change::SetTimeouts(_) => bail!(node_local(change)),
+        Change::Zero(_) | Change::SetTimeouts(_) => bail!("{change}: {NODE_LOCAL}"),
     }
     Ok(())
 }
@@ -347,7 +348,8 @@ pub fn plan_text(plan: &ConfigPlan, dry_run: bool) -> anyhow::Result<String> {
     }
     let total = plan.added.len() + plan.changed.len() + plan.removed.len();
     out.push_str(&format!(
-        "{total} services {}, {} unchanged{}\n",
+        "{total} service{} {}, {} unchanged{}\n",
+        if total == 1 { "" } else { "s" },
         if dry_run { "would change" } else { "changed" },
         plan.unchanged,
         if dry_run {

@@ -40,7 +40,8 @@ ipvsadm's editing commands change the cluster's desired state, with ipvsadm's op
   ipvs-manager -a|-e -t|-u|-f SERVICE -r SERVER [-g|-i|-m] [-w WEIGHT] [-x UPPER] [-y LOWER] [--tun-type …]
   ipvs-manager -d -t|-u|-f SERVICE -r SERVER
   ipvs-manager -C
-Removals (-D, -d) are immediate, as in ipvsadm; `ipvs-manager drain` removes gracefully.";
+Removals (-D, -d) are immediate, as in ipvsadm; `ipvs-manager drain` removes gracefully.
+";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
