@@ -66,6 +66,7 @@ fn desired(rules: &str) -> DesiredState {
                 specs.insert(
                     service.key,
                     ServiceSpec {
+                        server_checks: Default::default(),
                         service,
                         servers: vec![],
                         options: Default::default(),

@@ -12,7 +12,7 @@ use crate::api::{self, http, json, view, ApiError, Operation};
 use crate::cluster::membership::{self, JoinRequest};
 use crate::cluster::{leader, read_index, Raft, WriteError, Writer};
 use crate::ipvs::{Kernel, SharedKernel};
-use crate::model::{Command, DesiredState, Drain, DrainRequest, ServiceConfig, ServiceKey};
+use crate::model::{Command, DesiredState, DrainRequest, ServiceConfig, ServiceKey};
 use crate::raft::{node_id, NodeInfo};
 use crate::reconcile::ReconcileStatus;
 use crate::store::StateWatch;
@@ -575,22 +575,24 @@ async fn handle(
                 .servers
                 .get(&server)
                 .ok_or_else(|| ApiError::no_such_server(&key, &server))?;
+            let _ = dest;
             let r = with_etag(HttpResponse::Ok(), cfg.revision);
-            Ok(server_body(r, dest, cfg.draining_servers.get(&server)))
+            Ok(server_body(r, cfg, &server))
         }
         CreateServer => {
             let key = api::parse_service_id(param(params, "id"))?;
-            let dest = api::validate::parse_server_create(body, &key)?;
+            let (dest, health_check) = api::validate::parse_server_create(body, &key)?;
             let cmd = Command::CreateServer {
                 service: key,
                 server: dest,
                 if_revision: if_match(req)?,
+                health_check,
             };
             precheck(app, &cmd).await?;
-            let (revision, _) = commit(app, req, cmd).await?;
+            let (revision, desired) = commit(app, req, cmd).await?;
             let mut r = with_etag(HttpResponse::Created(), revision);
             r.insert_header(("Location", http::server_location(&key, &dest.key())));
-            Ok(server_body(r, &dest, None))
+            Ok(committed_server(r, &desired, &key, &dest.key()))
         }
         ReplaceServer | PatchServer => {
             if op == PatchServer {
@@ -605,14 +607,19 @@ async fn handle(
                 .get(&server)
                 .ok_or_else(|| ApiError::no_such_server(&key, &server))?;
             let wanted = if_match(req)?;
-            let (dest, if_revision) = if op == ReplaceServer {
+            let ((dest, health_check), if_revision) = if op == ReplaceServer {
                 (
                     api::validate::parse_server_replace(body, &key, &server)?,
                     wanted,
                 )
             } else {
                 (
-                    api::validate::parse_server_patch(body, &key, &current)?,
+                    api::validate::parse_server_patch(
+                        body,
+                        &key,
+                        &current,
+                        cfg.server_checks.get(&server),
+                    )?,
                     wanted.or(Some(cfg.revision)),
                 )
             };
@@ -620,17 +627,15 @@ async fn handle(
                 service: key,
                 server: dest,
                 if_revision,
+                health_check,
             };
             precheck(app, &cmd).await?;
             let (revision, desired) = commit(app, req, cmd).await?;
-            let draining = desired
-                .services
-                .get(&key)
-                .and_then(|cfg| cfg.draining_servers.get(&server));
-            Ok(server_body(
+            Ok(committed_server(
                 with_etag(HttpResponse::Ok(), revision),
-                &dest,
-                draining,
+                &desired,
+                &key,
+                &server,
             ))
         }
         DeleteServer => {
@@ -645,17 +650,13 @@ async fn handle(
             };
             precheck(app, &cmd).await?;
             let (revision, desired) = commit(app, req, cmd).await?;
-            let draining = desired.services.get(&key).and_then(|cfg| {
-                let drain = cfg.draining_servers.get(&server)?;
-                Some((cfg.servers.get(&server)?, drain))
-            });
-            match draining {
-                Some((dest, drain)) => Ok(server_body(
+            match desired.services.get(&key) {
+                Some(cfg) if cfg.draining_servers.contains_key(&server) => Ok(server_body(
                     with_etag(HttpResponse::Accepted(), revision),
-                    dest,
-                    Some(drain),
+                    cfg,
+                    &server,
                 )),
-                None => Ok(HttpResponse::NoContent().finish()),
+                _ => Ok(HttpResponse::NoContent().finish()),
             }
         }
         GetConfig => Ok(json_response(
@@ -696,14 +697,31 @@ fn drain(app: &AppState, req: &HttpRequest) -> Result<Option<DrainRequest>, ApiE
     }))
 }
 
+/// A server of `cfg` as the response body.
 fn server_body(
     mut r: actix_web::HttpResponseBuilder,
-    dest: &crate::model::Destination,
-    draining: Option<&Drain>,
+    cfg: &ServiceConfig,
+    server: &crate::model::DestKey,
 ) -> HttpResponse {
-    match serde_json::to_vec(&view::server_view(dest, draining)) {
+    let Some(view) = view::server_of(cfg, server) else {
+        return error_response(&ApiError::no_such_server(&cfg.service.key, server));
+    };
+    match serde_json::to_vec(&view) {
         Ok(body) => r.content_type("application/json").body(body),
         Err(e) => error_response(&ApiError::internal(e)),
+    }
+}
+
+/// A server just written, from the state the write produced.
+fn committed_server(
+    r: actix_web::HttpResponseBuilder,
+    desired: &DesiredState,
+    key: &ServiceKey,
+    server: &crate::model::DestKey,
+) -> HttpResponse {
+    match desired.services.get(key) {
+        Some(cfg) => server_body(r, cfg, server),
+        None => error_response(&ApiError::no_such_service(key)),
     }
 }
 

@@ -9,6 +9,7 @@
 //! client of a newer server can still read a value it does not know.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 /// A virtual service: either `protocol`/`address`/`port` or
@@ -48,6 +49,13 @@ pub struct ServiceView {
     /// Present while the service is being removed (response-only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draining: Option<DrainView>,
+    /// How every node probes the servers (absent: not probed); the fields
+    /// of [`crate::api::validate::CHECK_FIELDS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<serde_json::Value>,
+    /// What a node does with servers it finds down (absent: the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_policy: Option<serde_json::Value>,
 }
 
 /// A removal in progress: the server (or every server of the service)
@@ -95,6 +103,32 @@ pub struct ServerView {
     /// Present while the server is being removed (response-only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draining: Option<DrainView>,
+    /// The server's own health check, overriding the service's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<serde_json::Value>,
+    /// Each node's view of the server's health, by node id (response-only;
+    /// absent when the server is not probed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub health: BTreeMap<String, ServerHealthView>,
+}
+
+/// One node's view of a probed server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHealthView {
+    /// `up` or `down`.
+    pub state: String,
+    /// RFC 3339: when it entered this state (`null`: since the node started
+    /// probing it; a server starts up).
+    pub since: Option<String>,
+    /// Probes so far.
+    pub checks: u64,
+    /// Duration of the last successful probe, microseconds.
+    pub latency_us: Option<u64>,
+    /// Why the last probe failed, while it fails.
+    pub error: Option<String>,
+    /// The weight this node gives the server in its kernel now (0 while
+    /// down, ramping during slow start; `null`: removed).
+    pub weight: Option<u32>,
 }
 
 /// Encapsulation of a tunnel-forwarded server.

@@ -13,8 +13,9 @@ use super::json::{
     ServiceView, TunnelView,
 };
 use crate::model::{
-    DesiredState, Destination, Drain, Forward, Netmask, ServiceConfig, ServiceFlags, ServiceKey,
-    ServiceSpec, TunnelChecksum, TunnelType, VirtualService,
+    DesiredState, DestKey, Destination, Drain, Forward, HealthCheck, HealthPolicy, Netmask,
+    ServiceConfig, ServiceFlags, ServiceKey, ServiceSpec, TunnelChecksum, TunnelType,
+    VirtualService,
 };
 use serde_json::Value;
 
@@ -22,15 +23,81 @@ use serde_json::Value;
 pub fn service_view(cfg: &ServiceConfig) -> ServiceView {
     let servers = cfg
         .servers
-        .values()
-        .map(|d| server_view(d, cfg.draining_servers.get(&d.key())))
+        .keys()
+        .filter_map(|key| server_of(cfg, key))
         .collect();
     ServiceView {
         bind_address: cfg.options.bind_address,
         drain_grace: cfg.options.drain_grace,
         draining: cfg.draining.as_ref().map(drain_view),
+        health_check: cfg.options.health_check.as_ref().map(check_view),
+        health_policy: policy_view(&cfg.options.health_policy),
         ..view_of(&cfg.service, cfg.revision, servers)
     }
+}
+
+/// One server of `cfg` as responses show it: with its drain and its own
+/// health check.
+pub fn server_of(cfg: &ServiceConfig, key: &DestKey) -> Option<ServerView> {
+    let dest = cfg.servers.get(key)?;
+    Some(ServerView {
+        health_check: cfg.server_checks.get(key).map(check_view),
+        ..server_view(dest, cfg.draining_servers.get(key))
+    })
+}
+
+/// A health check as `health_check` shows it (seconds, as requests give
+/// them).
+pub fn check_view(check: &HealthCheck) -> Value {
+    let seconds = |ms: u32| Value::from(f64::from(ms) / 1000.0);
+    let mut view = serde_json::json!({
+        "kind": check.kind.name(),
+        "interval": seconds(check.interval_ms),
+        "timeout": seconds(check.timeout_ms),
+        "rise": check.rise,
+        "fall": check.fall,
+    });
+    if let Value::Object(map) = &mut view {
+        if let Some(addr) = check.address {
+            map.insert("address".into(), addr.to_string().into());
+        }
+        if let Some(port) = check.port {
+            map.insert("port".into(), port.into());
+        }
+        if let Some(http) = &check.http {
+            map.insert("method".into(), http.method.clone().into());
+            map.insert("path".into(), http.path.clone().into());
+            map.insert("expect".into(), http.expect.clone().into());
+            if let Some(body) = &http.body {
+                map.insert("body".into(), body.clone().into());
+            }
+            if let Some(host) = &http.host {
+                map.insert("host".into(), host.clone().into());
+            }
+        }
+        if let Some(payload) = &check.payload {
+            map.insert("payload".into(), payload.clone().into());
+        }
+    }
+    view
+}
+
+/// `health_policy`, absent when it is the default.
+pub fn policy_view(policy: &HealthPolicy) -> Option<Value> {
+    if *policy == HealthPolicy::default() {
+        return None;
+    }
+    let mut fallback = policy.fallback.as_ref().map(|d| {
+        let mut v = serde_json::to_value(server_view(d, None)).unwrap_or(Value::Null);
+        strip(&mut v, &["id"]);
+        v
+    });
+    Some(serde_json::json!({
+        "unhealthy": if policy.remove_unhealthy { "remove" } else { "zero" },
+        "slow_start": f64::from(policy.slow_start_ms) / 1000.0,
+        "all_down": if fallback.is_some() { "fallback" } else { "fail-open" },
+        "fallback": fallback.take(),
+    }))
 }
 
 /// A drain as responses show it.
@@ -78,6 +145,8 @@ pub fn server_view(dest: &Destination, draining: Option<&Drain>) -> ServerView {
         lower_threshold: dest.lower_threshold,
         tunnel,
         draining: draining.map(drain_view),
+        health_check: None,
+        health: Default::default(),
     }
 }
 
@@ -91,10 +160,18 @@ pub fn servers_view(cfg: &ServiceConfig) -> Vec<ServerView> {
 pub fn service_request(spec: &ServiceSpec) -> Value {
     let mut servers: Vec<&Destination> = spec.servers.iter().collect();
     servers.sort_by_key(|d| d.key());
-    let servers = servers.into_iter().map(|d| server_view(d, None)).collect();
+    let servers = servers
+        .into_iter()
+        .map(|d| ServerView {
+            health_check: spec.server_checks.get(&d.key()).map(check_view),
+            ..server_view(d, None)
+        })
+        .collect();
     let view = ServiceView {
         bind_address: spec.options.bind_address,
         drain_grace: spec.options.drain_grace,
+        health_check: spec.options.health_check.as_ref().map(check_view),
+        health_policy: policy_view(&spec.options.health_policy),
         ..view_of(&spec.service, 0, servers)
     };
     let mut value = serde_json::to_value(view).unwrap_or(Value::Null);
@@ -239,6 +316,8 @@ fn view_of(service: &VirtualService, revision: u64, servers: Vec<ServerView>) ->
         bind_address: false,
         drain_grace: None,
         draining: None,
+        health_check: None,
+        health_policy: None,
     }
 }
 

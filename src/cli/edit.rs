@@ -129,6 +129,7 @@ fn send_change(api: &Api, change: &Change) -> anyhow::Result<()> {
                 service: service.clone(),
                 servers: Vec::new(),
                 options: Default::default(),
+                server_checks: Default::default(),
             };
             api.send(
                 Method::POST,
@@ -143,6 +144,7 @@ fn send_change(api: &Api, change: &Change) -> anyhow::Result<()> {
                 service: service.clone(),
                 servers: Vec::new(),
                 options: Default::default(),
+                server_checks: Default::default(),
             };
             let mut body = service_request(&spec);
             if let Some(map) = body.as_object_mut() {
@@ -167,8 +169,10 @@ fn send_change(api: &Api, change: &Change) -> anyhow::Result<()> {
             )?;
         }
         Change::EditDest(key, dest) => {
+            // A merge patch of every field ipvsadm sets: the server's own
+            // health check, which ipvsadm cannot express, stays.
             api.send(
-                Method::PUT,
+                Method::PATCH,
                 &server_path(key, &dest.key()),
                 Some(&server_request(dest)),
             )?;
@@ -238,7 +242,7 @@ pub fn restore(api: &Api, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
 /// The desired state `input` describes: the changes applied, line by line,
 /// to `current` (`merge`) or to an empty table, with ipvsadm's rules (a
 /// service is added once, a server needs its service…). Settings ipvsadm
-/// cannot express (`bind_address`, `drain_grace`) stay with the services
+/// cannot express (`bind_address`, `drain_grace`, health checks) stay with the services
 /// that remain. An error names the line; nothing is sent then.
 pub fn restored(
     current: &DesiredState,
@@ -259,6 +263,7 @@ pub fn restored(
             service: cfg.service,
             servers: cfg.servers.into_values().collect(),
             options: cfg.options,
+            server_checks: cfg.server_checks,
         })
         .collect())
 }
@@ -286,7 +291,8 @@ fn apply_to(
             }
             let mut cfg = ServiceConfig::new(s.clone(), [], 0);
             if let Some(old) = current.services.get(&s.key) {
-                cfg.options = old.options;
+                cfg.options = old.options.clone();
+                cfg.server_checks = old.server_checks.clone();
             }
             table.insert(s.key, cfg);
         }
@@ -470,6 +476,7 @@ mod tests {
     fn state() -> DesiredState {
         let mut s = DesiredState::default();
         let mut spec = ServiceSpec {
+            server_checks: Default::default(),
             service: VirtualService::new(key(80)),
             servers: vec![Destination::new("10.1.0.1".parse().unwrap(), 80)],
             options: Default::default(),

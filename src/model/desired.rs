@@ -8,7 +8,7 @@
 //! at apply time, so that concurrent writers through different nodes are
 //! ordered by the log and never overwrite each other silently.
 
-use super::{DestKey, Destination, ServiceKey, VirtualService};
+use super::{DestKey, Destination, HealthCheck, HealthPolicy, ServiceKey, VirtualService};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -37,10 +37,17 @@ pub struct ServiceConfig {
         with = "drain_list"
     )]
     pub draining_servers: BTreeMap<DestKey, Drain>,
+    /// Servers with a health check of their own (overriding the service's).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "check_list"
+    )]
+    pub server_checks: BTreeMap<DestKey, HealthCheck>,
 }
 
 /// What a service asks of each node beyond its kernel entry.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceOptions {
     /// Bind the service's address on every node (on the VIP interface), as
     /// direct routing and local delivery need.
@@ -51,6 +58,12 @@ pub struct ServiceOptions {
     /// node's default (`DRAIN_GRACE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_grace: Option<u32>,
+    /// How every node probes the servers (unless a server has its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// What a node does with the servers its probes find down.
+    #[serde(default)]
+    pub health_policy: HealthPolicy,
 }
 
 /// A removal in progress. The start is the accepting node's wall clock,
@@ -118,7 +131,17 @@ impl ServiceConfig {
             options: ServiceOptions::default(),
             draining: None,
             draining_servers: BTreeMap::new(),
+            server_checks: BTreeMap::new(),
         }
+    }
+
+    /// The check a node runs on `server`: its own, else the service's;
+    /// `None` when it is not probed.
+    pub fn check_of(&self, server: &DestKey) -> Option<&HealthCheck> {
+        self.server_checks
+            .get(server)
+            .or(self.options.health_check.as_ref())
+            .filter(|c| c.probes())
     }
 
     /// The earliest moment something in this service stops draining.
@@ -138,6 +161,35 @@ pub struct ServiceSpec {
     pub servers: Vec<Destination>,
     #[serde(default)]
     pub options: ServiceOptions,
+    /// Servers' own health checks.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "check_list"
+    )]
+    pub server_checks: BTreeMap<DestKey, HealthCheck>,
+}
+
+/// Servers' health checks as a list of `[server, check]` pairs.
+mod check_list {
+    use crate::model::{DestKey, HealthCheck};
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<DestKey, HealthCheck>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<DestKey, HealthCheck>, D::Error> {
+        Ok(Vec::<(DestKey, HealthCheck)>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
 }
 
 /// Draining servers as a list of `[server, drain]` pairs.
@@ -241,12 +293,17 @@ pub enum Command {
         service: ServiceKey,
         server: Destination,
         if_revision: Option<u64>,
+        /// Its own health check, overriding the service's.
+        #[serde(default)]
+        health_check: Option<HealthCheck>,
     },
-    /// Replaces a real server's settings.
+    /// Replaces a real server's settings (its own health check included).
     UpdateServer {
         service: ServiceKey,
         server: Destination,
         if_revision: Option<u64>,
+        #[serde(default)]
+        health_check: Option<HealthCheck>,
     },
     /// Removes a real server: at once (`drain` absent, or a grace of 0), or
     /// after draining it.
@@ -313,7 +370,7 @@ impl DesiredState {
                 if_revision,
             } => self.edit(&service.key, *if_revision, index, |cfg| {
                 cfg.service = service.clone();
-                cfg.options = *options;
+                cfg.options = options.clone();
                 Ok(())
             }),
             Command::DeleteService {
@@ -342,23 +399,27 @@ impl DesiredState {
                 service,
                 server,
                 if_revision,
+                health_check,
             } => self.edit(service, *if_revision, index, |cfg| {
                 let key = server.key();
                 if cfg.servers.contains_key(&key) {
                     return Err(ServerExists(cfg.service.key, key));
                 }
                 cfg.servers.insert(key, *server);
+                set_check(cfg, key, health_check);
                 Ok(())
             }),
             Command::UpdateServer {
                 service,
                 server,
                 if_revision,
+                health_check,
             } => self.edit(service, *if_revision, index, |cfg| {
                 let key = server.key();
                 match cfg.servers.get_mut(&key) {
                     Some(existing) => {
                         *existing = *server;
+                        set_check(cfg, key, health_check);
                         Ok(())
                     }
                     None => Err(NoSuchServer(cfg.service.key, key)),
@@ -382,6 +443,7 @@ impl DesiredState {
                     None => {
                         cfg.servers.remove(server);
                         cfg.draining_servers.remove(server);
+                        cfg.server_checks.remove(server);
                     }
                 }
                 Ok(())
@@ -408,6 +470,7 @@ impl DesiredState {
                     Some(server) => {
                         cfg.servers.remove(server);
                         cfg.draining_servers.remove(server);
+                        cfg.server_checks.remove(server);
                         cfg.revision = index;
                     }
                 }
@@ -479,9 +542,27 @@ impl DesiredState {
     }
 }
 
+/// Sets (or, with `None`, clears) a server's own health check.
+fn set_check(cfg: &mut ServiceConfig, server: DestKey, check: &Option<HealthCheck>) {
+    match check {
+        Some(check) => {
+            cfg.server_checks.insert(server, check.clone());
+        }
+        None => {
+            cfg.server_checks.remove(&server);
+        }
+    }
+}
+
 fn config(spec: &ServiceSpec, index: u64) -> ServiceConfig {
     ServiceConfig {
-        options: spec.options,
+        options: spec.options.clone(),
+        server_checks: spec
+            .server_checks
+            .iter()
+            .filter(|(k, _)| spec.servers.iter().any(|d| d.key() == **k))
+            .map(|(k, c)| (*k, c.clone()))
+            .collect(),
         ..ServiceConfig::new(spec.service.clone(), spec.servers.iter().copied(), index)
     }
 }
@@ -560,6 +641,7 @@ mod tests {
 
     fn create(port: u16) -> Command {
         Command::CreateService(ServiceSpec {
+            server_checks: Default::default(),
             options: Default::default(),
             service: VirtualService::new(key(port)),
             servers: vec![server(1)],
@@ -571,6 +653,7 @@ mod tests {
         use CommandResult::*;
         let mut s = DesiredState::default();
         let add2 = Command::CreateServer {
+            health_check: None,
             service: key(80),
             server: server(2),
             if_revision: None,
@@ -582,6 +665,7 @@ mod tests {
             (add2, ServerExists(key(80), server(2).key())),
             (
                 Command::UpdateServer {
+                    health_check: None,
                     service: key(80),
                     server: Destination {
                         weight: 5,
@@ -593,6 +677,7 @@ mod tests {
             ),
             (
                 Command::UpdateServer {
+                    health_check: None,
                     service: key(80),
                     server: Destination {
                         weight: 5,
@@ -657,6 +742,7 @@ mod tests {
         s.apply(&create(80), 1);
         s.apply(&create(81), 2);
         let spec = |port, servers| ServiceSpec {
+            server_checks: Default::default(),
             options: Default::default(),
             service: VirtualService::new(key(port)),
             servers,
@@ -790,6 +876,7 @@ mod tests {
             default_grace: 30,
         });
         let two = |weight_of_2: u32| ServiceSpec {
+            server_checks: Default::default(),
             options: Default::default(),
             service: VirtualService::new(key(80)),
             servers: vec![
@@ -836,6 +923,7 @@ mod tests {
             5,
         );
         let zeroed = ServiceSpec {
+            server_checks: Default::default(),
             servers: two(0)
                 .servers
                 .into_iter()
@@ -856,6 +944,7 @@ mod tests {
 
     fn spec_of(port: u16, servers: Vec<Destination>) -> ServiceSpec {
         ServiceSpec {
+            server_checks: Default::default(),
             options: Default::default(),
             service: VirtualService::new(key(port)),
             servers,

@@ -10,12 +10,14 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
 mod desired;
+mod health;
 mod stats;
 
 pub use desired::{
     Command, CommandResult, DesiredState, Drain, DrainRequest, ServiceConfig, ServiceOptions,
     ServiceSpec,
 };
+pub use health::{CheckKind, HealthCheck, HealthPolicy, HttpCheck};
 pub use stats::Stats;
 
 use serde::{Deserialize, Serialize};

@@ -289,7 +289,7 @@ fn targets_changes_and_vips() {
     let mut bound = config(443, &[]);
     bound.options = ServiceOptions {
         bind_address: true,
-        drain_grace: None,
+        ..ServiceOptions::default()
     };
     let state = desired(vec![bound, config(80, &[])]);
     assert_eq!(

@@ -14,8 +14,9 @@ use crate::api::json::{ClusterView, HealthView, MemberView};
 use crate::api::openapi::{document, DOCUMENT};
 use crate::api::routes::{Method, ROUTES};
 use crate::api::validate::{
-    self, parse_config, parse_join, parse_service_create, CONFIG_FIELDS, FLAGS, JOIN_FIELDS,
-    PERSISTENCE_ENGINES, PERSISTENCE_FIELDS, SERVER_FIELDS, SERVICE_FIELDS, TUNNEL_FIELDS,
+    self, parse_config, parse_join, parse_service_create, CHECK_FIELDS, CONFIG_FIELDS, FLAGS,
+    JOIN_FIELDS, PERSISTENCE_ENGINES, PERSISTENCE_FIELDS, POLICY_FIELDS, SERVER_FIELDS,
+    SERVICE_FIELDS, TUNNEL_FIELDS,
 };
 use crate::api::view::{config_view, plan_config, service_view};
 use crate::model::{
@@ -441,6 +442,8 @@ fn request_schemas_list_the_fields_the_validators_accept() {
         ("ConfigInput", CONFIG_FIELDS),
         ("Config", CONFIG_FIELDS),
         ("JoinRequest", JOIN_FIELDS),
+        ("HealthCheck", CHECK_FIELDS),
+        ("HealthPolicy", POLICY_FIELDS),
     ] {
         assert_eq!(property_names(&doc, schema), names(fields), "{schema}");
     }
@@ -525,9 +528,17 @@ fn request_samples() -> Vec<(&'static str, Value)> {
         "scheduler": "sh", "flags": ["one-packet", "sh-port"],
         "persistence": {"timeout": 600, "netmask": 64}, "pe": "sip",
         "bind_address": true, "drain_grace": 60,
+        "health_check": {"kind": "https", "interval": 1.5, "timeout": 0.5, "rise": 2, "fall": 3,
+                         "address": "2001:db8::99", "port": 8443, "path": "/healthz",
+                         "method": "HEAD", "expect": [200, 204], "body": "ok",
+                         "host": "sip.example"},
+        "health_policy": {"unhealthy": "remove", "slow_start": 30, "all_down": "fallback",
+                          "fallback": {"address": "2001:db8::99", "port": 5060, "forward": "dr"}},
         "servers": [
             {"id": "2001_db8__11-5060", "address": "2001:db8::11", "port": 5060, "weight": 2,
-             "forward": "dr", "upper_threshold": 100, "lower_threshold": 10, "tunnel": null},
+             "forward": "dr", "upper_threshold": 100, "lower_threshold": 10, "tunnel": null,
+             "health_check": {"kind": "udp", "payload": "OPTIONS", "interval": 5},
+             "health": {}},
             {"address": "198.51.100.12", "forward": "tunnel",
              "tunnel": {"type": "gue", "port": 6080, "checksum": "csum"}}
         ]
@@ -596,6 +607,7 @@ fn response_samples() -> Vec<(&'static str, Value)> {
         state.services.insert(c.service.key, c.clone());
     }
     let mut changed = ServiceSpec {
+        server_checks: Default::default(),
         options: Default::default(),
         service: web.service.clone(),
         servers: vec![dest("198.51.100.13", 443)],
@@ -606,6 +618,7 @@ fn response_samples() -> Vec<(&'static str, Value)> {
         &[
             changed,
             ServiceSpec {
+                server_checks: Default::default(),
                 options: Default::default(),
                 service: VirtualService::new(tcp("192.0.2.30", 80)),
                 servers: vec![],
@@ -677,6 +690,37 @@ fn response_samples() -> Vec<(&'static str, Value)> {
     vec![
         ("Service", to(&service_view(&web))),
         ("Service", to(&service_view(&sip))),
+        ("Service", {
+            let mut web = web.clone();
+            let check = crate::model::HealthCheck {
+                kind: crate::model::CheckKind::Tcp,
+                interval_ms: 2000,
+                timeout_ms: 1000,
+                rise: 2,
+                fall: 3,
+                address: None,
+                port: Some(8443),
+                http: None,
+                payload: None,
+            };
+            web.server_checks
+                .insert(dest("198.51.100.11", 443).key(), check.clone());
+            web.options.health_check = Some(check);
+            web.options.health_policy.slow_start_ms = 10_000;
+            let mut view = service_view(&web);
+            view.servers[0].health.insert(
+                "node1".into(),
+                crate::api::json::ServerHealthView {
+                    state: "down".into(),
+                    since: Some("2026-11-26T19:00:00Z".into()),
+                    checks: 12,
+                    latency_us: Some(310),
+                    error: Some("connection refused".into()),
+                    weight: Some(0),
+                },
+            );
+            to(&view)
+        }),
         ("Config", to(&config_view(&state))),
         ("ConfigPlan", to(&plan)),
         ("Cluster", to(&cluster)),

@@ -109,7 +109,7 @@ fn a_get_result_put_back_changes_nothing() {
         let view = serde_json::to_value(server_view(d)).unwrap();
         assert_eq!(
             parse_server_replace(&body(view), &key, &d.key()).unwrap(),
-            *d
+            (*d, None)
         );
     }
     // And an empty patch.
@@ -415,7 +415,9 @@ fn server_put_and_patch() {
         ..dest("198.51.100.11", 80)
     };
     // PUT: address and port from the URL; unset fields take defaults.
-    let got = parse_server_replace(br#"{"weight":5}"#, &key, &tunnelled.key()).unwrap();
+    let got = parse_server_replace(br#"{"weight":5}"#, &key, &tunnelled.key())
+        .unwrap()
+        .0;
     assert_eq!(
         got,
         Destination {
@@ -424,7 +426,9 @@ fn server_put_and_patch() {
         }
     );
     // PATCH keeps the rest.
-    let got = parse_server_patch(br#"{"weight":0}"#, &key, &tunnelled).unwrap();
+    let got = parse_server_patch(br#"{"weight":0}"#, &key, &tunnelled, None)
+        .unwrap()
+        .0;
     assert_eq!(
         got,
         Destination {
@@ -432,18 +436,24 @@ fn server_put_and_patch() {
             ..tunnelled
         }
     );
-    let got = parse_server_patch(br#"{"tunnel":{"port":7000}}"#, &key, &tunnelled).unwrap();
+    let got = parse_server_patch(br#"{"tunnel":{"port":7000}}"#, &key, &tunnelled, None)
+        .unwrap()
+        .0;
     assert_eq!(got.forward.tunnel().unwrap().port, 7000);
     // Leaving tunnel forwarding takes the tunnel options with it.
-    let got = parse_server_patch(br#"{"forward":"dr","tunnel":null}"#, &key, &tunnelled).unwrap();
+    let got = parse_server_patch(br#"{"forward":"dr","tunnel":null}"#, &key, &tunnelled, None)
+        .unwrap()
+        .0;
     assert_eq!(got.forward, Forward::Route);
     let masq = dest("198.51.100.11", 80);
     let got = parse_server_patch(
         br#"{"forward":"tunnel","tunnel":{"type":"gre"}}"#,
         &key,
         &masq,
+        None,
     )
-    .unwrap();
+    .unwrap()
+    .0;
     assert_eq!(got.forward.tunnel().unwrap().kind, TunnelType::Gre);
 
     for (name, patch, text, code, field) in [
@@ -501,7 +511,7 @@ fn server_put_and_patch() {
         ("array put", false, r#"[]"#, InvalidType, ""),
     ] {
         let result = if patch {
-            parse_server_patch(text.as_bytes(), &key, &tunnelled)
+            parse_server_patch(text.as_bytes(), &key, &tunnelled, None)
         } else {
             parse_server_replace(text.as_bytes(), &key, &tunnelled.key())
         };
@@ -513,8 +523,9 @@ fn server_put_and_patch() {
     let fw = fwmark(Family::Ipv4, 1);
     let d = dest("198.51.100.11", 0);
     assert_eq!(
-        parse_server_patch(br#"{"weight":2}"#, &fw, &d)
+        parse_server_patch(br#"{"weight":2}"#, &fw, &d, None)
             .unwrap()
+            .0
             .port,
         0
     );

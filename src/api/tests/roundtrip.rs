@@ -167,6 +167,7 @@ fn spec() -> impl Strategy<Value = ServiceSpec> {
                 // One server per address and port, sorted as views sort.
                 let servers: BTreeMap<_, _> = servers.into_iter().map(|d| (d.key(), d)).collect();
                 ServiceSpec {
+                    server_checks: Default::default(),
                     options: Default::default(),
                     service,
                     servers: servers.into_values().collect(),
@@ -187,13 +188,13 @@ proptest! {
         // As GET shows it, sent back with PUT, and patched with nothing.
         let cfg = config(spec.service.clone(), &spec.servers, 9);
         let view = serde_json::to_vec(&service_view(&cfg)).unwrap();
-        prop_assert_eq!(parse_service_replace(&view, &cfg).ok(), Some((spec.service.clone(), spec.options)));
+        prop_assert_eq!(parse_service_replace(&view, &cfg).ok(), Some((spec.service.clone(), spec.options.clone())));
         prop_assert_eq!(parse_service_patch(b"{}", &cfg).ok(), Some((spec.service.clone(), spec.options)));
         // Each server on its own.
         for d in &spec.servers {
             let one = serde_json::to_vec(&crate::api::view::server_view(d, None)).unwrap();
-            prop_assert_eq!(parse_server_create(&one, &spec.service.key).ok(), Some(*d));
-            prop_assert_eq!(parse_server_patch(b"{}", &spec.service.key, d).ok(), Some(*d));
+            prop_assert_eq!(parse_server_create(&one, &spec.service.key).ok(), Some((*d, None)));
+            prop_assert_eq!(parse_server_patch(b"{}", &spec.service.key, d, None).ok(), Some((*d, None)));
         }
     }
 
@@ -205,7 +206,7 @@ proptest! {
         let _ = parse_service_replace(&bytes, &cfg);
         let _ = parse_service_patch(&bytes, &cfg);
         let _ = parse_server_create(&bytes, &key);
-        let _ = parse_server_patch(&bytes, &key, &dest("198.51.100.1", 80));
+        let _ = parse_server_patch(&bytes, &key, &dest("198.51.100.1", 80), None);
         let _ = parse_config(&bytes);
         let _ = parse_join(&bytes);
     }
@@ -217,7 +218,7 @@ proptest! {
         let cfg = config(VirtualService::new(key), &[dest("2001:db8::1", 0)], 1);
         let _ = parse_service_create(&bytes);
         let _ = parse_service_patch(&bytes, &cfg);
-        let _ = parse_server_patch(&bytes, &key, &dest("2001:db8::1", 0));
+        let _ = parse_server_patch(&bytes, &key, &dest("2001:db8::1", 0), None);
         let _ = parse_config(&bytes);
         // Every refusal is a 4xx with a code and a message.
         if let Err(e) = parse_service_patch(&bytes, &cfg) {

@@ -691,6 +691,115 @@ const BAD_SERVICES: &[(&str, &str, ErrorCode, &str)] = &[
         IdentityMismatch,
         "servers[0].id",
     ),
+    // -- health checks
+    (
+        "unknown check kind",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_check":{"kind":"icmp"}}"#,
+        InvalidValue,
+        "health_check.kind",
+    ),
+    (
+        "check without kind",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_check":{"interval":2}}"#,
+        MissingField,
+        "health_check.kind",
+    ),
+    (
+        "timeout not below interval",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_check":{"kind":"tcp","interval":1,"timeout":1}}"#,
+        InvalidValue,
+        "health_check.timeout",
+    ),
+    (
+        "interval of 0",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_check":{"kind":"tcp","interval":0}}"#,
+        InvalidValue,
+        "health_check.interval",
+    ),
+    (
+        "interval as a string",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_check":{"kind":"tcp","interval":"2s"}}"#,
+        InvalidType,
+        "health_check.interval",
+    ),
+    (
+        "rise of 0",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_check":{"kind":"tcp","rise":0}}"#,
+        InvalidValue,
+        "health_check.rise",
+    ),
+    (
+        "fall of 0",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_check":{"kind":"tcp","fall":0}}"#,
+        InvalidValue,
+        "health_check.fall",
+    ),
+    (
+        "path without http",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_check":{"kind":"tcp","path":"/"}}"#,
+        InvalidValue,
+        "health_check.path",
+    ),
+    (
+        "path without a slash",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_check":{"kind":"http","path":"health"}}"#,
+        InvalidValue,
+        "health_check.path",
+    ),
+    (
+        "status out of range",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_check":{"kind":"http","expect":[200,700]}}"#,
+        InvalidValue,
+        "health_check.expect[1]",
+    ),
+    (
+        "dns without a name",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_check":{"kind":"dns"}}"#,
+        MissingField,
+        "health_check.payload",
+    ),
+    (
+        "payload on tcp",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_check":{"kind":"tcp","payload":"x"}}"#,
+        InvalidValue,
+        "health_check.payload",
+    ),
+    (
+        "unknown check field",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_check":{"kind":"tcp","intervall":2}}"#,
+        UnknownField,
+        "health_check.intervall",
+    ),
+    (
+        "server check",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"servers":[{"address":"198.51.100.1","health_check":{"kind":"http","method":"POST"}}]}"#,
+        InvalidValue,
+        "servers[0].health_check.method",
+    ),
+    (
+        "fallback policy without a server",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_policy":{"all_down":"fallback"}}"#,
+        MissingField,
+        "health_policy.fallback",
+    ),
+    (
+        "fallback server without the policy",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_policy":{"fallback":{"address":"198.51.100.9"}}}"#,
+        InvalidValue,
+        "health_policy.fallback",
+    ),
+    (
+        "bad fallback server",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_policy":{"all_down":"fallback","fallback":{"address":"224.0.0.1"}}}"#,
+        InvalidAddress,
+        "health_policy.fallback.address",
+    ),
+    (
+        "unknown unhealthy action",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_policy":{"unhealthy":"drop"}}"#,
+        InvalidValue,
+        "health_policy.unhealthy",
+    ),
 ];
 
 #[test]
@@ -1047,10 +1156,13 @@ fn servers_alone() {
     let d = parse_server_create(br#"{"address":"198.51.100.11","weight":3}"#, &key).unwrap();
     assert_eq!(
         d,
-        Destination {
-            weight: 3,
-            ..dest("198.51.100.11", 80)
-        }
+        (
+            Destination {
+                weight: 3,
+                ..dest("198.51.100.11", 80)
+            },
+            None
+        )
     );
     let v6 = tcp("2001:db8::10", 443);
     for (body, code, field) in [
@@ -1092,7 +1204,7 @@ fn servers_alone() {
         &v6,
     )
     .unwrap();
-    assert_eq!(d.port, 443);
+    assert_eq!(d.0.port, 443);
 }
 
 #[test]
@@ -1183,4 +1295,30 @@ fn join_requests() {
         let want = (code, Some(field.to_string()));
         assert_eq!(problems(&err), vec![want], "{body}");
     }
+}
+
+#[test]
+fn health_checks_and_policies() {
+    let spec = service(
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,
+            "health_check":{"kind":"http","interval":0.5,"timeout":0.25,"path":"/ready","expect":[200,204],"host":"web"},
+            "health_policy":{"unhealthy":"remove","slow_start":10,"all_down":"fallback","fallback":{"address":"198.51.100.9"}},
+            "servers":[{"address":"198.51.100.1","health_check":{"kind":"tcp","port":9000}},{"address":"198.51.100.2"}]}"#,
+    );
+    let check = spec.options.health_check.expect("a check");
+    assert_eq!((check.interval_ms, check.timeout_ms), (500, 250));
+    assert_eq!((check.rise, check.fall), (2, 3));
+    let http = check.http.expect("http");
+    assert_eq!(
+        (http.method.as_str(), http.path.as_str()),
+        ("GET", "/ready")
+    );
+    assert_eq!(http.expect, vec![200, 204]);
+    let policy = spec.options.health_policy;
+    assert!(policy.remove_unhealthy);
+    assert_eq!(policy.slow_start_ms, 10_000);
+    assert_eq!(policy.fallback.map(|d| d.port), Some(80));
+    assert_eq!(spec.server_checks.len(), 1);
+    let own = spec.server_checks.values().next().expect("own check");
+    assert_eq!((own.port, own.interval_ms), (Some(9000), 2000));
 }

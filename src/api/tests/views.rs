@@ -193,6 +193,7 @@ fn the_configuration_is_sorted_by_identity() {
     ];
     for (i, key) in keys.iter().enumerate() {
         let cmd = Command::CreateService(ServiceSpec {
+            server_checks: Default::default(),
             options: Default::default(),
             service: VirtualService::new(*key),
             servers: vec![],
@@ -252,6 +253,7 @@ fn plans() {
         state.services.insert(c.service.key, c.clone());
     }
     let spec = |c: &ServiceConfig| ServiceSpec {
+        server_checks: Default::default(),
         options: Default::default(),
         service: c.service.clone(),
         servers: c.servers.values().copied().collect(),
@@ -265,6 +267,7 @@ fn plans() {
     changed.servers[0].weight = 9;
     changed.servers.push(dest("198.51.100.13", 443));
     let new = ServiceSpec {
+        server_checks: Default::default(),
         options: Default::default(),
         service: VirtualService::new(tcp("192.0.2.30", 80)),
         servers: vec![],

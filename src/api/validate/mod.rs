@@ -55,7 +55,7 @@ use super::ids;
 use super::json::JoinRequest;
 use super::view;
 use crate::model::{
-    DestKey, Destination, Family, Forward, Netmask, Persistence, Protocol, Scheduler,
+    DestKey, Destination, Family, Forward, HealthCheck, Netmask, Persistence, Protocol, Scheduler,
     ServiceConfig, ServiceFlags, ServiceKey, ServiceOptions, ServiceSpec, Tunnel, TunnelChecksum,
     TunnelType, VirtualService,
 };
@@ -63,7 +63,10 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+mod health;
 mod reader;
+
+pub use health::{CHECK_FIELDS, POLICY_FIELDS};
 
 use reader::{index_path, integer, object, one_of, quoted, type_name, Got, Obj, Problems};
 
@@ -84,6 +87,8 @@ pub const SERVICE_FIELDS: &[&str] = &[
     "bind_address",
     "drain_grace",
     "draining",
+    "health_check",
+    "health_policy",
 ];
 /// Fields of `persistence`.
 pub const PERSISTENCE_FIELDS: &[&str] = &["timeout", "netmask"];
@@ -98,6 +103,8 @@ pub const SERVER_FIELDS: &[&str] = &[
     "lower_threshold",
     "tunnel",
     "draining",
+    "health_check",
+    "health",
 ];
 /// Fields of `tunnel`.
 pub const TUNNEL_FIELDS: &[&str] = &["type", "port", "checksum"];
@@ -161,10 +168,10 @@ pub fn parse_service_patch(
 }
 
 /// `POST /api/v1/services/{id}/servers`: a new real server of `service`.
-pub fn parse_server_create(body: &[u8], service: &ServiceKey) -> Result<Destination, ApiError> {
+pub fn parse_server_create(body: &[u8], service: &ServiceKey) -> Result<ServerSpec, ApiError> {
     let value = read_json(body, MAX_BODY_BYTES)?;
     let mut p = Problems::default();
-    let server = server(&value, "", Some(service), None, &mut p);
+    let server = server_spec(&value, "", Some(service), None, &mut p);
     p.finish(server)
 }
 
@@ -174,7 +181,7 @@ pub fn parse_server_replace(
     body: &[u8],
     service: &ServiceKey,
     server: &DestKey,
-) -> Result<Destination, ApiError> {
+) -> Result<ServerSpec, ApiError> {
     let value = read_json(body, MAX_BODY_BYTES)?;
     server_update(&value, service, server)
 }
@@ -185,12 +192,19 @@ pub fn parse_server_patch(
     body: &[u8],
     service: &ServiceKey,
     current: &Destination,
-) -> Result<Destination, ApiError> {
+    current_check: Option<&HealthCheck>,
+) -> Result<ServerSpec, ApiError> {
     let patch = read_patch(body)?;
     let mut doc = json_of(&view::server_view(current, None))?;
+    if let (Some(check), Value::Object(map)) = (current_check, &mut doc) {
+        map.insert("health_check".into(), view::check_view(check));
+    }
     merge_patch(&mut doc, &patch);
     server_update(&doc, service, &current.key())
 }
+
+/// A real server and its own health check, as a request gives them.
+pub type ServerSpec = (Destination, Option<HealthCheck>);
 
 /// `PUT /api/v1/config`: `{"services": [service, ...]}`, each service with
 /// its servers; no service twice. `{"services": []}` empties the
@@ -286,10 +300,16 @@ fn service_spec(value: &Value, at: &str, p: &mut Problems) -> Option<ServiceSpec
         Got::Absent => Some(Vec::new()),
         Got::Bad => None,
     };
+    let servers = servers?;
+    let server_checks = servers
+        .iter()
+        .filter_map(|(d, c)| Some((d.key(), c.clone()?)))
+        .collect();
     Some(ServiceSpec {
         service: service?,
-        servers: servers?,
+        servers: servers.into_iter().map(|(d, _)| d).collect(),
         options: options?,
+        server_checks,
     })
 }
 
@@ -337,9 +357,16 @@ fn options(obj: &Obj<'_>, key: Option<&ServiceKey>, p: &mut Problems) -> Option<
             .ok()
             .map(|n| n as u32),
     };
-    (p.len() == before).then_some(ServiceOptions {
+    let health_check = health::health_check(obj, "health_check", p);
+    let health_policy = health::health_policy(obj, key, p);
+    if p.len() > before {
+        return None;
+    }
+    Some(ServiceOptions {
         bind_address,
         drain_grace,
+        health_check: health_check?,
+        health_policy: health_policy?,
     })
 }
 
@@ -751,7 +778,7 @@ fn service_update(
         let at = obj.path("servers");
         if let Some(list) = servers(items, &at, Some(&key), &mut p) {
             let given: BTreeMap<DestKey, Destination> =
-                list.into_iter().map(|d| (d.key(), d)).collect();
+                list.into_iter().map(|(d, _)| (d.key(), d)).collect();
             if given != current.servers {
                 p.push(
                     ErrorCode::ReadOnly,
@@ -771,13 +798,13 @@ fn server_update(
     value: &Value,
     service: &ServiceKey,
     current: &DestKey,
-) -> Result<Destination, ApiError> {
+) -> Result<ServerSpec, ApiError> {
     let mut p = Problems::default();
     let identity = server_identity(current);
     let Some(filled) = fill_identity(value, &identity, &[], &mut p) else {
         return p.finish(None);
     };
-    let got = server(&filled, "", Some(service), Some(current), &mut p);
+    let got = server_spec(&filled, "", Some(service), Some(current), &mut p);
     p.finish(got)
 }
 
@@ -890,13 +917,13 @@ fn servers(
     at: &str,
     service: Option<&ServiceKey>,
     p: &mut Problems,
-) -> Option<Vec<Destination>> {
+) -> Option<Vec<ServerSpec>> {
     let before = p.len();
     let mut seen: HashMap<DestKey, usize> = HashMap::new();
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let here = index_path(at, i);
-        let Some(dest) = server(item, &here, service, None, p) else {
+        let Some((dest, check)) = server_spec(item, &here, service, None, p) else {
             continue;
         };
         if let Some(first) = seen.insert(dest.key(), i) {
@@ -910,9 +937,33 @@ fn servers(
                 ),
             );
         }
-        out.push(dest);
+        out.push((dest, check));
     }
     (p.len() == before).then_some(out)
+}
+
+/// A real server with its own `health_check` (see [`server`]).
+fn server_spec(
+    value: &Value,
+    at: &str,
+    service: Option<&ServiceKey>,
+    expected: Option<&DestKey>,
+    p: &mut Problems,
+) -> Option<ServerSpec> {
+    let before = p.len();
+    let dest = server(value, at, service, expected, p);
+    let check = match value {
+        Value::Object(_) => {
+            // Opened again for the one field; `server` reported the rest.
+            let obj = object(value, at, "a server", &[], &mut Problems::default())?;
+            health::health_check(&obj, "health_check", p)
+        }
+        _ => None,
+    };
+    if p.len() > before {
+        return None;
+    }
+    Some((dest?, check?))
 }
 
 /// One real server of `service` (`None`: the service is invalid, so the

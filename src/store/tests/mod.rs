@@ -43,6 +43,7 @@ pub(crate) fn key(port: u16) -> ServiceKey {
 
 pub(crate) fn create(port: u16) -> Command {
     Command::CreateService(ServiceSpec {
+        server_checks: Default::default(),
         options: Default::default(),
         service: VirtualService::new(key(port)),
         servers: vec![Destination::new("198.51.100.1".parse().unwrap(), 80)],
@@ -174,6 +175,7 @@ fn applying_persists_exactly_the_changed_records() {
     let dir = TempDir::new().unwrap();
     let dest = |last: u8| Destination::new(format!("198.51.100.{last}").parse().unwrap(), 80);
     let spec = |port| ServiceSpec {
+        server_checks: Default::default(),
         options: Default::default(),
         service: VirtualService::new(key(port)),
         servers: vec![dest(9)],
@@ -184,6 +186,7 @@ fn applying_persists_exactly_the_changed_records() {
         create(82),
         create(80), // refused: exists
         Command::CreateServer {
+            health_check: None,
             service: key(81),
             server: dest(2),
             if_revision: None,
