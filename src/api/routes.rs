@@ -68,6 +68,7 @@ pub enum Operation {
     GetCluster,
     GetNode,
     GetNodeKernel,
+    GetMemberKernel,
     Metrics,
     JoinCluster,
     RemoveMember,
@@ -98,6 +99,7 @@ impl Operation {
             GetCluster => "getCluster",
             GetNode => "getNode",
             GetNodeKernel => "getNodeKernel",
+            GetMemberKernel => "getMemberKernel",
             Metrics => "metrics",
             JoinCluster => "joinCluster",
             RemoveMember => "removeMember",
@@ -158,6 +160,12 @@ pub const ROUTES: &[Route] = {
         route(Get, "/api/v1/node/kernel", GetNodeKernel, 0),
         route(Post, "/api/v1/cluster/join", JoinCluster, B),
         route(Delete, "/api/v1/cluster/members/{node_id}", RemoveMember, 0),
+        route(
+            Get,
+            "/api/v1/cluster/members/{node_id}/kernel",
+            GetMemberKernel,
+            0,
+        ),
     ]
 };
 
