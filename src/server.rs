@@ -682,7 +682,27 @@ async fn handle(
             join_cluster(app, &join).await
         }
         RemoveMember => remove_member(app, param(params, "node_id")).await,
+        Ui => ui_reply(req, None),
+        UiAsset => ui_reply(req, Some(param(params, "asset"))),
     }
+}
+
+/// `GET /` and `GET /ui/{asset}`: an embedded file of the web UI.
+fn ui_reply(req: &HttpRequest, asset: Option<&str>) -> Reply {
+    let if_none_match = req
+        .headers()
+        .get("If-None-Match")
+        .and_then(|v| v.to_str().ok());
+    let served = api::ui::serve(asset, if_none_match)?;
+    let mut r = HttpResponse::build(
+        StatusCode::from_u16(served.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    for (name, value) in api::ui::HEADERS {
+        r.insert_header((*name, *value));
+    }
+    r.insert_header(("ETag", served.asset.etag()));
+    r.content_type(served.asset.content_type);
+    Ok(r.body(served.body()))
 }
 
 /// `GET /api/v1/cluster/members/{node_id}/kernel`: a member's kernel table,

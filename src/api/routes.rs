@@ -72,6 +72,8 @@ pub enum Operation {
     Metrics,
     JoinCluster,
     RemoveMember,
+    Ui,
+    UiAsset,
 }
 
 impl Operation {
@@ -103,6 +105,8 @@ impl Operation {
             Metrics => "metrics",
             JoinCluster => "joinCluster",
             RemoveMember => "removeMember",
+            Ui => "ui",
+            UiAsset => "uiAsset",
         }
     }
 }
@@ -131,7 +135,8 @@ const SERVICE: &str = "/api/v1/services/{id}";
 const SERVERS: &str = "/api/v1/services/{id}/servers";
 const SERVER: &str = "/api/v1/services/{id}/servers/{server_id}";
 
-/// Every route of the API, grouped as probes, application, cluster.
+/// Every route of the API, grouped as probes, application, cluster, and the
+/// web UI (its page and the assets it loads).
 pub const ROUTES: &[Route] = {
     use Method::*;
     use Operation::*;
@@ -166,6 +171,8 @@ pub const ROUTES: &[Route] = {
             GetMemberKernel,
             0,
         ),
+        route(Get, "/", Ui, 0),
+        route(Get, "/ui/{asset}", UiAsset, 0),
     ]
 };
 
