@@ -2,7 +2,8 @@
 // a running cluster: adds a service and a real server through the forms, sees
 // them in the list and in every node's kernel counters, edits both, shows the
 // API's validation messages next to their fields, drains the server (the
-// draining marker), deletes server and service, and reads the cluster view.
+// draining marker), deletes server and service, reads the cluster view, and
+// answers a 401 with a token that the following requests carry.
 //
 //   node tests/ui/ui.test.mjs UI_URL [OTHER_NODE_URL ...]
 //
@@ -320,6 +321,30 @@ try {
     await until(`${SERVICE} gone from ${base}`, async () =>
       (await getJson(base, `/api/v1/services/${SERVICE}`)).status === 404);
   }
+
+  await begin('a 401 asks for a token, which the requests then carry');
+  // The API has no authentication yet: one answer is made a 401 here.
+  let refused = false;
+  await page.route('**/api/v1/node', async (route) => {
+    if (refused) return route.continue();
+    refused = true;
+    return route.fulfill({
+      status: 401,
+      contentType: 'application/json',
+      body: JSON.stringify({ error: { code: 'unauthorized', message: 'a bearer token is required' } }),
+    });
+  });
+  const tokenDialog = page.locator('#token-dialog');
+  await tokenDialog.waitFor({ state: 'visible' });
+  const authorized = page.waitForRequest((r) =>
+    r.url().includes('/api/v1/node') && r.headers().authorization === 'Bearer s3cret');
+  await page.fill('#token-input', 's3cret');
+  await tokenDialog.getByRole('button', { name: 'Use token' }).click();
+  await tokenDialog.waitFor({ state: 'hidden' });
+  await authorized;
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('ipvs-manager.token')), 's3cret');
+  await until('live again', async () => /^live/.test(await text(page.locator('#live'))));
+  await page.unroute('**/api/v1/node');
 
   await begin('no errors in the page');
   assert.deepEqual(pageErrors, []);
