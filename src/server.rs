@@ -674,6 +674,7 @@ async fn handle(
         GetCluster => Ok(json_response(StatusCode::OK, &cluster_view(app).await)),
         GetNode => Ok(json_response(StatusCode::OK, &get_node(app, req).await?)),
         GetNodeKernel => Ok(json_response(StatusCode::OK, &kernel_table(app).await?)),
+        GetMemberKernel => member_kernel(app, param(params, "node_id")).await,
         Metrics => Ok(HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(scrape(app).await)),
@@ -682,8 +683,64 @@ async fn handle(
             join_cluster(app, &join).await
         }
         RemoveMember => remove_member(app, param(params, "node_id")).await,
+        Ui => ui_reply(req, None),
+        UiAsset => ui_reply(req, Some(param(params, "asset"))),
     }
 }
+
+/// `GET /` and `GET /ui/{asset}`: an embedded file of the web UI.
+fn ui_reply(req: &HttpRequest, asset: Option<&str>) -> Reply {
+    let if_none_match = req
+        .headers()
+        .get("If-None-Match")
+        .and_then(|v| v.to_str().ok());
+    let served = api::ui::serve(asset, if_none_match)?;
+    let mut r = HttpResponse::build(
+        StatusCode::from_u16(served.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    for (name, value) in api::ui::HEADERS {
+        r.insert_header((*name, *value));
+    }
+    r.insert_header(("ETag", served.asset.etag()));
+    r.content_type(served.asset.content_type);
+    Ok(r.body(served.body()))
+}
+
+/// `GET /api/v1/cluster/members/{node_id}/kernel`: a member's kernel table,
+/// read here for this node and relayed from the member's own
+/// `/api/v1/node/kernel` for the others, so that the web UI (served by one
+/// node, talking only to it) shows every node's counters. Only members
+/// are asked: the address comes from the membership, never the request.
+async fn member_kernel(app: &AppState, name: &str) -> Reply {
+    if name == app.me.name {
+        return Ok(json_response(StatusCode::OK, &kernel_table(app).await?));
+    }
+    let metrics = app.raft().metrics().borrow().clone();
+    let member = metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .find(|(_, n)| n.name == name)
+        .map(|(_, n)| n.api_addr.clone());
+    let Some(api_addr) = member else {
+        return Err(ApiError::new(
+            api::ErrorCode::NotFound,
+            format!("{name:?} is not a member of this cluster"),
+        ));
+    };
+    let resp = app
+        .http
+        .get(format!("http://{api_addr}/api/v1/node/kernel"))
+        .timeout(MEMBER_KERNEL_WAIT)
+        .send()
+        .await
+        .map_err(|e| ApiError::unavailable(1, format!("member {name} did not answer: {e}")))?;
+    relay(resp).await
+}
+
+/// How long the relay waits for a member's kernel table: the UI polls, so a
+/// node that is down should cost one short wait per poll, not a stall.
+const MEMBER_KERNEL_WAIT: Duration = Duration::from_secs(3);
 
 /// The drain a DELETE asks for: `?grace=` seconds if given; the state
 /// machine falls back to the service's `drain_grace`, then to this node's

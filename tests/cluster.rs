@@ -614,6 +614,41 @@ fn writes_can_wait_for_every_kernel() {
     );
 }
 
+/// Any node relays any member's kernel table (the web UI reads every
+/// node's counters through the node that served it): the same table the
+/// member serves itself; a name that is no member is a 404, a member that
+/// is down a 503 naming it.
+#[test]
+fn any_node_relays_a_members_kernel_table() {
+    let mut c = Cluster::start(3);
+    let r = c.send(0, "POST", "/api/v1/services?wait=applied", Some(&web()));
+    assert_eq!(r.status().as_u16(), 201);
+    for from in 0..3 {
+        for to in 0..3 {
+            let name = &c.nodes[to].name;
+            let r = c.get(from, &format!("/api/v1/cluster/members/{name}/kernel"));
+            assert_eq!(r.status().as_u16(), 200, "{from} -> {name}");
+            let relayed: Value = r.json().unwrap();
+            let own: Value = c.get(to, "/api/v1/node/kernel").json().unwrap();
+            assert_eq!(relayed, own, "{from} -> {name}");
+            let dests = &relayed["services"][0]["destinations"];
+            assert_eq!(dests[0]["dest"]["weight"], 3, "{relayed}");
+            assert!(dests[0]["stats"]["conns"].is_u64(), "{relayed}");
+        }
+    }
+    let r = c.get(1, "/api/v1/cluster/members/node9/kernel");
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "not_found");
+    c.nodes[2].kill();
+    let r = c.get(0, "/api/v1/cluster/members/node3/kernel");
+    assert_eq!(r.status().as_u16(), 503);
+    let err: Value = r.json().unwrap();
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("node3"),
+        "{err}"
+    );
+}
+
 /// The value of the first series of `name` whose labels contain every one
 /// of `labels` (`key="value"`), in a Prometheus text exposition.
 fn series(text: &str, name: &str, labels: &[&str]) -> Option<f64> {

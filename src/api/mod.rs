@@ -17,6 +17,8 @@
 //! - [`http`]: ETag/If-Match, query flags, Location.
 //! - [`json`]: the response types; [`body`]: JSON reading and merge patch.
 //! - [`openapi`]: the OpenAPI 3.1 document served at /api/v1/openapi.json.
+//! - [`ui`]: the web UI's embedded files (`ui/`) and how `/` and `/ui/…` are
+//!   answered (content types, ETags, the Content-Security-Policy).
 //!
 //! A write request goes: [`routes`] picks the operation → [`ids`] parse the
 //! path → [`http::parse_if_match`] → [`validate`] turns the body into a
@@ -30,6 +32,7 @@ pub mod ids;
 pub mod json;
 pub mod openapi;
 pub mod routes;
+pub mod ui;
 pub mod validate;
 pub mod view;
 

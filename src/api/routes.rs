@@ -68,9 +68,12 @@ pub enum Operation {
     GetCluster,
     GetNode,
     GetNodeKernel,
+    GetMemberKernel,
     Metrics,
     JoinCluster,
     RemoveMember,
+    Ui,
+    UiAsset,
 }
 
 impl Operation {
@@ -98,9 +101,12 @@ impl Operation {
             GetCluster => "getCluster",
             GetNode => "getNode",
             GetNodeKernel => "getNodeKernel",
+            GetMemberKernel => "getMemberKernel",
             Metrics => "metrics",
             JoinCluster => "joinCluster",
             RemoveMember => "removeMember",
+            Ui => "ui",
+            UiAsset => "uiAsset",
         }
     }
 }
@@ -129,7 +135,8 @@ const SERVICE: &str = "/api/v1/services/{id}";
 const SERVERS: &str = "/api/v1/services/{id}/servers";
 const SERVER: &str = "/api/v1/services/{id}/servers/{server_id}";
 
-/// Every route of the API, grouped as probes, application, cluster.
+/// Every route of the API, grouped as probes, application, cluster, and the
+/// web UI (its page and the assets it loads).
 pub const ROUTES: &[Route] = {
     use Method::*;
     use Operation::*;
@@ -158,6 +165,14 @@ pub const ROUTES: &[Route] = {
         route(Get, "/api/v1/node/kernel", GetNodeKernel, 0),
         route(Post, "/api/v1/cluster/join", JoinCluster, B),
         route(Delete, "/api/v1/cluster/members/{node_id}", RemoveMember, 0),
+        route(
+            Get,
+            "/api/v1/cluster/members/{node_id}/kernel",
+            GetMemberKernel,
+            0,
+        ),
+        route(Get, "/", Ui, 0),
+        route(Get, "/ui/{asset}", UiAsset, 0),
     ]
 };
 

@@ -1,13 +1,14 @@
 //! Tests of the API layer: table-driven validation (every bad-input class of
 //! the REST API, with its field path and code), defaults, merge patch, ids,
-//! views, errors and routes, property tests of the round trips, and the
-//! OpenAPI document held to the code.
+//! views, errors and routes, property tests of the round trips, the
+//! OpenAPI document held to the code, and the web UI's files as served.
 
 mod errors;
 mod ids;
 mod openapi;
 mod patch;
 mod roundtrip;
+mod ui;
 mod validate;
 mod views;
 

@@ -1,0 +1,969 @@
+// ipvs-manager web UI: virtual services with their real servers and each
+// node's kernel counters, the cluster with each node's reconcile status, and
+// forms that write through the REST API of the node that served this page.
+//
+// Rules this file keeps:
+// - Every element is made with document.createElement and every value from
+//   the API goes in as text (textContent, or a string argument of append,
+//   which makes a text node) or as an attribute value; no HTML is parsed
+//   from strings. The page's Content-Security-Policy enforces it: Trusted
+//   Types with no policy make any innerHTML assignment throw.
+// - Validation is the API's: forms send what was typed, and the API's
+//   messages are shown next to the field each one names.
+// - Every request goes through api(), the one place that adds a bearer token
+//   (kept in sessionStorage, asked for when the node answers 401).
+
+const POLL_MS = 2000;
+const TOKEN_KEY = 'ipvs-manager.token';
+
+// ---------------------------------------------------------------- DOM helper
+
+/** An element with properties and children; strings become text nodes. */
+function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === 'class') el.className = value;
+    else if (key === 'text') el.textContent = String(value);
+    else if (key === 'dataset') Object.assign(el.dataset, value);
+    else if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value === true ? '' : String(value));
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+const $ = (id) => document.getElementById(id);
+
+/**
+ * Makes `container`'s children the given items, keyed: an item whose
+ * signature has not changed keeps its element (focus, hover and an open
+ * <details> survive the 2 s refresh); others are built anew.
+ */
+function reconcileChildren(container, items) {
+  const existing = new Map();
+  for (const el of container.children) {
+    if (el.dataset.key !== undefined) existing.set(el.dataset.key, el);
+  }
+  const wanted = items.map((item) => {
+    const old = existing.get(item.key);
+    if (old && old.dataset.sig === item.sig) return old;
+    const el = item.build();
+    el.dataset.key = item.key;
+    el.dataset.sig = item.sig;
+    return el;
+  });
+  wanted.forEach((el, i) => {
+    if (container.children[i] !== el) container.insertBefore(el, container.children[i] ?? null);
+  });
+  while (container.children.length > wanted.length) container.lastElementChild.remove();
+}
+
+// ---------------------------------------------------------------- the API
+
+/** A refused or failed request: the API's error object and the status. */
+class ApiError extends Error {
+  constructor(status, error) {
+    super(error?.message ?? `HTTP ${status}`);
+    this.status = status;
+    this.error = error ?? { code: 'http', message: `HTTP ${status}` };
+  }
+}
+
+let tokenPrompt = null;
+
+/**
+ * The one way this page talks to the node: JSON in and out, the bearer
+ * token if one is kept, and one retry after asking for a token on 401.
+ */
+async function api(method, path, { body, ifMatch, retried = false } = {}) {
+  const headers = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (ifMatch !== undefined) headers['If-Match'] = `"${ifMatch}"`;
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let resp;
+  try {
+    resp = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: 'no-store',
+      credentials: 'same-origin',
+    });
+  } catch (e) {
+    throw new ApiError(0, { code: 'network', message: `cannot reach the node: ${e.message}` });
+  }
+  if (resp.status === 401 && !retried) {
+    if (token) sessionStorage.removeItem(TOKEN_KEY);
+    // Concurrent requests share one prompt.
+    tokenPrompt ??= askToken().finally(() => { tokenPrompt = null; });
+    if (await tokenPrompt) return api(method, path, { body, ifMatch, retried: true });
+  }
+  const text = await resp.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!resp.ok) throw new ApiError(resp.status, data?.error);
+  return { status: resp.status, data };
+}
+
+/** Asks for an API token; resolves to it, or null when cancelled. */
+function askToken() {
+  const dialog = $('token-dialog');
+  const form = $('token-form');
+  form.reset();
+  return new Promise((resolve) => {
+    const done = (value) => {
+      form.removeEventListener('submit', submit);
+      dialog.removeEventListener('close', cancel);
+      if (dialog.open) dialog.close();
+      resolve(value);
+    };
+    const submit = (e) => {
+      e.preventDefault();
+      const token = form.elements.token.value.trim();
+      if (token) sessionStorage.setItem(TOKEN_KEY, token);
+      done(token || null);
+    };
+    const cancel = () => done(null);
+    form.addEventListener('submit', submit);
+    dialog.addEventListener('close', cancel);
+    dialog.showModal();
+  });
+}
+
+const path = {
+  services: () => '/api/v1/services',
+  service: (id) => `/api/v1/services/${encodeURIComponent(id)}`,
+  servers: (id) => `/api/v1/services/${encodeURIComponent(id)}/servers`,
+  server: (id, sid) =>
+    `/api/v1/services/${encodeURIComponent(id)}/servers/${encodeURIComponent(sid)}`,
+  cluster: () => '/api/v1/cluster',
+  node: () => '/api/v1/node',
+  memberKernel: (name) => `/api/v1/cluster/members/${encodeURIComponent(name)}/kernel`,
+};
+
+// ---------------------------------------------------------------- formatting
+
+const SI = ['', 'k', 'M', 'G', 'T', 'P', 'E'];
+
+/** 1234567 → "1.23M" (the exact value goes in the title). */
+function short(n) {
+  if (typeof n !== 'number' || !Number.isFinite(n)) return '–';
+  let i = 0;
+  let v = n;
+  while (Math.abs(v) >= 10000 && i < SI.length - 1) {
+    v /= 1000;
+    i += 1;
+  }
+  if (i === 0) return String(n);
+  return `${v >= 100 ? v.toFixed(0) : v.toFixed(1)}${SI[i]}`;
+}
+
+function numCell(n, suffix = '') {
+  return h('td', { class: 'num', title: typeof n === 'number' ? n.toLocaleString('en') : undefined },
+    short(n) + suffix);
+}
+
+function clock(rfc3339) {
+  const t = new Date(rfc3339);
+  return Number.isNaN(t.getTime()) ? String(rfc3339) : t.toLocaleTimeString('en-GB');
+}
+
+/** The time of day, with the date only when it is not today. */
+function dateTime(rfc3339) {
+  if (!rfc3339) return '–';
+  const t = new Date(rfc3339);
+  if (Number.isNaN(t.getTime())) return String(rfc3339);
+  const time = t.toLocaleTimeString('en-GB');
+  return t.toDateString() === new Date().toDateString()
+    ? time : `${t.toLocaleDateString('en-GB')} ${time}`;
+}
+
+function secondsLeft(until) {
+  const ms = new Date(until).getTime() - Date.now();
+  return Number.isNaN(ms) ? 0 : Math.max(0, Math.ceil(ms / 1000));
+}
+
+const isV6 = (addr) => String(addr).includes(':');
+const hostPort = (addr, port) => (isV6(addr) ? `[${addr}]:${port}` : `${addr}:${port}`);
+
+function serviceTitle(s) {
+  if (s.fwmark !== undefined) return `FWM ${s.fwmark} ${s.family === 'ipv6' ? 'IPv6' : 'IPv4'}`;
+  return `${String(s.protocol).toUpperCase()} ${hostPort(s.address, s.port)}`;
+}
+
+function drainText(drain) {
+  return `draining until ${clock(drain.until)} (${secondsLeft(drain.until)} s left)`;
+}
+
+// Ids as the API derives them (src/api/ids.rs), from the kernel table's
+// model encoding: {"Inet":{"protocol":"Tcp","addr","port"}} or
+// {"Fwmark":{"family":"Ipv6","mark"}}; addresses are already canonical.
+const idAddress = (addr) => String(addr).replaceAll(':', '_');
+
+function kernelServiceId(key) {
+  if (key?.Inet) return `${key.Inet.protocol.toLowerCase()}-${idAddress(key.Inet.addr)}-${key.Inet.port}`;
+  if (key?.Fwmark) return `fwmark-${key.Fwmark.family.toLowerCase()}-${key.Fwmark.mark}`;
+  return JSON.stringify(key);
+}
+
+const kernelServerId = (dest) => `${idAddress(dest.addr)}-${dest.port}`;
+
+// ---------------------------------------------------------------- state
+
+const state = {
+  services: [],
+  cluster: null,
+  node: null,
+  /** member name → {table} | {error} */
+  kernels: new Map(),
+  updated: null,
+  error: null,
+};
+/** Services whose counters the user folded away. */
+const folded = new Set();
+let pollTimer = null;
+let pollSeq = 0;
+
+function serviceById(id) {
+  return state.services.find((s) => s.id === id);
+}
+
+/** The member names, sorted, as the cluster view lists them. */
+function memberNames() {
+  return (state.cluster?.members ?? []).map((m) => m.id).sort();
+}
+
+// ---------------------------------------------------------------- polling
+
+async function refresh() {
+  clearTimeout(pollTimer);
+  const seq = ++pollSeq;
+  try {
+    const [services, cluster, node] = await Promise.all([
+      api('GET', path.services()),
+      api('GET', path.cluster()),
+      api('GET', path.node()),
+    ]);
+    const names = cluster.data.members.map((m) => m.id);
+    const tables = await Promise.all(names.map((name) =>
+      api('GET', path.memberKernel(name)).then(
+        (r) => ({ table: r.data }),
+        (e) => ({ error: e.message }),
+      )));
+    if (seq !== pollSeq) return; // a newer refresh (after a write) won
+    state.services = services.data;
+    state.cluster = cluster.data;
+    state.node = node.data;
+    state.kernels = new Map(names.map((n, i) => [n, tables[i]]));
+    state.updated = new Date();
+    state.error = null;
+    render();
+  } catch (e) {
+    if (seq !== pollSeq) return;
+    state.error = e;
+    renderLive();
+  } finally {
+    if (seq === pollSeq && !document.hidden) pollTimer = setTimeout(refresh, POLL_MS);
+  }
+}
+
+// A hidden tab stops polling; it catches up at once when shown again.
+document.addEventListener('visibilitychange', () => {
+  if (document.hidden) {
+    clearTimeout(pollTimer);
+    renderLive();
+  } else {
+    refresh();
+  }
+});
+
+// ---------------------------------------------------------------- rendering
+
+function render() {
+  renderLive();
+  renderSummary();
+  renderServices();
+  renderCluster();
+}
+
+function renderLive() {
+  const live = $('live');
+  live.classList.toggle('error', Boolean(state.error));
+  live.classList.toggle('paused', document.hidden);
+  if (state.error) {
+    live.textContent = `not updating: ${state.error.message}`;
+  } else if (state.updated) {
+    live.textContent = `live · updated ${state.updated.toLocaleTimeString('en-GB')}`;
+  } else {
+    live.textContent = 'loading…';
+  }
+}
+
+function renderSummary() {
+  const c = state.cluster;
+  const n = state.node;
+  if (!c || !n) return;
+  $('summary').textContent =
+    `${n.id} (${n.role}) · leader ${c.leader_id ?? 'none'} · term ${c.term} · ` +
+    `${c.members.length} member${c.members.length === 1 ? '' : 's'}`;
+}
+
+// --- services
+
+/** What each node's kernel holds for one service: name → entry | null | {error}. */
+function kernelSlice(serviceId) {
+  const slice = [];
+  for (const name of memberNames()) {
+    const k = state.kernels.get(name);
+    if (!k || k.error) {
+      slice.push({ name, error: k?.error ?? 'no answer' });
+      continue;
+    }
+    const entry = k.table.services.find((e) => kernelServiceId(e.service.key) === serviceId);
+    slice.push({ name, entry: entry ?? null });
+  }
+  return slice;
+}
+
+function renderServices() {
+  const container = $('services');
+  if (state.services.length === 0) {
+    reconcileChildren(container, [{
+      key: '(empty)',
+      sig: '',
+      build: () => h('p', { class: 'empty' },
+        'No virtual services yet. Add one with “Add service”.'),
+    }]);
+    return;
+  }
+  reconcileChildren(container, state.services.map((s) => {
+    const slice = kernelSlice(s.id);
+    // Countdowns change every poll; only draining services show one.
+    const drains = [s.draining, ...s.servers.map((r) => r.draining)]
+      .filter(Boolean).map((d) => secondsLeft(d.until));
+    return {
+      key: s.id,
+      sig: JSON.stringify([s, slice, drains, folded.has(s.id)]),
+      build: () => serviceCard(s, slice),
+    };
+  }));
+}
+
+function serviceCard(s, slice) {
+  const tags = [h('span', { class: 'tag', title: 'scheduler' }, s.scheduler)];
+  for (const f of s.flags) tags.push(h('span', { class: 'tag' }, f));
+  if (s.persistence) {
+    tags.push(h('span', { class: 'tag' },
+      `persistent ${s.persistence.timeout} s, mask ${s.persistence.netmask}`));
+  }
+  if (s.pe) tags.push(h('span', { class: 'tag' }, `pe ${s.pe}`));
+  if (s.bind_address) tags.push(h('span', { class: 'tag' }, 'VIP bound'));
+  if (s.drain_grace !== undefined) tags.push(h('span', { class: 'tag' }, `drain grace ${s.drain_grace} s`));
+  tags.push(h('span', { class: 'tag', title: 'revision (ETag)' }, `rev ${s.revision}`));
+  if (s.draining) {
+    tags.push(h('span', { class: 'tag drain', dataset: { testid: 'service-draining' } }, drainText(s.draining)));
+  }
+
+  return h('article', { class: `service${s.draining ? ' draining' : ''}`, dataset: { service: s.id } },
+    h('header', { class: 'service-head' },
+      h('h3', {}, serviceTitle(s)),
+      h('code', { class: 'id' }, s.id),
+      h('div', { class: 'tags' }, tags),
+      h('div', { class: 'actions' },
+        h('button', { type: 'button', dataset: { action: 'add-server' }, onclick: () => openServerForm(s.id) }, 'Add server'),
+        h('button', { type: 'button', dataset: { action: 'edit-service' }, onclick: () => openServiceForm(s.id) }, 'Edit'),
+        h('button', { type: 'button', dataset: { action: 'drain-service' }, onclick: () => openRemove(s.id, null, false) }, 'Drain'),
+        h('button', { type: 'button', class: 'danger', dataset: { action: 'delete-service' }, onclick: () => openRemove(s.id, null, true) }, 'Delete'))),
+    serversTable(s),
+    kernelDetails(s, slice));
+}
+
+function serversTable(s) {
+  const rows = s.servers.map((r) => {
+    const draining = r.draining ?? s.draining;
+    const tunnel = r.tunnel
+      ? ` (${r.tunnel.type}${r.tunnel.port !== null ? ` port ${r.tunnel.port}` : ''}, ${r.tunnel.checksum})`
+      : '';
+    const thresholds = r.upper_threshold || r.lower_threshold
+      ? `${r.lower_threshold} – ${r.upper_threshold}` : '–';
+    let stateCell;
+    if (r.draining) {
+      stateCell = h('span', { class: 'badge drain', dataset: { testid: 'draining' } }, drainText(r.draining));
+    } else if (s.draining) {
+      stateCell = h('span', { class: 'badge drain' }, 'draining with its service');
+    } else {
+      stateCell = h('span', { class: 'badge ok' }, 'active');
+    }
+    return h('tr', { class: draining ? 'draining' : '', dataset: { server: r.id } },
+      h('td', { class: 'mono' }, hostPort(r.address, r.port)),
+      h('td', { class: 'num' }, String(r.weight)),
+      h('td', {}, r.forward + tunnel),
+      h('td', { class: 'num' }, thresholds),
+      h('td', {}, stateCell),
+      h('td', { class: 'actions' },
+        h('button', { type: 'button', class: 'link', dataset: { action: 'edit-server' }, onclick: () => openServerForm(s.id, r.id) }, 'Edit'),
+        h('button', { type: 'button', class: 'link', dataset: { action: 'drain-server' }, onclick: () => openRemove(s.id, r.id, false) }, 'Drain'),
+        h('button', { type: 'button', class: 'link danger', dataset: { action: 'delete-server' }, onclick: () => openRemove(s.id, r.id, true) }, 'Delete')));
+  });
+  if (rows.length === 0) {
+    rows.push(h('tr', {}, h('td', { class: 'none', colspan: 6 }, 'No real servers: add one.')));
+  }
+  return h('table', { class: 'servers' },
+    h('thead', {}, h('tr', {},
+      h('th', { scope: 'col' }, 'Real server'),
+      h('th', { scope: 'col', class: 'num' }, 'Weight'),
+      h('th', { scope: 'col' }, 'Forwarding'),
+      h('th', { scope: 'col', class: 'num' }, 'Thresholds (lower – upper)'),
+      h('th', { scope: 'col' }, 'State'),
+      h('th', { scope: 'col', class: 'actions' }, 'Actions'))),
+    h('tbody', {}, rows));
+}
+
+const COUNTER_HEADS = [
+  ['Weight', 'weight as programmed (0 while draining)'],
+  ['Active', 'active connections'],
+  ['Inactive', 'inactive connections'],
+  ['Conns', 'connections scheduled, total'],
+  ['In pkts', 'packets in, total'],
+  ['Out pkts', 'packets out, total'],
+  ['In bytes', 'bytes in, total'],
+  ['Out bytes', 'bytes out, total'],
+  ['Conn/s', 'connections per second (kernel estimate)'],
+  ['In pkt/s', 'packets in per second'],
+  ['Out pkt/s', 'packets out per second'],
+  ['In B/s', 'bytes in per second'],
+  ['Out B/s', 'bytes out per second'],
+];
+
+function statCells(stats) {
+  return [
+    numCell(stats.conns), numCell(stats.inpkts), numCell(stats.outpkts),
+    numCell(stats.inbytes), numCell(stats.outbytes),
+    numCell(stats.cps), numCell(stats.inpps), numCell(stats.outpps),
+    numCell(stats.inbps), numCell(stats.outbps),
+  ];
+}
+
+/** Differences between a service as desired and as one kernel holds it. */
+function serviceDrift(s, entry) {
+  const out = [];
+  const now = Date.now();
+  const gone = (d) => d && new Date(d.until).getTime() <= now;
+  if (!entry) {
+    if (!gone(s.draining)) out.push(`${s.id} is not in the kernel`);
+    return out;
+  }
+  const dests = new Map(entry.destinations.map((d) => [kernelServerId(d.dest), d]));
+  for (const r of s.servers) {
+    const drain = r.draining ?? s.draining;
+    const d = dests.get(r.id);
+    dests.delete(r.id);
+    if (!d) {
+      if (!gone(drain)) out.push(`${s.id}: server ${r.id} is not in the kernel`);
+      continue;
+    }
+    const want = drain ? 0 : r.weight;
+    if (d.dest.weight !== want) {
+      out.push(`${s.id}: server ${r.id} has weight ${d.dest.weight}, desired ${want}`);
+    }
+  }
+  for (const id of dests.keys()) out.push(`${s.id}: server ${id} is in the kernel but not desired`);
+  return out;
+}
+
+function kernelDetails(s, slice) {
+  const bodies = slice.map(({ name, entry, error }) => {
+    if (error) {
+      return h('tbody', {}, h('tr', { class: 'missing' },
+        h('td', { class: 'node' }, name),
+        h('td', { colspan: COUNTER_HEADS.length + 1 }, `kernel table unavailable: ${error}`)));
+    }
+    if (!entry) {
+      return h('tbody', {}, h('tr', { class: 'missing' },
+        h('td', { class: 'node' }, name),
+        h('td', { colspan: COUNTER_HEADS.length + 1 }, 'not in this node\'s kernel')));
+    }
+    const rows = [h('tr', { class: 'total' },
+      h('td', { class: 'node' }, name),
+      h('td', {}, 'service'),
+      h('td', { class: 'num' }, ''),
+      numCell(entry.destinations.reduce((a, d) => a + d.active_conns, 0)),
+      numCell(entry.destinations.reduce((a, d) => a + d.inactive_conns, 0)),
+      statCells(entry.stats))];
+    // The servers' order in the list above; servers only the kernel has last.
+    const order = new Map(s.servers.map((r, i) => [r.id, i]));
+    const rank = (d) => order.get(kernelServerId(d.dest)) ?? order.size;
+    const dests = [...entry.destinations].sort((a, b) => rank(a) - rank(b));
+    for (const d of dests) {
+      rows.push(h('tr', { dataset: { server: kernelServerId(d.dest) } },
+        h('td', {}, ''),
+        h('td', { class: 'mono' }, hostPort(d.dest.addr, d.dest.port)),
+        numCell(d.dest.weight),
+        numCell(d.active_conns),
+        numCell(d.inactive_conns),
+        statCells(d.stats)));
+    }
+    return h('tbody', { dataset: { node: name } }, rows);
+  });
+  const drift = slice.flatMap(({ entry, error }) => (error ? [] : serviceDrift(s, entry)));
+  const badge = drift.length === 0
+    ? h('span', { class: 'badge ok' }, `in every kernel (${slice.length})`)
+    : h('span', { class: 'badge warn', title: drift.join('\n') },
+      `${drift.length} difference${drift.length === 1 ? '' : 's'} from the desired state`);
+  return h('details', {
+    class: 'kernel',
+    open: !folded.has(s.id),
+    ontoggle: (e) => {
+      if (e.target.open) folded.delete(s.id); else folded.add(s.id);
+    },
+  },
+  h('summary', {}, 'Kernel counters by node', badge),
+  h('div', { class: 'counters-wrap' },
+    h('table', { class: 'counters' },
+      h('thead', {}, h('tr', {},
+        h('th', { scope: 'col' }, 'Node'),
+        h('th', { scope: 'col' }, 'Entry'),
+        COUNTER_HEADS.map(([label, title]) => h('th', { scope: 'col', class: 'num', title }, label)))),
+      bodies)));
+}
+
+// --- cluster
+
+/** Every difference between the desired state and one node's kernel. */
+function nodeDrift(table) {
+  const out = [];
+  const byId = new Map(table.services.map((e) => [kernelServiceId(e.service.key), e]));
+  for (const s of state.services) {
+    out.push(...serviceDrift(s, byId.get(s.id) ?? null));
+    byId.delete(s.id);
+  }
+  const owned = new Set(table.owned.map(kernelServiceId));
+  for (const id of byId.keys()) {
+    if (owned.has(id)) out.push(`${id} is in the kernel but no longer desired`);
+  }
+  return out;
+}
+
+function renderCluster() {
+  const c = state.cluster;
+  if (!c) return;
+  const facts = [
+    ['Leader', c.leader_id ?? 'none (election or no quorum)'],
+    ['Term', String(c.term)],
+    ['Commit index', String(c.commit_index)],
+    ['Members', String(c.members.length)],
+    ['This page from', state.node?.id ?? '?'],
+  ];
+  const factsSig = JSON.stringify(facts);
+  const dl = $('cluster-facts');
+  if (dl.dataset.sig !== factsSig) {
+    dl.replaceChildren(...facts.map(([k, v]) => h('div', {}, h('dt', {}, k),
+      h('dd', { dataset: { fact: k.toLowerCase().replaceAll(' ', '-') } }, v))));
+    dl.dataset.sig = factsSig;
+  }
+  const members = [...c.members].sort((a, b) => a.id.localeCompare(b.id));
+  const drifts = members.map((m) => {
+    const k = state.kernels.get(m.id);
+    return k?.table ? nodeDrift(k.table) : null;
+  });
+  reconcileChildren($('members'), [{
+    key: 'members',
+    sig: JSON.stringify([members, drifts, c.leader_id]),
+    build: () => membersTable(members, drifts, c.leader_id),
+  }]);
+}
+
+function membersTable(members, drifts, leader) {
+  const rows = members.map((m, i) => {
+    const n = m.node;
+    const r = n?.reconcile;
+    const drift = drifts[i];
+    let status;
+    if (!m.reachable) status = h('span', { class: 'badge bad' }, 'unreachable');
+    else if (r?.error) status = h('span', { class: 'badge bad' }, 'kernel unreadable');
+    else if (r && r.failed.length > 0) status = h('span', { class: 'badge bad' }, `${r.failed.length} failing`);
+    else if (r && r.programmed_index < n.last_applied) status = h('span', { class: 'badge warn' }, 'programming');
+    else status = h('span', { class: 'badge ok' }, 'in sync');
+    let driftCell;
+    if (drift === null) driftCell = h('span', { class: 'badge muted' }, 'unknown');
+    else if (drift.length === 0) driftCell = h('span', { class: 'badge ok' }, 'none');
+    else driftCell = h('span', { class: 'badge warn', title: drift.join('\n') }, `${drift.length} difference${drift.length === 1 ? '' : 's'}`);
+
+    const problems = [];
+    if (r?.error) problems.push(h('li', {}, `kernel: ${r.error}`));
+    for (const f of r?.failed ?? []) {
+      problems.push(h('li', {}, `${f.change}: ${f.error} (${f.attempts} attempt${f.attempts === 1 ? '' : 's'})`));
+    }
+    for (const d of drift ?? []) problems.push(h('li', {}, d));
+    if (r && r.foreign.length > 0) {
+      problems.push(h('li', { class: 'note' }, `foreign services left alone: ${r.foreign.join(', ')}`));
+    }
+    return h('tr', { dataset: { member: m.id } },
+      h('td', {}, h('strong', {}, m.id), m.id === leader ? ' ' : '', m.id === leader ? h('span', { class: 'badge ok' }, 'leader') : '',
+        problems.length ? h('ul', { class: 'member-problems' }, problems) : ''),
+      h('td', { dataset: { col: 'role' } }, n?.role ?? '–'),
+      h('td', {}, m.voter ? 'voter' : 'learner'),
+      h('td', {}, status),
+      h('td', { class: 'mono' }, m.api_addr),
+      h('td', { class: 'num' }, m.last_applied ?? '–'),
+      h('td', { class: 'num' }, r ? String(r.programmed_index) : '–'),
+      h('td', {}, r ? r.kernel : '–'),
+      h('td', { class: 'num' }, r ? String(r.passes) : '–'),
+      h('td', { class: 'num' }, r ? String(r.changes) : '–'),
+      h('td', { class: 'num' }, r ? String(r.drift_repaired) : '–'),
+      h('td', { class: 'num' }, r ? String(r.pending) : '–'),
+      h('td', {}, driftCell),
+      h('td', {}, r ? dateTime(r.last_success) : '–'),
+      h('td', {}, r ? dateTime(r.last_resync) : '–'),
+      h('td', { class: 'mono' }, r && r.vips.length ? r.vips.join(' ') : '–'));
+  });
+  const heads = [
+    ['Member'], ['Role'], ['Vote'], ['Reconcile'], ['API'],
+    ['Applied', 'last applied log index'],
+    ['Programmed', 'highest index whose whole state is in the kernel'],
+    ['Kernel', 'on, memory or off'],
+    ['Passes'], ['Changes', 'kernel changes made since start'],
+    ['Drift repaired', 'changes made by resyncs: hand edits or a lost table'],
+    ['Pending', 'changes awaiting a retry'],
+    ['Kernel vs desired', 'differences between this node\'s kernel, read now, and the desired state'],
+    ['Last success'], ['Last resync'], ['VIPs'],
+  ];
+  return h('div', { class: 'members-table' },
+    h('table', { class: 'members' },
+      h('thead', {}, h('tr', {}, heads.map(([label, title]) => h('th', { scope: 'col', title }, label)))),
+      h('tbody', {}, rows)));
+}
+
+// ---------------------------------------------------------------- forms
+
+/** A number as typed: an integer becomes a number, anything else is sent
+ *  as typed so that the API names the problem; empty is undefined. */
+function num(text) {
+  const t = String(text).trim();
+  if (t === '') return undefined;
+  return /^-?\d+$/.test(t) ? Number(t) : t;
+}
+
+function clearErrors(form) {
+  for (const el of form.querySelectorAll('.field-error')) {
+    el.replaceChildren();
+    el.hidden = true;
+  }
+  for (const el of form.querySelectorAll('.invalid')) el.classList.remove('invalid');
+  for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
+  const top = form.querySelector('.form-error');
+  top.replaceChildren();
+  top.hidden = true;
+}
+
+/** The visible element of the form that stands for a JSON path the API
+ *  named: `persistence.timeout` exactly, `flags[0]` as `flags`, else the
+ *  nearest enclosing path (`tunnel.x` → `tunnel`). */
+function fieldFor(form, field) {
+  const byPath = new Map([...form.querySelectorAll('[data-field]')].map((el) => [el.dataset.field, el]));
+  let p = field.replace(/\[\d+\]/g, '');
+  for (;;) {
+    const el = byPath.get(p);
+    if (el && !el.closest('[hidden]') && el.querySelector(':scope > .field-error')) return el;
+    const cut = p.lastIndexOf('.');
+    if (cut < 0) return null;
+    p = p.slice(0, cut);
+  }
+}
+
+/** Shows an API error: each problem next to the field it names, the rest
+ *  (and problems about the request as a whole) at the top of the form. */
+function showErrors(form, err) {
+  clearErrors(form);
+  const e = err instanceof ApiError ? err.error : { message: String(err?.message ?? err) };
+  const problems = e.details?.length ? e.details : [e];
+  const top = form.querySelector('.form-error');
+  let first = null;
+  for (const p of problems) {
+    const el = p.field ? fieldFor(form, p.field) : null;
+    if (!el) {
+      top.append(h('span', { class: 'line' }, p.field ? `${p.field}: ${p.message}` : p.message));
+      top.hidden = false;
+      continue;
+    }
+    el.classList.add('invalid');
+    const msg = el.querySelector(':scope > .field-error');
+    if (msg.childNodes.length) msg.append(h('br'));
+    msg.append(p.message);
+    msg.hidden = false;
+    for (const input of el.querySelectorAll('input, select')) input.setAttribute('aria-invalid', 'true');
+    first ??= el.querySelector('input:not([type=checkbox]):not([type=radio]), select, input');
+  }
+  if (err instanceof ApiError && err.status === 412) {
+    top.append(h('span', { class: 'line' },
+      'It changed since this form was opened: cancel and open the form again to edit the current values.'));
+  }
+  first?.focus();
+}
+
+function toast(text) {
+  const t = $('toast');
+  t.textContent = text;
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.hidden = true; }, 5000);
+}
+
+/** Wires a dialog's form: submit runs `send`, errors land on the fields. */
+function wireForm(dialogId, formId, send) {
+  const dialog = $(dialogId);
+  const form = $(formId);
+  form.querySelector('.cancel').addEventListener('click', () => dialog.close());
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const submit = form.querySelector('button[type=submit]');
+    submit.disabled = true;
+    try {
+      const message = await send(form);
+      dialog.close();
+      toast(message);
+      await refresh();
+    } catch (err) {
+      showErrors(form, err);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+}
+
+// --- the service form
+
+let serviceEditing = null; // {id, revision} while editing
+
+function syncServiceForm() {
+  const f = $('service-form');
+  const fw = f.elements.kind.value === 'fwmark';
+  f.querySelector('.row.inet').hidden = fw;
+  f.querySelector('.row.fwmark').hidden = !fw;
+  f.querySelector('.row.persistence').hidden = !f.elements.persistent.checked;
+}
+
+function openServiceForm(id) {
+  const f = $('service-form');
+  f.reset();
+  clearErrors(f);
+  const s = id ? serviceById(id) : null;
+  serviceEditing = s ? { id: s.id, revision: s.revision } : null;
+  $('service-dialog-title').textContent = s ? `Edit ${serviceTitle(s)}` : 'Add service';
+  for (const el of f.querySelectorAll('.identity input, .identity select')) el.disabled = Boolean(s);
+  if (s) {
+    const e = f.elements;
+    e.kind.value = s.fwmark !== undefined ? 'fwmark' : 'inet';
+    if (s.fwmark !== undefined) {
+      e.fwmark.value = s.fwmark;
+      e.family.value = s.family;
+    } else {
+      e.protocol.value = s.protocol;
+      e.address.value = s.address;
+      e.port.value = s.port;
+    }
+    e.scheduler.value = s.scheduler;
+    e.pe.value = s.pe ?? '';
+    for (const box of f.querySelectorAll('input[name=flags]')) box.checked = s.flags.includes(box.value);
+    e.persistent.checked = Boolean(s.persistence);
+    e.timeout.value = s.persistence?.timeout ?? '';
+    e.netmask.value = s.persistence?.netmask ?? '';
+    e.drain_grace.value = s.drain_grace ?? '';
+    e.bind_address.checked = Boolean(s.bind_address);
+  }
+  syncServiceForm();
+  $('service-dialog').showModal();
+  (s ? f.elements.scheduler : f.elements.address).focus();
+}
+
+function serviceBody(f) {
+  const e = f.elements;
+  const editing = Boolean(serviceEditing);
+  const body = {};
+  if (!editing) {
+    if (e.kind.value === 'fwmark') {
+      body.fwmark = num(e.fwmark.value);
+      body.family = e.family.value;
+    } else {
+      body.protocol = e.protocol.value;
+      body.address = e.address.value.trim();
+      body.port = num(e.port.value);
+    }
+  }
+  const scheduler = e.scheduler.value.trim();
+  if (scheduler || editing) body.scheduler = scheduler;
+  body.flags = [...f.querySelectorAll('input[name=flags]:checked')].map((b) => b.value);
+  if (e.persistent.checked) {
+    const netmask = e.netmask.value.trim();
+    body.persistence = {
+      timeout: num(e.timeout.value),
+      netmask: /^\d+$/.test(netmask) ? Number(netmask) : netmask || undefined,
+    };
+  } else {
+    body.persistence = null;
+  }
+  body.pe = e.pe.value || null;
+  body.bind_address = e.bind_address.checked;
+  const grace = num(e.drain_grace.value);
+  if (grace !== undefined) body.drain_grace = grace;
+  else if (editing) body.drain_grace = null; // a merge patch: back to the node's default
+  return body;
+}
+
+wireForm('service-dialog', 'service-form', async (f) => {
+  const body = serviceBody(f);
+  if (serviceEditing) {
+    const { id, revision } = serviceEditing;
+    await api('PATCH', path.service(id), { body, ifMatch: revision });
+    return `Service ${id} updated`;
+  }
+  const r = await api('POST', path.services(), { body });
+  return `Service ${r.data.id} created`;
+});
+$('service-form').addEventListener('change', syncServiceForm);
+$('add-service').addEventListener('click', () => openServiceForm(null));
+
+// --- the real-server form
+
+let serverTarget = null; // {service, server?, revision}
+
+function syncServerForm() {
+  const f = $('server-form');
+  f.querySelector('fieldset.tunnel').hidden = f.elements.forward.value !== 'tunnel';
+}
+
+function openServerForm(serviceId, serverId) {
+  const f = $('server-form');
+  const s = serviceById(serviceId);
+  if (!s) return;
+  const r = serverId ? s.servers.find((x) => x.id === serverId) : null;
+  f.reset();
+  clearErrors(f);
+  serverTarget = { service: s.id, server: r?.id ?? null, revision: s.revision };
+  $('server-dialog-title').textContent = r ? `Edit real server ${hostPort(r.address, r.port)}` : 'Add real server';
+  $('server-dialog-service').textContent = `of ${serviceTitle(s)} (${s.id})`;
+  const e = f.elements;
+  e.address.disabled = Boolean(r);
+  e.port.disabled = Boolean(r);
+  if (r) {
+    e.address.value = r.address;
+    e.port.value = r.port;
+    e.weight.value = r.weight;
+    e.forward.value = r.forward;
+    e.upper_threshold.value = r.upper_threshold;
+    e.lower_threshold.value = r.lower_threshold;
+    if (r.tunnel) {
+      e.tunnel_type.value = r.tunnel.type;
+      e.tunnel_port.value = r.tunnel.port ?? '';
+      e.tunnel_checksum.value = r.tunnel.checksum;
+    }
+  } else if (s.port !== undefined) {
+    e.port.value = s.port;
+  }
+  syncServerForm();
+  $('server-dialog').showModal();
+  (r ? e.weight : e.address).focus();
+}
+
+function serverBody(f) {
+  const e = f.elements;
+  const editing = Boolean(serverTarget.server);
+  const body = {};
+  if (!editing) {
+    body.address = e.address.value.trim();
+    body.port = num(e.port.value);
+  }
+  body.weight = num(e.weight.value);
+  body.forward = e.forward.value;
+  body.upper_threshold = num(e.upper_threshold.value);
+  body.lower_threshold = num(e.lower_threshold.value);
+  if (e.forward.value === 'tunnel') {
+    body.tunnel = {
+      type: e.tunnel_type.value,
+      port: num(e.tunnel_port.value),
+      checksum: e.tunnel_checksum.value,
+    };
+  } else if (editing) {
+    body.tunnel = null;
+  }
+  return body;
+}
+
+wireForm('server-dialog', 'server-form', async (f) => {
+  const body = serverBody(f);
+  const { service, server, revision } = serverTarget;
+  if (server) {
+    await api('PATCH', path.server(service, server), { body, ifMatch: revision });
+    return `Real server ${server} of ${service} updated`;
+  }
+  const r = await api('POST', path.servers(service), { body });
+  return `Real server ${r.data.id} added to ${service}`;
+});
+$('server-form').addEventListener('change', syncServerForm);
+
+// --- drain and delete
+
+let removeTarget = null; // {service, server, now}
+
+function openRemove(serviceId, serverId, now) {
+  const s = serviceById(serviceId);
+  if (!s) return;
+  const f = $('remove-form');
+  f.reset();
+  clearErrors(f);
+  removeTarget = { service: serviceId, server: serverId, now };
+  const what = serverId
+    ? `real server ${serverId} of ${serviceTitle(s)}`
+    : `${serviceTitle(s)} and its ${s.servers.length} real server${s.servers.length === 1 ? '' : 's'}`;
+  $('remove-dialog-title').textContent = now ? 'Delete now' : 'Drain';
+  $('remove-explain').textContent = now
+    ? `Delete ${what} at once, on every node: its connections are cut.`
+    : `Drain ${what}: on every node its weight becomes 0, so established connections go on ` +
+      'and new ones go elsewhere; when the grace period ends it is deleted. Leave the grace ' +
+      'period empty for the service\'s drain grace (else the node\'s DRAIN_GRACE).';
+  f.querySelector('.grace').hidden = now;
+  $('remove-submit').textContent = now ? 'Delete' : 'Drain';
+  $('remove-dialog').showModal();
+  (now ? $('remove-submit') : f.elements.grace).focus();
+}
+
+wireForm('remove-dialog', 'remove-form', async (f) => {
+  const { service, server, now } = removeTarget;
+  const grace = now ? '0' : f.elements.grace.value.trim();
+  const base = server ? path.server(service, server) : path.service(service);
+  const url = grace === '' ? base : `${base}?grace=${encodeURIComponent(grace)}`;
+  const r = await api('DELETE', url);
+  const name = server ? `Real server ${server}` : `Service ${service}`;
+  return r.status === 202 && r.data?.draining
+    ? `${name} draining until ${clock(r.data.draining.until)}`
+    : `${name} deleted`;
+});
+
+// ---------------------------------------------------------------- views
+
+function showView() {
+  const view = location.hash === '#cluster' ? 'cluster' : 'services';
+  $('view-services').hidden = view !== 'services';
+  $('view-cluster').hidden = view !== 'cluster';
+  for (const v of ['services', 'cluster']) {
+    const link = $(`nav-${v}`);
+    if (v === view) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+}
+
+window.addEventListener('hashchange', showView);
+showView();
+renderLive();
+refresh();
