@@ -102,7 +102,7 @@ fn table(n: usize) {
     let (cold, applied) = ours.run(|| {
         let mut e = engine([]);
         let start = Instant::now();
-        let report = e.pass(&state, &Scope::All, 0);
+        let report = e.pass(&state, &Default::default(), &Scope::All, 0);
         (start.elapsed(), report.applied)
     });
     assert_eq!(applied, n * 11);
@@ -114,7 +114,7 @@ fn table(n: usize) {
     let (restart, changes) = ours.run(|| {
         let mut e = engine(keys.clone());
         let start = Instant::now();
-        let report = e.pass(&state, &Scope::All, 0);
+        let report = e.pass(&state, &Default::default(), &Scope::All, 0);
         (start.elapsed(), report.applied)
     });
     assert_eq!(changes, 0);
@@ -135,7 +135,7 @@ fn table(n: usize) {
         let mut e = engine(keys.clone());
         let before = e.kernel().requests();
         let start = Instant::now();
-        let report = e.pass(&next, &scope, 0);
+        let report = e.pass(&next, &Default::default(), &scope, 0);
         (
             start.elapsed(),
             e.kernel().requests() - before,

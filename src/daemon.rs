@@ -120,6 +120,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let owned = Owned::load(&cfg.vol_dir).context("failed to load the owned services")?;
     let (status_tx, status_rx) = watch::channel(ReconcileStatus::default());
     let metrics = Arc::new(crate::metrics::Metrics::default());
+    let health = crate::health::Health::new(Some(metrics.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -174,7 +175,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         kernel: kernel.as_ref().map(|(k, _)| k.clone()),
         vol_dir: cfg.vol_dir.clone(),
         metrics: metrics.clone(),
+        health: health.clone(),
+        peer_health: Default::default(),
     });
+    let app_for_health = app.clone();
     let api_server = HttpServer::new(move || {
         App::new()
             .app_data(app.clone())
@@ -221,8 +225,19 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             state.clone(),
             stopped(),
         )));
-        tasks.push(match kernel.zip(vip_table) {
+        let reconciler = match kernel.zip(vip_table) {
             Some(((kernel, mode), vip_table)) => {
+                // Health checks matter only where a kernel is programmed.
+                tasks.push(tokio::spawn(crate::health::run(
+                    health.clone(),
+                    state.clone(),
+                    crate::health::probe::Prober::new(),
+                    stopped(),
+                )));
+                tasks.push(tokio::spawn(crate::server::poll_peer_health(
+                    app_for_health.clone(),
+                    Box::pin(stopped()),
+                )));
                 let engine = Engine::new(kernel, owned, cfg.ownership).with_vips(vip_table);
                 let settings = Settings {
                     kernel: mode.into(),
@@ -232,6 +247,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                 tokio::spawn(crate::reconcile::run(
                     engine,
                     state.clone(),
+                    health.subscribe(),
                     settings,
                     status_tx,
                     metrics.clone(),
@@ -243,7 +259,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                 status_tx,
                 stopped(),
             )),
-        });
+        };
+        tasks.push(reconciler);
         shutdown.await;
     }
 

@@ -7,6 +7,8 @@
 //!   the ipvsadm text format (parse and print), and the virtual IPs bound on
 //!   the node's dummy interface ([`ipvs::vip`]).
 //! - [`cli`]: the command line (`ipvs-manager kernel list|save|restore`).
+//! - [`health`]: node-local health checks of real servers, which lower
+//!   weights in this node's kernel only.
 //!
 //! Data flows one way: commands become [`ipvs::Change`]s, which only
 //! [`ipvs`] turns into netlink messages.
@@ -16,6 +18,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod health;
 pub mod ipvs;
 pub mod metrics;
 pub mod model;

@@ -53,6 +53,11 @@ struct ServerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeerLabels {
     node: String,
 }
@@ -81,6 +86,9 @@ pub struct Metrics {
     pass_seconds: Histogram,
     changes: Family<ChangeLabels, Counter>,
     drift: Counter,
+    probes: Counter,
+    probe_failures: Family<ReasonLabels, Counter>,
+    probe_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -92,6 +100,10 @@ impl Default for Metrics {
             pass_seconds: latency_histogram(),
             changes: Family::default(),
             drift: Counter::default(),
+            probes: Counter::default(),
+            probe_failures: Family::default(),
+            // 50 µs to about 1.6 s.
+            probe_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
         }
     }
 }
@@ -102,6 +114,10 @@ pub struct Scrape<'a> {
     pub reconcile: &'a ReconcileStatus,
     /// The kernel table, when this node programs one and it could be read.
     pub kernel: Option<&'a [ServiceEntry]>,
+    /// Every server this node probes, and the services whose probed
+    /// servers are all down.
+    pub health: &'a [(crate::health::Key, crate::health::ProbedServer)],
+    pub all_down: &'a [ServiceKey],
 }
 
 impl Metrics {
@@ -118,6 +134,26 @@ impl Metrics {
                 operation: operation.to_string(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one health probe.
+    pub fn health_probe(
+        &self,
+        _key: &crate::health::Key,
+        outcome: &crate::health::Outcome,
+        _tracker: &crate::health::Tracker,
+    ) {
+        self.probes.inc();
+        match outcome {
+            Ok(latency) => self.probe_seconds.observe(latency.as_secs_f64()),
+            Err(failure) => {
+                self.probe_failures
+                    .get_or_create(&ReasonLabels {
+                        reason: failure.reason.as_str().to_string(),
+                    })
+                    .inc();
+            }
+        }
     }
 
     /// Counts one reconcile pass.
@@ -170,6 +206,22 @@ impl Metrics {
             "Kernel changes made by periodic resyncs (drift repaired)",
             self.drift.clone(),
         );
+        r.register(
+            "ipvs_manager_health_checks",
+            "Health probes run by this node",
+            self.probes.clone(),
+        );
+        r.register(
+            "ipvs_manager_health_check_failures",
+            "Failed health probes by reason (timeout, refused, network, answer, protocol, config)",
+            self.probe_failures.clone(),
+        );
+        r.register(
+            "ipvs_manager_health_check_duration_seconds",
+            "Duration of successful health probes",
+            self.probe_seconds.clone(),
+        );
+        health_gauges(&mut r, scrape.health, scrape.all_down);
         reconcile_gauges(&mut r, scrape.reconcile);
         raft_gauges(&mut r, scrape.raft);
         if let Some(kernel) = scrape.kernel {
@@ -186,6 +238,46 @@ fn gauge(r: &mut Registry, name: &str, help: &str, value: i64) {
     let g: Gauge = Gauge::default();
     g.set(value);
     r.register(name, help, g);
+}
+
+fn health_gauges(
+    r: &mut Registry,
+    health: &[(crate::health::Key, crate::health::ProbedServer)],
+    all_down: &[ServiceKey],
+) {
+    let up = Family::<ServerLabels, Gauge>::default();
+    let since = Family::<ServerLabels, Gauge>::default();
+    for ((service, server), probed) in health {
+        let labels = ServerLabels {
+            service: service_id(service),
+            server: server_id(server),
+            address: server.addr.to_string(),
+            port: server.port.to_string(),
+        };
+        up.get_or_create(&labels).set(i64::from(probed.tracker.up));
+        if let Some(ms) = probed.tracker.since_ms {
+            since.get_or_create(&labels).set((ms / 1000) as i64);
+        }
+    }
+    r.register(
+        "ipvs_manager_health_up",
+        "1 while this node finds the real server healthy, 0 while down",
+        up,
+    );
+    r.register(
+        "ipvs_manager_health_last_change_timestamp_seconds",
+        "Unix time of the real server's last change of health on this node",
+        since,
+    );
+    let down = Family::<ServiceLabels, Gauge>::default();
+    for key in all_down {
+        down.get_or_create(&service_labels(key)).set(1);
+    }
+    r.register(
+        "ipvs_manager_health_all_down",
+        "1 for a service whose probed servers are all down on this node (fail-open or fallback)",
+        down,
+    );
 }
 
 fn reconcile_gauges(r: &mut Registry, s: &ReconcileStatus) {

@@ -20,6 +20,8 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +41,11 @@ pub struct AppState {
     /// RAFT_VOL_DIR, where the owned set is kept.
     pub vol_dir: std::path::PathBuf,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// This node's health checks.
+    pub health: Arc<crate::health::Health>,
+    /// The other members' health checks, as last polled
+    /// ([`poll_peer_health`]), by node id.
+    pub peer_health: std::sync::Mutex<BTreeMap<String, Vec<json::ProbeView>>>,
 }
 
 impl AppState {
@@ -410,11 +417,158 @@ async fn scrape(app: &AppState) -> String {
     };
     let raft = app.raft().metrics().borrow().clone();
     let reconcile = app.reconcile.borrow().clone();
+    let health = app.health.snapshot();
+    let all_down = all_down(&app.desired(), &app.health.subscribe().borrow());
     app.metrics.render(&crate::metrics::Scrape {
         raft: &raft,
         reconcile: &reconcile,
         kernel: kernel.as_deref(),
+        health: &health,
+        all_down: &all_down,
     })
+}
+
+/// Services whose probed servers are all down on this node.
+fn all_down(desired: &DesiredState, table: &crate::health::HealthTable) -> Vec<ServiceKey> {
+    if table.servers.is_empty() {
+        return Vec::new();
+    }
+    desired
+        .services
+        .values()
+        .filter(|cfg| crate::health::all_down(cfg, table))
+        .map(|cfg| cfg.service.key)
+        .collect()
+}
+
+/// This node's health checks as `GET /api/v1/node` shows them, with the
+/// weight each server has in this node's kernel because of them.
+pub fn local_health(app: &AppState) -> json::NodeHealthView {
+    let desired = app.desired();
+    let table = app.health.subscribe().borrow().clone();
+    let now = crate::reconcile::unix_ms();
+    let mut targets = BTreeMap::new();
+    let servers = app
+        .health
+        .snapshot()
+        .into_iter()
+        .map(|((skey, dkey), probed)| {
+            let weight = desired.services.get(&skey).and_then(|cfg| {
+                let target = targets
+                    .entry(skey)
+                    .or_insert_with(|| crate::reconcile::plan::target(cfg, &table, now));
+                target.as_ref()?.dests.get(&dkey).map(|d| d.weight)
+            });
+            let t = &probed.tracker;
+            json::ProbeView {
+                service: api::service_id(&skey),
+                server: api::server_id(&dkey),
+                target: probed.target.to_string(),
+                kind: probed.check.kind.name().to_string(),
+                health: json::ServerHealthView {
+                    state: if t.up { "up" } else { "down" }.to_string(),
+                    since: t.since_ms.map(|ms| {
+                        crate::reconcile::status::rfc3339(
+                            std::time::UNIX_EPOCH + Duration::from_millis(ms),
+                        )
+                    }),
+                    checks: t.checks,
+                    latency_us: t.latency_us,
+                    error: t.error.clone(),
+                    weight,
+                },
+            }
+        })
+        .collect();
+    json::NodeHealthView {
+        servers,
+        all_down: all_down(&desired, &table)
+            .iter()
+            .map(api::service_id)
+            .collect(),
+    }
+}
+
+/// Adds every node's view of each probed server to `views`: this node's
+/// now, the others' as last polled.
+fn with_health(app: &AppState, views: &mut [json::ServiceView]) {
+    let mut by_server: BTreeMap<(String, String), BTreeMap<String, json::ServerHealthView>> =
+        BTreeMap::new();
+    let mine = local_health(app).servers;
+    let peers = app
+        .peer_health
+        .lock()
+        .map(|p| p.clone())
+        .unwrap_or_default();
+    for (node, probes) in std::iter::once((app.me.name.clone(), mine)).chain(peers) {
+        for p in probes {
+            by_server
+                .entry((p.service, p.server))
+                .or_default()
+                .insert(node.clone(), p.health);
+        }
+    }
+    if by_server.is_empty() {
+        return;
+    }
+    for view in views {
+        for server in &mut view.servers {
+            if let Some(health) = by_server.remove(&(view.id.clone(), server.id.clone())) {
+                server.health = health;
+            }
+        }
+    }
+}
+
+/// Polls the other members' health checks every two seconds while any
+/// server is probed, for the `health` of each server in service responses.
+pub async fn poll_peer_health(app: Data<AppState>, mut stop: impl Future<Output = ()> + Unpin) {
+    loop {
+        let probed = app
+            .desired()
+            .services
+            .values()
+            .any(|cfg| cfg.servers.keys().any(|k| cfg.check_of(k).is_some()));
+        let mut polled = BTreeMap::new();
+        if probed {
+            let members = cluster_members(&app);
+            for (name, api_addr) in members {
+                if name == app.me.name {
+                    continue;
+                }
+                let url = format!("http://{api_addr}/api/v1/node");
+                let got = app
+                    .http
+                    .get(&url)
+                    .timeout(Duration::from_secs(1))
+                    .send()
+                    .await;
+                if let Ok(resp) = got {
+                    if let Ok(node) = resp.json::<json::NodeView>().await {
+                        polled.insert(name, node.health.servers);
+                    }
+                }
+            }
+        }
+        if let Ok(mut peers) = app.peer_health.lock() {
+            *peers = polled;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = &mut stop => return,
+        }
+    }
+}
+
+/// Every member's name and API address, from the Raft membership.
+fn cluster_members(app: &AppState) -> Vec<(String, String)> {
+    let metrics = app.raft().metrics().borrow().clone();
+    metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(_, n)| (n.name.clone(), n.api_addr.clone()))
+        .collect()
 }
 
 /// This node's Raft state and reconcile status.
@@ -439,6 +593,7 @@ fn node_report(app: &AppState) -> json::NodeView {
             .and_then(|id| membership.get_node(&id).map(|n| n.name.clone())),
         last_applied: metrics.last_applied.map_or(0, |l| l.index),
         reconcile: app.reconcile.borrow().clone(),
+        health: local_health(app),
     }
 }
 
@@ -487,18 +642,19 @@ async fn handle(
         OpenApi => Ok(HttpResponse::Ok()
             .content_type("application/json")
             .body(api::openapi::DOCUMENT)),
-        ListServices => Ok(json_response(
-            StatusCode::OK,
-            &view::services_view(&app.desired()),
-        )),
+        ListServices => {
+            let mut views = view::services_view(&app.desired());
+            with_health(app, &mut views);
+            Ok(json_response(StatusCode::OK, &views))
+        }
         GetService => {
             let key = api::parse_service_id(param(params, "id"))?;
             let desired = app.desired();
-            Ok(service_reply(
-                StatusCode::OK,
-                service(&desired, &key)?,
-                false,
-            ))
+            let cfg = service(&desired, &key)?;
+            let mut views = [view::service_view(cfg)];
+            with_health(app, &mut views);
+            let [view] = views;
+            Ok(with_etag(HttpResponse::Ok(), cfg.revision).json(view))
         }
         CreateService => {
             let spec = api::validate::parse_service_create(body)?;
@@ -564,7 +720,10 @@ async fn handle(
             let key = api::parse_service_id(param(params, "id"))?;
             let desired = app.desired();
             let cfg = service(&desired, &key)?;
-            Ok(json_response(StatusCode::OK, &view::servers_view(cfg)))
+            let mut views = [view::service_view(cfg)];
+            with_health(app, &mut views);
+            let [view] = views;
+            Ok(json_response(StatusCode::OK, &view.servers))
         }
         GetServer => {
             let key = api::parse_service_id(param(params, "id"))?;

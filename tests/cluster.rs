@@ -973,3 +973,221 @@ fn cli_edits_drains_and_restores() {
     let bash = cli(&["completions", "bash"], &[]);
     assert!(bash.contains("restore") && bash.contains("drain"), "{bash}");
 }
+
+/// A TCP listener that accepts and drops connections until `stop`ped.
+struct Backend {
+    port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl Backend {
+    fn start(port: u16) -> Backend {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => drop(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Backend { port, stop }
+    }
+
+    fn stop(self) -> u16 {
+        self.stop.store(true, Ordering::Relaxed);
+        // The listener closes when the accept loop ends.
+        std::thread::sleep(Duration::from_millis(50));
+        self.port
+    }
+}
+
+/// Weights in node `i`'s kernel, by server id, for the service `svc`.
+fn kernel_weights(c: &Cluster, i: usize, svc: &str) -> Vec<(String, u64)> {
+    let table: Value = c.get(i, "/api/v1/node/kernel").json().expect("kernel JSON");
+    let mut out = Vec::new();
+    for entry in table["services"].as_array().into_iter().flatten() {
+        let key = &entry["service"]["key"];
+        let port = key["Inet"]["port"].as_u64();
+        if Some(svc) != port.map(|p| format!("tcp-127.0.0.1-{p}")).as_deref() {
+            continue;
+        }
+        for d in entry["destinations"].as_array().into_iter().flatten() {
+            let dest = &d["dest"];
+            out.push((
+                format!("{}-{}", dest["addr"].as_str().unwrap_or(""), dest["port"]),
+                dest["weight"].as_u64().unwrap_or(u64::MAX),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Health checks are node-local: each node probes, takes a dead server
+/// out of its own kernel and brings it back, and shows what it sees; the
+/// Raft log does not move; drains and the all-down policy win.
+#[test]
+fn health_checks_steer_each_kernel() {
+    let c = Cluster::start(2);
+    c.wait_voters(2);
+    let alive = Backend::start(0);
+    let dying = Backend::start(0);
+    let svc = "tcp-127.0.0.1-9";
+    let body = json!({
+        "protocol": "tcp", "address": "127.0.0.1", "port": 9, "scheduler": "wrr",
+        "health_check": {"kind": "tcp", "interval": 0.2, "timeout": 0.1, "rise": 2, "fall": 2},
+        "servers": [
+            {"address": "127.0.0.1", "port": alive.port, "weight": 3},
+            {"address": "127.0.0.1", "port": dying.port, "weight": 5}
+        ]
+    });
+    let r = c.send(0, "POST", "/api/v1/services?wait=applied", Some(&body));
+    assert_eq!(r.status().as_u16(), 201);
+    let (a, d) = (
+        format!("127.0.0.1-{}", alive.port),
+        format!("127.0.0.1-{}", dying.port),
+    );
+    let both_up = vec![(a.clone(), 3), (d.clone(), 5)];
+    let applied =
+        |i: usize| c.get(i, "/api/v1/node").json::<Value>().unwrap()["last_applied"].clone();
+    let index = applied(0);
+    for i in 0..2 {
+        c.wait(Duration::from_secs(10), "both servers probed up", || {
+            let node: Value = c.get(i, "/api/v1/node").json().unwrap();
+            let servers = node["health"]["servers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            servers.len() == 2
+                && servers
+                    .iter()
+                    .all(|s| s["state"] == "up" && s["checks"].as_u64() > Some(0))
+        });
+        assert_eq!(kernel_weights(&c, i, svc), both_up);
+    }
+
+    // The dying server stops answering: weight 0 in every kernel within
+    // interval × fall (plus a pass), and the log does not move.
+    dying.stop();
+    for i in 0..2 {
+        c.wait(
+            Duration::from_secs(5),
+            "the dead server at weight 0",
+            || kernel_weights(&c, i, svc) == vec![(a.clone(), 3), (d.clone(), 0)],
+        );
+    }
+    assert_eq!(applied(0), index, "health never writes to the log");
+    let node: Value = c.get(1, "/api/v1/node").json().unwrap();
+    let probe = node["health"]["servers"]
+        .as_array()
+        .and_then(|s| s.iter().find(|p| p["server"] == d.as_str()).cloned())
+        .expect("the dead server's probe");
+    assert_eq!(probe["state"], "down", "{probe}");
+    assert_eq!(probe["weight"], 0, "{probe}");
+    assert!(
+        probe["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("refused")),
+        "{probe}"
+    );
+    // Every node's view, per server, in the service (after a peer poll).
+    c.wait(
+        Duration::from_secs(10),
+        "both nodes' views in the service",
+        || {
+            let view: Value = c.get(0, &format!("/api/v1/services/{svc}")).json().unwrap();
+            let server = view["servers"]
+                .as_array()
+                .and_then(|s| s.iter().find(|s| s["id"] == d.as_str()).cloned());
+            server.is_some_and(|s| {
+                s["health"]["node1"]["state"] == "down" && s["health"]["node2"]["state"] == "down"
+            })
+        },
+    );
+    let metrics = c.get(0, "/metrics").text().unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ipvs_manager_health_up{")
+                && l.contains(&d)
+                && l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ipvs_manager_health_check_failures_total{reason=\"refused\"}"),
+        "{metrics}"
+    );
+
+    // Back after rise successes.
+    let back = Backend::start(dying_port(&d));
+    for i in 0..2 {
+        c.wait(
+            Duration::from_secs(5),
+            "the server back at its weight",
+            || kernel_weights(&c, i, svc) == both_up,
+        );
+    }
+
+    // A drained server that is healthy stays at 0.
+    let r = c.send(
+        0,
+        "DELETE",
+        &format!("/api/v1/services/{svc}/servers/{d}?grace=600"),
+        None,
+    );
+    assert_eq!(r.status().as_u16(), 202);
+    std::thread::sleep(Duration::from_millis(600));
+    for i in 0..2 {
+        c.wait(Duration::from_secs(5), "the drained server at 0", || {
+            kernel_weights(&c, i, svc) == vec![(a.clone(), 3), (d.clone(), 0)]
+        });
+    }
+
+    // All down: fail open (configured weights stay), reported; with a
+    // fallback policy, the fallback server takes the traffic.
+    let alive_port = alive.stop();
+    back.stop();
+    c.wait(
+        Duration::from_secs(5),
+        "the service reported all down",
+        || {
+            let node: Value = c.get(0, "/api/v1/node").json().unwrap();
+            node["health"]["all_down"] == json!([svc])
+        },
+    );
+    assert_eq!(
+        kernel_weights(&c, 0, svc),
+        vec![(a.clone(), 3), (d.clone(), 0)]
+    );
+    let policy = json!({"health_policy": {"all_down": "fallback", "fallback": {"address": "127.0.0.2", "port": 8080}}});
+    let r = c.send(
+        1,
+        "PATCH",
+        &format!("/api/v1/services/{svc}?wait=applied"),
+        Some(&policy),
+    );
+    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text());
+    for i in 0..2 {
+        c.wait(Duration::from_secs(5), "the fallback server in", || {
+            kernel_weights(&c, i, svc)
+                == vec![
+                    (a.clone(), 0),
+                    (d.clone(), 0),
+                    ("127.0.0.2-8080".to_string(), 1),
+                ]
+        });
+    }
+    let _ = alive_port;
+}
+
+fn dying_port(id: &str) -> u16 {
+    id.rsplit('-')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port")
+}

@@ -223,6 +223,33 @@ pub struct NodeView {
     /// Last log index this node applied.
     pub last_applied: u64,
     pub reconcile: crate::reconcile::ReconcileStatus,
+    /// The servers this node probes, as it sees them.
+    #[serde(default)]
+    pub health: NodeHealthView,
+}
+
+/// A node's health checking (`health` in `GET /api/v1/node`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHealthView {
+    pub servers: Vec<ProbeView>,
+    /// Services whose probed servers are all down on this node (kept at
+    /// their weights, fail-open, or sent to their fallback server).
+    pub all_down: Vec<String>,
+}
+
+/// One server a node probes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeView {
+    /// Service id.
+    pub service: String,
+    /// Server id.
+    pub server: String,
+    /// `address:port` the probes go to.
+    pub target: String,
+    /// The check's kind.
+    pub kind: String,
+    #[serde(flatten)]
+    pub health: ServerHealthView,
 }
 
 /// `POST /api/v1/cluster/join`: a new node asking to become a member.

@@ -163,7 +163,7 @@ pub fn desired_entries(desired: &DesiredState, now_ms: u64) -> Vec<ServiceEntry>
     desired
         .services
         .values()
-        .filter_map(|cfg| plan::target(cfg, now_ms))
+        .filter_map(|cfg| plan::target(cfg, &Default::default(), now_ms))
         .map(|t| ServiceEntry {
             service: t.service,
             stats: Default::default(),
@@ -280,7 +280,15 @@ pub fn diff(api: &Api, args: &OutputArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let owned: BTreeSet<ServiceKey> = table.owned.into_iter().collect();
     let now = crate::reconcile::unix_ms();
-    let plan = plan::plan(&desired, &kernel, None, &owned, ownership, now);
+    let plan = plan::plan(
+        &desired,
+        &kernel,
+        None,
+        &owned,
+        ownership,
+        &Default::default(),
+        now,
+    );
     let mut out = std::io::stdout().lock();
     let sign = |change: &Change| match change {
         Change::AddService(_) | Change::AddDest(..) => '+',

@@ -21,6 +21,7 @@ pub use owned::{Owned, OwnedError};
 pub use status::{FailedChange, ReconcileStatus};
 
 use crate::config::Ownership;
+use crate::health::HealthTable;
 use crate::ipvs::vip::VipTable;
 use crate::ipvs::{chain, Change, Kernel};
 use crate::model::{DesiredState, ServiceEntry, ServiceKey};
@@ -153,7 +154,13 @@ impl<K: Kernel> Engine<K> {
     }
 
     /// Makes the services in `scope` match `desired` at `now_ms`.
-    pub fn pass(&mut self, desired: &DesiredState, scope: &Scope, now_ms: u64) -> PassReport {
+    pub fn pass(
+        &mut self,
+        desired: &DesiredState,
+        health: &HealthTable,
+        scope: &Scope,
+        now_ms: u64,
+    ) -> PassReport {
         let kernel = match self.read(scope) {
             Ok(kernel) => kernel,
             Err(e) => {
@@ -173,6 +180,7 @@ impl<K: Kernel> Engine<K> {
             keys,
             self.owned.keys(),
             self.ownership,
+            health,
             now_ms,
         );
         // Own before creating: a crash after the change must not leave a
@@ -335,9 +343,11 @@ pub struct Settings {
 /// Why the loop wakes up.
 enum Wake {
     Changed,
+    Health,
     Resync,
     Retry,
     DrainOver,
+    Ramp,
     Stop,
 }
 
@@ -347,6 +357,7 @@ enum Wake {
 pub async fn run<K: Kernel + Send + 'static>(
     engine: Engine<K>,
     state: StateWatch,
+    mut health_rx: watch::Receiver<Arc<HealthTable>>,
     settings: Settings,
     status: watch::Sender<ReconcileStatus>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -355,6 +366,7 @@ pub async fn run<K: Kernel + Send + 'static>(
     tokio::pin!(shutdown);
     let mut rx = state.subscribe();
     let mut committed: Committed = rx.borrow_and_update().clone();
+    let mut health: Arc<HealthTable> = health_rx.borrow_and_update().clone();
     let mut engine = Some(engine);
     let mut scope = Scope::All;
     let mut resync_due = Instant::now() + settings.resync;
@@ -370,10 +382,11 @@ pub async fn run<K: Kernel + Send + 'static>(
             return;
         };
         let desired: Arc<DesiredState> = committed.desired.clone();
+        let pass_health = health.clone();
         let pass_scope = scope.clone();
         let started = std::time::Instant::now();
         let joined = tokio::task::spawn_blocking(move || {
-            let report = current.pass(&desired, &pass_scope, unix_ms());
+            let report = current.pass(&desired, &pass_health, &pass_scope, unix_ms());
             (current, report)
         })
         .await;
@@ -425,13 +438,19 @@ pub async fn run<K: Kernel + Send + 'static>(
             None
         };
         let drain_due = next_drain_deadline(&committed.desired, unix_ms());
+        let ramping = ramping(&committed.desired, &health, unix_ms());
+        // Slow start moves weights in steps; a second apart is smooth
+        // enough and cheap (a pass over the ramping services only).
+        let ramp_due = (!ramping.is_empty()).then(|| Instant::now() + RAMP_STEP);
 
         // Wait for the next reason to pass.
         let wake = tokio::select! {
             changed = rx.changed() => if changed.is_ok() { Wake::Changed } else { Wake::Stop },
+            changed = health_rx.changed() => if changed.is_ok() { Wake::Health } else { Wake::Stop },
             _ = tokio::time::sleep_until(resync_due) => Wake::Resync,
             _ = sleep_until_opt(retry.map(|(at, _)| at)) => Wake::Retry,
             _ = sleep_until_opt(drain_due) => Wake::DrainOver,
+            _ = sleep_until_opt(ramp_due) => Wake::Ramp,
             _ = &mut shutdown => Wake::Stop,
         };
         is_resync = false;
@@ -459,6 +478,13 @@ pub async fn run<K: Kernel + Send + 'static>(
             Wake::Retry if read_failed => Scope::All,
             Wake::Retry => Scope::Services(failing),
             Wake::DrainOver => Scope::Services(draining(&committed.desired)),
+            Wake::Health => {
+                let next = health_rx.borrow_and_update().clone();
+                let keys = next.changed(&health);
+                health = next;
+                Scope::Services(keys)
+            }
+            Wake::Ramp => Scope::Services(ramping),
         };
     }
 }
@@ -498,6 +524,22 @@ fn next_drain_deadline(desired: &DesiredState, now_ms: u64) -> Option<Instant> {
         })
         .min()?;
     Some(Instant::now() + Duration::from_millis(next - now_ms))
+}
+
+/// How often the weights of recovering servers step up (slow start).
+const RAMP_STEP: Duration = Duration::from_secs(1);
+
+/// Services with a server ramping up (slow start) at `now_ms`.
+fn ramping(desired: &DesiredState, health: &HealthTable, now_ms: u64) -> BTreeSet<ServiceKey> {
+    if health.servers.is_empty() {
+        return BTreeSet::new();
+    }
+    desired
+        .services
+        .iter()
+        .filter(|(_, cfg)| health.ramping(cfg, now_ms))
+        .map(|(key, _)| *key)
+        .collect()
 }
 
 /// Services with a drain in progress (or just over).

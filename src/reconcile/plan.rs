@@ -7,6 +7,7 @@
 //! someone else's (keepalived, kube-proxy, a human) and are only reported.
 
 use crate::config::Ownership;
+use crate::health::HealthTable;
 use crate::ipvs::Change;
 use crate::model::{
     DesiredState, DestKey, Destination, ServiceConfig, ServiceEntry, ServiceKey, VirtualService,
@@ -21,13 +22,14 @@ pub struct Target {
 }
 
 /// What the kernel should hold for `cfg` at `now_ms`: draining servers at
-/// weight 0, servers whose drain is over gone; `None` once the whole service
-/// has drained.
-pub fn target(cfg: &ServiceConfig, now_ms: u64) -> Option<Target> {
+/// weight 0, servers whose drain is over gone, and this node's view of
+/// their health applied ([`crate::health::overlay`]); `None` once the whole
+/// service has drained.
+pub fn target(cfg: &ServiceConfig, health: &HealthTable, now_ms: u64) -> Option<Target> {
     if cfg.draining.is_some_and(|d| d.is_over(now_ms)) {
         return None;
     }
-    let dests = cfg
+    let mut dests = cfg
         .servers
         .iter()
         .filter_map(|(key, dest)| {
@@ -39,6 +41,7 @@ pub fn target(cfg: &ServiceConfig, now_ms: u64) -> Option<Target> {
             }
         })
         .collect();
+    crate::health::overlay(cfg, &mut dests, health, now_ms);
     Some(Target {
         service: cfg.service.clone(),
         dests,
@@ -70,6 +73,7 @@ pub fn plan(
     scope: Option<&BTreeSet<ServiceKey>>,
     owned: &BTreeSet<ServiceKey>,
     ownership: Ownership,
+    health: &HealthTable,
     now_ms: u64,
 ) -> Plan {
     let keys: BTreeSet<ServiceKey> = match scope {
@@ -84,7 +88,10 @@ pub fn plan(
     };
     let mut plan = Plan::default();
     for key in keys {
-        let wanted = desired.services.get(&key).and_then(|c| target(c, now_ms));
+        let wanted = desired
+            .services
+            .get(&key)
+            .and_then(|c| target(c, health, now_ms));
         let ours = owned.contains(&key) || ownership == Ownership::All;
         match (wanted, kernel.get(&key)) {
             (Some(wanted), None) => {

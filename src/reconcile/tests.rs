@@ -3,6 +3,7 @@
 
 use super::plan::{changed, plan, target, vips, Plan};
 use super::*;
+use crate::health::HealthTable;
 use crate::ipvs::memory::MemoryKernel;
 use crate::model::{
     DestEntry, Destination, Drain, Forward, Protocol, ServiceConfig, ServiceOptions, VirtualService,
@@ -230,6 +231,7 @@ fn plans_the_minimal_changes() {
             None,
             &owned(r.owned),
             r.ownership,
+            &HealthTable::default(),
             NOW,
         );
         assert_eq!(got.changes, r.changes, "{}", r.name);
@@ -241,7 +243,15 @@ fn plans_the_minimal_changes() {
 fn ownership_is_recorded_and_released() {
     let state = desired(vec![config(80, &[]), config(81, &[])]);
     let table = kernel(vec![entry(VirtualService::new(key(81)), &[])]);
-    let got = plan(&state, &table, None, &owned(&[90]), Ownership::Managed, NOW);
+    let got = plan(
+        &state,
+        &table,
+        None,
+        &owned(&[90]),
+        Ownership::Managed,
+        &HealthTable::default(),
+        NOW,
+    );
     assert_eq!(
         got,
         Plan {
@@ -267,6 +277,7 @@ fn a_scoped_plan_touches_only_its_services() {
         Some(&scope),
         &owned(&[]),
         Ownership::All,
+        &HealthTable::default(),
         NOW,
     );
     assert_eq!(got.changes, vec![Change::AddDest(key(81), dest(1, 1))]);
@@ -275,9 +286,15 @@ fn a_scoped_plan_touches_only_its_services() {
 #[test]
 fn targets_changes_and_vips() {
     let mut cfg = config(80, &[dest(1, 1)]);
-    assert_eq!(target(&cfg, NOW).unwrap().dests.len(), 1);
+    assert_eq!(
+        target(&cfg, &HealthTable::default(), NOW)
+            .unwrap()
+            .dests
+            .len(),
+        1
+    );
     cfg.draining = Some(drain(5, 6));
-    assert_eq!(target(&cfg, NOW), None);
+    assert_eq!(target(&cfg, &HealthTable::default(), NOW), None);
 
     let old = desired(vec![config(80, &[]), config(81, &[])]);
     let mut new = old.clone();
@@ -319,7 +336,7 @@ fn big_state() -> DesiredState {
 fn a_matching_kernel_gets_no_change_and_one_change_costs_little() {
     let state = big_state();
     let mut e = engine(MemoryKernel::new());
-    let report = e.pass(&state, &Scope::All, NOW);
+    let report = e.pass(&state, &HealthTable::default(), &Scope::All, NOW);
     assert_eq!(report.applied, 4000);
     assert_eq!(e.owned().len(), 1000);
 
@@ -331,7 +348,7 @@ fn a_matching_kernel_gets_no_change_and_one_change_costs_little() {
         Ownership::Managed,
     );
     e.kernel().reset_counters();
-    let report = e.pass(&state, &Scope::All, NOW);
+    let report = e.pass(&state, &HealthTable::default(), &Scope::All, NOW);
     assert_eq!((report.applied, report.failed), (0, 0));
     assert_eq!(e.kernel().attempted(), 0);
 
@@ -342,7 +359,7 @@ fn a_matching_kernel_gets_no_change_and_one_change_costs_little() {
     cfg.revision = 2;
     let scope = Scope::Services(changed(&state, &next));
     e.kernel().reset_counters();
-    let report = e.pass(&next, &scope, NOW);
+    let report = e.pass(&next, &HealthTable::default(), &scope, NOW);
     assert_eq!(report.applied, 1);
     assert_eq!(e.kernel().attempted(), 1);
     assert_eq!(e.kernel().queries(), 1);
@@ -369,7 +386,7 @@ fn failed_changes_are_retried_until_they_pass() {
         Some(1),
     );
     let mut e = engine(kernel);
-    let first = e.pass(&state, &Scope::All, NOW);
+    let first = e.pass(&state, &HealthTable::default(), &Scope::All, NOW);
     // The failures did not stop the other 3,990-odd changes.
     assert_eq!(first.failed, 1 + 4);
     assert_eq!(first.applied, 4000 - 5);
@@ -382,16 +399,30 @@ fn failed_changes_are_retried_until_they_pass() {
         "{failed:?}"
     );
 
-    let second = e.pass(&state, &Scope::Services(e.failing()), NOW);
+    let second = e.pass(
+        &state,
+        &HealthTable::default(),
+        &Scope::Services(e.failing()),
+        NOW,
+    );
     assert_eq!((second.applied, second.failed), (4, 1));
     assert_eq!(e.failing(), owned(&[7]));
     assert_eq!(e.failed()[0].attempts, 2);
 
-    let third = e.pass(&state, &Scope::Services(e.failing()), NOW);
+    let third = e.pass(
+        &state,
+        &HealthTable::default(),
+        &Scope::Services(e.failing()),
+        NOW,
+    );
     assert_eq!((third.applied, third.failed), (1, 0));
     assert!(e.failed().is_empty());
     // Converged: a full pass finds nothing to do.
-    assert_eq!(e.pass(&state, &Scope::All, NOW).applied, 0);
+    assert_eq!(
+        e.pass(&state, &HealthTable::default(), &Scope::All, NOW)
+            .applied,
+        0
+    );
 }
 
 #[test]
@@ -399,7 +430,12 @@ fn an_unreadable_kernel_changes_nothing() {
     let mut kernel = MemoryKernel::new();
     kernel.fail_queries(libc::EPERM, Some(1));
     let mut e = engine(kernel);
-    let report = e.pass(&desired(vec![config(80, &[])]), &Scope::All, NOW);
+    let report = e.pass(
+        &desired(vec![config(80, &[])]),
+        &HealthTable::default(),
+        &Scope::All,
+        NOW,
+    );
     assert!(report.error.is_some());
     assert_eq!(e.kernel().attempted(), 0);
     assert!(e.owned().is_empty());
@@ -411,26 +447,36 @@ fn service_addresses_are_bound_when_asked_for() {
     let vips = MemoryVips::new("ipvs0").unwrap();
     let mut e = engine(MemoryKernel::new()).with_vips(Box::new(vips.clone()));
     // Nothing asks for an address: the interface is not even created.
-    e.pass(&desired(vec![config(80, &[])]), &Scope::All, NOW);
+    e.pass(
+        &desired(vec![config(80, &[])]),
+        &HealthTable::default(),
+        &Scope::All,
+        NOW,
+    );
     assert!(!vips.exists());
 
     let mut bound = config(443, &[]);
     bound.options.bind_address = true;
     let state = desired(vec![bound.clone(), config(80, &[])]);
     let scope = Scope::Services(owned(&[443]));
-    e.pass(&state, &scope, NOW);
+    e.pass(&state, &HealthTable::default(), &scope, NOW);
     let vip: std::net::IpAddr = "192.0.2.1".parse().unwrap();
     assert_eq!(vips.current(), BTreeSet::from([vip]));
     assert_eq!(e.bound(), vec![vip]);
 
     // Removed by hand: a full pass (resync) puts it back.
     vips.delete_by_hand();
-    e.pass(&state, &Scope::All, NOW);
+    e.pass(&state, &HealthTable::default(), &Scope::All, NOW);
     assert_eq!(vips.current(), BTreeSet::from([vip]));
 
     // No longer asked for: unbound.
     bound.options.bind_address = false;
     bound.revision = 2;
-    e.pass(&desired(vec![bound, config(80, &[])]), &scope, NOW);
+    e.pass(
+        &desired(vec![bound, config(80, &[])]),
+        &HealthTable::default(),
+        &scope,
+        NOW,
+    );
     assert!(vips.current().is_empty());
 }

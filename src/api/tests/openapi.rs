@@ -670,6 +670,23 @@ fn response_samples() -> Vec<(&'static str, Value)> {
                         foreign: vec!["tcp-192.0.2.99-80".into()],
                         vips: vec!["192.0.2.10".parse().unwrap()],
                     },
+                    health: crate::api::json::NodeHealthView {
+                        servers: vec![crate::api::json::ProbeView {
+                            service: "tcp-192.0.2.10-443".into(),
+                            server: "198.51.100.11-443".into(),
+                            target: "198.51.100.11:8443".into(),
+                            kind: "http".into(),
+                            health: crate::api::json::ServerHealthView {
+                                state: "up".into(),
+                                since: None,
+                                checks: 40,
+                                latency_us: Some(420),
+                                error: None,
+                                weight: Some(3),
+                            },
+                        }],
+                        all_down: vec!["tcp-192.0.2.30-80".into()],
+                    },
                 }),
             },
             MemberView {
