@@ -1082,6 +1082,24 @@ fn health_checks_steer_each_kernel() {
         );
     }
     assert_eq!(applied(0), index, "health never writes to the log");
+    // The CLI marks the server and sees no drift in the lowered weight.
+    let server0 = c.nodes[0].url("");
+    let list = cli(&["list", "--server", &server0], &[]);
+    let dead = format!("127.0.0.1:{}", dying_port(&d));
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&format!("  -> {dead}")) && l.contains("(down: refused")),
+        "{list}"
+    );
+    let diff = std::process::Command::new(env!("CARGO_BIN_EXE_ipvs-manager"))
+        .args(["diff", "--server", &server0])
+        .output()
+        .expect("run ipvs-manager");
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
     let node: Value = c.get(1, "/api/v1/node").json().unwrap();
     let probe = node["health"]["servers"]
         .as_array()

@@ -2,9 +2,10 @@
 //! kernel, read through a node's REST API (`--server`), in ipvsadm's layout.
 
 use super::kernel::ListArgs;
-use crate::api::json::{ConfigView, DrainView, KernelTable, NodeView};
+use crate::api::json::{ConfigView, DrainView, KernelTable, NodeHealthView, NodeView};
 use crate::api::{parse_server_id, parse_service_id};
 use crate::config::Ownership;
+use crate::health::{HealthTable, ServerState};
 use crate::ipvs::text;
 use crate::ipvs::{Change, Info};
 use crate::model::{Command, DesiredState, DestEntry, Drain, ServiceEntry, ServiceKey};
@@ -201,14 +202,40 @@ pub fn list(api: &Api, args: &ClusterListArgs) -> anyhow::Result<ExitCode> {
         Err(e) if counted => return Err(e.context("the counters come from the node's kernel")),
         Err(_) => {}
     }
+    // This node's health checks: servers it finds down are marked.
+    let health = api
+        .get_json::<NodeView>("/api/v1/node")
+        .map(|n| n.health)
+        .unwrap_or_default();
+    let down: BTreeMap<(String, String), String> = health
+        .servers
+        .into_iter()
+        .filter(|p| p.health.state == "down")
+        .map(|p| ((p.service, p.server), p.health.error.unwrap_or_default()))
+        .collect();
+    let all_down: BTreeSet<String> = health.all_down.into_iter().collect();
     let note = |key: &ServiceKey, dest: Option<&crate::model::DestKey>| {
         let cfg = desired.services.get(key)?;
+        let id = crate::api::service_id(key);
         let drain = match dest {
-            None => cfg.draining?,
-            Some(d) => *cfg.draining_servers.get(d)?,
+            None => cfg.draining,
+            Some(d) => cfg.draining_servers.get(d).copied(),
         };
-        let left = drain.deadline_ms().saturating_sub(now).div_ceil(1000);
-        Some(format!("(draining, {left}s left)"))
+        let mut notes = Vec::new();
+        if let Some(drain) = drain {
+            let left = drain.deadline_ms().saturating_sub(now).div_ceil(1000);
+            notes.push(format!("(draining, {left}s left)"));
+        }
+        match dest {
+            None if all_down.contains(&id) => notes.push("(all servers down)".to_string()),
+            Some(d) => {
+                if let Some(error) = down.get(&(id, crate::api::server_id(d))) {
+                    notes.push(format!("(down: {error})"));
+                }
+            }
+            None => {}
+        }
+        (!notes.is_empty()).then(|| notes.join(" "))
     };
     out.write_all(text::list_with_notes(&DESIRED_INFO, &entries, &opts, &note).as_bytes())?;
     Ok(ExitCode::SUCCESS)
@@ -280,15 +307,9 @@ pub fn diff(api: &Api, args: &OutputArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let owned: BTreeSet<ServiceKey> = table.owned.into_iter().collect();
     let now = crate::reconcile::unix_ms();
-    let plan = plan::plan(
-        &desired,
-        &kernel,
-        None,
-        &owned,
-        ownership,
-        &Default::default(),
-        now,
-    );
+    // The node's health checks lower weights on purpose: not a difference.
+    let health = health_table(&node.health)?;
+    let plan = plan::plan(&desired, &kernel, None, &owned, ownership, &health, now);
     let mut out = std::io::stdout().lock();
     let sign = |change: &Change| match change {
         Change::AddService(_) | Change::AddDest(..) => '+',
@@ -325,6 +346,32 @@ pub fn diff(api: &Api, args: &OutputArgs) -> anyhow::Result<ExitCode> {
         )?;
     }
     Ok(code)
+}
+
+/// A node's health view as the table its reconciler works from.
+fn health_table(view: &NodeHealthView) -> anyhow::Result<HealthTable> {
+    let mut table = HealthTable::default();
+    for probe in &view.servers {
+        let service = parse_service_id(&probe.service)
+            .map_err(|e| anyhow::anyhow!(e.message().to_string()))?;
+        let server =
+            parse_server_id(&probe.server).map_err(|e| anyhow::anyhow!(e.message().to_string()))?;
+        let since_ms = probe
+            .health
+            .since
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64);
+        table.servers.insert(
+            (service, server),
+            ServerState {
+                up: probe.health.state == "up",
+                since_ms,
+            },
+        );
+    }
+    Ok(table)
 }
 
 /// `cluster …`: the members, adding one, removing one.
