@@ -230,7 +230,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                 // Health checks matter only where a kernel is programmed.
                 tasks.push(tokio::spawn(crate::health::run(
                     health.clone(),
-                    state.clone(),
+                    state.subscribe(),
                     crate::health::probe::Prober::new(),
                     stopped(),
                 )));

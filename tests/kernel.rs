@@ -17,6 +17,8 @@ mod support;
 
 #[path = "kernel/capture.rs"]
 mod capture;
+#[path = "kernel/health.rs"]
+mod health;
 #[path = "kernel/netlink.rs"]
 mod netlink;
 #[path = "kernel/oracle.rs"]
@@ -93,6 +95,7 @@ fn trials() -> Vec<Trial> {
         traffic::director_moves,
         reconcile::three_nodes_program_their_kernels,
         reconcile::node_refuses_without_cap_net_admin,
+        health::dead_backends_leave_every_kernel,
     ]);
     trials
 }

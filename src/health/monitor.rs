@@ -8,7 +8,7 @@ use super::probe::Prober;
 use super::state::{Outcome, Tracker};
 use super::{HealthTable, Key, ServerState};
 use crate::model::{DesiredState, HealthCheck};
-use crate::store::StateWatch;
+use crate::store::Committed;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::hash::BuildHasher;
@@ -152,15 +152,15 @@ pub fn wanted(desired: &DesiredState) -> BTreeMap<Key, (SocketAddr, HealthCheck)
     out
 }
 
-/// Runs the probes of the committed desired state until `shutdown`.
+/// Runs the probes of the committed desired state (`rx`: the state
+/// machine's, [`crate::store::StateWatch::subscribe`]) until `shutdown`.
 pub async fn run(
     health: Arc<Health>,
-    state: StateWatch,
+    mut rx: watch::Receiver<Committed>,
     prober: Prober,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let mut rx = state.subscribe();
     let mut tasks: BTreeMap<Key, ((SocketAddr, HealthCheck), AbortHandle)> = BTreeMap::new();
     // Offsets within the interval: stable per server, random per process.
     let spread = std::collections::hash_map::RandomState::new();

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 const VIP: &str = "10.80.0.1:80";
 const SERVICE: &str = "/api/v1/services/tcp-10.80.0.1-80";
-const HTTP_PORT: u16 = 2221;
+pub(crate) const HTTP_PORT: u16 = 2221;
 
 /// One `ipvs-manager` node in a load balancer's namespace.
-struct Node {
+pub(crate) struct Node {
     index: usize,
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -64,7 +64,7 @@ impl Node {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
 }
@@ -79,7 +79,13 @@ impl Drop for Node {
 /// LAN): status and body. A 503 `no_leader` (an election under the
 /// emulated VM's load; nothing was written) is retried for a while, as its
 /// Retry-After asks.
-fn http(ns: &Netns, lb: usize, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+pub(crate) fn http(
+    ns: &Netns,
+    lb: usize,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
     let end = Instant::now() + Duration::from_secs(15);
     loop {
         let (status, answer) = http_once(ns, lb, method, path, body);
@@ -137,14 +143,18 @@ fn raw_http(
 }
 
 /// A GET's body as text, from inside lbN's namespace.
-fn get_text(ns: &Netns, lb: usize, path: &str) -> Result<String, Failed> {
+pub(crate) fn get_text(ns: &Netns, lb: usize, path: &str) -> Result<String, Failed> {
     match raw_http(ns, lb, "GET", path, "")? {
         (200, body) => Ok(body),
         (status, _) => Err(format!("GET {path}: {status}").into()),
     }
 }
 
-fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Result<(), Failed> {
+pub(crate) fn wait_for(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> bool,
+) -> Result<(), Failed> {
     let end = Instant::now() + limit;
     while Instant::now() < end {
         if check() {
@@ -157,7 +167,7 @@ fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Res
 
 /// `ipvsadm -Sn` of a namespace, lines sorted (the kernel's order is a
 /// hash order).
-fn saved(ns: &Netns) -> Vec<String> {
+pub(crate) fn saved(ns: &Netns) -> Vec<String> {
     let mut lines: Vec<String> = ns.ipvsadm(&["-Sn"]).lines().map(String::from).collect();
     lines.sort();
     lines
@@ -165,7 +175,7 @@ fn saved(ns: &Netns) -> Vec<String> {
 
 /// Runs `ipvs-manager ARGS --server lbN` in lbN's namespace; its stdout,
 /// or an error when it fails.
-fn cli(site: &Site, lb: usize, args: &[&str]) -> Result<String, Failed> {
+pub(crate) fn cli(site: &Site, lb: usize, args: &[&str]) -> Result<String, Failed> {
     let server = format!("{}:{HTTP_PORT}", Site::management_addr(lb));
     let out = site.lbs[lb]
         .cmd(env!("CARGO_BIN_EXE_ipvs-manager"))
@@ -182,8 +192,22 @@ fn cli(site: &Site, lb: usize, args: &[&str]) -> Result<String, Failed> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn node_status(site: &Site, lb: usize) -> Value {
+pub(crate) fn node_status(site: &Site, lb: usize) -> Value {
     http(&site.lbs[lb], lb, "GET", "/api/v1/node", None).1
+}
+
+/// Starts node1 (bootstrapping) then node2 and node3 (joining), one per
+/// load balancer of `site`, each ready.
+pub(crate) fn start_cluster(site: &Site) -> Result<Vec<Node>, Failed> {
+    let mut nodes = vec![Node::start(site, 0, tempfile::TempDir::new()?)];
+    let ready = |lb: usize| http(&site.lbs[lb], lb, "GET", "/readyz", None).0 == 200;
+    wait_for(Duration::from_secs(30), "node1 to bootstrap", || ready(0))?;
+    for lb in 1..3 {
+        nodes.push(Node::start(site, lb, tempfile::TempDir::new()?));
+        wait_for(Duration::from_secs(30), "a node to join", || ready(lb))
+            .map_err(|e| format!("{e:?}\n{}", nodes[lb].log()))?;
+    }
+    Ok(nodes)
 }
 
 pub fn three_nodes_program_their_kernels() -> Result<(), Failed> {
@@ -194,14 +218,7 @@ pub fn three_nodes_program_their_kernels() -> Result<(), Failed> {
             Backend::start(&site.backends[i], &format!("backend{}", i + 1), addr)
         })
         .collect();
-    let mut nodes = vec![Node::start(&site, 0, tempfile::TempDir::new()?)];
-    let ready = |lb: usize| http(&site.lbs[lb], lb, "GET", "/readyz", None).0 == 200;
-    wait_for(Duration::from_secs(30), "node1 to bootstrap", || ready(0))?;
-    for lb in 1..3 {
-        nodes.push(Node::start(&site, lb, tempfile::TempDir::new()?));
-        wait_for(Duration::from_secs(30), "a node to join", || ready(lb))
-            .map_err(|e| format!("{e:?}\n{}", nodes[lb].log()))?;
-    }
+    let mut nodes = start_cluster(&site)?;
 
     // Created through node 1, programmed in all three kernels.
     let servers: Vec<Value> = (0..3)
