@@ -57,6 +57,7 @@ fn main() {
         );
     }
     let _ = child.kill();
+    let _ = child.wait();
 }
 
 struct Figures {
