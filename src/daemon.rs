@@ -6,9 +6,11 @@
 //! and API ports, then enter the cluster (resume, bootstrap or join — the
 //! listeners must already serve, because the leader replicates to a joining
 //! node before it answers), catch up with the leader, and start the
-//! reconciler and the drain janitor. Shutdown: stop the reconciler (the
-//! kernel table stays: traffic keeps flowing), stop accepting HTTP requests
-//! and let in-flight ones finish, then stop Raft, which flushes storage.
+//! reconciler and the drain janitor; once its first pass is done, tell the
+//! service manager the node is ready (and keep its watchdog fed). Shutdown:
+//! tell the manager, stop the reconciler (the kernel table stays: traffic
+//! keeps flowing), stop accepting HTTP requests and let in-flight ones
+//! finish, then stop Raft, which flushes storage.
 
 use crate::cluster::membership::{self, Start};
 use crate::cluster::network::Network;
@@ -20,6 +22,7 @@ use crate::ipvs::vip::{LinkVips, MemoryVips, VipTable};
 use crate::ipvs::{Kernel, SharedKernel};
 use crate::raft::{node_id, NodeInfo};
 use crate::reconcile::{Engine, Owned, ReconcileStatus, Settings};
+use crate::sd_notify::Notifier;
 use crate::server::{self, AppState};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
@@ -106,8 +109,67 @@ async fn catch_up(
     tracing::warn!("could not catch up with the leader; reconciling from the local state");
 }
 
+/// Waits until the reconciler has finished its first pass (with
+/// `IPVS_KERNEL=off`, until it follows the applied state).
+async fn first_reconcile(mut status: watch::Receiver<ReconcileStatus>) {
+    let _ = status.wait_for(|s| s.passes > 0 || s.kernel == "off").await;
+}
+
+/// One line for `systemctl status`: role, term, applied and programmed
+/// indexes, and what is failing.
+fn summary(raft: &crate::cluster::Raft, status: &ReconcileStatus) -> String {
+    let m = raft.metrics().borrow().clone();
+    let role = match m.state {
+        openraft::ServerState::Leader => "leader",
+        openraft::ServerState::Candidate => "candidate",
+        openraft::ServerState::Learner => "learner",
+        _ => "follower",
+    };
+    let mut line = format!(
+        "{role}, term {}, {} members, applied {}, kernel ({}) programmed to {}",
+        m.current_term,
+        m.membership_config.membership().nodes().count(),
+        m.last_applied.map_or(0, |l| l.index),
+        status.kernel,
+        status.programmed_index
+    );
+    if let Some(e) = &status.error {
+        line.push_str(&format!("; kernel unreadable: {e}"));
+    } else if status.pending > 0 {
+        line.push_str(&format!(
+            "; {} changes failing (GET /api/v1/node)",
+            status.pending
+        ));
+    }
+    line
+}
+
+/// Feeds the service manager's watchdog while the Raft core answers: a
+/// wedged core (or runtime) stops the pings, and systemd restarts the node.
+async fn watchdog(
+    notifier: Arc<Notifier>,
+    interval: Duration,
+    raft: crate::cluster::Raft,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let alive = tokio::time::timeout(interval, raft.with_raft_state(|_| ())).await;
+        if matches!(alive, Ok(Ok(()))) {
+            notifier.watchdog();
+        } else {
+            tracing::error!("the Raft core does not answer; not feeding the watchdog");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut shutdown => return,
+        }
+    }
+}
+
 /// Runs the node until `shutdown` completes.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let notifier = Arc::new(Notifier::from_env());
     // Refuse to start without a usable kernel, before touching anything.
     let kernel = open_kernel(cfg.kernel)?.map(|(k, mode)| (SharedKernel::new(k), mode));
     let vip_table = match kernel {
@@ -170,7 +232,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         http: http.clone(),
         me: me.clone(),
         drain_grace: cfg.drain_grace,
-        reconcile: status_rx,
+        reconcile: status_rx.clone(),
         kernel: kernel.as_ref().map(|(k, _)| k.clone()),
         vol_dir: cfg.vol_dir.clone(),
         metrics: metrics.clone(),
@@ -193,6 +255,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let api_task = tokio::spawn(api_server);
     tracing::info!(node = %cfg.name, id, api = %cfg.http_bind, raft = %cfg.raft_bind, "listening");
 
+    notifier.status(&match &cfg.join {
+        Some(member) => format!("entering the cluster (RAFT_LEADER {member})"),
+        None => "entering the cluster".to_string(),
+    });
     tokio::pin!(shutdown);
     let entered = tokio::select! {
         r = membership::start(&raft, &http, &me, cfg.join.as_deref()) => Some(r),
@@ -214,7 +280,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     if in_cluster {
         // A joining node first catches up with the leader, so its first pass
         // works from the cluster's state, not from an empty one.
+        notifier.status("catching up with the leader");
         catch_up(&raft, &http, &state).await;
+        notifier.status("reconciling the kernel");
         tasks.push(tokio::spawn(crate::cluster::drains::run(
             Writer::new(raft.clone(), http.clone()),
             cfg.name.clone(),
@@ -244,10 +312,31 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                 stopped(),
             )),
         });
-        shutdown.await;
+        // Ready means: in the cluster, serving, and the kernel reconciled
+        // once; a pass with failures counts (they are retried and reported,
+        // and withholding readiness would only get the node restarted).
+        let ready = tokio::select! {
+            _ = first_reconcile(status_rx.clone()) => true,
+            _ = &mut shutdown => false,
+        };
+        if ready {
+            let line = summary(&raft, &status_rx.borrow());
+            tracing::info!(status = %line, "ready");
+            notifier.ready(&line);
+            if let Some(interval) = notifier.watchdog_interval() {
+                tasks.push(tokio::spawn(watchdog(
+                    notifier.clone(),
+                    interval,
+                    raft.clone(),
+                    stopped(),
+                )));
+            }
+            shutdown.await;
+        }
     }
 
     tracing::info!("shutting down");
+    notifier.stopping();
     // The kernel table stays as it is: traffic keeps flowing while the
     // agent is down.
     let _ = stop_tx.send(true);

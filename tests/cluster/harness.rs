@@ -2,6 +2,9 @@
 //! documented environment variables, `IPVS_KERNEL=memory`), each test on ports
 //! of its own, and talks to them over HTTP.
 
+// Shared by several test binaries; each uses a part of it.
+#![allow(dead_code)]
+
 use serde_json::Value;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -63,6 +66,26 @@ impl Node {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGTERM, then waits (up to `limit`) for the process to exit; its exit
+    /// status, or `None` if it was still running (it is killed then).
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {}", self.name);
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
 
     pub fn is_running(&self) -> bool {
