@@ -9,9 +9,11 @@
 //! reconciler and the drain janitor; once its first pass is done, tell the
 //! service manager the node is ready (and keep its watchdog fed). Shutdown:
 //! tell the manager, stop the reconciler (the kernel table stays: traffic
-//! keeps flowing), stop accepting HTTP requests and let in-flight ones
-//! finish, then stop Raft, which flushes storage.
+//! keeps flowing), stop accepting API requests and let in-flight ones
+//! finish, hand leadership over if this node leads, stop the Raft listener
+//! and Raft, and flush storage.
 
+use crate::cluster::handover::{self, Handover};
 use crate::cluster::membership::{self, Start};
 use crate::cluster::network::Network;
 use crate::cluster::{rpc, Writer};
@@ -179,6 +181,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let (log, sm) = crate::store::open(&cfg.vol_dir)
         .with_context(|| format!("failed to open the state in {}", cfg.vol_dir.display()))?;
     let state = sm.watch();
+    let flush = sm.flush_handle();
     let owned = Owned::load(&cfg.vol_dir).context("failed to load the owned services")?;
     let (status_tx, status_rx) = watch::channel(ReconcileStatus::default());
     let metrics = Arc::new(crate::metrics::Metrics::default());
@@ -213,9 +216,12 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     .context("failed to start raft")?;
 
     let raft_data = web::Data::new(raft.clone());
+    let handover = Handover::default();
+    let handover_data = web::Data::new(handover.clone());
     let raft_server = HttpServer::new(move || {
         App::new()
             .app_data(raft_data.clone())
+            .app_data(handover_data.clone())
             .app_data(web::JsonConfig::default().limit(RAFT_BODY_LIMIT))
             .configure(rpc::routes)
     })
@@ -343,12 +349,24 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     for task in tasks {
         let _ = task.await;
     }
+    // No new API requests; those in flight (writes among them) finish,
+    // with Raft still running to commit them.
     api_handle.stop(true).await;
-    raft_handle.stop(true).await;
     let _ = api_task.await;
+    // The Raft listener stays up for the handover: the follower that takes
+    // over asks this node for its vote.
+    if let Some(next) = handover::hand_over(&raft, &http, id, &handover).await {
+        tracing::info!(leader = %next, "handed leadership over");
+    }
+    raft_handle.stop(true).await;
     let _ = raft_task.await;
     raft.shutdown()
         .await
         .context("raft did not shut down cleanly")?;
+    flush
+        .flush()
+        .await
+        .context("could not flush the state at shutdown")?;
+    tracing::info!("stopped");
     Ok(())
 }

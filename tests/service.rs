@@ -15,6 +15,8 @@ use std::collections::BTreeSet;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ipvs-manager");
@@ -329,4 +331,80 @@ fn node_notifies_ready_watchdog_and_stopping() {
     let services = kernel["services"].as_array().unwrap();
     assert_eq!(services.len(), 1, "{kernel}");
     assert_eq!(c.get(0, "/readyz").status(), 200);
+}
+
+/// Creates services through every node in turn until stopped; the ids of
+/// those acknowledged (201).
+fn writer(urls: Vec<String>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .unwrap();
+        let mut acked = Vec::new();
+        let mut port = 1u32;
+        while !stop.load(Ordering::SeqCst) {
+            let url = &urls[port as usize % urls.len()];
+            let body = json!({"protocol": "tcp", "address": "192.0.2.10", "port": port});
+            let sent = http
+                .post(format!("{url}/api/v1/services"))
+                .json(&body)
+                .send();
+            match sent {
+                Ok(r) if r.status() == 201 => acked.push(format!("tcp-192.0.2.10-{port}")),
+                Ok(_) | Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+            port += 1;
+        }
+        acked
+    })
+}
+
+/// The services a node serves, by id.
+fn service_ids(config: &Value) -> BTreeSet<String> {
+    config["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// SIGTERM of the leader of three under a stream of writes: it finishes
+/// what it has in flight, hands leadership to a follower, exits 0; the
+/// others go on serving writes, and no acknowledged write is lost.
+#[test]
+fn sigterm_of_the_leader_hands_over_and_loses_no_write() {
+    let mut c = Cluster::start(3);
+    let old = c.leader().expect("a leader");
+    let urls = c.nodes.iter().map(|n| n.url("")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = writer(urls, stop.clone());
+    std::thread::sleep(Duration::from_secs(1));
+
+    let status = c.nodes[old].terminate(Duration::from_secs(30));
+    let log = c.nodes[old].log();
+    assert_eq!(status.map(|s| s.code()), Some(Some(0)), "{log}");
+    assert!(log.contains("handed leadership over"), "{log}");
+    let new = c.leader().expect("a new leader");
+    assert_ne!(new, old);
+    // The survivors take writes again.
+    let service = json!({"protocol": "udp", "address": "192.0.2.53", "port": 53});
+    let r = c.send(new, "POST", "/api/v1/services", Some(&service));
+    assert_eq!(r.status(), 201);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let acked = writes.join().unwrap();
+    assert!(acked.len() > 10, "only {} writes acknowledged", acked.len());
+
+    let held = service_ids(&c.converged(new));
+    let lost: Vec<&String> = acked.iter().filter(|id| !held.contains(*id)).collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+
+    // The old leader comes back as a follower with everything.
+    c.nodes[old].start();
+    c.wait_ready(old);
+    let config = c.converged(new);
+    let theirs: Value = c.get(old, "/api/v1/config").json().unwrap();
+    assert_eq!(theirs, config);
 }

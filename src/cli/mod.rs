@@ -66,8 +66,20 @@ fn run_node(args: &crate::config::NodeArgs) -> anyhow::Result<()> {
     runtime.block_on(crate::daemon::run(config, shutdown_signal()))
 }
 
-/// Completes on SIGTERM or SIGINT.
+/// Completes on the first SIGTERM or SIGINT, which starts a graceful
+/// shutdown; a second one ends the process at once (durability does not
+/// depend on a clean exit: every acknowledged write is already on disk).
 async fn shutdown_signal() {
+    terminated().await;
+    tokio::spawn(async {
+        terminated().await;
+        tracing::warn!("second signal: exiting without finishing the shutdown");
+        std::process::exit(130);
+    });
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn terminated() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -1,7 +1,9 @@
 //! The cluster: the Raft transport between nodes, writes from any node
-//! (forwarded to the leader), and membership (bootstrap, join, remove).
+//! (forwarded to the leader), membership (bootstrap, join, remove), and the
+//! leadership handover of a stopping leader.
 
 pub mod drains;
+pub mod handover;
 pub mod membership;
 pub mod network;
 pub mod rpc;
