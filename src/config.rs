@@ -21,8 +21,9 @@ pub struct NodeArgs {
     /// missing).
     #[arg(long, env = "RAFT_VOL_DIR", default_value = "./data")]
     pub raft_vol_dir: PathBuf,
-    /// HTTP address (host:port) of a running member, used only by a new node
-    /// to join; a node that already has state resumes and ignores it.
+    /// Address (host:port) of a running member, its API or its Raft port,
+    /// used only by a new node to join; a node that already has state
+    /// resumes and ignores it.
     #[arg(long, env = "RAFT_LEADER")]
     pub raft_leader: Option<String>,
     /// Address both listeners bind to.

@@ -215,23 +215,6 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     .await
     .context("failed to start raft")?;
 
-    let raft_data = web::Data::new(raft.clone());
-    let handover = Handover::default();
-    let handover_data = web::Data::new(handover.clone());
-    let raft_server = HttpServer::new(move || {
-        App::new()
-            .app_data(raft_data.clone())
-            .app_data(handover_data.clone())
-            .app_data(web::JsonConfig::default().limit(RAFT_BODY_LIMIT))
-            .configure(rpc::routes)
-    })
-    .workers(http_workers())
-    .disable_signals()
-    .shutdown_timeout(5)
-    .bind(cfg.raft_bind)
-    .with_context(|| format!("failed to listen on RAFT_PORT {}", cfg.raft_bind))?
-    .run();
-
     let app = web::Data::new(AppState {
         writer: Writer::new(raft.clone(), http.clone()),
         state: state.clone(),
@@ -243,6 +226,26 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         vol_dir: cfg.vol_dir.clone(),
         metrics: metrics.clone(),
     });
+    let raft_data = web::Data::new(raft.clone());
+    let handover = Handover::default();
+    let handover_data = web::Data::new(handover.clone());
+    let peer_app = app.clone();
+    let raft_server = HttpServer::new(move || {
+        App::new()
+            .app_data(raft_data.clone())
+            .app_data(handover_data.clone())
+            .app_data(peer_app.clone())
+            .app_data(web::JsonConfig::default().limit(RAFT_BODY_LIMIT))
+            .configure(rpc::routes)
+            .configure(server::peer_routes)
+    })
+    .workers(http_workers())
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(cfg.raft_bind)
+    .with_context(|| format!("failed to listen on RAFT_PORT {}", cfg.raft_bind))?
+    .run();
+
     let api_server = HttpServer::new(move || {
         App::new()
             .app_data(app.clone())

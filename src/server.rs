@@ -5,12 +5,17 @@
 //! through Raft (forwarded to the leader when needed) and answer once this
 //! node has applied them, so a client reads its own writes on the node it
 //! wrote to.
+//!
+//! Nodes never call each other's API: what they ask one another (a node's
+//! report, a join or removal forwarded to the leader) is served on the Raft
+//! port by [`peer_routes`], so the API can be closed to everyone but clients
+//! (tokens, loopback) without cutting the cluster apart.
 
 use crate::api::error::check_body_size;
 use crate::api::validate::MAX_DRAIN_GRACE;
 use crate::api::{self, http, json, view, ApiError, Operation};
 use crate::cluster::membership::{self, JoinRequest};
-use crate::cluster::{leader, read_index, Raft, WriteError, Writer};
+use crate::cluster::{leader, read_index, Raft, WriteError, Writer, MEMBERS_PATH, NODE_PATH};
 use crate::ipvs::{Kernel, SharedKernel};
 use crate::model::{Command, DesiredState, Drain, DrainRequest, ServiceConfig, ServiceKey};
 use crate::raft::{node_id, NodeInfo};
@@ -320,8 +325,8 @@ async fn programmed(app: &AppState, node: &NodeInfo, index: u64) -> bool {
             return false;
         }
         let url = format!(
-            "http://{}/api/v1/node?programmed={index}&timeout_ms={}",
-            node.api_addr,
+            "http://{}{NODE_PATH}?programmed={index}&timeout_ms={}",
+            node.raft_addr,
             left.as_millis()
         );
         let answer = app
@@ -757,7 +762,7 @@ async fn cluster_view(app: &AppState) -> json::ClusterView {
     let me = node_id(&app.me.name);
     let reports = names.iter().map(|(id, node)| {
         let is_me = *id == me;
-        let url = format!("http://{}/api/v1/node", node.api_addr);
+        let url = format!("http://{}{NODE_PATH}", node.raft_addr);
         async move {
             if is_me {
                 return Some(node_report(app));
@@ -819,7 +824,7 @@ async fn join_cluster(app: &AppState, join: &JoinRequest) -> Reply {
         .http
         .post(format!(
             "http://{}{}",
-            leader_node.api_addr,
+            leader_node.raft_addr,
             membership::JOIN_PATH
         ))
         .json(join)
@@ -843,8 +848,8 @@ async fn remove_member(app: &AppState, name: &str) -> Reply {
     let resp = app
         .http
         .delete(format!(
-            "http://{}/api/v1/cluster/members/{name}",
-            leader_node.api_addr
+            "http://{}{MEMBERS_PATH}/{name}",
+            leader_node.raft_addr
         ))
         .timeout(Duration::from_secs(30))
         .send()
@@ -878,4 +883,40 @@ fn membership_error(e: membership::MembershipError) -> ApiError {
         NotLeader => ApiError::no_leader(1),
         Raft(_) => ApiError::unavailable(1, crate::ipvs::chain(&e)),
     }
+}
+
+/// The routes peers use on RAFT_PORT (beside the Raft RPCs): this node's
+/// report, and the leader's side of joins and removals. A new node joins
+/// through either port: `RAFT_LEADER` may name a member's API or its Raft
+/// address.
+pub fn peer_routes(cfg: &mut actix_web::web::ServiceConfig) {
+    use actix_web::web;
+    cfg.route(NODE_PATH, web::get().to(peer_node))
+        .route(membership::JOIN_PATH, web::post().to(peer_join))
+        .route(
+            &format!("{MEMBERS_PATH}/{{name}}"),
+            web::delete().to(peer_remove),
+        );
+}
+
+async fn peer_node(req: HttpRequest, app: Data<AppState>) -> HttpResponse {
+    match get_node(&app, &req).await {
+        Ok(view) => json_response(StatusCode::OK, &view),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn peer_join(body: Payload, app: Data<AppState>) -> HttpResponse {
+    let joined = async {
+        let bytes = read_body(body, api::MAX_BODY_BYTES).await?;
+        let join = api::validate::parse_join(&bytes)?;
+        join_cluster(&app, &join).await
+    };
+    joined.await.unwrap_or_else(|e| error_response(&e))
+}
+
+async fn peer_remove(name: actix_web::web::Path<String>, app: Data<AppState>) -> HttpResponse {
+    remove_member(&app, &name)
+        .await
+        .unwrap_or_else(|e| error_response(&e))
 }

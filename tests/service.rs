@@ -408,3 +408,32 @@ fn sigterm_of_the_leader_hands_over_and_loses_no_write() {
     let theirs: Value = c.get(old, "/api/v1/config").json().unwrap();
     assert_eq!(theirs, config);
 }
+
+/// Nodes ask each other only on their Raft ports: a new node joins through
+/// a member's Raft address as well as through its API.
+#[test]
+fn a_node_joins_through_a_members_raft_port() {
+    let mut c = Cluster::new(2);
+    c.nodes[0].start();
+    c.wait_ready(0);
+    let raft = format!("127.0.0.1:{}", c.nodes[0].raft_port);
+    c.nodes[1].join = None;
+    c.nodes[1].env = vec![("RAFT_LEADER".into(), raft)];
+    c.nodes[1].start();
+    c.wait_voters(2);
+    let r = c.send(
+        1,
+        "POST",
+        "/api/v1/services",
+        Some(&json!(
+        {"protocol": "tcp", "address": "192.0.2.10", "port": 80})),
+    );
+    assert_eq!(r.status(), 201);
+    let view = c.cluster_view(1).unwrap();
+    let reachable = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["reachable"] == true);
+    assert_eq!(reachable.count(), 2, "{view}");
+}

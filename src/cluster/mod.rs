@@ -16,6 +16,14 @@ use std::time::Duration;
 
 pub use rpc::Raft;
 
+/// A node's report (`json::NodeView`) on its Raft port, for its peers:
+/// `?programmed=N&timeout_ms=T` long-polls as `GET /api/v1/node` does.
+pub const NODE_PATH: &str = "/raft/node";
+
+/// `DELETE {MEMBERS_PATH}/{name}` on the leader's Raft port: a removal
+/// forwarded by another member.
+pub const MEMBERS_PATH: &str = "/raft/members";
+
 /// Why a write did not commit.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -146,7 +154,7 @@ pub async fn read_index(raft: &Raft, http: &reqwest::Client) -> Option<u64> {
     }
     let (_, leader_node) = leader(raft)?;
     let view: crate::api::json::NodeView = http
-        .get(format!("http://{}/api/v1/node", leader_node.api_addr))
+        .get(format!("http://{}{NODE_PATH}", leader_node.raft_addr))
         .timeout(Duration::from_secs(2))
         .send()
         .await
