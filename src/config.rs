@@ -1,8 +1,8 @@
 //! The node's configuration: every setting is an environment variable (the
 //! way operators already start it) and a `--flag` of the same name.
 
-use clap::{Args, ValueEnum};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use clap::{ArgAction, Args, ValueEnum};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 /// Settings of one cluster node (`ipvs-manager` with no subcommand).
@@ -63,6 +63,23 @@ pub struct NodeArgs {
     #[arg(long, env = "RAFT_SNAPSHOT_LOGS", default_value_t = 50_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub raft_snapshot_logs: u64,
+    /// File of API tokens, one a line: `admin TOKEN` (everything) or `read
+    /// TOKEN` (reads only). With it, changes need an admin token and reads
+    /// a token (see API_OPEN_READS); without it, the API listens on
+    /// loopback only (see API_OPEN).
+    #[arg(long, env = "API_TOKENS_FILE")]
+    pub api_tokens_file: Option<PathBuf>,
+    /// With API_TOKENS_FILE: serve reads (GET) without a token.
+    #[arg(long, env = "API_OPEN_READS", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub api_open_reads: bool,
+    /// Without API_TOKENS_FILE: serve the API unauthenticated on BIND_ADDR
+    /// anyway (by default it then listens on loopback only).
+    #[arg(long, env = "API_OPEN", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub api_open: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,6 +115,10 @@ pub struct NodeConfig {
     pub drain_grace: u32,
     pub ownership: Ownership,
     pub vip_interface: String,
+    pub api_tokens_file: Option<PathBuf>,
+    pub api_open_reads: bool,
+    /// No token and no API_OPEN: the API was moved to loopback.
+    pub api_loopback_only: bool,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -141,12 +162,26 @@ impl NodeArgs {
             }
             None => self.bind_addr,
         };
+        let tokens = self
+            .api_tokens_file
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty());
+        // An API without tokens is for this host's own use unless the
+        // operator says otherwise; peers never need it (they talk on the
+        // Raft port).
+        let loopback_only = tokens.is_none() && !self.api_open && !self.bind_addr.is_loopback();
+        let api_ip = match self.bind_addr {
+            _ if !loopback_only => self.bind_addr,
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        let api_advertise = if loopback_only { api_ip } else { advertise };
         Ok(NodeConfig {
             name: name.clone(),
             vol_dir: self.raft_vol_dir.clone(),
-            http_bind: SocketAddr::new(self.bind_addr, self.server_port),
+            http_bind: SocketAddr::new(api_ip, self.server_port),
             raft_bind: SocketAddr::new(self.bind_addr, self.raft_port),
-            http_advertise: SocketAddr::new(advertise, self.server_port),
+            http_advertise: SocketAddr::new(api_advertise, self.server_port),
             raft_advertise: SocketAddr::new(advertise, self.raft_port),
             join: self.raft_leader.clone().filter(|l| !l.is_empty()),
             kernel: self.ipvs_kernel,
@@ -155,6 +190,9 @@ impl NodeArgs {
             drain_grace: self.drain_grace,
             ownership: self.ipvs_ownership,
             vip_interface: self.vip_interface.clone(),
+            api_tokens_file: tokens,
+            api_open_reads: self.api_open_reads,
+            api_loopback_only: loopback_only,
         })
     }
 }
@@ -207,7 +245,11 @@ mod tests {
             "off",
         ])
         .unwrap();
-        assert_eq!(c.http_bind, "0.0.0.0:2222".parse().unwrap());
+        // No token: the API stays on loopback, the Raft port does not.
+        assert_eq!(c.http_bind, "127.0.0.1:2222".parse().unwrap());
+        assert_eq!(c.http_advertise, c.http_bind);
+        assert!(c.api_loopback_only);
+        assert_eq!(c.raft_bind, "0.0.0.0:1112".parse().unwrap());
         assert_eq!(c.raft_advertise, "10.0.0.2:1112".parse().unwrap());
         assert_eq!(c.join.as_deref(), Some("127.0.0.1:2221"));
         assert_eq!(c.kernel, KernelMode::Off);
@@ -230,5 +272,27 @@ mod tests {
             Err(ConfigError::SamePorts(1111))
         );
         assert_eq!(parse(&["--raft-port", "0"]), Err(ConfigError::ZeroPort));
+    }
+
+    #[test]
+    fn the_api_is_on_loopback_unless_tokens_or_opened() {
+        let tokens = ["--bind-addr", "10.0.0.2", "--api-tokens-file", "/etc/t"];
+        let c = parse(&tokens).unwrap();
+        assert_eq!(c.http_bind, "10.0.0.2:2221".parse().unwrap());
+        assert!(!c.api_loopback_only);
+        assert_eq!(c.api_tokens_file, Some(PathBuf::from("/etc/t")));
+        let c = parse(&["--bind-addr", "10.0.0.2", "--api-open"]).unwrap();
+        assert_eq!(c.http_bind, "10.0.0.2:2221".parse().unwrap());
+        let c = parse(&["--bind-addr", "10.0.0.2", "--api-open=false"]).unwrap();
+        assert_eq!(c.http_bind, "127.0.0.1:2221".parse().unwrap());
+        assert_eq!(c.raft_bind, "10.0.0.2:1111".parse().unwrap());
+        let c = parse(&["--bind-addr", "fd00::2"]).unwrap();
+        assert_eq!(c.http_bind, "[::1]:2221".parse().unwrap());
+        assert_eq!(c.api_tokens_file, None);
+        let c = parse(&["--api-open-reads=yes", "--api-tokens-file", "/t"]).unwrap();
+        assert!(c.api_open_reads);
+        // Loopback already: nothing moves.
+        let c = parse(&[]).unwrap();
+        assert!(!c.api_loopback_only);
     }
 }

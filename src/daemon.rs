@@ -13,6 +13,7 @@
 //! finish, hand leadership over if this node leads, stop the Raft listener
 //! and Raft, and flush storage.
 
+use crate::api::auth::{Policy, Tokens};
 use crate::cluster::handover::{self, Handover};
 use crate::cluster::membership::{self, Start};
 use crate::cluster::network::Network;
@@ -169,8 +170,29 @@ async fn watchdog(
     }
 }
 
+/// The API's access policy: the token file read and checked (a bad line
+/// stops the start, naming the file and the line).
+pub fn api_policy(cfg: &NodeConfig) -> anyhow::Result<Policy> {
+    let Some(path) = &cfg.api_tokens_file else {
+        return Ok(Policy::open());
+    };
+    let context = || format!("API_TOKENS_FILE {}", path.display());
+    let text = std::fs::read_to_string(path).with_context(context)?;
+    let tokens = Tokens::parse(&text).with_context(context)?;
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0) {
+        tracing::warn!(file = %path.display(), "the API token file is readable by every user of this host; chmod o-r it");
+    }
+    Ok(Policy {
+        tokens: Some(tokens),
+        open_reads: cfg.api_open_reads,
+    })
+}
+
 /// Runs the node until `shutdown` completes.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // Settings that read files are checked before anything is touched.
+    let policy = api_policy(&cfg)?;
     let notifier = Arc::new(Notifier::from_env());
     // Refuse to start without a usable kernel, before touching anything.
     let kernel = open_kernel(cfg.kernel)?.map(|(k, mode)| (SharedKernel::new(k), mode));
@@ -225,6 +247,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         kernel: kernel.as_ref().map(|(k, _)| k.clone()),
         vol_dir: cfg.vol_dir.clone(),
         metrics: metrics.clone(),
+        auth: std::sync::RwLock::new(Arc::new(policy.clone())),
     });
     let raft_data = web::Data::new(raft.clone());
     let handover = Handover::default();
@@ -263,6 +286,22 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let raft_task = tokio::spawn(raft_server);
     let api_task = tokio::spawn(api_server);
     tracing::info!(node = %cfg.name, id, api = %cfg.http_bind, raft = %cfg.raft_bind, "listening");
+    match &policy.tokens {
+        Some(tokens) => tracing::info!(
+            tokens = tokens.len(),
+            reads = if policy.open_reads { "open" } else { "token" },
+            "the API requires tokens"
+        ),
+        None if cfg.api_loopback_only => tracing::warn!(
+            api = %cfg.http_bind,
+            "no API_TOKENS_FILE: the API listens on loopback only; set API_TOKENS_FILE \
+             (or API_OPEN=true for an unauthenticated API) to serve it on BIND_ADDR"
+        ),
+        None if cfg.http_bind.ip().is_loopback() => {
+            tracing::info!("no API_TOKENS_FILE: the API is unauthenticated, on loopback")
+        }
+        None => tracing::warn!("API_OPEN: the API is unauthenticated, open to whoever reaches it"),
+    }
 
     notifier.status(&match &cfg.join {
         Some(member) => format!("entering the cluster (RAFT_LEADER {member})"),

@@ -11,6 +11,7 @@
 //! port by [`peer_routes`], so the API can be closed to everyone but clients
 //! (tokens, loopback) without cutting the cluster apart.
 
+use crate::api::auth::{self, Policy};
 use crate::api::error::check_body_size;
 use crate::api::validate::MAX_DRAIN_GRACE;
 use crate::api::{self, http, json, view, ApiError, Operation};
@@ -21,6 +22,7 @@ use crate::model::{Command, DesiredState, Drain, DrainRequest, ServiceConfig, Se
 use crate::raft::{node_id, NodeInfo};
 use crate::reconcile::ReconcileStatus;
 use crate::store::StateWatch;
+use actix_web::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
@@ -44,6 +46,8 @@ pub struct AppState {
     /// RAFT_VOL_DIR, where the owned set is kept.
     pub vol_dir: std::path::PathBuf,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Who may call what; replaced when the token file is reloaded.
+    pub auth: std::sync::RwLock<Arc<Policy>>,
 }
 
 impl AppState {
@@ -53,6 +57,13 @@ impl AppState {
 
     fn desired(&self) -> Arc<DesiredState> {
         self.state.current().desired
+    }
+
+    fn policy(&self) -> Arc<Policy> {
+        self.auth
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn is_leader(&self) -> bool {
@@ -73,8 +84,14 @@ pub async fn dispatch(req: HttpRequest, body: Payload, app: Data<AppState>) -> H
                 .map(|(k, v)| (k, v.to_string()))
                 .collect();
             operation = route.operation.id();
-            match read_body(body, route.max_body).await {
-                Ok(bytes) => handle(route.operation, &req, &params, &bytes, &app).await,
+            let authorization = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+            // Before the body is read: a caller without the right token
+            // gets nothing, not even a parse of what it sent.
+            match app.policy().check(route.operation.access(), authorization) {
+                Ok(()) => match read_body(body, route.max_body).await {
+                    Ok(bytes) => handle(route.operation, &req, &params, &bytes, &app).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             }
         }
@@ -109,6 +126,9 @@ fn error_response(e: &ApiError) -> HttpResponse {
     );
     if let Some(secs) = e.retry_after() {
         r.insert_header(("Retry-After", secs.to_string()));
+    }
+    if e.code() == api::ErrorCode::Unauthorized {
+        r.insert_header((WWW_AUTHENTICATE, auth::CHALLENGE));
     }
     r.content_type("application/json").body(e.to_json())
 }

@@ -172,6 +172,10 @@ fn env_files_match_the_settings() {
         let config = validate(&set).unwrap_or_else(|e| panic!("{host}.env: {e}"));
         assert_eq!(config.name, host);
         assert_eq!(config.join.is_some(), host != "lb1", "{host}");
+        assert!(
+            !config.api_loopback_only,
+            "{host}: tokens, so the API is served"
+        );
         names.insert(config.raft_advertise);
     }
     assert_eq!(names.len(), 3);

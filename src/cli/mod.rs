@@ -20,6 +20,16 @@ pub struct Cli {
         default_value = "http://127.0.0.1:2221"
     )]
     pub server: String,
+    /// API token for the commands that talk to the cluster (an admin token
+    /// for changes, a read token for the rest), sent as `Authorization:
+    /// Bearer`.
+    #[arg(
+        long,
+        global = true,
+        env = "IPVS_MANAGER_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     /// Without a subcommand, run this host's cluster node.
     #[command(flatten)]
     pub node: crate::config::NodeArgs,
@@ -50,10 +60,19 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Kernel(cmd)) => kernel::run(cmd).map(|()| ExitCode::SUCCESS),
-        Some(Command::List(args)) => cluster::list(&cluster::Api::new(&cli.server)?, &args),
-        Some(Command::Cluster(cmd)) => cluster::cluster(&cluster::Api::new(&cli.server)?, &cmd),
-        Some(Command::Save) => cluster::save(&cluster::Api::new(&cli.server)?),
-        Some(Command::Diff) => cluster::diff(&cluster::Api::new(&cli.server)?),
+        Some(Command::List(args)) => cluster::list(
+            &cluster::Api::new(&cli.server, cli.token.as_deref())?,
+            &args,
+        ),
+        Some(Command::Cluster(cmd)) => {
+            cluster::cluster(&cluster::Api::new(&cli.server, cli.token.as_deref())?, &cmd)
+        }
+        Some(Command::Save) => {
+            cluster::save(&cluster::Api::new(&cli.server, cli.token.as_deref())?)
+        }
+        Some(Command::Diff) => {
+            cluster::diff(&cluster::Api::new(&cli.server, cli.token.as_deref())?)
+        }
         None => run_node(&cli.node).map(|()| ExitCode::SUCCESS),
     }
 }

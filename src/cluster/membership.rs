@@ -72,6 +72,13 @@ pub async fn start(
     loop {
         match http.post(&url).json(&req).send().await {
             Ok(resp) if resp.status().is_success() => return Ok(Start::Joined),
+            Ok(resp) if resp.status() == reqwest::StatusCode::UNAUTHORIZED => {
+                tracing::warn!(
+                    %url,
+                    "join refused: that member's API requires a token; set RAFT_LEADER \
+                     to its Raft address (host:RAFT_PORT) instead; retrying"
+                );
+            }
             Ok(resp) => {
                 let status = resp.status();
                 let body = resp.text().await.unwrap_or_default();

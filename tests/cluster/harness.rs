@@ -115,12 +115,30 @@ impl Cluster {
     /// Starts `n` nodes and waits until every one is a voter.
     pub fn start(n: usize) -> Cluster {
         let mut c = Cluster::new(n);
-        for i in 0..n {
-            c.nodes[i].start();
-            c.wait_ready(i);
-        }
-        c.wait_voters(n);
+        c.start_all();
         c
+    }
+
+    /// Starts every node in turn (configure them first) and waits until
+    /// every one is a voter.
+    pub fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.nodes[i].start();
+            self.wait_ready(i);
+        }
+        self.wait_voters(self.nodes.len());
+    }
+
+    /// Sends `Authorization: Bearer token` with every request of `http`.
+    pub fn set_token(&mut self, token: &str) {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {token}").parse().expect("header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        self.http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .default_headers(headers)
+            .build()
+            .expect("http client");
     }
 
     /// Nodes configured but not started.
