@@ -80,6 +80,35 @@ pub struct NodeArgs {
           num_args = 0..=1, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub api_open: bool,
+    /// Shared by every node of the cluster (32 characters or more): every
+    /// request between nodes is signed with it (HMAC-SHA256), and the Raft
+    /// port refuses any that is not, so a node without it can neither join
+    /// nor send Raft messages.
+    #[arg(long, env = "CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<Secret>,
+}
+
+/// A secret setting: never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -119,6 +148,7 @@ pub struct NodeConfig {
     pub api_open_reads: bool,
     /// No token and no API_OPEN: the API was moved to loopback.
     pub api_loopback_only: bool,
+    pub cluster_secret: Option<Secret>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -135,6 +165,11 @@ pub enum ConfigError {
     SamePorts(u16),
     #[error("SERVER_PORT and RAFT_PORT must not be 0")]
     ZeroPort,
+    #[error(
+        "CLUSTER_SECRET is {0} characters; at least {min} are needed (make one with `openssl rand -hex 32`)",
+        min = crate::cluster::peer_auth::MIN_SECRET_LEN
+    )]
+    WeakSecret(usize),
 }
 
 impl NodeArgs {
@@ -162,6 +197,12 @@ impl NodeArgs {
             }
             None => self.bind_addr,
         };
+        let cluster_secret = self.cluster_secret.clone().filter(|s| !s.0.is_empty());
+        if let Some(secret) = &cluster_secret {
+            if secret.0.chars().count() < crate::cluster::peer_auth::MIN_SECRET_LEN {
+                return Err(ConfigError::WeakSecret(secret.0.chars().count()));
+            }
+        }
         let tokens = self
             .api_tokens_file
             .clone()
@@ -193,6 +234,7 @@ impl NodeArgs {
             api_tokens_file: tokens,
             api_open_reads: self.api_open_reads,
             api_loopback_only: loopback_only,
+            cluster_secret,
         })
     }
 }
@@ -294,5 +336,17 @@ mod tests {
         // Loopback already: nothing moves.
         let c = parse(&[]).unwrap();
         assert!(!c.api_loopback_only);
+    }
+
+    #[test]
+    fn the_cluster_secret_is_long_and_never_shown() {
+        let secret = "s3cret-s3cret-s3cret-s3cret-s3cret";
+        let c = parse(&["--cluster-secret", secret]).unwrap();
+        assert_eq!(c.cluster_secret.as_ref().map(Secret::expose), Some(secret));
+        assert!(!format!("{c:?}").contains(secret));
+        assert_eq!(
+            parse(&["--cluster-secret", "short"]),
+            Err(ConfigError::WeakSecret(5))
+        );
     }
 }

@@ -17,6 +17,7 @@ use crate::api::auth::{Policy, Tokens};
 use crate::cluster::handover::{self, Handover};
 use crate::cluster::membership::{self, Start};
 use crate::cluster::network::Network;
+use crate::cluster::peer_auth::{self, PeerAuth, Peers};
 use crate::cluster::{rpc, Writer};
 use crate::config::{KernelMode, NodeConfig};
 use crate::ipvs::memory::MemoryKernel;
@@ -27,7 +28,7 @@ use crate::raft::{node_id, NodeInfo};
 use crate::reconcile::{Engine, Owned, ReconcileStatus, Settings};
 use crate::sd_notify::Notifier;
 use crate::server::{self, AppState};
-use actix_web::{web, App, HttpServer};
+use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
 use std::future::Future;
 use std::sync::Arc;
@@ -93,14 +94,10 @@ fn vips(mode: KernelMode, ifname: &str) -> anyhow::Result<Box<dyn VipTable>> {
 
 /// Waits (a few seconds at most) until this node has applied what the
 /// leader had applied.
-async fn catch_up(
-    raft: &crate::cluster::Raft,
-    http: &reqwest::Client,
-    state: &crate::store::StateWatch,
-) {
+async fn catch_up(raft: &crate::cluster::Raft, peers: &Peers, state: &crate::store::StateWatch) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline {
-        if let Some(target) = crate::cluster::read_index(raft, http).await {
+        if let Some(target) = crate::cluster::read_index(raft, peers).await {
             let mut rx = state.subscribe();
             let reached = rx.wait_for(|c| c.applied_index() >= target);
             if tokio::time::timeout_at(deadline, reached).await.is_ok() {
@@ -227,10 +224,12 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         .pool_idle_timeout(Duration::from_secs(4))
         .build()
         .context("failed to build the HTTP client")?;
+    let peer_auth = PeerAuth::new(cfg.cluster_secret.as_ref().map(|s| s.expose()));
+    let peers = Peers::new(http, peer_auth.clone());
     let raft = openraft::Raft::new(
         id,
         raft_config(cfg.snapshot_logs)?,
-        Network::new(http.clone()),
+        Network::new(peers.clone()),
         log,
         sm,
     )
@@ -238,9 +237,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     .context("failed to start raft")?;
 
     let app = web::Data::new(AppState {
-        writer: Writer::new(raft.clone(), http.clone()),
+        writer: Writer::new(raft.clone(), peers.clone()),
         state: state.clone(),
-        http: http.clone(),
+        peers: peers.clone(),
         me: me.clone(),
         drain_grace: cfg.drain_grace,
         reconcile: status_rx.clone(),
@@ -253,12 +252,17 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let handover = Handover::default();
     let handover_data = web::Data::new(handover.clone());
     let peer_app = app.clone();
+    let peer_auth_data = web::Data::new(peer_auth.clone());
     let raft_server = HttpServer::new(move || {
         App::new()
             .app_data(raft_data.clone())
             .app_data(handover_data.clone())
             .app_data(peer_app.clone())
+            .app_data(peer_auth_data.clone())
             .app_data(web::JsonConfig::default().limit(RAFT_BODY_LIMIT))
+            // What the guard reads to check a signature.
+            .app_data(web::PayloadConfig::new(RAFT_BODY_LIMIT))
+            .wrap(middleware::from_fn(peer_auth::guard))
             .configure(rpc::routes)
             .configure(server::peer_routes)
     })
@@ -302,6 +306,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         }
         None => tracing::warn!("API_OPEN: the API is unauthenticated, open to whoever reaches it"),
     }
+    if peer_auth.required() {
+        tracing::info!("peers must sign their requests with the cluster secret");
+    } else if !cfg.raft_bind.ip().is_loopback() {
+        tracing::warn!(raft = %cfg.raft_bind, "no CLUSTER_SECRET: whoever reaches the Raft port can act as a member");
+    }
 
     notifier.status(&match &cfg.join {
         Some(member) => format!("entering the cluster (RAFT_LEADER {member})"),
@@ -309,7 +318,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     });
     tokio::pin!(shutdown);
     let entered = tokio::select! {
-        r = membership::start(&raft, &http, &me, cfg.join.as_deref()) => Some(r),
+        r = membership::start(&raft, &peers, &me, cfg.join.as_deref()) => Some(r),
         _ = &mut shutdown => None,
     };
     let in_cluster = entered.is_some();
@@ -329,10 +338,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         // A joining node first catches up with the leader, so its first pass
         // works from the cluster's state, not from an empty one.
         notifier.status("catching up with the leader");
-        catch_up(&raft, &http, &state).await;
+        catch_up(&raft, &peers, &state).await;
         notifier.status("reconciling the kernel");
         tasks.push(tokio::spawn(crate::cluster::drains::run(
-            Writer::new(raft.clone(), http.clone()),
+            Writer::new(raft.clone(), peers.clone()),
             cfg.name.clone(),
             state.clone(),
             stopped(),
@@ -397,7 +406,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let _ = api_task.await;
     // The Raft listener stays up for the handover: the follower that takes
     // over asks this node for its vote.
-    if let Some(next) = handover::hand_over(&raft, &http, id, &handover).await {
+    if let Some(next) = handover::hand_over(&raft, &peers, id, &handover).await {
         tracing::info!(leader = %next, "handed leadership over");
     }
     raft_handle.stop(true).await;

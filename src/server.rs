@@ -16,6 +16,7 @@ use crate::api::error::check_body_size;
 use crate::api::validate::MAX_DRAIN_GRACE;
 use crate::api::{self, http, json, view, ApiError, Operation};
 use crate::cluster::membership::{self, JoinRequest};
+use crate::cluster::peer_auth::{self, Peers};
 use crate::cluster::{leader, read_index, Raft, WriteError, Writer, MEMBERS_PATH, NODE_PATH};
 use crate::ipvs::{Kernel, SharedKernel};
 use crate::model::{Command, DesiredState, Drain, DrainRequest, ServiceConfig, ServiceKey};
@@ -34,7 +35,8 @@ use std::time::Duration;
 pub struct AppState {
     pub writer: Writer,
     pub state: StateWatch,
-    pub http: reqwest::Client,
+    /// The signed HTTP client for the other nodes' Raft ports.
+    pub peers: Peers,
     pub me: NodeInfo,
     /// Seconds a removal drains when neither the request nor the service
     /// names a grace period (`DRAIN_GRACE`).
@@ -350,8 +352,8 @@ async fn programmed(app: &AppState, node: &NodeInfo, index: u64) -> bool {
             left.as_millis()
         );
         let answer = app
-            .http
-            .get(url)
+            .peers
+            .get(&url)
             .timeout(left + Duration::from_secs(1))
             .send()
             .await;
@@ -702,6 +704,14 @@ async fn handle(
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(scrape(app).await)),
         JoinCluster => {
+            // With a cluster secret, only a node that holds it may join
+            // (the node itself, signing its request), whatever the token.
+            peer_auth::verify_http(app.peers.auth(), req, body).map_err(|refusal| {
+                ApiError::new(
+                    api::ErrorCode::Unauthorized,
+                    format!("this cluster has a CLUSTER_SECRET and only a node holding it may join: {refusal}"),
+                )
+            })?;
             let join = api::validate::parse_join(body)?;
             join_cluster(app, &join).await
         }
@@ -736,7 +746,7 @@ fn server_body(
 /// node has applied the leader's commit index, so the read that follows
 /// sees every write acknowledged before it.
 async fn linearize(app: &AppState) -> Result<(), ApiError> {
-    let Some(target) = read_index(app.raft(), &app.http).await else {
+    let Some(target) = read_index(app.raft(), &app.peers).await else {
         return Err(ApiError::no_leader(1));
     };
     let mut rx = app.state.subscribe();
@@ -788,8 +798,8 @@ async fn cluster_view(app: &AppState) -> json::ClusterView {
                 return Some(node_report(app));
             }
             let r = app
-                .http
-                .get(url)
+                .peers
+                .get(&url)
                 .timeout(Duration::from_millis(500))
                 .send()
                 .await
@@ -840,14 +850,11 @@ async fn join_cluster(app: &AppState, join: &JoinRequest) -> Reply {
     let Some((_, leader_node)) = leader(app.raft()) else {
         return Err(ApiError::no_leader(1));
     };
+    let url = format!("http://{}{}", leader_node.raft_addr, membership::JOIN_PATH);
     let resp = app
-        .http
-        .post(format!(
-            "http://{}{}",
-            leader_node.raft_addr,
-            membership::JOIN_PATH
-        ))
-        .json(join)
+        .peers
+        .post_json(&url, join)
+        .map_err(ApiError::internal)?
         .timeout(Duration::from_secs(60))
         .send()
         .await
@@ -866,8 +873,8 @@ async fn remove_member(app: &AppState, name: &str) -> Reply {
         return Err(ApiError::no_leader(1));
     };
     let resp = app
-        .http
-        .delete(format!(
+        .peers
+        .delete(&format!(
             "http://{}{MEMBERS_PATH}/{name}",
             leader_node.raft_addr
         ))

@@ -278,3 +278,116 @@ fn bad_token_files_are_refused_at_start() {
         "{err}"
     );
 }
+
+const SECRET: &str = "cluster-9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a";
+const WRONG: &str = "cluster-00000000000000000000000000000000";
+
+fn term_and_leader(c: &Cluster, i: usize) -> (u64, String) {
+    let view = c.cluster_view(i).unwrap();
+    (
+        view["term"].as_u64().unwrap(),
+        view["leader_id"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// With a cluster secret: a node with another secret, or none, is refused
+/// when it asks to join (through the API or the Raft port); requests
+/// without a valid signature get 401 on the Raft port and do nothing; and a
+/// member restarted with the wrong secret, campaigning on its own, cannot
+/// disturb the others (same leader, same term, writes go on). With the
+/// right secret again it catches up.
+#[test]
+fn a_node_without_the_cluster_secret_is_refused() {
+    let mut c = Cluster::new(5);
+    for node in &mut c.nodes[..3] {
+        node.env = vec![("CLUSTER_SECRET".into(), SECRET.into())];
+    }
+    for i in 0..3 {
+        c.nodes[i].start();
+        c.wait_ready(i);
+    }
+    c.wait_voters(3);
+    assert_eq!(
+        c.send(0, "POST", "/api/v1/services", Some(&web())).status(),
+        201
+    );
+
+    // Joining with the wrong secret (through the API), with none (through
+    // the Raft port): refused, and the cluster stays at three.
+    c.nodes[3].env = vec![("CLUSTER_SECRET".into(), WRONG.into())];
+    c.nodes[3].start();
+    let raft0 = format!("127.0.0.1:{}", c.nodes[0].raft_port);
+    c.nodes[4].join = None;
+    c.nodes[4].env = vec![("RAFT_LEADER".into(), raft0.clone())];
+    c.nodes[4].start();
+    std::thread::sleep(Duration::from_secs(3));
+    let view = c.cluster_view(0).unwrap();
+    assert_eq!(view["members"].as_array().unwrap().len(), 3, "{view}");
+    for i in [3, 4] {
+        assert_eq!(c.get(i, "/readyz").status(), 503);
+        let log = c.nodes[i].log();
+        assert!(log.contains("join refused (401)"), "{log}");
+    }
+    assert!(c.nodes[3].log().contains("CLUSTER_SECRET differs"));
+    assert!(c.nodes[4].log().contains("has no CLUSTER_SECRET"));
+    c.nodes[3].kill();
+    c.nodes[4].kill();
+
+    // Unsigned requests on the Raft port: 401, and nothing happens.
+    let http = client();
+    let before = term_and_leader(&c, 0);
+    let vote = json!({"vote": {"leader_id": {"term": before.0 + 5, "node_id": 1}, "committed": false},
+                      "last_log_id": null});
+    for (method, path, body) in [
+        ("POST", "/raft/vote", Some(vote)),
+        ("POST", "/raft/write", Some(json!({"DeleteService": {}}))),
+        ("POST", "/raft/elect", None),
+        ("GET", "/raft/node", None),
+        ("DELETE", "/raft/members/node2", None),
+    ] {
+        let url = format!("http://{raft0}{path}");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = http.request(method, &url);
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let (status, _, body) = answer(req.header("X-Ipvs-Manager-Peer", "t=1,mac=00"));
+        assert_eq!(status, 401, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{path}");
+    }
+    assert_eq!(term_and_leader(&c, 0), before);
+
+    // A member back with the wrong secret campaigns alone: its vote
+    // requests are refused, so the others keep their leader and term.
+    let follower = (0..3)
+        .find(|&i| c.nodes[c.leader().unwrap()].name != c.nodes[i].name)
+        .unwrap();
+    let healthy = (0..3).find(|&i| i != follower).unwrap();
+    c.nodes[follower].kill();
+    c.nodes[follower].env = vec![("CLUSTER_SECRET".into(), WRONG.into())];
+    c.nodes[follower].start();
+    let before = term_and_leader(&c, healthy);
+    std::thread::sleep(Duration::from_secs(3));
+    let service = json!({"protocol": "udp", "address": "192.0.2.53", "port": 53});
+    assert_eq!(
+        c.send(healthy, "POST", "/api/v1/services", Some(&service))
+            .status(),
+        201
+    );
+    assert_eq!(term_and_leader(&c, healthy), before);
+    let theirs: Value = c.get(follower, "/api/v1/node").json().unwrap();
+    assert!(
+        theirs["term"].as_u64() > Some(before.0),
+        "it campaigned: {theirs}"
+    );
+    let log = c.nodes[follower].log();
+    assert!(log.contains("refused our cluster secret"), "{log}");
+
+    // The right secret again: it follows the leader and catches up.
+    c.nodes[follower].kill();
+    c.nodes[follower].env = vec![("CLUSTER_SECRET".into(), SECRET.into())];
+    c.nodes[follower].start();
+    c.wait_ready(follower);
+    let want = c.converged(healthy);
+    assert_eq!(want["services"].as_array().unwrap().len(), 2, "{want}");
+}

@@ -11,6 +11,7 @@
 //! larger clusters the other followers' leases must run out first, which
 //! takes no longer than the election that would have followed anyway.
 
+use super::peer_auth::Peers;
 use super::Raft;
 use crate::raft::{NodeId, NodeInfo};
 use openraft::ServerState;
@@ -50,7 +51,7 @@ impl Handover {
 /// crash).
 pub async fn hand_over(
     raft: &Raft,
-    http: &reqwest::Client,
+    peers: &Peers,
     me: NodeId,
     handover: &Handover,
 ) -> Option<String> {
@@ -60,8 +61,12 @@ pub async fn hand_over(
     handover.start();
     let candidates = up_to_date_followers(raft, me).await;
     for (id, node) in candidates {
-        let asked = http
-            .post(format!("http://{}{ELECT_PATH}", node.raft_addr))
+        let asked = peers
+            .request(
+                reqwest::Method::POST,
+                &format!("http://{}{ELECT_PATH}", node.raft_addr),
+                Vec::new(),
+            )
             .timeout(Duration::from_secs(1))
             .send()
             .await
