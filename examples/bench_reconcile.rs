@@ -205,6 +205,8 @@ fn cluster(binary: &str, writes: usize) {
             .env("RAFT_NODE_ID", format!("node{}", i + 1))
             .env("RAFT_VOL_DIR", dir.join(format!("node{}", i + 1)))
             .env("BIND_ADDR", format!("10.77.0.{}", i + 1))
+            // No tokens on this private network: serve the API on BIND_ADDR.
+            .env("API_OPEN", "true")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -1,8 +1,8 @@
 //! The node's configuration: every setting is an environment variable (the
 //! way operators already start it) and a `--flag` of the same name.
 
-use clap::{Args, ValueEnum};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use clap::{ArgAction, Args, ValueEnum};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 /// Settings of one cluster node (`ipvs-manager` with no subcommand).
@@ -21,8 +21,9 @@ pub struct NodeArgs {
     /// missing).
     #[arg(long, env = "RAFT_VOL_DIR", default_value = "./data")]
     pub raft_vol_dir: PathBuf,
-    /// HTTP address (host:port) of a running member, used only by a new node
-    /// to join; a node that already has state resumes and ignores it.
+    /// Address (host:port) of a running member, its API or its Raft port,
+    /// used only by a new node to join; a node that already has state
+    /// resumes and ignores it.
     #[arg(long, env = "RAFT_LEADER")]
     pub raft_leader: Option<String>,
     /// Address both listeners bind to.
@@ -62,6 +63,52 @@ pub struct NodeArgs {
     #[arg(long, env = "RAFT_SNAPSHOT_LOGS", default_value_t = 50_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub raft_snapshot_logs: u64,
+    /// File of API tokens, one a line: `admin TOKEN` (everything) or `read
+    /// TOKEN` (reads only). With it, changes need an admin token and reads
+    /// a token (see API_OPEN_READS); without it, the API listens on
+    /// loopback only (see API_OPEN).
+    #[arg(long, env = "API_TOKENS_FILE")]
+    pub api_tokens_file: Option<PathBuf>,
+    /// With API_TOKENS_FILE: serve reads (GET) without a token.
+    #[arg(long, env = "API_OPEN_READS", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub api_open_reads: bool,
+    /// Without API_TOKENS_FILE: serve the API unauthenticated on BIND_ADDR
+    /// anyway (by default it then listens on loopback only).
+    #[arg(long, env = "API_OPEN", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub api_open: bool,
+    /// Shared by every node of the cluster (32 characters or more): every
+    /// request between nodes is signed with it (HMAC-SHA256), and the Raft
+    /// port refuses any that is not, so a node without it can neither join
+    /// nor send Raft messages.
+    #[arg(long, env = "CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<Secret>,
+}
+
+/// A secret setting: never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,6 +144,11 @@ pub struct NodeConfig {
     pub drain_grace: u32,
     pub ownership: Ownership,
     pub vip_interface: String,
+    pub api_tokens_file: Option<PathBuf>,
+    pub api_open_reads: bool,
+    /// No token and no API_OPEN: the API was moved to loopback.
+    pub api_loopback_only: bool,
+    pub cluster_secret: Option<Secret>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -113,6 +165,11 @@ pub enum ConfigError {
     SamePorts(u16),
     #[error("SERVER_PORT and RAFT_PORT must not be 0")]
     ZeroPort,
+    #[error(
+        "CLUSTER_SECRET is {0} characters; at least {min} are needed (make one with `openssl rand -hex 32`)",
+        min = crate::cluster::peer_auth::MIN_SECRET_LEN
+    )]
+    WeakSecret(usize),
 }
 
 impl NodeArgs {
@@ -140,12 +197,32 @@ impl NodeArgs {
             }
             None => self.bind_addr,
         };
+        let cluster_secret = self.cluster_secret.clone().filter(|s| !s.0.is_empty());
+        if let Some(secret) = &cluster_secret {
+            if secret.0.chars().count() < crate::cluster::peer_auth::MIN_SECRET_LEN {
+                return Err(ConfigError::WeakSecret(secret.0.chars().count()));
+            }
+        }
+        let tokens = self
+            .api_tokens_file
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty());
+        // An API without tokens is for this host's own use unless the
+        // operator says otherwise; peers never need it (they talk on the
+        // Raft port).
+        let loopback_only = tokens.is_none() && !self.api_open && !self.bind_addr.is_loopback();
+        let api_ip = match self.bind_addr {
+            _ if !loopback_only => self.bind_addr,
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        let api_advertise = if loopback_only { api_ip } else { advertise };
         Ok(NodeConfig {
             name: name.clone(),
             vol_dir: self.raft_vol_dir.clone(),
-            http_bind: SocketAddr::new(self.bind_addr, self.server_port),
+            http_bind: SocketAddr::new(api_ip, self.server_port),
             raft_bind: SocketAddr::new(self.bind_addr, self.raft_port),
-            http_advertise: SocketAddr::new(advertise, self.server_port),
+            http_advertise: SocketAddr::new(api_advertise, self.server_port),
             raft_advertise: SocketAddr::new(advertise, self.raft_port),
             join: self.raft_leader.clone().filter(|l| !l.is_empty()),
             kernel: self.ipvs_kernel,
@@ -154,6 +231,10 @@ impl NodeArgs {
             drain_grace: self.drain_grace,
             ownership: self.ipvs_ownership,
             vip_interface: self.vip_interface.clone(),
+            api_tokens_file: tokens,
+            api_open_reads: self.api_open_reads,
+            api_loopback_only: loopback_only,
+            cluster_secret,
         })
     }
 }
@@ -206,7 +287,11 @@ mod tests {
             "off",
         ])
         .unwrap();
-        assert_eq!(c.http_bind, "0.0.0.0:2222".parse().unwrap());
+        // No token: the API stays on loopback, the Raft port does not.
+        assert_eq!(c.http_bind, "127.0.0.1:2222".parse().unwrap());
+        assert_eq!(c.http_advertise, c.http_bind);
+        assert!(c.api_loopback_only);
+        assert_eq!(c.raft_bind, "0.0.0.0:1112".parse().unwrap());
         assert_eq!(c.raft_advertise, "10.0.0.2:1112".parse().unwrap());
         assert_eq!(c.join.as_deref(), Some("127.0.0.1:2221"));
         assert_eq!(c.kernel, KernelMode::Off);
@@ -229,5 +314,39 @@ mod tests {
             Err(ConfigError::SamePorts(1111))
         );
         assert_eq!(parse(&["--raft-port", "0"]), Err(ConfigError::ZeroPort));
+    }
+
+    #[test]
+    fn the_api_is_on_loopback_unless_tokens_or_opened() {
+        let tokens = ["--bind-addr", "10.0.0.2", "--api-tokens-file", "/etc/t"];
+        let c = parse(&tokens).unwrap();
+        assert_eq!(c.http_bind, "10.0.0.2:2221".parse().unwrap());
+        assert!(!c.api_loopback_only);
+        assert_eq!(c.api_tokens_file, Some(PathBuf::from("/etc/t")));
+        let c = parse(&["--bind-addr", "10.0.0.2", "--api-open"]).unwrap();
+        assert_eq!(c.http_bind, "10.0.0.2:2221".parse().unwrap());
+        let c = parse(&["--bind-addr", "10.0.0.2", "--api-open=false"]).unwrap();
+        assert_eq!(c.http_bind, "127.0.0.1:2221".parse().unwrap());
+        assert_eq!(c.raft_bind, "10.0.0.2:1111".parse().unwrap());
+        let c = parse(&["--bind-addr", "fd00::2"]).unwrap();
+        assert_eq!(c.http_bind, "[::1]:2221".parse().unwrap());
+        assert_eq!(c.api_tokens_file, None);
+        let c = parse(&["--api-open-reads=yes", "--api-tokens-file", "/t"]).unwrap();
+        assert!(c.api_open_reads);
+        // Loopback already: nothing moves.
+        let c = parse(&[]).unwrap();
+        assert!(!c.api_loopback_only);
+    }
+
+    #[test]
+    fn the_cluster_secret_is_long_and_never_shown() {
+        let secret = "s3cret-s3cret-s3cret-s3cret-s3cret";
+        let c = parse(&["--cluster-secret", secret]).unwrap();
+        assert_eq!(c.cluster_secret.as_ref().map(Secret::expose), Some(secret));
+        assert!(!format!("{c:?}").contains(secret));
+        assert_eq!(
+            parse(&["--cluster-secret", "short"]),
+            Err(ConfigError::WeakSecret(5))
+        );
     }
 }

@@ -6,12 +6,18 @@
 //! and API ports, then enter the cluster (resume, bootstrap or join — the
 //! listeners must already serve, because the leader replicates to a joining
 //! node before it answers), catch up with the leader, and start the
-//! reconciler and the drain janitor. Shutdown: stop the reconciler (the
-//! kernel table stays: traffic keeps flowing), stop accepting HTTP requests
-//! and let in-flight ones finish, then stop Raft, which flushes storage.
+//! reconciler and the drain janitor; once its first pass is done, tell the
+//! service manager the node is ready (and keep its watchdog fed). Shutdown:
+//! tell the manager, stop the reconciler (the kernel table stays: traffic
+//! keeps flowing), stop accepting API requests and let in-flight ones
+//! finish, hand leadership over if this node leads, stop the Raft listener
+//! and Raft, and flush storage.
 
+use crate::api::auth::{Policy, Tokens};
+use crate::cluster::handover::{self, Handover};
 use crate::cluster::membership::{self, Start};
 use crate::cluster::network::Network;
+use crate::cluster::peer_auth::{self, PeerAuth, Peers};
 use crate::cluster::{rpc, Writer};
 use crate::config::{KernelMode, NodeConfig};
 use crate::ipvs::memory::MemoryKernel;
@@ -20,8 +26,9 @@ use crate::ipvs::vip::{LinkVips, MemoryVips, VipTable};
 use crate::ipvs::{Kernel, SharedKernel};
 use crate::raft::{node_id, NodeInfo};
 use crate::reconcile::{Engine, Owned, ReconcileStatus, Settings};
+use crate::sd_notify::Notifier;
 use crate::server::{self, AppState};
-use actix_web::{web, App, HttpServer};
+use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
 use std::future::Future;
 use std::sync::Arc;
@@ -87,14 +94,10 @@ fn vips(mode: KernelMode, ifname: &str) -> anyhow::Result<Box<dyn VipTable>> {
 
 /// Waits (a few seconds at most) until this node has applied what the
 /// leader had applied.
-async fn catch_up(
-    raft: &crate::cluster::Raft,
-    http: &reqwest::Client,
-    state: &crate::store::StateWatch,
-) {
+async fn catch_up(raft: &crate::cluster::Raft, peers: &Peers, state: &crate::store::StateWatch) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline {
-        if let Some(target) = crate::cluster::read_index(raft, http).await {
+        if let Some(target) = crate::cluster::read_index(raft, peers).await {
             let mut rx = state.subscribe();
             let reached = rx.wait_for(|c| c.applied_index() >= target);
             if tokio::time::timeout_at(deadline, reached).await.is_ok() {
@@ -106,8 +109,88 @@ async fn catch_up(
     tracing::warn!("could not catch up with the leader; reconciling from the local state");
 }
 
+/// Waits until the reconciler has finished its first pass (with
+/// `IPVS_KERNEL=off`, until it follows the applied state).
+async fn first_reconcile(mut status: watch::Receiver<ReconcileStatus>) {
+    let _ = status.wait_for(|s| s.passes > 0 || s.kernel == "off").await;
+}
+
+/// One line for `systemctl status`: role, term, applied and programmed
+/// indexes, and what is failing.
+fn summary(raft: &crate::cluster::Raft, status: &ReconcileStatus) -> String {
+    let m = raft.metrics().borrow().clone();
+    let role = match m.state {
+        openraft::ServerState::Leader => "leader",
+        openraft::ServerState::Candidate => "candidate",
+        openraft::ServerState::Learner => "learner",
+        _ => "follower",
+    };
+    let mut line = format!(
+        "{role}, term {}, {} members, applied {}, kernel ({}) programmed to {}",
+        m.current_term,
+        m.membership_config.membership().nodes().count(),
+        m.last_applied.map_or(0, |l| l.index),
+        status.kernel,
+        status.programmed_index
+    );
+    if let Some(e) = &status.error {
+        line.push_str(&format!("; kernel unreadable: {e}"));
+    } else if status.pending > 0 {
+        line.push_str(&format!(
+            "; {} changes failing (GET /api/v1/node)",
+            status.pending
+        ));
+    }
+    line
+}
+
+/// Feeds the service manager's watchdog while the Raft core answers: a
+/// wedged core (or runtime) stops the pings, and systemd restarts the node.
+async fn watchdog(
+    notifier: Arc<Notifier>,
+    interval: Duration,
+    raft: crate::cluster::Raft,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let alive = tokio::time::timeout(interval, raft.with_raft_state(|_| ())).await;
+        if matches!(alive, Ok(Ok(()))) {
+            notifier.watchdog();
+        } else {
+            tracing::error!("the Raft core does not answer; not feeding the watchdog");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut shutdown => return,
+        }
+    }
+}
+
+/// The API's access policy: the token file read and checked (a bad line
+/// stops the start, naming the file and the line).
+pub fn api_policy(cfg: &NodeConfig) -> anyhow::Result<Policy> {
+    let Some(path) = &cfg.api_tokens_file else {
+        return Ok(Policy::open());
+    };
+    let context = || format!("API_TOKENS_FILE {}", path.display());
+    let text = std::fs::read_to_string(path).with_context(context)?;
+    let tokens = Tokens::parse(&text).with_context(context)?;
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0) {
+        tracing::warn!(file = %path.display(), "the API token file is readable by every user of this host; chmod o-r it");
+    }
+    Ok(Policy {
+        tokens: Some(tokens),
+        open_reads: cfg.api_open_reads,
+    })
+}
+
 /// Runs the node until `shutdown` completes.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // Settings that read files are checked before anything is touched.
+    let policy = api_policy(&cfg)?;
+    let notifier = Arc::new(Notifier::from_env());
     // Refuse to start without a usable kernel, before touching anything.
     let kernel = open_kernel(cfg.kernel)?.map(|(k, mode)| (SharedKernel::new(k), mode));
     let vip_table = match kernel {
@@ -117,6 +200,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let (log, sm) = crate::store::open(&cfg.vol_dir)
         .with_context(|| format!("failed to open the state in {}", cfg.vol_dir.display()))?;
     let state = sm.watch();
+    let flush = sm.flush_handle();
     let owned = Owned::load(&cfg.vol_dir).context("failed to load the owned services")?;
     let (status_tx, status_rx) = watch::channel(ReconcileStatus::default());
     let metrics = Arc::new(crate::metrics::Metrics::default());
@@ -141,22 +225,50 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         .pool_idle_timeout(Duration::from_secs(4))
         .build()
         .context("failed to build the HTTP client")?;
+    let peer_auth = PeerAuth::new(cfg.cluster_secret.as_ref().map(|s| s.expose()));
+    let peers = Peers::new(http, peer_auth.clone());
     let raft = openraft::Raft::new(
         id,
         raft_config(cfg.snapshot_logs)?,
-        Network::new(http.clone()),
+        Network::new(peers.clone()),
         log,
         sm,
     )
     .await
     .context("failed to start raft")?;
 
+    let app = web::Data::new(AppState {
+        writer: Writer::new(raft.clone(), peers.clone()),
+        state: state.clone(),
+        peers: peers.clone(),
+        me: me.clone(),
+        drain_grace: cfg.drain_grace,
+        reconcile: status_rx.clone(),
+        kernel: kernel.as_ref().map(|(k, _)| k.clone()),
+        vol_dir: cfg.vol_dir.clone(),
+        metrics: metrics.clone(),
+        auth: std::sync::RwLock::new(Arc::new(policy.clone())),
+        health: health.clone(),
+        peer_health: Default::default(),
+    });
+    let app_for_health = app.clone();
     let raft_data = web::Data::new(raft.clone());
+    let handover = Handover::default();
+    let handover_data = web::Data::new(handover.clone());
+    let peer_app = app.clone();
+    let peer_auth_data = web::Data::new(peer_auth.clone());
     let raft_server = HttpServer::new(move || {
         App::new()
             .app_data(raft_data.clone())
+            .app_data(handover_data.clone())
+            .app_data(peer_app.clone())
+            .app_data(peer_auth_data.clone())
             .app_data(web::JsonConfig::default().limit(RAFT_BODY_LIMIT))
+            // What the guard reads to check a signature.
+            .app_data(web::PayloadConfig::new(RAFT_BODY_LIMIT))
+            .wrap(middleware::from_fn(peer_auth::guard))
             .configure(rpc::routes)
+            .configure(server::peer_routes)
     })
     .workers(http_workers())
     .disable_signals()
@@ -165,20 +277,6 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     .with_context(|| format!("failed to listen on RAFT_PORT {}", cfg.raft_bind))?
     .run();
 
-    let app = web::Data::new(AppState {
-        writer: Writer::new(raft.clone(), http.clone()),
-        state: state.clone(),
-        http: http.clone(),
-        me: me.clone(),
-        drain_grace: cfg.drain_grace,
-        reconcile: status_rx,
-        kernel: kernel.as_ref().map(|(k, _)| k.clone()),
-        vol_dir: cfg.vol_dir.clone(),
-        metrics: metrics.clone(),
-        health: health.clone(),
-        peer_health: Default::default(),
-    });
-    let app_for_health = app.clone();
     let api_server = HttpServer::new(move || {
         App::new()
             .app_data(app.clone())
@@ -196,10 +294,35 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let raft_task = tokio::spawn(raft_server);
     let api_task = tokio::spawn(api_server);
     tracing::info!(node = %cfg.name, id, api = %cfg.http_bind, raft = %cfg.raft_bind, "listening");
+    match &policy.tokens {
+        Some(tokens) => tracing::info!(
+            tokens = tokens.len(),
+            reads = if policy.open_reads { "open" } else { "token" },
+            "the API requires tokens"
+        ),
+        None if cfg.api_loopback_only => tracing::warn!(
+            api = %cfg.http_bind,
+            "no API_TOKENS_FILE: the API listens on loopback only; set API_TOKENS_FILE \
+             (or API_OPEN=true for an unauthenticated API) to serve it on BIND_ADDR"
+        ),
+        None if cfg.http_bind.ip().is_loopback() => {
+            tracing::info!("no API_TOKENS_FILE: the API is unauthenticated, on loopback")
+        }
+        None => tracing::warn!("API_OPEN: the API is unauthenticated, open to whoever reaches it"),
+    }
+    if peer_auth.required() {
+        tracing::info!("peers must sign their requests with the cluster secret");
+    } else if !cfg.raft_bind.ip().is_loopback() {
+        tracing::warn!(raft = %cfg.raft_bind, "no CLUSTER_SECRET: whoever reaches the Raft port can act as a member");
+    }
 
+    notifier.status(&match &cfg.join {
+        Some(member) => format!("entering the cluster (RAFT_LEADER {member})"),
+        None => "entering the cluster".to_string(),
+    });
     tokio::pin!(shutdown);
     let entered = tokio::select! {
-        r = membership::start(&raft, &http, &me, cfg.join.as_deref()) => Some(r),
+        r = membership::start(&raft, &peers, &me, cfg.join.as_deref()) => Some(r),
         _ = &mut shutdown => None,
     };
     let in_cluster = entered.is_some();
@@ -218,9 +341,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     if in_cluster {
         // A joining node first catches up with the leader, so its first pass
         // works from the cluster's state, not from an empty one.
-        catch_up(&raft, &http, &state).await;
+        notifier.status("catching up with the leader");
+        catch_up(&raft, &peers, &state).await;
+        notifier.status("reconciling the kernel");
         tasks.push(tokio::spawn(crate::cluster::drains::run(
-            Writer::new(raft.clone(), http.clone()),
+            Writer::new(raft.clone(), peers.clone()),
             cfg.name.clone(),
             state.clone(),
             stopped(),
@@ -261,22 +386,55 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             )),
         };
         tasks.push(reconciler);
-        shutdown.await;
+        // Ready means: in the cluster, serving, and the kernel reconciled
+        // once; a pass with failures counts (they are retried and reported,
+        // and withholding readiness would only get the node restarted).
+        let ready = tokio::select! {
+            _ = first_reconcile(status_rx.clone()) => true,
+            _ = &mut shutdown => false,
+        };
+        if ready {
+            let line = summary(&raft, &status_rx.borrow());
+            tracing::info!(status = %line, "ready");
+            notifier.ready(&line);
+            if let Some(interval) = notifier.watchdog_interval() {
+                tasks.push(tokio::spawn(watchdog(
+                    notifier.clone(),
+                    interval,
+                    raft.clone(),
+                    stopped(),
+                )));
+            }
+            shutdown.await;
+        }
     }
 
     tracing::info!("shutting down");
+    notifier.stopping();
     // The kernel table stays as it is: traffic keeps flowing while the
     // agent is down.
     let _ = stop_tx.send(true);
     for task in tasks {
         let _ = task.await;
     }
+    // No new API requests; those in flight (writes among them) finish,
+    // with Raft still running to commit them.
     api_handle.stop(true).await;
-    raft_handle.stop(true).await;
     let _ = api_task.await;
+    // The Raft listener stays up for the handover: the follower that takes
+    // over asks this node for its vote.
+    if let Some(next) = handover::hand_over(&raft, &peers, id, &handover).await {
+        tracing::info!(leader = %next, "handed leadership over");
+    }
+    raft_handle.stop(true).await;
     let _ = raft_task.await;
     raft.shutdown()
         .await
         .context("raft did not shut down cleanly")?;
+    flush
+        .flush()
+        .await
+        .context("could not flush the state at shutdown")?;
+    tracing::info!("stopped");
     Ok(())
 }

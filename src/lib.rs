@@ -24,5 +24,6 @@ pub mod metrics;
 pub mod model;
 pub mod raft;
 pub mod reconcile;
+pub mod sd_notify;
 pub mod server;
 pub mod store;

@@ -5,17 +5,27 @@
 //! through Raft (forwarded to the leader when needed) and answer once this
 //! node has applied them, so a client reads its own writes on the node it
 //! wrote to.
+//!
+//! Nodes never call each other's API: what they ask one another (a node's
+//! report, a join or removal forwarded to the leader) is served on the Raft
+//! port by [`peer_routes`], so the API can be closed to everyone but clients
+//! (tokens, loopback) without cutting the cluster apart.
 
+use crate::api::auth::{self, Policy};
 use crate::api::error::check_body_size;
 use crate::api::validate::MAX_DRAIN_GRACE;
 use crate::api::{self, http, json, view, ApiError, Operation};
 use crate::cluster::membership::{self, JoinRequest};
-use crate::cluster::{leader, read_index, Raft, WriteError, Writer};
+use crate::cluster::peer_auth::{self, Peers};
+use crate::cluster::{
+    leader, read_index, Raft, WriteError, Writer, MEMBERS_PATH, NODE_KERNEL_PATH, NODE_PATH,
+};
 use crate::ipvs::{Kernel, SharedKernel};
 use crate::model::{Command, DesiredState, DrainRequest, ServiceConfig, ServiceKey};
 use crate::raft::{node_id, NodeInfo};
 use crate::reconcile::ReconcileStatus;
 use crate::store::StateWatch;
+use actix_web::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
@@ -29,7 +39,8 @@ use std::time::Duration;
 pub struct AppState {
     pub writer: Writer,
     pub state: StateWatch,
-    pub http: reqwest::Client,
+    /// The signed HTTP client for the other nodes' Raft ports.
+    pub peers: Peers,
     pub me: NodeInfo,
     /// Seconds a removal drains when neither the request nor the service
     /// names a grace period (`DRAIN_GRACE`).
@@ -46,6 +57,8 @@ pub struct AppState {
     /// The other members' health checks, as last polled
     /// ([`poll_peer_health`]), by node id.
     pub peer_health: std::sync::Mutex<BTreeMap<String, Vec<json::ProbeView>>>,
+    /// Who may call what; replaced when the token file is reloaded.
+    pub auth: std::sync::RwLock<Arc<Policy>>,
 }
 
 impl AppState {
@@ -55,6 +68,13 @@ impl AppState {
 
     fn desired(&self) -> Arc<DesiredState> {
         self.state.current().desired
+    }
+
+    fn policy(&self) -> Arc<Policy> {
+        self.auth
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn is_leader(&self) -> bool {
@@ -75,8 +95,14 @@ pub async fn dispatch(req: HttpRequest, body: Payload, app: Data<AppState>) -> H
                 .map(|(k, v)| (k, v.to_string()))
                 .collect();
             operation = route.operation.id();
-            match read_body(body, route.max_body).await {
-                Ok(bytes) => handle(route.operation, &req, &params, &bytes, &app).await,
+            let authorization = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+            // Before the body is read: a caller without the right token
+            // gets nothing, not even a parse of what it sent.
+            match app.policy().check(route.operation.access(), authorization) {
+                Ok(()) => match read_body(body, route.max_body).await {
+                    Ok(bytes) => handle(route.operation, &req, &params, &bytes, &app).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             }
         }
@@ -111,6 +137,9 @@ fn error_response(e: &ApiError) -> HttpResponse {
     );
     if let Some(secs) = e.retry_after() {
         r.insert_header(("Retry-After", secs.to_string()));
+    }
+    if e.code() == api::ErrorCode::Unauthorized {
+        r.insert_header((WWW_AUTHENTICATE, auth::CHALLENGE));
     }
     r.content_type("application/json").body(e.to_json())
 }
@@ -327,13 +356,13 @@ async fn programmed(app: &AppState, node: &NodeInfo, index: u64) -> bool {
             return false;
         }
         let url = format!(
-            "http://{}/api/v1/node?programmed={index}&timeout_ms={}",
-            node.api_addr,
+            "http://{}{NODE_PATH}?programmed={index}&timeout_ms={}",
+            node.raft_addr,
             left.as_millis()
         );
         let answer = app
-            .http
-            .get(url)
+            .peers
+            .get(&url)
             .timeout(left + Duration::from_secs(1))
             .send()
             .await;
@@ -532,13 +561,13 @@ pub async fn poll_peer_health(app: Data<AppState>, mut stop: impl Future<Output 
         let mut polled = BTreeMap::new();
         if probed {
             let members = cluster_members(&app);
-            for (name, api_addr) in members {
+            for (name, raft_addr) in members {
                 if name == app.me.name {
                     continue;
                 }
-                let url = format!("http://{api_addr}/api/v1/node");
+                let url = format!("http://{raft_addr}{NODE_PATH}");
                 let got = app
-                    .http
+                    .peers
                     .get(&url)
                     .timeout(Duration::from_secs(1))
                     .send()
@@ -560,14 +589,15 @@ pub async fn poll_peer_health(app: Data<AppState>, mut stop: impl Future<Output 
     }
 }
 
-/// Every member's name and API address, from the Raft membership.
+/// Every member's name and Raft address (where peers ask each other), from
+/// the Raft membership.
 fn cluster_members(app: &AppState) -> Vec<(String, String)> {
     let metrics = app.raft().metrics().borrow().clone();
     metrics
         .membership_config
         .membership()
         .nodes()
-        .map(|(_, n)| (n.name.clone(), n.api_addr.clone()))
+        .map(|(_, n)| (n.name.clone(), n.raft_addr.clone()))
         .collect()
 }
 
@@ -838,6 +868,14 @@ async fn handle(
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(scrape(app).await)),
         JoinCluster => {
+            // With a cluster secret, only a node that holds it may join
+            // (the node itself, signing its request), whatever the token.
+            peer_auth::verify_http(app.peers.auth(), req, body).map_err(|refusal| {
+                ApiError::new(
+                    api::ErrorCode::Unauthorized,
+                    format!("this cluster has a CLUSTER_SECRET and only a node holding it may join: {refusal}"),
+                )
+            })?;
             let join = api::validate::parse_join(body)?;
             join_cluster(app, &join).await
         }
@@ -866,10 +904,11 @@ fn ui_reply(req: &HttpRequest, asset: Option<&str>) -> Reply {
 }
 
 /// `GET /api/v1/cluster/members/{node_id}/kernel`: a member's kernel table,
-/// read here for this node and relayed from the member's own
-/// `/api/v1/node/kernel` for the others, so that the web UI (served by one
-/// node, talking only to it) shows every node's counters. Only members
-/// are asked: the address comes from the membership, never the request.
+/// read here for this node and relayed from the member's Raft port
+/// ([`NODE_KERNEL_PATH`], a signed peer request) for the others, so that
+/// the web UI (served by one node, talking only to it) shows every node's
+/// counters. Only members are asked: the address comes from the
+/// membership, never the request.
 async fn member_kernel(app: &AppState, name: &str) -> Reply {
     if name == app.me.name {
         return Ok(json_response(StatusCode::OK, &kernel_table(app).await?));
@@ -880,16 +919,16 @@ async fn member_kernel(app: &AppState, name: &str) -> Reply {
         .membership()
         .nodes()
         .find(|(_, n)| n.name == name)
-        .map(|(_, n)| n.api_addr.clone());
-    let Some(api_addr) = member else {
+        .map(|(_, n)| n.raft_addr.clone());
+    let Some(raft_addr) = member else {
         return Err(ApiError::new(
             api::ErrorCode::NotFound,
             format!("{name:?} is not a member of this cluster"),
         ));
     };
     let resp = app
-        .http
-        .get(format!("http://{api_addr}/api/v1/node/kernel"))
+        .peers
+        .get(&format!("http://{raft_addr}{NODE_KERNEL_PATH}"))
         .timeout(MEMBER_KERNEL_WAIT)
         .send()
         .await
@@ -945,7 +984,7 @@ fn committed_server(
 /// node has applied the leader's commit index, so the read that follows
 /// sees every write acknowledged before it.
 async fn linearize(app: &AppState) -> Result<(), ApiError> {
-    let Some(target) = read_index(app.raft(), &app.http).await else {
+    let Some(target) = read_index(app.raft(), &app.peers).await else {
         return Err(ApiError::no_leader(1));
     };
     let mut rx = app.state.subscribe();
@@ -991,14 +1030,14 @@ async fn cluster_view(app: &AppState) -> json::ClusterView {
     let me = node_id(&app.me.name);
     let reports = names.iter().map(|(id, node)| {
         let is_me = *id == me;
-        let url = format!("http://{}/api/v1/node", node.api_addr);
+        let url = format!("http://{}{NODE_PATH}", node.raft_addr);
         async move {
             if is_me {
                 return Some(node_report(app));
             }
             let r = app
-                .http
-                .get(url)
+                .peers
+                .get(&url)
                 .timeout(Duration::from_millis(500))
                 .send()
                 .await
@@ -1049,14 +1088,11 @@ async fn join_cluster(app: &AppState, join: &JoinRequest) -> Reply {
     let Some((_, leader_node)) = leader(app.raft()) else {
         return Err(ApiError::no_leader(1));
     };
+    let url = format!("http://{}{}", leader_node.raft_addr, membership::JOIN_PATH);
     let resp = app
-        .http
-        .post(format!(
-            "http://{}{}",
-            leader_node.api_addr,
-            membership::JOIN_PATH
-        ))
-        .json(join)
+        .peers
+        .post_json(&url, join)
+        .map_err(ApiError::internal)?
         .timeout(Duration::from_secs(60))
         .send()
         .await
@@ -1075,10 +1111,10 @@ async fn remove_member(app: &AppState, name: &str) -> Reply {
         return Err(ApiError::no_leader(1));
     };
     let resp = app
-        .http
-        .delete(format!(
-            "http://{}/api/v1/cluster/members/{name}",
-            leader_node.api_addr
+        .peers
+        .delete(&format!(
+            "http://{}{MEMBERS_PATH}/{name}",
+            leader_node.raft_addr
         ))
         .timeout(Duration::from_secs(30))
         .send()
@@ -1112,4 +1148,48 @@ fn membership_error(e: membership::MembershipError) -> ApiError {
         NotLeader => ApiError::no_leader(1),
         Raft(_) => ApiError::unavailable(1, crate::ipvs::chain(&e)),
     }
+}
+
+/// The routes peers use on RAFT_PORT (beside the Raft RPCs): this node's
+/// report, and the leader's side of joins and removals. A new node joins
+/// through either port: `RAFT_LEADER` may name a member's API or its Raft
+/// address.
+pub fn peer_routes(cfg: &mut actix_web::web::ServiceConfig) {
+    use actix_web::web;
+    cfg.route(NODE_PATH, web::get().to(peer_node))
+        .route(NODE_KERNEL_PATH, web::get().to(peer_kernel))
+        .route(membership::JOIN_PATH, web::post().to(peer_join))
+        .route(
+            &format!("{MEMBERS_PATH}/{{name}}"),
+            web::delete().to(peer_remove),
+        );
+}
+
+async fn peer_node(req: HttpRequest, app: Data<AppState>) -> HttpResponse {
+    match get_node(&app, &req).await {
+        Ok(view) => json_response(StatusCode::OK, &view),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn peer_kernel(app: Data<AppState>) -> HttpResponse {
+    match kernel_table(&app).await {
+        Ok(table) => json_response(StatusCode::OK, &table),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn peer_join(body: Payload, app: Data<AppState>) -> HttpResponse {
+    let joined = async {
+        let bytes = read_body(body, api::MAX_BODY_BYTES).await?;
+        let join = api::validate::parse_join(&bytes)?;
+        join_cluster(&app, &join).await
+    };
+    joined.await.unwrap_or_else(|e| error_response(&e))
+}
+
+async fn peer_remove(name: actix_web::web::Path<String>, app: Data<AppState>) -> HttpResponse {
+    remove_member(&app, &name)
+        .await
+        .unwrap_or_else(|e| error_response(&e))
 }

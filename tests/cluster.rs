@@ -1052,7 +1052,7 @@ fn health_checks_steer_each_kernel() {
         format!("127.0.0.1-{}", alive.port),
         format!("127.0.0.1-{}", dying.port),
     );
-    let both_up = vec![(a.clone(), 3), (d.clone(), 5)];
+    let both_up = sorted(vec![(a.clone(), 3), (d.clone(), 5)]);
     let applied =
         |i: usize| c.get(i, "/api/v1/node").json::<Value>().unwrap()["last_applied"].clone();
     let index = applied(0);
@@ -1078,7 +1078,7 @@ fn health_checks_steer_each_kernel() {
         c.wait(
             Duration::from_secs(5),
             "the dead server at weight 0",
-            || kernel_weights(&c, i, svc) == vec![(a.clone(), 3), (d.clone(), 0)],
+            || kernel_weights(&c, i, svc) == sorted(vec![(a.clone(), 3), (d.clone(), 0)]),
         );
     }
     assert_eq!(applied(0), index, "health never writes to the log");
@@ -1162,7 +1162,7 @@ fn health_checks_steer_each_kernel() {
     std::thread::sleep(Duration::from_millis(600));
     for i in 0..2 {
         c.wait(Duration::from_secs(5), "the drained server at 0", || {
-            kernel_weights(&c, i, svc) == vec![(a.clone(), 3), (d.clone(), 0)]
+            kernel_weights(&c, i, svc) == sorted(vec![(a.clone(), 3), (d.clone(), 0)])
         });
     }
 
@@ -1180,7 +1180,7 @@ fn health_checks_steer_each_kernel() {
     );
     assert_eq!(
         kernel_weights(&c, 0, svc),
-        vec![(a.clone(), 3), (d.clone(), 0)]
+        sorted(vec![(a.clone(), 3), (d.clone(), 0)])
     );
     let policy = json!({"health_policy": {"all_down": "fallback", "fallback": {"address": "127.0.0.2", "port": 8080}}});
     let r = c.send(
@@ -1201,6 +1201,11 @@ fn health_checks_steer_each_kernel() {
         });
     }
     let _ = alive_port;
+}
+
+fn sorted(mut v: Vec<(String, u64)>) -> Vec<(String, u64)> {
+    v.sort();
+    v
 }
 
 fn dying_port(id: &str) -> u16 {

@@ -10,7 +10,6 @@
 //! screenshots under docs/.
 
 #[path = "cluster/harness.rs"]
-#[allow(dead_code)] // the browser test uses a part of the harness
 mod harness;
 
 use harness::Cluster;

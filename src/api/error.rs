@@ -101,6 +101,12 @@ pub enum ErrorCode {
     /// `?wait=applied`: the write committed, but not every node (or not a
     /// quorum) programmed it into its kernel in time.
     NotProgrammed,
+    // --- who asks (401, 403) ---
+    /// No token, an unknown one, or a malformed `Authorization` header
+    /// (sent with `WWW-Authenticate: Bearer`).
+    Unauthorized,
+    /// A read token on an operation that changes something.
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -144,12 +150,16 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::NotProgrammed,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
     ];
 
     /// The HTTP status a response with this code carries.
     pub fn status(self) -> u16 {
         use ErrorCode::*;
         match self {
+            Unauthorized => 401,
+            Forbidden => 403,
             NotFound => 404,
             MethodNotAllowed => 405,
             AlreadyExists => 409,
@@ -222,6 +232,8 @@ impl ErrorCode {
             Duplicate => "duplicate",
             InvalidHeader => "invalid_header",
             InvalidQuery => "invalid_query",
+            Unauthorized => "unauthorized",
+            Forbidden => "forbidden",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             AlreadyExists => "already_exists",

@@ -13,6 +13,8 @@
 //!   and the dry-run plan of a configuration replacement.
 //! - [`error`]: [`ApiError`], its codes and statuses, the refusals of the
 //!   state machine as errors ([`error::outcome`]).
+//! - [`auth`]: API tokens, the access each operation needs, the check of a
+//!   request's bearer token.
 //! - [`ids`]: `tcp-192.0.2.10-80` and `198.51.100.11-8080`, both ways.
 //! - [`http`]: ETag/If-Match, query flags, Location.
 //! - [`json`]: the response types; [`body`]: JSON reading and merge patch.
@@ -25,6 +27,7 @@
 //! [`crate::model::Command`]'s payload → the Raft write → [`error::outcome`]
 //! maps the state machine's answer → [`view`] renders the result.
 
+pub mod auth;
 pub mod body;
 pub mod error;
 pub mod http;

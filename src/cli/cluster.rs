@@ -47,11 +47,13 @@ pub struct Api {
     base: String,
     http: reqwest::Client,
     runtime: tokio::runtime::Runtime,
+    token: Option<String>,
 }
 
 impl Api {
-    /// `server`: `http://host:port`, or `host:port`.
-    pub fn new(server: &str) -> anyhow::Result<Api> {
+    /// `server`: `http://host:port`, or `host:port`; `token`: the API token
+    /// sent with every request.
+    pub fn new(server: &str, token: Option<&str>) -> anyhow::Result<Api> {
         let base = if server.contains("://") {
             server.trim_end_matches('/').to_string()
         } else {
@@ -68,6 +70,7 @@ impl Api {
             base,
             http,
             runtime,
+            token: token.filter(|t| !t.is_empty()).map(str::to_string),
         })
     }
 
@@ -87,6 +90,9 @@ impl Api {
         let url = format!("{}{path}", self.base);
         self.runtime.block_on(async {
             let mut req = self.http.request(method, &url);
+            if let Some(token) = &self.token {
+                req = req.bearer_auth(token);
+            }
             if let Some(body) = body {
                 req = req.json(body);
             }

@@ -27,6 +27,16 @@ pub struct Cli {
         default_value = DEFAULT_SERVER
     )]
     pub server: String,
+    /// API token for the commands that talk to the cluster (an admin token
+    /// for changes, a read token for the rest), sent as `Authorization:
+    /// Bearer`.
+    #[arg(
+        long,
+        global = true,
+        env = "IPVS_MANAGER_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     /// Without a subcommand, run this host's cluster node.
     #[command(flatten)]
     pub node: crate::config::NodeArgs,
@@ -81,39 +91,43 @@ pub enum Command {
 /// go to ipvsadm's own parser, since their options (`-t`, `-r`, clustered
 /// `-at`, `-p` with an optional value) are not clap's to interpret.
 pub fn main() -> anyhow::Result<ExitCode> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (server, words) = split_server(&args);
+    let mut words: Vec<String> = std::env::args().skip(1).collect();
+    let server = take_option(&mut words, "--server");
+    let token = take_option(&mut words, "--token");
     if words.first().is_some_and(|w| edit::is_ipvsadm_command(w)) {
         let server = server
             .or_else(|| std::env::var("IPVS_MANAGER_SERVER").ok())
             .unwrap_or_else(|| DEFAULT_SERVER.to_string());
-        return edit::ipvsadm(&cluster::Api::new(&server)?, &words);
+        let token = token.or_else(|| std::env::var("IPVS_MANAGER_TOKEN").ok());
+        return edit::ipvsadm(&cluster::Api::new(&server, token.as_deref())?, &words);
     }
     run(Cli::parse())
 }
 
-/// The `--server` option wherever it stands, and the other words.
-fn split_server(args: &[String]) -> (Option<String>, Vec<String>) {
-    let mut server = None;
-    let mut words = Vec::new();
-    let mut iter = args.iter();
-    while let Some(word) = iter.next() {
-        if word == "--server" {
-            server = iter.next().cloned();
-        } else if let Some(value) = word.strip_prefix("--server=") {
-            server = Some(value.to_string());
+/// Removes a global option (`--name value` or `--name=value`) from `words`
+/// wherever it stands; its value.
+fn take_option(words: &mut Vec<String>, name: &str) -> Option<String> {
+    let mut value = None;
+    let mut i = 0;
+    while i < words.len() {
+        if words[i] == name && i + 1 < words.len() {
+            value = Some(words.remove(i + 1));
+            words.remove(i);
+        } else if let Some(v) = words[i].strip_prefix(&format!("{name}=")) {
+            value = Some(v.to_string());
+            words.remove(i);
         } else {
-            words.push(word.clone());
+            i += 1;
         }
     }
-    (server, words)
+    value
 }
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:2221";
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let api = || cluster::Api::new(&cli.server);
+    let api = || cluster::Api::new(&cli.server, cli.token.as_deref());
     match cli.command {
         Some(Command::Kernel(cmd)) => kernel::run(cmd).map(|()| ExitCode::SUCCESS),
         Some(Command::List(args)) => cluster::list(&api()?, &args),
@@ -139,8 +153,20 @@ fn run_node(args: &crate::config::NodeArgs) -> anyhow::Result<()> {
     runtime.block_on(crate::daemon::run(config, shutdown_signal()))
 }
 
-/// Completes on SIGTERM or SIGINT.
+/// Completes on the first SIGTERM or SIGINT, which starts a graceful
+/// shutdown; a second one ends the process at once (durability does not
+/// depend on a clean exit: every acknowledged write is already on disk).
 async fn shutdown_signal() {
+    terminated().await;
+    tokio::spawn(async {
+        terminated().await;
+        tracing::warn!("second signal: exiting without finishing the shutdown");
+        std::process::exit(130);
+    });
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn terminated() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -1,6 +1,7 @@
 //! Cluster membership: how a node starts (resume, bootstrap or join), and the
 //! leader's side of joining and removing members.
 
+use super::peer_auth::Peers;
 use super::Raft;
 pub use crate::api::json::JoinRequest;
 use crate::raft::{node_id, typ, NodeId, NodeInfo};
@@ -48,7 +49,7 @@ pub enum Start {
 /// succeeds (the member may still be starting).
 pub async fn start(
     raft: &Raft,
-    http: &reqwest::Client,
+    peers: &Peers,
     me: &NodeInfo,
     join: Option<&str>,
 ) -> Result<Start, MembershipError> {
@@ -70,8 +71,22 @@ pub async fn start(
     let url = format!("http://{member}{JOIN_PATH}");
     let mut delay = Duration::from_millis(200);
     loop {
-        match http.post(&url).json(&req).send().await {
+        let sent = match peers.post_json(&url, &req) {
+            Ok(request) => request.send().await,
+            Err(e) => return Err(raft_err(e)),
+        };
+        match sent {
             Ok(resp) if resp.status().is_success() => return Ok(Start::Joined),
+            Ok(resp) if resp.status() == reqwest::StatusCode::UNAUTHORIZED => {
+                let body = resp.text().await.unwrap_or_default();
+                tracing::warn!(
+                    %url,
+                    %body,
+                    "join refused (401): if that member's API wants a token, set RAFT_LEADER \
+                     to its Raft address (host:RAFT_PORT); if the cluster secret is refused, \
+                     this node's CLUSTER_SECRET differs; retrying"
+                );
+            }
             Ok(resp) => {
                 let status = resp.status();
                 let body = resp.text().await.unwrap_or_default();

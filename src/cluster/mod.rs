@@ -1,18 +1,34 @@
 //! The cluster: the Raft transport between nodes, writes from any node
-//! (forwarded to the leader), and membership (bootstrap, join, remove).
+//! (forwarded to the leader), membership (bootstrap, join, remove), and the
+//! leadership handover of a stopping leader.
 
 pub mod drains;
+pub mod handover;
 pub mod membership;
 pub mod network;
+pub mod peer_auth;
 pub mod rpc;
 
 use crate::model::Command;
 use crate::raft::{typ, NodeId, NodeInfo};
 use openraft::error::{ClientWriteError, RaftError};
+use peer_auth::Peers;
 use rpc::{client_write, WriteOutcome, WriteResult, WRITE_PATH};
 use std::time::Duration;
 
 pub use rpc::Raft;
+
+/// A node's report (`json::NodeView`) on its Raft port, for its peers:
+/// `?programmed=N&timeout_ms=T` long-polls as `GET /api/v1/node` does.
+pub const NODE_PATH: &str = "/raft/node";
+
+/// A node's kernel table (`json::KernelTable`) on its Raft port, for the
+/// member that relays it to its web UI.
+pub const NODE_KERNEL_PATH: &str = "/raft/node/kernel";
+
+/// `DELETE {MEMBERS_PATH}/{name}` on the leader's Raft port: a removal
+/// forwarded by another member.
+pub const MEMBERS_PATH: &str = "/raft/members";
 
 /// Why a write did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +62,12 @@ const LEADER_WAIT: Duration = Duration::from_secs(3);
 #[derive(Clone)]
 pub struct Writer {
     raft: Raft,
-    http: reqwest::Client,
+    peers: Peers,
 }
 
 impl Writer {
-    pub fn new(raft: Raft, http: reqwest::Client) -> Writer {
-        Writer { raft, http }
+    pub fn new(raft: Raft, peers: Peers) -> Writer {
+        Writer { raft, peers }
     }
 
     pub fn raft(&self) -> &Raft {
@@ -96,11 +112,12 @@ impl Writer {
             leader: leader.name.clone(),
             source,
         };
-        let sent = self
-            .http
-            .post(format!("http://{}{WRITE_PATH}", leader.raft_addr))
+        let request = self
+            .peers
+            .post_json(&format!("http://{}{WRITE_PATH}", leader.raft_addr), cmd)
+            .map_err(|e| WriteError::Raft(e.to_string()))?;
+        let sent = request
             .timeout(COMMIT_WAIT + Duration::from_secs(1))
-            .json(cmd)
             .send()
             .await;
         // A refused connection delivered nothing: the leader is down and an
@@ -138,13 +155,13 @@ fn forward_target(
 /// confirming it still leads; on a follower, the leader's applied index
 /// (every acknowledged write is applied there before it is acknowledged).
 /// `None` when no leader is known or it cannot be reached.
-pub async fn read_index(raft: &Raft, http: &reqwest::Client) -> Option<u64> {
+pub async fn read_index(raft: &Raft, peers: &Peers) -> Option<u64> {
     if let Ok(log_id) = raft.ensure_linearizable().await {
         return Some(log_id.map_or(0, |l| l.index));
     }
     let (_, leader_node) = leader(raft)?;
-    let view: crate::api::json::NodeView = http
-        .get(format!("http://{}/api/v1/node", leader_node.api_addr))
+    let view: crate::api::json::NodeView = peers
+        .get(&format!("http://{}{NODE_PATH}", leader_node.raft_addr))
         .timeout(Duration::from_secs(2))
         .send()
         .await

@@ -3,6 +3,7 @@
 //! every peer, so an RPC reuses a kept-alive connection instead of opening
 //! one each time.
 
+use super::peer_auth::Peers;
 use crate::raft::{NodeInfo, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -25,12 +26,12 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 /// Creates one [`PeerClient`] per peer, all sharing one connection pool.
 #[derive(Clone)]
 pub struct Network {
-    http: reqwest::Client,
+    peers: Peers,
 }
 
 impl Network {
-    pub fn new(http: reqwest::Client) -> Network {
-        Network { http }
+    pub fn new(peers: Peers) -> Network {
+        Network { peers }
     }
 }
 
@@ -39,7 +40,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
         PeerClient {
-            http: self.http.clone(),
+            peers: self.peers.clone(),
             target,
             base: format!("http://{}", node.raft_addr),
         }
@@ -48,7 +49,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 /// Sends RPCs to one peer.
 pub struct PeerClient {
-    http: reqwest::Client,
+    peers: Peers,
     target: NodeId,
     base: String,
 }
@@ -68,11 +69,12 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
+        let request = self
+            .peers
+            .post_json(&format!("{}{path}", self.base), req)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let resp = request
             .timeout(option.hard_ttl())
-            .json(req)
             .send()
             .await
             .map_err(|e| {
@@ -83,6 +85,12 @@ impl PeerClient {
                 }
             })?;
         let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            let err = std::io::Error::other(format!(
+                "{path}: the peer refused our cluster secret (401): CLUSTER_SECRET differs"
+            ));
+            return Err(RPCError::Network(NetworkError::new(&err)));
+        }
         if !status.is_success() {
             let err = std::io::Error::other(format!("{path} answered HTTP {status}"));
             return Err(RPCError::Network(NetworkError::new(&err)));

@@ -1,12 +1,14 @@
 //! The Raft transport, server side: the HTTP routes on RAFT_PORT that hand
-//! peers' RPCs to the local Raft, and the route a follower uses to forward a
-//! client's write to the leader.
+//! peers' RPCs to the local Raft, the route a follower uses to forward a
+//! client's write to the leader, and the one a stopping leader uses to ask
+//! a follower to take over.
 
+use super::handover::{Handover, ELECT_PATH};
 use super::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::model::{Command, CommandResult};
 use crate::raft::{NodeInfo, TypeConfig};
 use actix_web::web::{self, Data, Json};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::{Deserialize, Serialize};
 
@@ -24,12 +26,13 @@ pub struct WriteOutcome {
 
 pub type WriteResult = Result<WriteOutcome, RaftError<u64, ClientWriteError<u64, NodeInfo>>>;
 
-/// Registers the RPC routes.
+/// Registers the RPC routes; they need `Data<Raft>` and `Data<Handover>`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route(APPEND_PATH, web::post().to(append))
         .route(VOTE_PATH, web::post().to(vote))
         .route(SNAPSHOT_PATH, web::post().to(snapshot))
-        .route(WRITE_PATH, web::post().to(write));
+        .route(WRITE_PATH, web::post().to(write))
+        .route(ELECT_PATH, web::post().to(elect));
 }
 
 async fn append(
@@ -50,8 +53,31 @@ async fn snapshot(
     Json(raft.install_snapshot(req.into_inner()).await)
 }
 
-async fn write(raft: Data<Raft>, cmd: Json<Command>) -> impl actix_web::Responder {
+async fn write(
+    raft: Data<Raft>,
+    handover: Data<Handover>,
+    cmd: Json<Command>,
+) -> impl actix_web::Responder {
+    if handover.is_active() {
+        // No leader to name yet: the forwarding node waits for the election.
+        let refused: WriteResult = Err(RaftError::APIError(ClientWriteError::ForwardToLeader(
+            ForwardToLeader::empty(),
+        )));
+        return Json(refused);
+    }
     Json(client_write(&raft, cmd.into_inner()).await)
+}
+
+/// The leader is stopping and this node holds its whole log: stand for
+/// election now.
+async fn elect(raft: Data<Raft>) -> actix_web::HttpResponse {
+    match raft.trigger().elect().await {
+        Ok(()) => {
+            tracing::info!("the leader is stopping and asked this node to take over");
+            actix_web::HttpResponse::Ok().json(serde_json::json!({"electing": true}))
+        }
+        Err(e) => actix_web::HttpResponse::ServiceUnavailable().body(e.to_string()),
+    }
 }
 
 /// Proposes `cmd` on this node, which must be the leader.

@@ -173,6 +173,12 @@ impl StateMachineStore {
         &self.trees
     }
 
+    /// A handle that flushes this store's database, for the last step of
+    /// shutdown (after Raft has stopped writing).
+    pub fn flush_handle(&self) -> super::FlushHandle {
+        super::FlushHandle(self.flusher.clone())
+    }
+
     /// A handle on the published state, to keep after the store is handed
     /// to openraft.
     pub fn watch(&self) -> StateWatch {

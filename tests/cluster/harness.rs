@@ -2,6 +2,9 @@
 //! documented environment variables, `IPVS_KERNEL=memory`), each test on ports
 //! of its own, and talks to them over HTTP.
 
+// Shared by several test binaries; each uses a part of it.
+#![allow(dead_code)]
+
 use serde_json::Value;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -65,6 +68,26 @@ impl Node {
         }
     }
 
+    /// SIGTERM, then waits (up to `limit`) for the process to exit; its exit
+    /// status, or `None` if it was still running (it is killed then).
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {}", self.name);
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -92,12 +115,30 @@ impl Cluster {
     /// Starts `n` nodes and waits until every one is a voter.
     pub fn start(n: usize) -> Cluster {
         let mut c = Cluster::new(n);
-        for i in 0..n {
-            c.nodes[i].start();
-            c.wait_ready(i);
-        }
-        c.wait_voters(n);
+        c.start_all();
         c
+    }
+
+    /// Starts every node in turn (configure them first) and waits until
+    /// every one is a voter.
+    pub fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.nodes[i].start();
+            self.wait_ready(i);
+        }
+        self.wait_voters(self.nodes.len());
+    }
+
+    /// Sends `Authorization: Bearer token` with every request of `http`.
+    pub fn set_token(&mut self, token: &str) {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {token}").parse().expect("header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        self.http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .default_headers(headers)
+            .build()
+            .expect("http client");
     }
 
     /// Nodes configured but not started.

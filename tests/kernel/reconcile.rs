@@ -1,7 +1,7 @@
 //! The reconciler against real kernels: a 3-node cluster, one node per
 //! load-balancer namespace of a [`Site`], started with the documented
-//! variables plus `BIND_ADDR`, programming each namespace's IPVS table; real
-//! HTTP traffic through the director's NAT.
+//! variables plus `BIND_ADDR` and `API_OPEN`, programming each namespace's
+//! IPVS table; real HTTP traffic through the director's NAT.
 
 use crate::support::traffic::{get, Held};
 use crate::support::{Backend, Netns, Site};
@@ -43,6 +43,8 @@ impl Node {
             .env("RAFT_NODE_ID", format!("node{}", self.index + 1))
             .env("RAFT_VOL_DIR", self.dir.path().join("data"))
             .env("BIND_ADDR", Site::management_addr(self.index).to_string())
+            // No tokens on the test's management LAN: serve the API there.
+            .env("API_OPEN", "true")
             // node3 resyncs rarely, so that drift stays for `diff` to see.
             .env("RESYNC_INTERVAL", if self.index == 2 { "600" } else { "2" })
             .env("RUST_LOG", "info")

@@ -55,11 +55,13 @@ fn every_code_is_listed_once_with_its_json_name() {
             Unavailable => 35,
             Internal => 36,
             NotProgrammed => 37,
+            Unauthorized => 38,
+            Forbidden => 39,
         };
         assert_eq!(i, position, "{code}");
         assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
     }
-    assert_eq!(ErrorCode::ALL.len(), 38);
+    assert_eq!(ErrorCode::ALL.len(), 40);
 }
 
 #[test]
@@ -81,6 +83,8 @@ fn statuses() {
         (NoLeader, 503),
         (Unavailable, 503),
         (NotProgrammed, 504),
+        (Unauthorized, 401),
+        (Forbidden, 403),
     ] {
         assert_eq!(code.status(), status, "{code}");
     }

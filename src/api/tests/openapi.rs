@@ -820,3 +820,44 @@ fn every_operation_has_a_unique_id_and_a_summary() {
         assert!(ids.insert(op["operationId"].as_str().unwrap().to_string()));
     }
 }
+
+/// The document states what each route needs: nothing for the probes and
+/// itself, a token (optional when reads are open) for reads, an admin
+/// token for changes; and the 401/403 that follow.
+#[test]
+fn routes_document_the_access_they_need() {
+    use crate::api::auth::Access;
+    let doc = document();
+    assert_eq!(doc["security"], serde_json::json!([{"bearer": []}]));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    for route in ROUTES {
+        let (path, method) = (route.path, route.method.as_str().to_ascii_lowercase());
+        let op = &doc["paths"][path][&method];
+        let resps = responses(&doc, path, &method);
+        let has = |s: &str| resps.iter().any(|(code, _)| code == s);
+        match route.operation.access() {
+            Access::Public => {
+                assert_eq!(op["security"], serde_json::json!([]), "{method} {path}");
+                assert!(!has("401") && !has("403"), "{method} {path}");
+            }
+            Access::Read => {
+                assert_eq!(
+                    op["security"],
+                    serde_json::json!([{"bearer": []}, {}]),
+                    "{method} {path}"
+                );
+                assert!(has("401") && !has("403"), "{method} {path}");
+            }
+            Access::Write => {
+                assert!(op.get("security").is_none(), "{method} {path}");
+                assert!(has("401") && has("403"), "{method} {path}");
+            }
+        }
+        if let Some((_, r)) = resps.iter().find(|(code, _)| code == "401") {
+            assert!(has_header(r, "WWW-Authenticate"), "{method} {path}");
+        }
+    }
+}

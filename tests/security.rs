@@ -1,0 +1,393 @@
+//! Who may talk to a node: API tokens (admin, read, none, wrong), the API
+//! kept on loopback without them, and refusals of bad security settings at
+//! start-up. Real processes, as in tests/cluster.rs.
+
+// Tests: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+#[path = "cluster/harness.rs"]
+mod harness;
+
+use harness::Cluster;
+use reqwest::blocking::{Client, RequestBuilder};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_ipvs-manager");
+const ADMIN: &str = "adm1n-7c0e5b3f9a2d4e6f8b1c3d5e7f9a0b2c";
+const READ: &str = "read-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// Status, `WWW-Authenticate` and JSON body of a request.
+fn answer(req: RequestBuilder) -> (u16, Option<String>, Value) {
+    let r = req.send().unwrap();
+    let status = r.status().as_u16();
+    let challenge = r
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = r.json().unwrap_or(Value::Null);
+    (status, challenge, body)
+}
+
+/// A token file in `dir`, readable by its owner only.
+fn token_file(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("tokens");
+    std::fs::write(
+        &path,
+        format!("# ops team\nadmin {ADMIN}\n\n# dashboards\nread {READ}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.display().to_string()
+}
+
+fn web() -> Value {
+    json!({"protocol": "tcp", "address": "192.0.2.10", "port": 80,
+           "servers": [{"address": "198.51.100.11", "port": 8080}]})
+}
+
+/// Runs the CLI against `server` with `env`: success, stdout and stderr.
+fn cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(BINARY)
+        .args(args)
+        .env_remove("IPVS_MANAGER_TOKEN")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// With tokens, reads need a read or admin token and changes an admin one:
+/// 401 (with `WWW-Authenticate: Bearer`) without a token or with a wrong
+/// one, 403 for a read token on a change, which writes nothing. Probes stay
+/// open, and the nodes still work together (forwarded writes, ?wait, reads
+/// consistent with the leader, the cluster view) without any token between
+/// them. The CLI sends its token.
+#[test]
+fn tokens_guard_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = token_file(dir.path());
+    let mut c = Cluster::new(3);
+    // The first node's API wants a token: the others join through its Raft
+    // port (its API would answer 401).
+    let member = format!("127.0.0.1:{}", c.nodes[0].raft_port);
+    for (i, node) in c.nodes.iter_mut().enumerate() {
+        node.env = vec![("API_TOKENS_FILE".into(), tokens.clone())];
+        if i > 0 {
+            node.join = None;
+            node.env.push(("RAFT_LEADER".into(), member.clone()));
+        }
+    }
+    c.set_token(ADMIN);
+    c.start_all();
+    let http = client();
+    let url = |i: usize, path: &str| c.nodes[i].url(path);
+    let follower = (0..3).find(|&i| Some(i) != c.leader()).unwrap();
+
+    for open in ["/healthz", "/readyz", "/api/v1/openapi.json"] {
+        assert_eq!(answer(http.get(url(follower, open))).0, 200, "{open}");
+    }
+    let services = url(follower, "/api/v1/services");
+    let (status, challenge, body) = answer(http.get(&services));
+    assert_eq!(status, 401);
+    assert_eq!(challenge.as_deref(), Some("Bearer realm=\"ipvs-manager\""));
+    assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+    for wrong in [
+        format!("Bearer {ADMIN}x"),
+        "Bearer".to_string(),
+        format!("Basic {ADMIN}"),
+        format!("Bearer {}", &ADMIN[..ADMIN.len() - 1]),
+    ] {
+        let (status, _, body) = answer(http.get(&services).header("Authorization", &wrong));
+        assert_eq!(status, 401, "{wrong}: {body}");
+        let (status, _, _) = answer(
+            http.post(&services)
+                .header("Authorization", &wrong)
+                .json(&web()),
+        );
+        assert_eq!(status, 401, "{wrong}");
+    }
+    assert_eq!(answer(http.get(url(0, "/metrics"))).0, 401);
+    assert_eq!(
+        answer(http.get(url(0, "/metrics")).bearer_auth(READ)).0,
+        200
+    );
+
+    // A read token reads, and may not change anything.
+    assert_eq!(answer(http.get(&services).bearer_auth(READ)).0, 200);
+    let before = c.cluster_view(0).unwrap()["commit_index"].clone();
+    let (status, _, body) = answer(http.post(&services).bearer_auth(READ).json(&web()));
+    assert_eq!(status, 403);
+    assert_eq!(body["error"]["code"], "forbidden", "{body}");
+    let (status, _, _) = answer(
+        http.delete(url(0, "/api/v1/cluster/members/node3"))
+            .bearer_auth(READ),
+    );
+    assert_eq!(status, 403);
+    assert_eq!(c.cluster_view(0).unwrap()["commit_index"], before);
+
+    // An admin token changes, through a follower, waiting for every kernel:
+    // the nodes ask each other on their Raft ports, without tokens.
+    let (status, _, body) = answer(
+        http.post(url(follower, "/api/v1/services?wait=applied"))
+            .bearer_auth(ADMIN)
+            .json(&web()),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, _, config) = answer(
+        http.get(url(follower, "/api/v1/config?consistent=true"))
+            .bearer_auth(READ),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(config["services"][0]["id"], "tcp-192.0.2.10-80");
+    let view = c.cluster_view(follower).unwrap();
+    let members = view["members"].as_array().unwrap();
+    assert!(members.iter().all(|m| m["reachable"] == true), "{view}");
+
+    // The CLI: no token, the API's refusal; a token, the answer.
+    let server = url(follower, "");
+    let (ok, _, err) = cli(&["list", "--server", &server], &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("401") && err.contains("IPVS_MANAGER_TOKEN"),
+        "{err}"
+    );
+    let (ok, out, err) = cli(
+        &["list", "--server", &server],
+        &[("IPVS_MANAGER_TOKEN", READ)],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("TCP  192.0.2.10:80"), "{out}");
+    let (ok, out, err) = cli(&["save", "--token", READ, "--server", &server], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("-A -t 192.0.2.10:80"), "{out}");
+}
+
+/// API_OPEN_READS opens reads but not changes.
+#[test]
+fn reads_can_be_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::new(1);
+    c.nodes[0].env = vec![
+        ("API_TOKENS_FILE".into(), token_file(dir.path())),
+        ("API_OPEN_READS".into(), "true".into()),
+    ];
+    c.start_all();
+    let http = client();
+    let services = c.nodes[0].url("/api/v1/services");
+    assert_eq!(answer(http.get(&services)).0, 200);
+    assert_eq!(answer(http.post(&services).json(&web())).0, 401);
+    assert_eq!(
+        answer(http.post(&services).bearer_auth(READ).json(&web())).0,
+        403
+    );
+    assert_eq!(
+        answer(http.post(&services).bearer_auth(ADMIN).json(&web())).0,
+        201
+    );
+}
+
+/// Whether something listens on `addr`.
+fn listens(addr: &str) -> bool {
+    std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(1)).is_ok()
+}
+
+/// Without tokens, a node bound to every address keeps its API on
+/// loopback (127.0.0.1 only, not 127.0.0.2) while its Raft port serves the
+/// peers; API_OPEN=true serves the API on BIND_ADDR.
+#[test]
+fn without_tokens_the_api_stays_on_loopback() {
+    for open in [false, true] {
+        let mut c = Cluster::new(1);
+        c.nodes[0].env = vec![
+            ("BIND_ADDR".into(), "0.0.0.0".into()),
+            ("ADVERTISE_ADDR".into(), "127.0.0.1".into()),
+            ("API_OPEN".into(), open.to_string()),
+        ];
+        c.start_all();
+        let (api, raft) = (c.nodes[0].http_port, c.nodes[0].raft_port);
+        assert!(listens(&format!("127.0.0.1:{api}")));
+        assert!(listens(&format!("127.0.0.2:{raft}")));
+        assert_eq!(
+            listens(&format!("127.0.0.2:{api}")),
+            open,
+            "API_OPEN={open}"
+        );
+        let log = c.nodes[0].log();
+        assert_eq!(log.contains("listens on loopback only"), !open, "{log}");
+    }
+}
+
+/// Runs a node that must refuse to start: its stderr. It must not have
+/// created its data directory.
+fn refused(env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let start = Instant::now();
+    let out = Command::new(BINARY)
+        .env("RAFT_VOL_DIR", &data)
+        .env("IPVS_KERNEL", "memory")
+        .env("SERVER_PORT", "1")
+        .env("RAFT_PORT", "2")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "started: {err}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(!data.exists(), "the data directory was created: {err}");
+    err
+}
+
+/// A bad token file stops the start before anything is touched, naming the
+/// file, the line and the problem.
+#[test]
+fn bad_token_files_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens");
+    let file = path.display().to_string();
+    std::fs::write(&path, format!("admin {ADMIN}\nwriter {READ}\n")).unwrap();
+    let err = refused(&[("API_TOKENS_FILE", &file)]);
+    assert!(
+        err.contains(&format!(
+            "API_TOKENS_FILE {file}: line 2: unknown role \"writer\""
+        )),
+        "{err}"
+    );
+    std::fs::write(&path, "admin short\n").unwrap();
+    let err = refused(&[("API_TOKENS_FILE", &file)]);
+    assert!(err.contains("line 1: the token is 5 characters"), "{err}");
+    let missing = dir.path().join("nope").display().to_string();
+    let err = refused(&[("API_TOKENS_FILE", &missing)]);
+    assert!(
+        err.contains(&format!("API_TOKENS_FILE {missing}: No such file")),
+        "{err}"
+    );
+}
+
+const SECRET: &str = "cluster-9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a";
+const WRONG: &str = "cluster-00000000000000000000000000000000";
+
+fn term_and_leader(c: &Cluster, i: usize) -> (u64, String) {
+    let view = c.cluster_view(i).unwrap();
+    (
+        view["term"].as_u64().unwrap(),
+        view["leader_id"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// With a cluster secret: a node with another secret, or none, is refused
+/// when it asks to join (through the API or the Raft port); requests
+/// without a valid signature get 401 on the Raft port and do nothing; and a
+/// member restarted with the wrong secret, campaigning on its own, cannot
+/// disturb the others (same leader, same term, writes go on). With the
+/// right secret again it catches up.
+#[test]
+fn a_node_without_the_cluster_secret_is_refused() {
+    let mut c = Cluster::new(5);
+    for node in &mut c.nodes[..3] {
+        node.env = vec![("CLUSTER_SECRET".into(), SECRET.into())];
+    }
+    for i in 0..3 {
+        c.nodes[i].start();
+        c.wait_ready(i);
+    }
+    c.wait_voters(3);
+    assert_eq!(
+        c.send(0, "POST", "/api/v1/services", Some(&web())).status(),
+        201
+    );
+
+    // Joining with the wrong secret (through the API), with none (through
+    // the Raft port): refused, and the cluster stays at three.
+    c.nodes[3].env = vec![("CLUSTER_SECRET".into(), WRONG.into())];
+    c.nodes[3].start();
+    let raft0 = format!("127.0.0.1:{}", c.nodes[0].raft_port);
+    c.nodes[4].join = None;
+    c.nodes[4].env = vec![("RAFT_LEADER".into(), raft0.clone())];
+    c.nodes[4].start();
+    std::thread::sleep(Duration::from_secs(3));
+    let view = c.cluster_view(0).unwrap();
+    assert_eq!(view["members"].as_array().unwrap().len(), 3, "{view}");
+    for i in [3, 4] {
+        assert_eq!(c.get(i, "/readyz").status(), 503);
+        let log = c.nodes[i].log();
+        assert!(log.contains("join refused (401)"), "{log}");
+    }
+    assert!(c.nodes[3].log().contains("CLUSTER_SECRET differs"));
+    assert!(c.nodes[4].log().contains("has no CLUSTER_SECRET"));
+    c.nodes[3].kill();
+    c.nodes[4].kill();
+
+    // Unsigned requests on the Raft port: 401, and nothing happens.
+    let http = client();
+    let before = term_and_leader(&c, 0);
+    let vote = json!({"vote": {"leader_id": {"term": before.0 + 5, "node_id": 1}, "committed": false},
+                      "last_log_id": null});
+    for (method, path, body) in [
+        ("POST", "/raft/vote", Some(vote)),
+        ("POST", "/raft/write", Some(json!({"DeleteService": {}}))),
+        ("POST", "/raft/elect", None),
+        ("GET", "/raft/node", None),
+        ("DELETE", "/raft/members/node2", None),
+    ] {
+        let url = format!("http://{raft0}{path}");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = http.request(method, &url);
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let (status, _, body) = answer(req.header("X-Ipvs-Manager-Peer", "t=1,mac=00"));
+        assert_eq!(status, 401, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{path}");
+    }
+    assert_eq!(term_and_leader(&c, 0), before);
+
+    // A member back with the wrong secret campaigns alone: its vote
+    // requests are refused, so the others keep their leader and term.
+    let follower = (0..3)
+        .find(|&i| c.nodes[c.leader().unwrap()].name != c.nodes[i].name)
+        .unwrap();
+    let healthy = (0..3).find(|&i| i != follower).unwrap();
+    c.nodes[follower].kill();
+    c.nodes[follower].env = vec![("CLUSTER_SECRET".into(), WRONG.into())];
+    c.nodes[follower].start();
+    let before = term_and_leader(&c, healthy);
+    std::thread::sleep(Duration::from_secs(3));
+    let service = json!({"protocol": "udp", "address": "192.0.2.53", "port": 53});
+    assert_eq!(
+        c.send(healthy, "POST", "/api/v1/services", Some(&service))
+            .status(),
+        201
+    );
+    assert_eq!(term_and_leader(&c, healthy), before);
+    let theirs: Value = c.get(follower, "/api/v1/node").json().unwrap();
+    assert!(
+        theirs["term"].as_u64() > Some(before.0),
+        "it campaigned: {theirs}"
+    );
+    let log = c.nodes[follower].log();
+    assert!(log.contains("refused our cluster secret"), "{log}");
+
+    // The right secret again: it follows the leader and catches up.
+    c.nodes[follower].kill();
+    c.nodes[follower].env = vec![("CLUSTER_SECRET".into(), SECRET.into())];
+    c.nodes[follower].start();
+    c.wait_ready(follower);
+    let want = c.converged(healthy);
+    assert_eq!(want["services"].as_array().unwrap().len(), 2, "{want}");
+}
