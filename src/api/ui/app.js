@@ -865,6 +865,112 @@ function num(text) {
   return /^-?\d+$/.test(t) ? Number(t) : t;
 }
 
+/** Seconds as typed: a decimal number becomes a number, anything else is
+ *  sent as typed (the API names the problem); empty is undefined. */
+function seconds(text) {
+  const t = String(text).trim();
+  if (t === '') return undefined;
+  return /^(\d+\.?\d*|\.\d+)$/.test(t) ? Number(t) : t;
+}
+
+/** "200, 204" → [200, 204]; empty is null (the API's default). */
+function statuses(text) {
+  const items = String(text).split(/[\s,]+/).filter(Boolean);
+  return items.length ? items.map(num) : null;
+}
+
+// --- health check and policy fields (both forms name them hc_*, hp_*)
+
+/** Shows the check's fields that its kind uses. */
+function syncCheckFields(f) {
+  const kind = f.elements.hc_kind.value;
+  f.querySelector('.check-params').hidden = kind === '' || kind === 'none';
+  f.querySelector('.check-http').hidden = !HTTP_KINDS.includes(kind);
+  f.querySelector('.check-payload').hidden = !PAYLOAD_KINDS.includes(kind);
+  f.querySelector('.payload-label').textContent =
+    kind === 'dns' ? 'Name to query (type A)' : 'Payload (the datagram sent; empty: none)';
+}
+
+/** Fills the check's fields from a `health_check` (null: `emptyKind`). */
+function fillCheck(f, check, emptyKind) {
+  const e = f.elements;
+  e.hc_kind.value = check?.kind ?? emptyKind;
+  e.hc_interval.value = check?.interval ?? '';
+  e.hc_timeout.value = check?.timeout ?? '';
+  e.hc_rise.value = check?.rise ?? '';
+  e.hc_fall.value = check?.fall ?? '';
+  e.hc_port.value = check?.port ?? '';
+  e.hc_path.value = check?.path ?? '';
+  e.hc_expect.value = check?.expect?.join(', ') ?? '';
+  e.hc_payload.value = check?.payload ?? '';
+}
+
+/** The `health_check` the fields describe: null for no check of its own
+ *  (kind "" on a server: the service's; "none" on a service). A field left
+ *  empty is sent as null: absent on create, and removed (back to the
+ *  default) by an edit's merge patch; so are the fields the kind does not
+ *  use. `address`, `method`, `body` and `host` have no field here: an edit
+ *  leaves them as they are, except the http ones when the kind is not http. */
+function checkBody(f, noneIsNull) {
+  const e = f.elements;
+  const kind = e.hc_kind.value;
+  if (kind === '' || (kind === 'none' && noneIsNull)) return null;
+  const probed = kind !== 'none';
+  const http = HTTP_KINDS.includes(kind);
+  const body = {
+    kind,
+    interval: (probed ? seconds(e.hc_interval.value) : undefined) ?? null,
+    timeout: (probed ? seconds(e.hc_timeout.value) : undefined) ?? null,
+    rise: (probed ? num(e.hc_rise.value) : undefined) ?? null,
+    fall: (probed ? num(e.hc_fall.value) : undefined) ?? null,
+    port: (probed ? num(e.hc_port.value) : undefined) ?? null,
+    path: http ? e.hc_path.value.trim() || null : null,
+    expect: http ? statuses(e.hc_expect.value) : null,
+    payload: PAYLOAD_KINDS.includes(kind) ? e.hc_payload.value || null : null,
+  };
+  if (!http) Object.assign(body, { method: null, body: null, host: null });
+  return body;
+}
+
+function syncPolicyFields(f) {
+  f.querySelector('.fallback').hidden = f.elements.hp_all_down.value !== 'fallback';
+}
+
+function fillPolicy(f, policy) {
+  const e = f.elements;
+  e.hp_unhealthy.value = policy?.unhealthy ?? 'zero';
+  e.hp_slow_start.value = policy?.slow_start ? policy.slow_start : '';
+  e.hp_all_down.value = policy?.all_down ?? 'fail-open';
+  const fb = policy?.fallback;
+  e.hp_fb_address.value = fb?.address ?? '';
+  e.hp_fb_port.value = fb?.port ?? '';
+  e.hp_fb_forward.value = fb?.forward ?? 'masq';
+}
+
+/** The `health_policy` the fields describe; null when it is the default.
+ *  The fallback is a real server: its other fields (weight, thresholds,
+ *  tunnel options) stay as they are on an edit. */
+function policyBody(f) {
+  const e = f.elements;
+  const slowStart = seconds(e.hp_slow_start.value);
+  const fallback = e.hp_all_down.value === 'fallback';
+  if (e.hp_unhealthy.value === 'zero' && slowStart === undefined && !fallback) return null;
+  const forward = e.hp_fb_forward.value;
+  return {
+    unhealthy: e.hp_unhealthy.value,
+    slow_start: slowStart ?? null,
+    all_down: e.hp_all_down.value,
+    fallback: fallback
+      ? {
+        address: e.hp_fb_address.value.trim() || null,
+        port: num(e.hp_fb_port.value) ?? null,
+        forward,
+        ...(forward === 'tunnel' ? {} : { tunnel: null }),
+      }
+      : null,
+  };
+}
+
 function clearErrors(form) {
   for (const el of form.querySelectorAll('.field-error')) {
     el.replaceChildren();
@@ -962,6 +1068,8 @@ function syncServiceForm() {
   f.querySelector('.row.inet').hidden = fw;
   f.querySelector('.row.fwmark').hidden = !fw;
   f.querySelector('.row.persistence').hidden = !f.elements.persistent.checked;
+  syncCheckFields(f);
+  syncPolicyFields(f);
 }
 
 function openServiceForm(id) {
@@ -992,6 +1100,8 @@ function openServiceForm(id) {
     e.drain_grace.value = s.drain_grace ?? '';
     e.bind_address.checked = Boolean(s.bind_address);
   }
+  fillCheck(f, s?.health_check ?? null, 'none');
+  fillPolicy(f, s?.health_policy ?? null);
   syncServiceForm();
   $('service-dialog').showModal();
   (s ? f.elements.scheduler : f.elements.address).focus();
@@ -1028,6 +1138,8 @@ function serviceBody(f) {
   const grace = num(e.drain_grace.value);
   if (grace !== undefined) body.drain_grace = grace;
   else if (editing) body.drain_grace = null; // a merge patch: back to the node's default
+  body.health_check = checkBody(f, true);
+  body.health_policy = policyBody(f);
   return body;
 }
 
@@ -1051,6 +1163,7 @@ let serverTarget = null; // {service, server?, revision}
 function syncServerForm() {
   const f = $('server-form');
   f.querySelector('fieldset.tunnel').hidden = f.elements.forward.value !== 'tunnel';
+  syncCheckFields(f);
 }
 
 function openServerForm(serviceId, serverId) {
@@ -1081,6 +1194,7 @@ function openServerForm(serviceId, serverId) {
   } else if (s.port !== undefined) {
     e.port.value = s.port;
   }
+  fillCheck(f, r?.health_check ?? null, '');
   syncServerForm();
   $('server-dialog').showModal();
   (r ? e.weight : e.address).focus();
@@ -1107,6 +1221,7 @@ function serverBody(f) {
   } else if (editing) {
     body.tunnel = null;
   }
+  body.health_check = checkBody(f, false);
   return body;
 }
 
