@@ -2,8 +2,12 @@
 // a running cluster: adds a service and a real server through the forms, sees
 // them in the list and in every node's kernel counters, edits both, shows the
 // API's validation messages next to their fields, drains the server (the
-// draining marker), deletes server and service, reads the cluster view, and
-// answers a 401 with a token that the following requests carry.
+// draining marker), deletes server and service, adds services with health
+// checks through the forms (a server that does not listen is down on every
+// node and weight 0 in its kernel, one that listens is up; a service whose
+// servers are all down gets its banner and its fallback server), reads the
+// cluster view, and answers a 401 with a token that the following requests
+// carry.
 //
 //   node tests/ui/ui.test.mjs UI_URL [OTHER_NODE_URL ...]
 //
@@ -19,6 +23,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import net from 'node:net';
 
 const [uiUrl, ...otherUrls] = process.argv.slice(2);
 if (!uiUrl) {
@@ -35,8 +40,14 @@ if (shots) mkdirSync(shots, { recursive: true });
 
 const SERVICE = 'tcp-192.0.2.10-80';
 const SERVER = '198.51.100.11-8080';
+// Health checks: a server on a port nothing listens on, and one on a port
+// this script listens on (started below).
+const HEALTH_SERVICE = 'tcp-192.0.2.20-80';
+const DEAD = '127.0.0.1-1';
+const FALLBACK_SERVICE = 'tcp-192.0.2.21-80';
 
 let step = 'start';
+let listener = null;
 const pageErrors = [];
 
 function log(message) {
@@ -291,6 +302,147 @@ try {
   await row.waitFor({ state: 'detached' });
   assert.equal((await getJson(uiUrl, `/api/v1/services/${SERVICE}/servers/${SERVER}`)).status, 404);
 
+  await begin('a health check through the form: the API\'s rule next to the timeout field');
+  listener = net.createServer((conn) => conn.destroy());
+  await new Promise((resolve) => listener.listen(0, '127.0.0.1', resolve));
+  const LIVE = `127.0.0.1-${listener.address().port}`;
+  await page.getByRole('button', { name: 'Add service' }).click();
+  await svcDialog.waitFor({ state: 'visible' });
+  assert.equal(await page.inputValue('#svc-hc-kind'), 'none', 'no check by default');
+  assert.ok(await page.locator('#svc-hc-interval').isHidden(), 'no check, no check fields');
+  await page.fill('#svc-address', '192.0.2.20');
+  await page.fill('#svc-port', '80');
+  await page.selectOption('#svc-hc-kind', 'tcp');
+  assert.ok(await page.locator('#svc-hc-path').isHidden(), 'no path for tcp');
+  await page.fill('#svc-hc-interval', '0.2');
+  await page.fill('#svc-hc-timeout', '0.5');
+  await page.fill('#svc-hc-fall', '1');
+  await svcDialog.getByRole('button', { name: 'Save' }).click();
+  await expectFieldError(page, 'svc-hc-timeout', /timeout \(0\.5 s\) must be less than interval \(0\.2 s\)/);
+  assert.ok(await page.locator('#svc-hc-interval-error').isHidden(), 'no error on the interval');
+  await screenshot(page, 'ui-health-form.png');
+  await page.fill('#svc-hc-timeout', '0.1');
+  await svcDialog.getByRole('button', { name: 'Save' }).click();
+  await svcDialog.waitFor({ state: 'hidden' });
+  const hcard = page.locator(`article[data-service="${HEALTH_SERVICE}"]`);
+  await hcard.waitFor();
+  assert.match(await text(hcard.locator('[data-testid="health-check"]')),
+    /^health: tcp every 0\.2 s \(timeout 0\.1 s, rise 2, fall 1\)$/);
+  const created = (await getJson(uiUrl, `/api/v1/services/${HEALTH_SERVICE}`)).body;
+  assert.deepEqual(created.health_check, { kind: 'tcp', interval: 0.2, timeout: 0.1, rise: 2, fall: 1 });
+  assert.equal(created.health_policy, undefined, 'the default policy is not sent');
+
+  await begin('servers of the checked service: one not listening, one with its own check');
+  await hcard.getByRole('button', { name: 'Add server' }).click();
+  await srvDialog.waitFor({ state: 'visible' });
+  assert.equal(await page.inputValue('#srv-hc-kind'), '', 'the service\'s check by default');
+  await page.fill('#srv-address', '127.0.0.1');
+  await page.fill('#srv-port', '1');
+  await page.fill('#srv-weight', '2');
+  await srvDialog.getByRole('button', { name: 'Save' }).click();
+  await srvDialog.waitFor({ state: 'hidden' });
+  await hcard.getByRole('button', { name: 'Add server' }).click();
+  await srvDialog.waitFor({ state: 'visible' });
+  await page.fill('#srv-address', '127.0.0.1');
+  await page.fill('#srv-port', String(listener.address().port));
+  await page.fill('#srv-weight', '3');
+  await page.selectOption('#srv-hc-kind', 'tcp');
+  await page.fill('#srv-hc-interval', 'fast');
+  await srvDialog.getByRole('button', { name: 'Save' }).click();
+  await expectFieldError(page, 'srv-hc-interval', /interval must be a number of seconds, got the string "fast"/);
+  await page.fill('#srv-hc-interval', '0.5');
+  await page.fill('#srv-hc-timeout', '0.25');
+  await srvDialog.getByRole('button', { name: 'Save' }).click();
+  await srvDialog.waitFor({ state: 'hidden' });
+  const liveRow = hcard.locator(`table.servers tr[data-server="${LIVE}"]`);
+  await liveRow.waitFor();
+  assert.match(await text(liveRow.locator('[data-testid="own-check"]')),
+    /^own check: tcp every 0\.5 s \(timeout 0\.25 s, rise 2, fall 3\)$/);
+
+  await begin('every node finds the dead server down and the live one up');
+  const deadRow = hcard.locator(`table.servers tr[data-server="${DEAD}"]`);
+  for (const name of names) {
+    const dead = deadRow.locator(`.health-badge[data-node="${name}"]`);
+    await until(`${name} finds ${DEAD} down`, async () => (await dead.getAttribute('data-state')) === 'down');
+    assert.match(await text(dead), new RegExp(`^${name} down$`));
+    assert.match(await dead.getAttribute('title'), /\nerror: refused: /);
+    const live = liveRow.locator(`.health-badge[data-node="${name}"]`);
+    // With the last probe's latency once there was one.
+    await until(`${name} finds ${LIVE} up`, async () => (await live.getAttribute('data-state')) === 'up'
+      && new RegExp(`^${name} up \\d+(\\.\\d)? (µs|ms)$`).test(await text(live)));
+  }
+  assert.match(await text(deadRow.locator('.health-error')),
+    new RegExp(`^refused: .+ \\(${names.join(', ')}\\)$`));
+  for (const name of names) {
+    const kernelRow = (id) => hcard.locator(`table.counters tbody[data-node="${name}"] tr[data-server="${id}"]`);
+    await until(`the dead server at weight 0 in ${name}'s kernel`, async () =>
+      /^127\.0\.0\.1:1 0 /.test(await text(kernelRow(DEAD))));
+    assert.match(await text(kernelRow(LIVE)), /^127\.0\.0\.1:\d+ 3 /);
+  }
+  // Health lowers weights on purpose: that is no difference.
+  await until('the in-every-kernel badge despite the down server', async () =>
+    /in every kernel \(3\)/.test(await text(hcard.locator('details.kernel > summary'))));
+  assert.equal(await hcard.locator('[data-testid="all-down"]').count(), 0, 'one server is up');
+
+  await begin('all servers down: the banner and the fallback server');
+  await page.getByRole('button', { name: 'Add service' }).click();
+  await svcDialog.waitFor({ state: 'visible' });
+  await page.fill('#svc-address', '192.0.2.21');
+  await page.fill('#svc-port', '80');
+  await page.selectOption('#svc-hc-kind', 'tcp');
+  await page.fill('#svc-hc-interval', '0.2');
+  await page.fill('#svc-hc-timeout', '0.1');
+  await page.fill('#svc-hc-fall', '1');
+  assert.ok(await page.locator('#svc-hp-fb-address').isHidden(), 'no fallback while failing open');
+  await page.selectOption('#svc-hp-all-down', 'fallback');
+  await svcDialog.getByRole('button', { name: 'Save' }).click();
+  await expectFieldError(page, 'svc-hp-fb-address', /address is required/);
+  await page.fill('#svc-hp-fb-address', '198.51.100.99');
+  await svcDialog.getByRole('button', { name: 'Save' }).click();
+  await svcDialog.waitFor({ state: 'hidden' });
+  const fcard = page.locator(`article[data-service="${FALLBACK_SERVICE}"]`);
+  await fcard.waitFor();
+  assert.equal(await text(fcard.locator('[data-testid="health-policy"]')),
+    'a down server gets weight 0, all down: fallback 198.51.100.99:80 (masq)');
+  const added = await fetch(new URL(`/api/v1/services/${FALLBACK_SERVICE}/servers`, uiUrl), {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ address: '127.0.0.1', port: 1 }),
+  });
+  assert.equal(added.status, 201);
+  const banner = fcard.locator('[data-testid="all-down"]');
+  await until('the all-down banner on every node', async () =>
+    (await banner.count()) === 1 && (await text(banner)).startsWith(`All servers down on ${names[0]}, ${names[1]} and ${names[2]}:`));
+  assert.match(await text(banner), /traffic goes to the fallback server 198\.51\.100\.99:80 \(masq\)/);
+  for (const name of names) {
+    const fbRow = fcard.locator(`table.counters tbody[data-node="${name}"] tr[data-server="198.51.100.99-80"]`);
+    await until(`the fallback in ${name}'s kernel`, async () => /^198\.51\.100\.99:80 fallback 1 /.test(await text(fbRow)));
+  }
+  await until('no difference from what the kernels should hold', async () =>
+    /in every kernel \(3\)/.test(await text(fcard.locator('details.kernel > summary'))));
+  await screenshot(page, 'ui-health.png', { fullPage: true });
+
+  await begin('editing the check keeps the form\'s values');
+  await fcard.getByRole('button', { name: 'Edit' }).first().click();
+  await svcDialog.waitFor({ state: 'visible' });
+  assert.equal(await page.inputValue('#svc-hc-kind'), 'tcp');
+  assert.equal(await page.inputValue('#svc-hc-interval'), '0.2');
+  assert.equal(await page.inputValue('#svc-hp-all-down'), 'fallback');
+  assert.equal(await page.inputValue('#svc-hp-fb-address'), '198.51.100.99');
+  await page.selectOption('#svc-hc-kind', 'http');
+  await page.fill('#svc-hc-path', '/healthz');
+  await page.fill('#svc-hc-expect', '200, 204');
+  await page.selectOption('#svc-hp-all-down', 'fail-open');
+  await svcDialog.getByRole('button', { name: 'Save' }).click();
+  await svcDialog.waitFor({ state: 'hidden' });
+  const patched = (await getJson(uiUrl, `/api/v1/services/${FALLBACK_SERVICE}`)).body;
+  assert.deepEqual(patched.health_check, {
+    kind: 'http', interval: 0.2, timeout: 0.1, rise: 2, fall: 1,
+    method: 'GET', path: '/healthz', expect: [200, 204],
+  });
+  assert.equal(patched.health_policy, undefined, 'back to the default policy');
+  await until('the banner says it fails open', async () =>
+    /failing open/.test(await text(fcard.locator('[data-testid="all-down"]'))));
+
   await begin('the cluster view');
   await page.getByRole('link', { name: 'Cluster' }).click();
   await page.locator('#view-cluster').waitFor({ state: 'visible' });
@@ -307,6 +459,10 @@ try {
     });
     const role = await text(m.locator('[data-col="role"]'));
     assert.equal(role, name === cluster.leader_id ? 'leader' : 'follower', `${name}'s role`);
+    await until(`${name}'s health checks`, async () => {
+      const t = await text(m.locator('[data-col="health"]'));
+      return /^2 of 3 down all down: tcp-192\.0\.2\.21-80$/.test(t);
+    });
   }
   await screenshot(page, 'ui-cluster.png', { fullPage: true });
 
@@ -362,6 +518,7 @@ try {
   }
 } finally {
   await browser.close();
+  listener?.close();
 }
 if (failed) process.exit(1);
 log('every step passed');

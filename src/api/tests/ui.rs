@@ -244,3 +244,67 @@ fn the_script_calls_only_routes_of_the_api() {
     }
     assert!(paths.contains(&"/api/v1/cluster/members/x/kernel".to_string()));
 }
+
+/// The `data-field` paths of one form of the page (`id="…-form"`), which
+/// the script matches against the `field` of the API's problems.
+fn form_fields(html: &str, form_id: &str) -> Vec<String> {
+    let start = html
+        .find(&format!("<form id=\"{form_id}\""))
+        .unwrap_or_else(|| panic!("no form {form_id}"));
+    let end = start + html[start..].find("</form>").expect("</form>");
+    attribute_values(&html[start..end], "data-field")
+}
+
+#[test]
+fn the_health_fields_of_the_forms_are_named_as_the_api_names_them() {
+    use crate::api::validate::{CHECK_FIELDS, POLICY_FIELDS, SERVER_FIELDS};
+    let html = text(&INDEX);
+    // The fields each form must have, so that a problem with them lands
+    // next to its input, not at the top of the form.
+    let check = [
+        "kind", "interval", "timeout", "rise", "fall", "port", "path", "expect", "payload",
+    ];
+    for form in ["service-form", "server-form"] {
+        let fields = form_fields(html, form);
+        for name in check {
+            let path = format!("health_check.{name}");
+            assert!(fields.contains(&path), "{form} has no {path}");
+        }
+        assert!(fields.contains(&"health_check".to_string()), "{form}");
+        for path in &fields {
+            let mut parts = path.split('.');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some("health_check"), Some(f), None) => {
+                    assert!(
+                        CHECK_FIELDS.contains(&f),
+                        "{form}: {path} is no check field"
+                    );
+                }
+                (Some("health_policy"), Some(f), rest) => {
+                    assert_eq!(form, "service-form", "a policy is the service's");
+                    assert!(POLICY_FIELDS.contains(&f), "{form}: {path}");
+                    if let Some(g) = rest {
+                        assert_eq!(f, "fallback", "{path}");
+                        assert!(SERVER_FIELDS.contains(&g), "{form}: {path}");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let service = form_fields(html, "service-form");
+    for path in [
+        "health_policy",
+        "health_policy.unhealthy",
+        "health_policy.slow_start",
+        "health_policy.all_down",
+        "health_policy.fallback",
+        "health_policy.fallback.address",
+        "health_policy.fallback.port",
+    ] {
+        assert!(
+            service.contains(&path.to_string()),
+            "service-form has no {path}"
+        );
+    }
+}

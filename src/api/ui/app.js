@@ -206,6 +206,76 @@ function drainText(drain) {
   return `draining until ${clock(drain.until)} (${secondsLeft(drain.until)} s left)`;
 }
 
+const HTTP_KINDS = ['http', 'https'];
+const PAYLOAD_KINDS = ['udp', 'dns'];
+
+/** 1234 µs → "1.2 ms". */
+function latencyText(us) {
+  if (typeof us !== 'number') return '';
+  if (us < 1000) return `${us} µs`;
+  if (us < 10000) return `${(us / 1000).toFixed(1)} ms`;
+  return `${Math.round(us / 1000)} ms`;
+}
+
+/** Where a check's probes go, when not to the server itself. */
+function checkTarget(c) {
+  if (c.address && c.port) return hostPort(c.address, c.port);
+  if (c.address) return `address ${c.address}`;
+  if (c.port) return `port ${c.port}`;
+  return null;
+}
+
+/** A health check in a line: "tcp every 2 s (timeout 1 s, rise 2, fall 3), port 8080". */
+function checkText(c) {
+  if (c.kind === 'none') return 'not probed';
+  const parts = [`${c.kind} every ${c.interval} s (timeout ${c.timeout} s, rise ${c.rise}, fall ${c.fall})`];
+  const target = checkTarget(c);
+  if (target) parts.push(target);
+  if (HTTP_KINDS.includes(c.kind)) {
+    parts.push(`${c.method ?? 'GET'} ${c.path ?? '/'} → ${(c.expect ?? [200]).join('/')}`);
+    if (c.host) parts.push(`Host ${c.host}`);
+    if (c.body) parts.push(`body contains "${c.body}"`);
+  }
+  if (c.kind === 'dns') parts.push(`query ${c.payload}`);
+  if (c.kind === 'udp' && c.payload) parts.push(`payload "${c.payload}"`);
+  return parts.join(', ');
+}
+
+function fallbackText(fb) {
+  return `${hostPort(fb.address, fb.port)} (${fb.forward})`;
+}
+
+/** A health policy in a line (null: the defaults). */
+function policyText(p) {
+  const parts = [p?.unhealthy === 'remove' ? 'a down server leaves the kernel' : 'a down server gets weight 0'];
+  if (p?.slow_start) parts.push(`slow start ${p.slow_start} s`);
+  parts.push(p?.all_down === 'fallback' && p.fallback
+    ? `all down: fallback ${fallbackText(p.fallback)}`
+    : 'all down: fail open');
+  return parts.join(', ');
+}
+
+/** The check a server is probed with (its own, else its service's), or null. */
+function checkOf(s, r) {
+  const c = r.health_check ?? s.health_check ?? null;
+  return c && c.kind !== 'none' ? c : null;
+}
+
+/** Whether any server of the service is probed. */
+function probed(s) {
+  return s.servers.some((r) => checkOf(s, r));
+}
+
+/** The members whose probed servers of this service are all down. */
+function allDownNodes(serviceId) {
+  return memberNames().filter((name) => state.health.get(name)?.allDown.has(serviceId));
+}
+
+/** "a", "a and b", "a, b and c". */
+function andList(items) {
+  return items.length < 2 ? items.join('') : `${items.slice(0, -1).join(', ')} and ${items.at(-1)}`;
+}
+
 // Ids as the API derives them (src/api/ids.rs), from the kernel table's
 // model encoding: {"Inet":{"protocol":"Tcp","addr","port"}} or
 // {"Fwmark":{"family":"Ipv6","mark"}}; addresses are already canonical.
@@ -227,6 +297,10 @@ const state = {
   node: null,
   /** member name → {table} | {error} */
   kernels: new Map(),
+  /** member name → its health checks, from its own report (its node view,
+   *  which the cluster view carries): {probes: "service server" → probe,
+   *  allDown: Set of service ids}; absent when the member did not answer. */
+  health: new Map(),
   updated: null,
   error: null,
 };
@@ -266,6 +340,10 @@ async function refresh() {
     state.cluster = cluster.data;
     state.node = node.data;
     state.kernels = new Map(names.map((n, i) => [n, tables[i]]));
+    state.health = new Map(cluster.data.members.filter((m) => m.node?.health).map((m) => [m.id, {
+      probes: new Map(m.node.health.servers.map((p) => [`${p.service} ${p.server}`, p])),
+      allDown: new Set(m.node.health.all_down),
+    }]));
     state.updated = new Date();
     state.error = null;
     render();
@@ -322,7 +400,7 @@ function renderSummary() {
 // --- services
 
 /** What each node's kernel holds for one service: name → entry | null | {error}. */
-function kernelSlice(serviceId) {
+function kernelSlice(s) {
   const slice = [];
   for (const name of memberNames()) {
     const k = state.kernels.get(name);
@@ -330,8 +408,8 @@ function kernelSlice(serviceId) {
       slice.push({ name, error: k?.error ?? 'no answer' });
       continue;
     }
-    const entry = k.table.services.find((e) => kernelServiceId(e.service.key) === serviceId);
-    slice.push({ name, entry: entry ?? null });
+    const entry = k.table.services.find((e) => kernelServiceId(e.service.key) === s.id) ?? null;
+    slice.push({ name, entry, drift: serviceDrift(s, entry, name) });
   }
   return slice;
 }
@@ -348,13 +426,13 @@ function renderServices() {
     return;
   }
   reconcileChildren(container, state.services.map((s) => {
-    const slice = kernelSlice(s.id);
+    const slice = kernelSlice(s);
     // Countdowns change every poll; only draining services show one.
     const drains = [s.draining, ...s.servers.map((r) => r.draining)]
       .filter(Boolean).map((d) => secondsLeft(d.until));
     return {
       key: s.id,
-      sig: JSON.stringify([s, slice, drains, folded.has(s.id)]),
+      sig: JSON.stringify([s, slice, drains, folded.has(s.id), allDownNodes(s.id), memberNames()]),
       build: () => serviceCard(s, slice),
     };
   }));
@@ -370,12 +448,30 @@ function serviceCard(s, slice) {
   if (s.pe) tags.push(h('span', { class: 'tag' }, `pe ${s.pe}`));
   if (s.bind_address) tags.push(h('span', { class: 'tag' }, 'VIP bound'));
   if (s.drain_grace !== undefined) tags.push(h('span', { class: 'tag' }, `drain grace ${s.drain_grace} s`));
+  if (s.health_check) {
+    tags.push(h('span', { class: 'tag health', title: 'health check (each node probes each server)', dataset: { testid: 'health-check' } },
+      `health: ${checkText(s.health_check)}`));
+  }
+  if (s.health_policy || probed(s)) {
+    tags.push(h('span', { class: 'tag health', title: 'health policy: what each node does with the servers it finds down', dataset: { testid: 'health-policy' } },
+      policyText(s.health_policy)));
+  }
   tags.push(h('span', { class: 'tag', title: 'revision (ETag)' }, `rev ${s.revision}`));
   if (s.draining) {
     tags.push(h('span', { class: 'tag drain', dataset: { testid: 'service-draining' } }, drainText(s.draining)));
   }
 
-  return h('article', { class: `service${s.draining ? ' draining' : ''}`, dataset: { service: s.id } },
+  const down = allDownNodes(s.id);
+  let banner = null;
+  if (down.length) {
+    const fb = s.health_policy?.all_down === 'fallback' ? s.health_policy.fallback : null;
+    banner = h('p', { class: 'banner bad', dataset: { testid: 'all-down' } },
+      h('strong', {}, `All servers down on ${andList(down)}`),
+      fb
+        ? `: ${down.length === 1 ? 'its' : 'their'} traffic goes to the fallback server ${fallbackText(fb)}.`
+        : ': failing open, the servers keep their configured weights (there is no healthy one to send traffic to).');
+  }
+  return h('article', { class: `service${s.draining ? ' draining' : ''}${down.length ? ' all-down' : ''}`, dataset: { service: s.id } },
     h('header', { class: 'service-head' },
       h('h3', {}, serviceTitle(s)),
       h('code', { class: 'id' }, s.id),
@@ -385,6 +481,7 @@ function serviceCard(s, slice) {
         h('button', { type: 'button', dataset: { action: 'edit-service' }, onclick: () => openServiceForm(s.id) }, 'Edit'),
         h('button', { type: 'button', dataset: { action: 'drain-service' }, onclick: () => openRemove(s.id, null, false) }, 'Drain'),
         h('button', { type: 'button', class: 'danger', dataset: { action: 'delete-service' }, onclick: () => openRemove(s.id, null, true) }, 'Delete'))),
+    banner,
     serversTable(s),
     kernelDetails(s, slice));
 }
@@ -411,13 +508,14 @@ function serversTable(s) {
       h('td', {}, r.forward + tunnel),
       h('td', { class: 'num' }, thresholds),
       h('td', {}, stateCell),
+      h('td', { class: 'health' }, healthCell(s, r)),
       h('td', { class: 'actions' },
         h('button', { type: 'button', class: 'link', dataset: { action: 'edit-server' }, onclick: () => openServerForm(s.id, r.id) }, 'Edit'),
         h('button', { type: 'button', class: 'link', dataset: { action: 'drain-server' }, onclick: () => openRemove(s.id, r.id, false) }, 'Drain'),
         h('button', { type: 'button', class: 'link danger', dataset: { action: 'delete-server' }, onclick: () => openRemove(s.id, r.id, true) }, 'Delete')));
   });
   if (rows.length === 0) {
-    rows.push(h('tr', {}, h('td', { class: 'none', colspan: 6 }, 'No real servers: add one.')));
+    rows.push(h('tr', {}, h('td', { class: 'none', colspan: 7 }, 'No real servers: add one.')));
   }
   return h('table', { class: 'servers' },
     h('thead', {}, h('tr', {},
@@ -426,12 +524,60 @@ function serversTable(s) {
       h('th', { scope: 'col' }, 'Forwarding'),
       h('th', { scope: 'col', class: 'num' }, 'Thresholds (lower – upper)'),
       h('th', { scope: 'col' }, 'State'),
+      h('th', { scope: 'col', title: 'each node\'s view: every node probes every server itself' }, 'Health by node'),
       h('th', { scope: 'col', class: 'actions' }, 'Actions'))),
     h('tbody', {}, rows));
 }
 
+/** One node's view of a server, for a badge's title. */
+function healthTitle(name, v, configured) {
+  const lines = [`${name}: ${v.state} ${v.since ? `since ${dateTime(v.since)}` : 'since probing began'}`];
+  lines.push(`${v.checks} probe${v.checks === 1 ? '' : 's'}`);
+  if (v.latency_us !== null && v.latency_us !== undefined) lines.push(`last successful probe: ${latencyText(v.latency_us)}`);
+  if (v.error) lines.push(`error: ${v.error}`);
+  lines.push(v.weight === null ? 'not in its kernel' : `weight in its kernel: ${v.weight} (configured ${configured})`);
+  return lines.join('\n');
+}
+
+/** Each node's view of a server (`health` of the service response): a
+ *  badge per node, and the errors of those that find it down. */
+function healthCell(s, r) {
+  const own = r.health_check
+    ? h('div', { class: 'own-check', dataset: { testid: 'own-check' } }, `own check: ${checkText(r.health_check)}`)
+    : null;
+  const views = r.health ?? {};
+  const check = checkOf(s, r);
+  if (!check && Object.keys(views).length === 0) {
+    return [own, h('span', { class: 'badge muted' }, 'not probed')];
+  }
+  const names = [...new Set([...memberNames(), ...Object.keys(views)])].sort();
+  const errors = new Map(); // error → nodes
+  const badges = names.map((name) => {
+    const v = views[name];
+    if (!v) {
+      return h('span', { class: 'badge muted health-badge', dataset: { node: name, state: 'unknown' }, title: `${name}: no report yet` },
+        `${name} ?`);
+    }
+    if (v.state === 'down' && v.error) errors.set(v.error, [...(errors.get(v.error) ?? []), name]);
+    const up = v.state === 'up';
+    const ramping = up && v.weight !== null && v.weight < r.weight && !r.draining && !s.draining;
+    return h('span', {
+      class: `badge health-badge ${up ? 'ok' : 'bad'}`,
+      dataset: { node: name, state: v.state },
+      title: healthTitle(name, v, r.weight),
+    }, `${name} ${v.state}`, up && v.latency_us !== null ? h('small', {}, ` ${latencyText(v.latency_us)}`) : '',
+    ramping ? h('small', {}, ` weight ${v.weight}/${r.weight}`) : '');
+  });
+  return [
+    own,
+    h('div', { class: 'health-badges' }, badges),
+    [...errors].map(([error, nodes]) => h('div', { class: 'health-error' },
+      `${error} (${nodes.join(', ')})`)),
+  ];
+}
+
 const COUNTER_HEADS = [
-  ['Weight', 'weight as programmed (0 while draining)'],
+  ['Weight', 'weight as programmed (0 while draining, or while this node finds the server down)'],
   ['Active', 'active connections'],
   ['Inactive', 'inactive connections'],
   ['Conns', 'connections scheduled, total'],
@@ -455,8 +601,18 @@ function statCells(stats) {
   ];
 }
 
-/** Differences between a service as desired and as one kernel holds it. */
-function serviceDrift(s, entry) {
+/** The fallback server a node sends the service's traffic to now (all its
+ *  probed servers down there, with all_down: fallback), or null. */
+function activeFallback(s, node) {
+  const p = s.health_policy;
+  return p?.all_down === 'fallback' && p.fallback && state.health.get(node)?.allDown.has(s.id)
+    ? p.fallback : null;
+}
+
+/** Differences between what one node's kernel should hold for a service
+ *  (the desired state, with that node's health checks applied: the weight
+ *  its own report gives each probed server) and what it holds. */
+function serviceDrift(s, entry, node) {
   const out = [];
   const now = Date.now();
   const gone = (d) => d && new Date(d.until).getTime() <= now;
@@ -464,19 +620,43 @@ function serviceDrift(s, entry) {
     if (!gone(s.draining)) out.push(`${s.id} is not in the kernel`);
     return out;
   }
+  const health = state.health.get(node);
+  const fallback = activeFallback(s, node);
+  const slowStart = (s.health_policy?.slow_start ?? 0) * 1000;
   const dests = new Map(entry.destinations.map((d) => [kernelServerId(d.dest), d]));
   for (const r of s.servers) {
     const drain = r.draining ?? s.draining;
     const d = dests.get(r.id);
     dests.delete(r.id);
+    // The weight the node should program; null: not in its kernel.
+    let want = drain ? 0 : r.weight;
+    const probe = health?.probes.get(`${s.id} ${r.id}`);
+    if (probe) want = probe.weight;
+    else if (fallback) want = s.health_policy.unhealthy === 'remove' ? null : 0;
     if (!d) {
-      if (!gone(drain)) out.push(`${s.id}: server ${r.id} is not in the kernel`);
+      if (want !== null && !gone(drain)) out.push(`${s.id}: server ${r.id} is not in the kernel`);
       continue;
     }
-    const want = drain ? 0 : r.weight;
-    if (d.dest.weight !== want) {
-      out.push(`${s.id}: server ${r.id} has weight ${d.dest.weight}, desired ${want}`);
+    if (want === null) {
+      out.push(`${s.id}: server ${r.id} is in the kernel, though this node's health checks take it out`);
+      continue;
     }
+    // A recovering server's weight ramps up while the kernel is read.
+    const ramping = probe?.state === 'up' && slowStart > 0 && probe.since
+      && now - new Date(probe.since).getTime() < slowStart + POLL_MS
+      && d.dest.weight > 0 && d.dest.weight <= r.weight;
+    if (d.dest.weight !== want && !ramping) {
+      const why = probe ? ' with this node\'s health checks' : '';
+      out.push(`${s.id}: server ${r.id} has weight ${d.dest.weight}, desired ${want}${why}`);
+    }
+  }
+  if (fallback) {
+    const id = `${idAddress(fallback.address)}-${fallback.port}`;
+    const d = dests.get(id);
+    dests.delete(id);
+    const want = Math.max(1, fallback.weight ?? 1);
+    if (!d) out.push(`${s.id}: the fallback server ${id} is not in the kernel`);
+    else if (d.dest.weight !== want) out.push(`${s.id}: the fallback server ${id} has weight ${d.dest.weight}, desired ${want}`);
   }
   for (const id of dests.keys()) out.push(`${s.id}: server ${id} is in the kernel but not desired`);
   return out;
@@ -505,10 +685,14 @@ function kernelDetails(s, slice) {
     const order = new Map(s.servers.map((r, i) => [r.id, i]));
     const rank = (d) => order.get(kernelServerId(d.dest)) ?? order.size;
     const dests = [...entry.destinations].sort((a, b) => rank(a) - rank(b));
+    const fallback = activeFallback(s, name);
+    const fallbackId = fallback ? `${idAddress(fallback.address)}-${fallback.port}` : null;
     for (const d of dests) {
-      rows.push(h('tr', { dataset: { server: kernelServerId(d.dest) } },
+      const id = kernelServerId(d.dest);
+      rows.push(h('tr', { dataset: { server: id } },
         h('td', {}, ''),
-        h('td', { class: 'mono' }, hostPort(d.dest.addr, d.dest.port)),
+        h('td', { class: 'mono' }, hostPort(d.dest.addr, d.dest.port),
+          id === fallbackId ? [' ', h('span', { class: 'badge warn fallback-mark' }, 'fallback')] : ''),
         numCell(d.dest.weight),
         numCell(d.active_conns),
         numCell(d.inactive_conns),
@@ -516,7 +700,7 @@ function kernelDetails(s, slice) {
     }
     return h('tbody', { dataset: { node: name } }, rows);
   });
-  const drift = slice.flatMap(({ entry, error }) => (error ? [] : serviceDrift(s, entry)));
+  const drift = slice.flatMap(({ drift: d, error }) => (error ? [] : d));
   const badge = drift.length === 0
     ? h('span', { class: 'badge ok' }, `in every kernel (${slice.length})`)
     : h('span', { class: 'badge warn', title: drift.join('\n') },
@@ -541,11 +725,11 @@ function kernelDetails(s, slice) {
 // --- cluster
 
 /** Every difference between the desired state and one node's kernel. */
-function nodeDrift(table) {
+function nodeDrift(name, table) {
   const out = [];
   const byId = new Map(table.services.map((e) => [kernelServiceId(e.service.key), e]));
   for (const s of state.services) {
-    out.push(...serviceDrift(s, byId.get(s.id) ?? null));
+    out.push(...serviceDrift(s, byId.get(s.id) ?? null, name));
     byId.delete(s.id);
   }
   const owned = new Set(table.owned.map(kernelServiceId));
@@ -575,13 +759,36 @@ function renderCluster() {
   const members = [...c.members].sort((a, b) => a.id.localeCompare(b.id));
   const drifts = members.map((m) => {
     const k = state.kernels.get(m.id);
-    return k?.table ? nodeDrift(k.table) : null;
+    return k?.table ? nodeDrift(m.id, k.table) : null;
   });
   reconcileChildren($('members'), [{
     key: 'members',
     sig: JSON.stringify([members, drifts, c.leader_id]),
     build: () => membersTable(members, drifts, c.leader_id),
   }]);
+}
+
+/** A member's health checks in a cell: how many of the servers it probes
+ *  are down, and the services all down on it (loud). */
+function memberHealth(health) {
+  if (!health) return '–';
+  const { servers, all_down: allDown } = health;
+  if (servers.length === 0) return h('span', { class: 'badge muted' }, 'no checks');
+  const down = servers.filter((p) => p.state === 'down');
+  const out = [];
+  if (down.length === 0) {
+    out.push(h('span', { class: 'badge ok', dataset: { testid: 'probes' } }, `${servers.length} up`));
+  } else {
+    out.push(h('span', {
+      class: 'badge warn',
+      dataset: { testid: 'probes' },
+      title: down.map((p) => `${p.service} ${p.server}: ${p.error ?? 'down'}`).join('\n'),
+    }, `${down.length} of ${servers.length} down`));
+  }
+  if (allDown.length) {
+    out.push(' ', h('span', { class: 'badge bad', dataset: { testid: 'all-down' } }, `all down: ${allDown.join(', ')}`));
+  }
+  return out;
 }
 
 function membersTable(members, drifts, leader) {
@@ -615,6 +822,7 @@ function membersTable(members, drifts, leader) {
       h('td', { dataset: { col: 'role' } }, n?.role ?? '–'),
       h('td', {}, m.voter ? 'voter' : 'learner'),
       h('td', {}, status),
+      h('td', { dataset: { col: 'health' } }, memberHealth(n?.health)),
       h('td', { class: 'mono' }, m.api_addr),
       h('td', { class: 'num' }, m.last_applied ?? '–'),
       h('td', { class: 'num' }, r ? String(r.programmed_index) : '–'),
@@ -629,7 +837,9 @@ function membersTable(members, drifts, leader) {
       h('td', { class: 'mono' }, r && r.vips.length ? r.vips.join(' ') : '–'));
   });
   const heads = [
-    ['Member'], ['Role'], ['Vote'], ['Reconcile'], ['API'],
+    ['Member'], ['Role'], ['Vote'], ['Reconcile'],
+    ['Health', 'the servers this node probes, as it sees them, and the services whose probed servers are all down on it'],
+    ['API'],
     ['Applied', 'last applied log index'],
     ['Programmed', 'highest index whose whole state is in the kernel'],
     ['Kernel', 'on, memory or off'],
@@ -653,6 +863,112 @@ function num(text) {
   const t = String(text).trim();
   if (t === '') return undefined;
   return /^-?\d+$/.test(t) ? Number(t) : t;
+}
+
+/** Seconds as typed: a decimal number becomes a number, anything else is
+ *  sent as typed (the API names the problem); empty is undefined. */
+function seconds(text) {
+  const t = String(text).trim();
+  if (t === '') return undefined;
+  return /^(\d+\.?\d*|\.\d+)$/.test(t) ? Number(t) : t;
+}
+
+/** "200, 204" → [200, 204]; empty is null (the API's default). */
+function statuses(text) {
+  const items = String(text).split(/[\s,]+/).filter(Boolean);
+  return items.length ? items.map(num) : null;
+}
+
+// --- health check and policy fields (both forms name them hc_*, hp_*)
+
+/** Shows the check's fields that its kind uses. */
+function syncCheckFields(f) {
+  const kind = f.elements.hc_kind.value;
+  f.querySelector('.check-params').hidden = kind === '' || kind === 'none';
+  f.querySelector('.check-http').hidden = !HTTP_KINDS.includes(kind);
+  f.querySelector('.check-payload').hidden = !PAYLOAD_KINDS.includes(kind);
+  f.querySelector('.payload-label').textContent =
+    kind === 'dns' ? 'Name to query (type A)' : 'Payload (the datagram sent; empty: none)';
+}
+
+/** Fills the check's fields from a `health_check` (null: `emptyKind`). */
+function fillCheck(f, check, emptyKind) {
+  const e = f.elements;
+  e.hc_kind.value = check?.kind ?? emptyKind;
+  e.hc_interval.value = check?.interval ?? '';
+  e.hc_timeout.value = check?.timeout ?? '';
+  e.hc_rise.value = check?.rise ?? '';
+  e.hc_fall.value = check?.fall ?? '';
+  e.hc_port.value = check?.port ?? '';
+  e.hc_path.value = check?.path ?? '';
+  e.hc_expect.value = check?.expect?.join(', ') ?? '';
+  e.hc_payload.value = check?.payload ?? '';
+}
+
+/** The `health_check` the fields describe: null for no check of its own
+ *  (kind "" on a server: the service's; "none" on a service). A field left
+ *  empty is sent as null: absent on create, and removed (back to the
+ *  default) by an edit's merge patch; so are the fields the kind does not
+ *  use. `address`, `method`, `body` and `host` have no field here: an edit
+ *  leaves them as they are, except the http ones when the kind is not http. */
+function checkBody(f, noneIsNull) {
+  const e = f.elements;
+  const kind = e.hc_kind.value;
+  if (kind === '' || (kind === 'none' && noneIsNull)) return null;
+  const probed = kind !== 'none';
+  const http = HTTP_KINDS.includes(kind);
+  const body = {
+    kind,
+    interval: (probed ? seconds(e.hc_interval.value) : undefined) ?? null,
+    timeout: (probed ? seconds(e.hc_timeout.value) : undefined) ?? null,
+    rise: (probed ? num(e.hc_rise.value) : undefined) ?? null,
+    fall: (probed ? num(e.hc_fall.value) : undefined) ?? null,
+    port: (probed ? num(e.hc_port.value) : undefined) ?? null,
+    path: http ? e.hc_path.value.trim() || null : null,
+    expect: http ? statuses(e.hc_expect.value) : null,
+    payload: PAYLOAD_KINDS.includes(kind) ? e.hc_payload.value || null : null,
+  };
+  if (!http) Object.assign(body, { method: null, body: null, host: null });
+  return body;
+}
+
+function syncPolicyFields(f) {
+  f.querySelector('.fallback').hidden = f.elements.hp_all_down.value !== 'fallback';
+}
+
+function fillPolicy(f, policy) {
+  const e = f.elements;
+  e.hp_unhealthy.value = policy?.unhealthy ?? 'zero';
+  e.hp_slow_start.value = policy?.slow_start ? policy.slow_start : '';
+  e.hp_all_down.value = policy?.all_down ?? 'fail-open';
+  const fb = policy?.fallback;
+  e.hp_fb_address.value = fb?.address ?? '';
+  e.hp_fb_port.value = fb?.port ?? '';
+  e.hp_fb_forward.value = fb?.forward ?? 'masq';
+}
+
+/** The `health_policy` the fields describe; null when it is the default.
+ *  The fallback is a real server: its other fields (weight, thresholds,
+ *  tunnel options) stay as they are on an edit. */
+function policyBody(f) {
+  const e = f.elements;
+  const slowStart = seconds(e.hp_slow_start.value);
+  const fallback = e.hp_all_down.value === 'fallback';
+  if (e.hp_unhealthy.value === 'zero' && slowStart === undefined && !fallback) return null;
+  const forward = e.hp_fb_forward.value;
+  return {
+    unhealthy: e.hp_unhealthy.value,
+    slow_start: slowStart ?? null,
+    all_down: e.hp_all_down.value,
+    fallback: fallback
+      ? {
+        address: e.hp_fb_address.value.trim() || null,
+        port: num(e.hp_fb_port.value) ?? null,
+        forward,
+        ...(forward === 'tunnel' ? {} : { tunnel: null }),
+      }
+      : null,
+  };
 }
 
 function clearErrors(form) {
@@ -752,6 +1068,8 @@ function syncServiceForm() {
   f.querySelector('.row.inet').hidden = fw;
   f.querySelector('.row.fwmark').hidden = !fw;
   f.querySelector('.row.persistence').hidden = !f.elements.persistent.checked;
+  syncCheckFields(f);
+  syncPolicyFields(f);
 }
 
 function openServiceForm(id) {
@@ -782,6 +1100,8 @@ function openServiceForm(id) {
     e.drain_grace.value = s.drain_grace ?? '';
     e.bind_address.checked = Boolean(s.bind_address);
   }
+  fillCheck(f, s?.health_check ?? null, 'none');
+  fillPolicy(f, s?.health_policy ?? null);
   syncServiceForm();
   $('service-dialog').showModal();
   (s ? f.elements.scheduler : f.elements.address).focus();
@@ -818,6 +1138,8 @@ function serviceBody(f) {
   const grace = num(e.drain_grace.value);
   if (grace !== undefined) body.drain_grace = grace;
   else if (editing) body.drain_grace = null; // a merge patch: back to the node's default
+  body.health_check = checkBody(f, true);
+  body.health_policy = policyBody(f);
   return body;
 }
 
@@ -841,6 +1163,7 @@ let serverTarget = null; // {service, server?, revision}
 function syncServerForm() {
   const f = $('server-form');
   f.querySelector('fieldset.tunnel').hidden = f.elements.forward.value !== 'tunnel';
+  syncCheckFields(f);
 }
 
 function openServerForm(serviceId, serverId) {
@@ -871,6 +1194,7 @@ function openServerForm(serviceId, serverId) {
   } else if (s.port !== undefined) {
     e.port.value = s.port;
   }
+  fillCheck(f, r?.health_check ?? null, '');
   syncServerForm();
   $('server-dialog').showModal();
   (r ? e.weight : e.address).focus();
@@ -897,6 +1221,7 @@ function serverBody(f) {
   } else if (editing) {
     body.tunnel = null;
   }
+  body.health_check = checkBody(f, false);
   return body;
 }
 
