@@ -354,3 +354,269 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn check(kind: CheckKind) -> HealthCheck {
+        HealthCheck {
+            kind,
+            interval_ms: 2000,
+            timeout_ms: 500,
+            rise: 1,
+            fall: 1,
+            address: None,
+            port: None,
+            http: None,
+            payload: None,
+        }
+    }
+
+    fn http_check(
+        kind: CheckKind,
+        path: &str,
+        expect: Vec<u16>,
+        body: Option<&str>,
+    ) -> HealthCheck {
+        HealthCheck {
+            http: Some(HttpCheck {
+                method: "GET".into(),
+                path: path.into(),
+                expect,
+                body: body.map(String::from),
+                host: Some("web.example".into()),
+            }),
+            ..check(kind)
+        }
+    }
+
+    /// A port nothing listens on.
+    async fn closed_port() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        addr
+    }
+
+    /// An HTTP server answering `/health` with 200 "ok <host>" and
+    /// anything else with 503; it records the request heads it gets.
+    async fn http_server() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                    let host = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("host: "))
+                        .unwrap_or("?")
+                        .to_string();
+                    let reply = if head.starts_with("GET /health HTTP/1.1") {
+                        let body = format!("ok {host}");
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                    } else {
+                        "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n".to_string()
+                    };
+                    let _ = s.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn tcp_connects_or_is_refused() {
+        let p = Prober::new();
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up = l.local_addr().unwrap();
+        assert!(p.probe(&check(CheckKind::Tcp), up).await.is_ok());
+        let err = p
+            .probe(&check(CheckKind::Tcp), closed_port().await)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason, Reason::Refused, "{err}");
+    }
+
+    #[tokio::test]
+    async fn http_judges_status_body_and_sends_the_host() {
+        let p = Prober::new();
+        let server = http_server().await;
+        let ok = http_check(
+            CheckKind::Http,
+            "/health",
+            vec![200],
+            Some("ok web.example"),
+        );
+        assert!(p.probe(&ok, server).await.is_ok());
+        let wrong_path = http_check(CheckKind::Http, "/", vec![200], None);
+        let err = p.probe(&wrong_path, server).await.unwrap_err();
+        assert_eq!(err.reason, Reason::Answer);
+        assert!(err.message.contains("status 503"), "{err}");
+        let wrong_body = http_check(CheckKind::Http, "/health", vec![200], Some("ready"));
+        let err = p.probe(&wrong_body, server).await.unwrap_err();
+        assert!(err.message.contains("does not contain"), "{err}");
+        // 503 can be what healthy means, if the operator says so.
+        let maintenance = http_check(CheckKind::Http, "/", vec![503], None);
+        assert!(p.probe(&maintenance, server).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out() {
+        let p = Prober::new();
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        // Accepts, then says nothing.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        let c = HealthCheck {
+            timeout_ms: 100,
+            ..http_check(CheckKind::Http, "/", vec![200], None)
+        };
+        let err = p.probe(&c, addr).await.unwrap_err();
+        assert_eq!(err.reason, Reason::Timeout, "{err}");
+    }
+
+    #[tokio::test]
+    async fn https_accepts_a_self_signed_certificate() {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let mut buf = vec![0u8; 4096];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        let p = Prober::new();
+        let c = http_check(CheckKind::Https, "/", vec![200], Some("ok"));
+        assert_eq!(p.probe(&c, addr).await.map(|_| ()), Ok(()));
+        // Plain HTTP against it is a protocol failure, not a hang.
+        let plain = http_check(CheckKind::Http, "/", vec![200], None);
+        let err = p.probe(&plain, addr).await.unwrap_err();
+        assert!(
+            matches!(err.reason, Reason::Protocol | Reason::Timeout),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn udp_needs_an_answer_and_an_unreachable_port_is_refused() {
+        let p = Prober::new();
+        let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+                let _ = echo.send_to(&buf[..n], from).await;
+            }
+        });
+        let c = HealthCheck {
+            payload: Some("ping".into()),
+            ..check(CheckKind::Udp)
+        };
+        assert!(p.probe(&c, addr).await.is_ok());
+        let closed = {
+            let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            s.local_addr().unwrap()
+        };
+        let err = p.probe(&c, closed).await.unwrap_err();
+        assert_eq!(err.reason, Reason::Refused, "{err}");
+    }
+
+    /// A DNS server answering every query with `rcode`.
+    async fn dns_server(rcode: u8) -> SocketAddr {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = s.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = s.recv_from(&mut buf).await {
+                let mut reply = buf[..n].to_vec();
+                reply[2] |= 0x80; // a response
+                reply[3] = (reply[3] & 0xf0) | rcode;
+                let _ = s.send_to(&reply, from).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn dns_accepts_answers_but_not_server_failures() {
+        let p = Prober::new();
+        let c = HealthCheck {
+            payload: Some("www.example.".into()),
+            ..check(CheckKind::Dns)
+        };
+        assert!(p.probe(&c, dns_server(0).await).await.is_ok());
+        assert!(
+            p.probe(&c, dns_server(3).await).await.is_ok(),
+            "NXDOMAIN is an answer"
+        );
+        let err = p.probe(&c, dns_server(2).await).await.unwrap_err();
+        assert_eq!(err.reason, Reason::Answer);
+        assert!(err.message.contains("code 2"), "{err}");
+    }
+
+    #[test]
+    fn dns_queries_are_well_formed() {
+        let q = dns_query(0x1234, "www.example.").unwrap();
+        assert_eq!(
+            q,
+            [
+                &[0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0][..],
+                &[3, b'w', b'w', b'w', 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 0],
+                &[0, 1, 0, 1],
+            ]
+            .concat()
+        );
+        assert_eq!(
+            dns_query(1, &"a".repeat(64)),
+            None,
+            "labels are at most 63 bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_without_a_port_is_a_configuration_problem() {
+        let p = Prober::new();
+        let err = p
+            .probe(&check(CheckKind::Tcp), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason, Reason::Config);
+    }
+}
