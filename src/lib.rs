@@ -24,3 +24,4 @@ pub mod reconcile;
 pub mod sd_notify;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -30,6 +30,10 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// CA certificates (PEM) trusted for an `https://` --server, besides the
+    /// system's.
+    #[arg(long, global = true, env = "IPVS_MANAGER_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Without a subcommand, run this host's cluster node.
     #[command(flatten)]
     pub node: crate::config::NodeArgs,
@@ -61,18 +65,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Kernel(cmd)) => kernel::run(cmd).map(|()| ExitCode::SUCCESS),
         Some(Command::List(args)) => cluster::list(
-            &cluster::Api::new(&cli.server, cli.token.as_deref())?,
+            &cluster::Api::new(&cli.server, cli.token.as_deref(), cli.ca_file.as_deref())?,
             &args,
         ),
-        Some(Command::Cluster(cmd)) => {
-            cluster::cluster(&cluster::Api::new(&cli.server, cli.token.as_deref())?, &cmd)
-        }
-        Some(Command::Save) => {
-            cluster::save(&cluster::Api::new(&cli.server, cli.token.as_deref())?)
-        }
-        Some(Command::Diff) => {
-            cluster::diff(&cluster::Api::new(&cli.server, cli.token.as_deref())?)
-        }
+        Some(Command::Cluster(cmd)) => cluster::cluster(
+            &cluster::Api::new(&cli.server, cli.token.as_deref(), cli.ca_file.as_deref())?,
+            &cmd,
+        ),
+        Some(Command::Save) => cluster::save(&cluster::Api::new(
+            &cli.server,
+            cli.token.as_deref(),
+            cli.ca_file.as_deref(),
+        )?),
+        Some(Command::Diff) => cluster::diff(&cluster::Api::new(
+            &cli.server,
+            cli.token.as_deref(),
+            cli.ca_file.as_deref(),
+        )?),
         None => run_node(&cli.node).map(|()| ExitCode::SUCCESS),
     }
 }
