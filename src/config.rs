@@ -93,6 +93,17 @@ pub struct NodeArgs {
     /// The private key of TLS_CERT_FILE (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "TLS_KEY_FILE")]
     pub tls_key_file: Option<PathBuf>,
+    /// Requests the API answers at once; more get 503 `overloaded` with
+    /// Retry-After at once, so a flood costs little memory (bodies are read
+    /// only within the limit).
+    #[arg(long, env = "API_MAX_REQUESTS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub api_max_requests: u32,
+    /// Connections the API holds open at once; more wait in the kernel's
+    /// accept queue.
+    #[arg(long, env = "API_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub api_max_connections: u32,
 }
 
 /// The API's certificate and key files.
@@ -165,6 +176,8 @@ pub struct NodeConfig {
     pub cluster_secret: Option<Secret>,
     /// Serve the API over TLS.
     pub tls: Option<TlsFiles>,
+    pub api_max_requests: u32,
+    pub api_max_connections: u32,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -261,6 +274,8 @@ impl NodeArgs {
             api_loopback_only: loopback_only,
             cluster_secret,
             tls,
+            api_max_requests: self.api_max_requests,
+            api_max_connections: self.api_max_connections,
         })
     }
 }

@@ -296,6 +296,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         vol_dir: cfg.vol_dir.clone(),
         metrics: metrics.clone(),
         auth: std::sync::RwLock::new(Arc::new(policy.clone())),
+        limits: server::Limits::new(cfg.api_max_requests as usize),
     });
     let raft_data = web::Data::new(raft.clone());
     let handover = Handover::default();
@@ -329,6 +330,13 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             .default_service(web::to(server::dispatch))
     })
     .workers(http_workers())
+    // Per worker; beyond, connections wait in the accept queue.
+    .max_connections((cfg.api_max_connections as usize).div_ceil(http_workers()))
+    // A client has 5 s to send its request head (slow clients hold no
+    // slot for long), and an idle kept-alive connection closes after 5 s.
+    .client_request_timeout(Duration::from_secs(5))
+    .client_disconnect_timeout(Duration::from_secs(1))
+    .keep_alive(Duration::from_secs(5))
     .disable_signals()
     .shutdown_timeout(10);
     let listening = || format!("failed to listen on SERVER_PORT {}", cfg.http_bind);

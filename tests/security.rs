@@ -551,3 +551,193 @@ fn bad_tls_settings_are_refused_at_start() {
         "{err}"
     );
 }
+
+/// The peak resident memory of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+/// A flood against one node (a node that takes 8 requests at once): 32
+/// clients hammering reads, writes and 1 MiB bodies, and 64 connections
+/// that never finish their request. The node refuses what it cannot take
+/// at once (503 `overloaded` with Retry-After), keeps answering its
+/// liveness probe, drops the stalled connections, and stays small; the
+/// cluster keeps serving writes through another node; and every write
+/// acknowledged to anyone is on every node afterwards.
+#[test]
+fn a_flood_against_one_node_leaves_the_cluster_serving() {
+    use std::collections::BTreeMap;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let mut c = Cluster::new(3);
+    c.nodes[0].env = vec![("API_MAX_REQUESTS".into(), "8".into())];
+    c.start_all();
+    let flooded = c.nodes[0].url("");
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = Arc::new(AtomicU32::new(1));
+    let answers: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+
+    let mut threads = Vec::new();
+    for t in 0..32 {
+        let (stop, port, answers, acked) =
+            (stop.clone(), port.clone(), answers.clone(), acked.clone());
+        let base = flooded.clone();
+        threads.push(std::thread::spawn(move || {
+            let http = client();
+            let big = vec![b' '; (1 << 20) + 1];
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let (req, id) = match (t + i) % 4 {
+                    0 => (
+                        http.get(format!("{base}/api/v1/config?consistent=true")),
+                        None,
+                    ),
+                    1 => (http.get(format!("{base}/metrics")), None),
+                    2 => {
+                        let p = port.fetch_add(1, Ordering::SeqCst);
+                        let body = json!({"protocol": "tcp", "address": "192.0.2.20", "port": p});
+                        (
+                            http.post(format!("{base}/api/v1/services")).json(&body),
+                            Some(format!("tcp-192.0.2.20-{p}")),
+                        )
+                    }
+                    _ => (
+                        http.post(format!("{base}/api/v1/services"))
+                            .header("Content-Type", "application/json")
+                            .body(big.clone()),
+                        None,
+                    ),
+                };
+                let key = match req.send() {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        if status == 503 {
+                            assert!(r.headers().contains_key("retry-after"));
+                        }
+                        let body: Value = r.json().unwrap_or(Value::Null);
+                        if status == 201 {
+                            acked.lock().unwrap().extend(id);
+                        }
+                        format!("{status} {}", body["error"]["code"].as_str().unwrap_or(""))
+                    }
+                    Err(_) => "transport error".to_string(),
+                };
+                *answers.lock().unwrap().entry(key).or_default() += 1;
+            }
+        }));
+    }
+    // Connections that send half a request head and then nothing.
+    let stalled: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{}", c.nodes[0].http_port))
+                .unwrap();
+            s.write_all(b"GET /api/v1/services HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // Meanwhile, writes through another node.
+    let other = {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        let base = c.nodes[1].url("");
+        std::thread::spawn(move || {
+            let http = client();
+            let (mut ok, mut failed) = (0, 0);
+            let mut p = 1;
+            while !stop.load(Ordering::SeqCst) {
+                let body = json!({"protocol": "udp", "address": "192.0.2.30", "port": p});
+                match http
+                    .post(format!("{base}/api/v1/services"))
+                    .json(&body)
+                    .send()
+                {
+                    Ok(r) if r.status() == 201 => {
+                        acked.lock().unwrap().push(format!("udp-192.0.2.30-{p}"));
+                        ok += 1;
+                    }
+                    _ => failed += 1,
+                }
+                p += 1;
+            }
+            (ok, failed)
+        })
+    };
+
+    // The flooded node stays alive and says so at once.
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_secs(1));
+        let start = Instant::now();
+        let r = client().get(format!("{flooded}/healthz")).send().unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+    // The stalled connections were closed (5 s to send a request head).
+    for mut s in stalled {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (ok, failed) = other.join().unwrap();
+
+    let answers = answers.lock().unwrap().clone();
+    let peak = peak_rss_mib(c.nodes[0].pid().unwrap());
+    eprintln!(
+        "flooded node answered: {answers:?}, peak RSS {peak} MiB; \
+         the other node: {ok} writes, {failed} failed"
+    );
+    assert!(
+        answers.get("503 overloaded").copied().unwrap_or(0) > 0,
+        "{answers:?}"
+    );
+    assert!(answers.get("201 ").copied().unwrap_or(0) > 0, "{answers:?}");
+    assert!(answers.get("200 ").copied().unwrap_or(0) > 0, "{answers:?}");
+    for key in answers.keys() {
+        assert!(
+            ["200 ", "201 ", "413 body_too_large", "503 overloaded"].contains(&key.as_str()),
+            "unexpected answer {key}: {answers:?}"
+        );
+    }
+    assert!(
+        ok >= 10 && failed == 0,
+        "{ok} writes, {failed} failed through the other node"
+    );
+    assert!(peak < 256, "the flooded node peaked at {peak} MiB");
+
+    // Afterwards: the flooded node serves, and every acknowledged write is
+    // on every node.
+    let r = c.send(0, "POST", "/api/v1/services", Some(&web()));
+    assert_eq!(r.status(), 201);
+    let config = c.converged(0);
+    let held: std::collections::BTreeSet<&str> = config["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    let acked = acked.lock().unwrap();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|id| !held.contains(id.as_str()))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+}
