@@ -25,6 +25,8 @@ mod oracle;
 mod reconcile;
 #[path = "kernel/requests.rs"]
 mod requests;
+#[path = "kernel/service.rs"]
+mod service;
 #[path = "kernel/smoke.rs"]
 mod smoke;
 #[path = "kernel/traffic.rs"]
@@ -93,6 +95,7 @@ fn trials() -> Vec<Trial> {
         traffic::director_moves,
         reconcile::three_nodes_program_their_kernels,
         reconcile::node_refuses_without_cap_net_admin,
+        service::unit_starts_signals_and_stops,
     ]);
     trials
 }
