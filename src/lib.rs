@@ -6,7 +6,12 @@
 //!   [`ipvs::Kernel`] trait with its netlink and in-memory implementations,
 //!   the ipvsadm text format (parse and print), and the virtual IPs bound on
 //!   the node's dummy interface ([`ipvs::vip`]).
-//! - [`cli`]: the command line (`ipvs-manager kernel list|save|restore`).
+//! - [`cli`]: the command line (`ipvs-manager kernel list|save|restore`,
+//!   and the commands that talk to a node's API).
+//! - [`daemon`]: a cluster node — [`store`], [`raft`] and [`cluster`] (the
+//!   replicated state, the Raft transport, membership, the cluster secret),
+//!   [`server`] over [`api`] (the REST API, tokens, limits), [`tls`],
+//!   [`reconcile`] (kernel programming), [`sd_notify`] (systemd).
 //!
 //! Data flows one way: commands become [`ipvs::Change`]s, which only
 //! [`ipvs`] turns into netlink messages.
