@@ -86,6 +86,31 @@ pub struct NodeArgs {
     /// nor send Raft messages.
     #[arg(long, env = "CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<Secret>,
+    /// Serve the API over TLS with this certificate chain (PEM, the
+    /// server's certificate first); needs TLS_KEY_FILE. Reloaded on SIGHUP.
+    #[arg(long, env = "TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of TLS_CERT_FILE (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Requests the API answers at once; more get 503 `overloaded` with
+    /// Retry-After at once, so a flood costs little memory (bodies are read
+    /// only within the limit).
+    #[arg(long, env = "API_MAX_REQUESTS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub api_max_requests: u32,
+    /// Connections the API holds open at once; more wait in the kernel's
+    /// accept queue.
+    #[arg(long, env = "API_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub api_max_connections: u32,
+}
+
+/// The API's certificate and key files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A secret setting: never shown by `Debug`.
@@ -149,6 +174,10 @@ pub struct NodeConfig {
     /// No token and no API_OPEN: the API was moved to loopback.
     pub api_loopback_only: bool,
     pub cluster_secret: Option<Secret>,
+    /// Serve the API over TLS.
+    pub tls: Option<TlsFiles>,
+    pub api_max_requests: u32,
+    pub api_max_connections: u32,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -170,6 +199,8 @@ pub enum ConfigError {
         min = crate::cluster::peer_auth::MIN_SECRET_LEN
     )]
     WeakSecret(usize),
+    #[error("TLS_CERT_FILE and TLS_KEY_FILE go together: {0} is set, the other is not")]
+    TlsPair(&'static str),
 }
 
 impl NodeArgs {
@@ -203,6 +234,13 @@ impl NodeArgs {
                 return Err(ConfigError::WeakSecret(secret.0.chars().count()));
             }
         }
+        let path = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+        let tls = match (path(&self.tls_cert_file), path(&self.tls_key_file)) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError::TlsPair("TLS_CERT_FILE")),
+            (None, Some(_)) => return Err(ConfigError::TlsPair("TLS_KEY_FILE")),
+        };
         let tokens = self
             .api_tokens_file
             .clone()
@@ -235,6 +273,9 @@ impl NodeArgs {
             api_open_reads: self.api_open_reads,
             api_loopback_only: loopback_only,
             cluster_secret,
+            tls,
+            api_max_requests: self.api_max_requests,
+            api_max_connections: self.api_max_connections,
         })
     }
 }
@@ -336,6 +377,26 @@ mod tests {
         // Loopback already: nothing moves.
         let c = parse(&[]).unwrap();
         assert!(!c.api_loopback_only);
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let c = parse(&["--tls-cert-file", "/c.pem", "--tls-key-file", "/k.pem"]).unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into()
+            })
+        );
+        assert_eq!(
+            parse(&["--tls-cert-file", "/c.pem"]),
+            Err(ConfigError::TlsPair("TLS_CERT_FILE"))
+        );
+        assert_eq!(
+            parse(&["--tls-key-file", "/k.pem"]),
+            Err(ConfigError::TlsPair("TLS_KEY_FILE"))
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::raft::{node_id, NodeInfo};
 use crate::reconcile::{Engine, Owned, ReconcileStatus, Settings};
 use crate::sd_notify::Notifier;
 use crate::server::{self, AppState};
+use crate::tls::CertStore;
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
 use std::future::Future;
@@ -186,10 +187,58 @@ pub fn api_policy(cfg: &NodeConfig) -> anyhow::Result<Policy> {
     })
 }
 
+/// Until `shutdown`: on each SIGHUP, reads the token file and the TLS
+/// certificate again. What does not load is reported and the settings in
+/// service stay.
+async fn reload_on_sighup(
+    mut hangup: tokio::signal::unix::Signal,
+    cfg: NodeConfig,
+    app: web::Data<AppState>,
+    tls: Option<Arc<CertStore>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            received = hangup.recv() => if received.is_none() { return },
+            _ = &mut shutdown => return,
+        }
+        if cfg.api_tokens_file.is_some() {
+            match api_policy(&cfg) {
+                Ok(policy) => {
+                    *app.auth
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policy);
+                    tracing::info!("SIGHUP: reloaded the API tokens");
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "SIGHUP: kept the API tokens in service")
+                }
+            }
+        }
+        if let Some(store) = &tls {
+            match store.reload() {
+                Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate and key"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: kept the TLS certificate in service")
+                }
+            }
+        }
+    }
+}
+
 /// Runs the node until `shutdown` completes.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // SIGHUP reloads; its handler goes in first, since its default action
+    // would end the process.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
     // Settings that read files are checked before anything is touched.
     let policy = api_policy(&cfg)?;
+    let tls = match &cfg.tls {
+        Some(files) => Some(CertStore::open(&files.cert, &files.key)?),
+        None => None,
+    };
     let notifier = Arc::new(Notifier::from_env());
     // Refuse to start without a usable kernel, before touching anything.
     let kernel = open_kernel(cfg.kernel)?.map(|(k, mode)| (SharedKernel::new(k), mode));
@@ -250,6 +299,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         auth: std::sync::RwLock::new(Arc::new(policy.clone())),
         health: health.clone(),
         peer_health: Default::default(),
+        limits: server::Limits::new(cfg.api_max_requests as usize),
     });
     let app_for_health = app.clone();
     let raft_data = web::Data::new(raft.clone());
@@ -277,23 +327,49 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     .with_context(|| format!("failed to listen on RAFT_PORT {}", cfg.raft_bind))?
     .run();
 
+    let api_app = app.clone();
     let api_server = HttpServer::new(move || {
         App::new()
-            .app_data(app.clone())
+            .app_data(api_app.clone())
             .default_service(web::to(server::dispatch))
     })
     .workers(http_workers())
+    // Per worker; beyond, connections wait in the accept queue.
+    .max_connections((cfg.api_max_connections as usize).div_ceil(http_workers()))
+    // A client has 5 s to send its request head (slow clients hold no
+    // slot for long), and an idle kept-alive connection closes after 5 s.
+    .client_request_timeout(Duration::from_secs(5))
+    .client_disconnect_timeout(Duration::from_secs(1))
+    .keep_alive(Duration::from_secs(5))
     .disable_signals()
-    .shutdown_timeout(10)
-    .bind(cfg.http_bind)
-    .with_context(|| format!("failed to listen on SERVER_PORT {}", cfg.http_bind))?
+    .shutdown_timeout(10);
+    let listening = || format!("failed to listen on SERVER_PORT {}", cfg.http_bind);
+    let api_server = match &tls {
+        Some(store) => api_server.bind_rustls_0_23(cfg.http_bind, store.server_config()?),
+        None => api_server.bind(cfg.http_bind),
+    }
+    .with_context(listening)?
     .run();
 
     let raft_handle = raft_server.handle();
     let api_handle = api_server.handle();
     let raft_task = tokio::spawn(raft_server);
     let api_task = tokio::spawn(api_server);
-    tracing::info!(node = %cfg.name, id, api = %cfg.http_bind, raft = %cfg.raft_bind, "listening");
+    let reloads = tokio::spawn(reload_on_sighup(
+        hangup,
+        cfg.clone(),
+        app.clone(),
+        tls.clone(),
+        stopped(),
+    ));
+    tracing::info!(
+        node = %cfg.name,
+        id,
+        api = %cfg.http_bind,
+        tls = tls.is_some(),
+        raft = %cfg.raft_bind,
+        "listening"
+    );
     match &policy.tokens {
         Some(tokens) => tracing::info!(
             tokens = tokens.len(),
@@ -417,6 +493,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     for task in tasks {
         let _ = task.await;
     }
+    let _ = reloads.await;
     // No new API requests; those in flight (writes among them) finish,
     // with Raft still running to commit them.
     api_handle.stop(true).await;

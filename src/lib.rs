@@ -6,9 +6,14 @@
 //!   [`ipvs::Kernel`] trait with its netlink and in-memory implementations,
 //!   the ipvsadm text format (parse and print), and the virtual IPs bound on
 //!   the node's dummy interface ([`ipvs::vip`]).
-//! - [`cli`]: the command line (`ipvs-manager kernel list|save|restore`).
-//! - [`health`]: node-local health checks of real servers, which lower
-//!   weights in this node's kernel only.
+//! - [`cli`]: the command line (`ipvs-manager kernel list|save|restore`,
+//!   and the commands that talk to a node's API).
+//! - [`daemon`]: a cluster node — [`store`], [`raft`] and [`cluster`] (the
+//!   replicated state, the Raft transport, membership, the cluster secret),
+//!   [`server`] over [`api`] (the REST API, tokens, limits), [`tls`],
+//!   [`reconcile`] (kernel programming), [`health`] (node-local health
+//!   checks, which lower weights in this node's kernel only), [`sd_notify`]
+//!   (systemd).
 //!
 //! Data flows one way: commands become [`ipvs::Change`]s, which only
 //! [`ipvs`] turns into netlink messages.
@@ -27,3 +32,4 @@ pub mod reconcile;
 pub mod sd_notify;
 pub mod server;
 pub mod store;
+pub mod tls;

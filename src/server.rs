@@ -59,6 +59,59 @@ pub struct AppState {
     pub peer_health: std::sync::Mutex<BTreeMap<String, Vec<json::ProbeView>>>,
     /// Who may call what; replaced when the token file is reloaded.
     pub auth: std::sync::RwLock<Arc<Policy>>,
+    pub limits: Limits,
+}
+
+/// How much of the API a node answers at once. A request over a limit is
+/// answered 503 `overloaded` at once, before its body is read: a flood
+/// costs a refusal each, never memory or a queue.
+pub struct Limits {
+    requests: Arc<tokio::sync::Semaphore>,
+    /// Requests with bodies above [`api::MAX_BODY_BYTES`] (a whole
+    /// configuration, up to 16 MiB each).
+    large: Arc<tokio::sync::Semaphore>,
+}
+
+/// Large bodies read at once: with the default 256 requests of 1 MiB, a
+/// node buffers at most about 300 MiB of bodies.
+const MAX_LARGE_BODIES: usize = 2;
+
+/// How long a request may take, a backstop above the longest wait a
+/// handler makes (a 30 s long poll).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Limits {
+    pub fn new(max_requests: usize) -> Limits {
+        Limits {
+            requests: Arc::new(tokio::sync::Semaphore::new(max_requests)),
+            large: Arc::new(tokio::sync::Semaphore::new(MAX_LARGE_BODIES)),
+        }
+    }
+
+    /// Permits for one request of `route`, or the 503 to answer.
+    fn admit(
+        &self,
+        route: &api::Route,
+    ) -> Result<Vec<tokio::sync::OwnedSemaphorePermit>, ApiError> {
+        // The liveness probe always answers: a busy node is alive.
+        if route.operation == Operation::Health {
+            return Ok(Vec::new());
+        }
+        let mut permits = vec![self
+            .requests
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::overloaded("requests", 1))?];
+        if route.max_body > api::MAX_BODY_BYTES {
+            permits.push(
+                self.large
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| ApiError::overloaded("large bodies", 2))?,
+            );
+        }
+        Ok(permits)
+    }
 }
 
 impl AppState {
@@ -97,12 +150,25 @@ pub async fn dispatch(req: HttpRequest, body: Payload, app: Data<AppState>) -> H
             operation = route.operation.id();
             let authorization = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
             // Before the body is read: a caller without the right token
-            // gets nothing, not even a parse of what it sent.
-            match app.policy().check(route.operation.access(), authorization) {
-                Ok(()) => match read_body(body, route.max_body).await {
-                    Ok(bytes) => handle(route.operation, &req, &params, &bytes, &app).await,
-                    Err(e) => Err(e),
-                },
+            // gets nothing, not even a parse of what it sent; then the
+            // limits, so that only admitted requests hold a body.
+            let admitted = app
+                .policy()
+                .check(route.operation.access(), authorization)
+                .and_then(|()| app.limits.admit(route));
+            match admitted {
+                Ok(_permits) => {
+                    let answered = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                        let bytes = read_body(body, route.max_body).await?;
+                        handle(route.operation, &req, &params, &bytes, &app).await
+                    });
+                    answered.await.unwrap_or_else(|_| {
+                        Err(ApiError::unavailable(
+                            1,
+                            format!("the request took more than {} s", REQUEST_TIMEOUT.as_secs()),
+                        ))
+                    })
+                }
                 Err(e) => Err(e),
             }
         }
@@ -114,11 +180,24 @@ pub async fn dispatch(req: HttpRequest, body: Payload, app: Data<AppState>) -> H
     response
 }
 
+/// How long a client has to send its body once admitted: a slow sender
+/// holds one of the node's [`Limits`] for no longer.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn read_body(body: Payload, limit: usize) -> Result<actix_web::web::Bytes, ApiError> {
     // Routes without a body still drain a small one, so a stray body is
     // refused rather than left on the connection.
     let limit = limit.max(1024);
-    match body.to_bytes_limited(limit).await {
+    let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, body.to_bytes_limited(limit)).await else {
+        return Err(ApiError::new(
+            api::ErrorCode::MalformedJson,
+            format!(
+                "the body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        ));
+    };
+    match read {
         Ok(Ok(bytes)) => {
             check_body_size(bytes.len(), limit)?;
             Ok(bytes)

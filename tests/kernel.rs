@@ -27,6 +27,8 @@ mod oracle;
 mod reconcile;
 #[path = "kernel/requests.rs"]
 mod requests;
+#[path = "kernel/service.rs"]
+mod service;
 #[path = "kernel/smoke.rs"]
 mod smoke;
 #[path = "kernel/traffic.rs"]
@@ -98,6 +100,7 @@ fn trials() -> Vec<Trial> {
         traffic::nat_follows_weights_and_quiesces,
         traffic::director_moves,
         reconcile::node_refuses_without_cap_net_admin,
+        service::unit_starts_signals_and_stops,
     ]);
     trials
 }

@@ -92,7 +92,7 @@ fn tokens_guard_the_api() {
             node.env.push(("RAFT_LEADER".into(), member.clone()));
         }
     }
-    c.set_token(ADMIN);
+    c.configure_client(Some(ADMIN), None);
     c.start_all();
     let http = client();
     let url = |i: usize, path: &str| c.nodes[i].url(path);
@@ -177,7 +177,7 @@ fn tokens_guard_the_api() {
     assert!(out.contains("-A -t 192.0.2.10:80"), "{out}");
 }
 
-/// API_OPEN_READS opens reads but not changes.
+/// API_OPEN_READS opens reads but not changes; SIGHUP rotates tokens.
 #[test]
 fn reads_can_be_opened() {
     let dir = tempfile::tempdir().unwrap();
@@ -199,6 +199,25 @@ fn reads_can_be_opened() {
         answer(http.post(&services).bearer_auth(ADMIN).json(&web())).0,
         201
     );
+
+    // SIGHUP reads the token file again: a rotated admin token.
+    let rotated = "adm1n-rotated-000000000000000000000000";
+    let one = format!("{services}/tcp-192.0.2.10-80?grace=0");
+    std::fs::write(dir.path().join("tokens"), format!("admin {rotated}\n")).unwrap();
+    signal(c.nodes[0].pid().unwrap(), "HUP");
+    c.wait(Duration::from_secs(10), "the new token", || {
+        answer(http.delete(&one).bearer_auth(ADMIN)).0 == 401
+    });
+    let (status, _, body) = answer(http.delete(&one).bearer_auth(rotated));
+    assert_eq!(status, 204, "{body}");
+    // A broken file is refused, and the tokens in service stay.
+    std::fs::write(dir.path().join("tokens"), "admin x\n").unwrap();
+    signal(c.nodes[0].pid().unwrap(), "HUP");
+    c.wait(Duration::from_secs(10), "the refusal in the log", || {
+        c.nodes[0].log().contains("kept the API tokens in service")
+    });
+    let created = answer(http.post(&services).bearer_auth(rotated).json(&web()));
+    assert_eq!(created.0, 201);
 }
 
 /// Whether something listens on `addr`.
@@ -390,4 +409,335 @@ fn a_node_without_the_cluster_secret_is_refused() {
     c.wait_ready(follower);
     let want = c.converged(healthy);
     assert_eq!(want["services"].as_array().unwrap().len(), 2, "{want}");
+}
+
+/// A test CA.
+fn ca() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ipvs-manager test CA");
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A server certificate for 127.0.0.1 and localhost signed by `ca`:
+/// certificate PEM, key PEM, certificate DER.
+fn server_cert(ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>) -> (String, String, Vec<u8>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()]).unwrap();
+    let cert = params.signed_by(&key, ca).unwrap();
+    (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+}
+
+/// The certificate `url` presents.
+fn served_certificate(ca_pem: &str, url: &str) -> Vec<u8> {
+    let http = Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .tls_info(true)
+        .build()
+        .unwrap();
+    let r = http.get(url).send().unwrap();
+    let info = r.extensions().get::<reqwest::tls::TlsInfo>().unwrap();
+    info.peer_certificate().unwrap().to_vec()
+}
+
+fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name} {pid}");
+}
+
+/// TLS end to end: two nodes serve their API over TLS with a certificate of
+/// a test CA; a client trusting the CA reads and writes (a follower
+/// forwards, ?wait=applied), the CLI with --ca-file too; plain HTTP and
+/// clients that do not trust the CA get nothing. SIGHUP puts a renewed
+/// certificate in service; a broken one is refused and the one in service
+/// stays.
+#[test]
+fn the_api_serves_tls_and_reloads_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let (cert, key, first) = server_cert(&ca);
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, &cert).unwrap();
+    std::fs::write(&key_file, &key).unwrap();
+
+    let mut c = Cluster::new(2);
+    let member = format!("127.0.0.1:{}", c.nodes[0].raft_port);
+    for (i, node) in c.nodes.iter_mut().enumerate() {
+        node.scheme = "https";
+        node.env = vec![
+            ("TLS_CERT_FILE".into(), cert_file.display().to_string()),
+            ("TLS_KEY_FILE".into(), key_file.display().to_string()),
+        ];
+        if i > 0 {
+            node.join = None;
+            node.env.push(("RAFT_LEADER".into(), member.clone()));
+        }
+    }
+    c.configure_client(None, Some(ca.pem().as_bytes()));
+    c.start_all();
+    let r = c.send(1, "POST", "/api/v1/services?wait=applied", Some(&web()));
+    assert_eq!(r.status(), 201);
+    assert_eq!(c.config(0)["services"][0]["id"], "tcp-192.0.2.10-80");
+
+    let url = c.nodes[0].url("/api/v1/services");
+    let plain = url.replacen("https://", "http://", 1);
+    let sent = client().get(&plain).send();
+    assert!(sent.is_err() || !sent.unwrap().status().is_success());
+    let untrusting = client().get(&url).send();
+    assert!(untrusting.is_err(), "a client without the CA got through");
+
+    let server = c.nodes[0].url("");
+    let ca_path = ca_file.display().to_string();
+    let (ok, out, err) = cli(&["list", "--server", &server, "--ca-file", &ca_path], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("TCP  192.0.2.10:80"), "{out}");
+    let (ok, _, err) = cli(&["list", "--server", &server], &[]);
+    assert!(!ok);
+    assert!(err.contains("cannot reach"), "{err}");
+
+    // SIGHUP: the renewed certificate for new connections.
+    assert_eq!(served_certificate(&ca.pem(), &url), first);
+    let (cert, key, renewed) = server_cert(&ca);
+    std::fs::write(&cert_file, &cert).unwrap();
+    std::fs::write(&key_file, &key).unwrap();
+    signal(c.nodes[0].pid().unwrap(), "HUP");
+    c.wait(Duration::from_secs(10), "the renewed certificate", || {
+        served_certificate(&ca.pem(), &url) == renewed
+    });
+    assert!(c.nodes[0]
+        .log()
+        .contains("SIGHUP: reloaded the TLS certificate"));
+
+    // A broken key: refused with the file named, the renewed pair stays.
+    std::fs::write(&key_file, "-----BEGIN PRIVATE KEY-----\nbroken\n").unwrap();
+    signal(c.nodes[0].pid().unwrap(), "HUP");
+    c.wait(Duration::from_secs(10), "the refusal in the log", || {
+        c.nodes[0]
+            .log()
+            .contains("kept the TLS certificate in service")
+    });
+    assert!(c.nodes[0]
+        .log()
+        .contains(&format!("TLS_KEY_FILE {}", key_file.display())));
+    assert_eq!(served_certificate(&ca.pem(), &url), renewed);
+    assert_eq!(c.get(0, "/readyz").status(), 200);
+}
+
+/// Missing or half-configured TLS stops the start, naming the setting.
+#[test]
+fn bad_tls_settings_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("cert.pem").display().to_string();
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, "x").unwrap();
+    let key = key.display().to_string();
+    let err = refused(&[("TLS_CERT_FILE", &missing), ("TLS_KEY_FILE", &key)]);
+    assert!(
+        err.contains(&format!("TLS_CERT_FILE {missing}: No such file")),
+        "{err}"
+    );
+    let err = refused(&[("TLS_KEY_FILE", &key)]);
+    assert!(
+        err.contains("TLS_CERT_FILE and TLS_KEY_FILE go together"),
+        "{err}"
+    );
+}
+
+/// The peak resident memory of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+/// A flood against one node (a node that takes 8 requests at once): 32
+/// clients hammering reads, writes and 1 MiB bodies, and 64 connections
+/// that never finish their request. The node refuses what it cannot take
+/// at once (503 `overloaded` with Retry-After), keeps answering its
+/// liveness probe, drops the stalled connections, and stays small; the
+/// cluster keeps serving writes through another node; and every write
+/// acknowledged to anyone is on every node afterwards.
+#[test]
+fn a_flood_against_one_node_leaves_the_cluster_serving() {
+    use std::collections::BTreeMap;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let mut c = Cluster::new(3);
+    c.nodes[0].env = vec![("API_MAX_REQUESTS".into(), "8".into())];
+    c.start_all();
+    let flooded = c.nodes[0].url("");
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = Arc::new(AtomicU32::new(1));
+    let answers: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+
+    let mut threads = Vec::new();
+    for t in 0..32 {
+        let (stop, port, answers, acked) =
+            (stop.clone(), port.clone(), answers.clone(), acked.clone());
+        let base = flooded.clone();
+        threads.push(std::thread::spawn(move || {
+            let http = client();
+            let big = vec![b' '; (1 << 20) + 1];
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let (req, id) = match (t + i) % 4 {
+                    0 => (
+                        http.get(format!("{base}/api/v1/config?consistent=true")),
+                        None,
+                    ),
+                    1 => (http.get(format!("{base}/metrics")), None),
+                    2 => {
+                        let p = port.fetch_add(1, Ordering::SeqCst);
+                        let body = json!({"protocol": "tcp", "address": "192.0.2.20", "port": p});
+                        (
+                            http.post(format!("{base}/api/v1/services")).json(&body),
+                            Some(format!("tcp-192.0.2.20-{p}")),
+                        )
+                    }
+                    _ => (
+                        http.post(format!("{base}/api/v1/services"))
+                            .header("Content-Type", "application/json")
+                            .body(big.clone()),
+                        None,
+                    ),
+                };
+                let key = match req.send() {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        if status == 503 {
+                            assert!(r.headers().contains_key("retry-after"));
+                        }
+                        let body: Value = r.json().unwrap_or(Value::Null);
+                        if status == 201 {
+                            acked.lock().unwrap().extend(id);
+                        }
+                        format!("{status} {}", body["error"]["code"].as_str().unwrap_or(""))
+                    }
+                    Err(_) => "transport error".to_string(),
+                };
+                *answers.lock().unwrap().entry(key).or_default() += 1;
+            }
+        }));
+    }
+    // Connections that send half a request head and then nothing.
+    let stalled: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{}", c.nodes[0].http_port))
+                .unwrap();
+            s.write_all(b"GET /api/v1/services HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // Meanwhile, writes through another node.
+    let other = {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        let base = c.nodes[1].url("");
+        std::thread::spawn(move || {
+            let http = client();
+            let (mut ok, mut failed) = (0, 0);
+            let mut p = 1;
+            while !stop.load(Ordering::SeqCst) {
+                let body = json!({"protocol": "udp", "address": "192.0.2.30", "port": p});
+                match http
+                    .post(format!("{base}/api/v1/services"))
+                    .json(&body)
+                    .send()
+                {
+                    Ok(r) if r.status() == 201 => {
+                        acked.lock().unwrap().push(format!("udp-192.0.2.30-{p}"));
+                        ok += 1;
+                    }
+                    _ => failed += 1,
+                }
+                p += 1;
+            }
+            (ok, failed)
+        })
+    };
+
+    // The flooded node stays alive and says so at once.
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_secs(1));
+        let start = Instant::now();
+        let r = client().get(format!("{flooded}/healthz")).send().unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+    // The stalled connections were closed (5 s to send a request head).
+    for mut s in stalled {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (ok, failed) = other.join().unwrap();
+
+    let answers = answers.lock().unwrap().clone();
+    let peak = peak_rss_mib(c.nodes[0].pid().unwrap());
+    eprintln!(
+        "flooded node answered: {answers:?}, peak RSS {peak} MiB; \
+         the other node: {ok} writes, {failed} failed"
+    );
+    assert!(
+        answers.get("503 overloaded").copied().unwrap_or(0) > 0,
+        "{answers:?}"
+    );
+    assert!(answers.get("201 ").copied().unwrap_or(0) > 0, "{answers:?}");
+    assert!(answers.get("200 ").copied().unwrap_or(0) > 0, "{answers:?}");
+    for key in answers.keys() {
+        assert!(
+            ["200 ", "201 ", "413 body_too_large", "503 overloaded"].contains(&key.as_str()),
+            "unexpected answer {key}: {answers:?}"
+        );
+    }
+    assert!(
+        ok >= 10 && failed == 0,
+        "{ok} writes, {failed} failed through the other node"
+    );
+    assert!(peak < 256, "the flooded node peaked at {peak} MiB");
+
+    // Afterwards: the flooded node serves, and every acknowledged write is
+    // on every node.
+    let r = c.send(0, "POST", "/api/v1/services", Some(&web()));
+    assert_eq!(r.status(), 201);
+    let config = c.converged(0);
+    let held: std::collections::BTreeSet<&str> = config["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    let acked = acked.lock().unwrap();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|id| !held.contains(id.as_str()))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
 }

@@ -107,6 +107,9 @@ pub enum ErrorCode {
     Unauthorized,
     /// A read token on an operation that changes something.
     Forbidden,
+    /// The node is answering as many requests as it takes
+    /// (`API_MAX_REQUESTS`); retry after Retry-After.
+    Overloaded,
 }
 
 impl ErrorCode {
@@ -152,6 +155,7 @@ impl ErrorCode {
         ErrorCode::NotProgrammed,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
+        ErrorCode::Overloaded,
     ];
 
     /// The HTTP status a response with this code carries.
@@ -167,7 +171,7 @@ impl ErrorCode {
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,
             Internal => 500,
-            NoLeader | Unavailable => 503,
+            NoLeader | Unavailable | Overloaded => 503,
             NotProgrammed => 504,
             MalformedJson
             | DuplicateKey
@@ -234,6 +238,7 @@ impl ErrorCode {
             InvalidQuery => "invalid_query",
             Unauthorized => "unauthorized",
             Forbidden => "forbidden",
+            Overloaded => "overloaded",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             AlreadyExists => "already_exists",
@@ -394,6 +399,21 @@ impl ApiError {
             ErrorCode::UnsupportedMediaType,
             format!("request bodies are application/json, not {got:?}"),
         )
+    }
+
+    /// 503 when the node already answers as many requests as it takes: the
+    /// request was not looked at, so retrying is always safe.
+    pub fn overloaded(what: &str, retry_after_secs: u32) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after_secs),
+            ..ApiError::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "this node is answering as many {what} as it takes; retry in \
+                     {retry_after_secs} s (or ask another node)"
+                ),
+            )
+        }
     }
 
     /// 503 while no leader is known; the client should retry after

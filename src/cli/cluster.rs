@@ -51,18 +51,32 @@ pub struct Api {
 }
 
 impl Api {
-    /// `server`: `http://host:port`, or `host:port`; `token`: the API token
-    /// sent with every request.
-    pub fn new(server: &str, token: Option<&str>) -> anyhow::Result<Api> {
+    /// `server`: `http://host:port`, `https://host:port`, or `host:port`;
+    /// `token`: the API token sent with every request; `ca_file`: CA
+    /// certificates (PEM) to trust for https besides the system's.
+    pub fn new(
+        server: &str,
+        token: Option<&str>,
+        ca_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<Api> {
         let base = if server.contains("://") {
             server.trim_end_matches('/').to_string()
         } else {
             format!("http://{}", server.trim_end_matches('/'))
         };
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(3))
-            .timeout(std::time::Duration::from_secs(30))
-            .build()?;
+            .timeout(std::time::Duration::from_secs(30));
+        if let Some(path) = ca_file {
+            let pem =
+                std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--ca-file {}: not PEM certificates", path.display()))?
+            {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

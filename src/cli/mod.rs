@@ -37,6 +37,10 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// CA certificates (PEM) trusted for an `https://` --server, besides the
+    /// system's.
+    #[arg(long, global = true, env = "IPVS_MANAGER_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Without a subcommand, run this host's cluster node.
     #[command(flatten)]
     pub node: crate::config::NodeArgs,
@@ -94,12 +98,18 @@ pub fn main() -> anyhow::Result<ExitCode> {
     let mut words: Vec<String> = std::env::args().skip(1).collect();
     let server = take_option(&mut words, "--server");
     let token = take_option(&mut words, "--token");
+    let ca_file = take_option(&mut words, "--ca-file");
     if words.first().is_some_and(|w| edit::is_ipvsadm_command(w)) {
+        let env = |name: &str| std::env::var(name).ok();
         let server = server
-            .or_else(|| std::env::var("IPVS_MANAGER_SERVER").ok())
+            .or_else(|| env("IPVS_MANAGER_SERVER"))
             .unwrap_or_else(|| DEFAULT_SERVER.to_string());
-        let token = token.or_else(|| std::env::var("IPVS_MANAGER_TOKEN").ok());
-        return edit::ipvsadm(&cluster::Api::new(&server, token.as_deref())?, &words);
+        let token = token.or_else(|| env("IPVS_MANAGER_TOKEN"));
+        let ca_file = ca_file
+            .or_else(|| env("IPVS_MANAGER_CA_FILE"))
+            .map(std::path::PathBuf::from);
+        let api = cluster::Api::new(&server, token.as_deref(), ca_file.as_deref())?;
+        return edit::ipvsadm(&api, &words);
     }
     run(Cli::parse())
 }
@@ -127,7 +137,7 @@ const DEFAULT_SERVER: &str = "http://127.0.0.1:2221";
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let api = || cluster::Api::new(&cli.server, cli.token.as_deref());
+    let api = || cluster::Api::new(&cli.server, cli.token.as_deref(), cli.ca_file.as_deref());
     match cli.command {
         Some(Command::Kernel(cmd)) => kernel::run(cmd).map(|()| ExitCode::SUCCESS),
         Some(Command::List(args)) => cluster::list(&api()?, &args),

@@ -71,7 +71,7 @@ impl std::fmt::Display for Failure {
 }
 
 /// What probes share: the TLS client configuration (`None` if rustls
-/// refused it, which the ring provider's defaults never make it do; https
+/// refused it, which the aws-lc-rs provider's defaults never make it do; https
 /// probes then fail with the reason).
 #[derive(Clone)]
 pub struct Prober {
@@ -86,7 +86,7 @@ impl Default for Prober {
 
 impl Prober {
     pub fn new() -> Prober {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map(|b| {
@@ -493,14 +493,14 @@ mod tests {
     async fn https_accepts_a_self_signed_certificate() {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
+            rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
             vec![cert.cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into()),
+            rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into()),
         )
         .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));

@@ -29,12 +29,19 @@ pub struct Node {
     pub join: Option<u16>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// `http`, or `https` for a node whose API serves TLS.
+    pub scheme: &'static str,
     child: Option<Child>,
 }
 
 impl Node {
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http_port)
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.http_port)
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Starts the process with the documented variables.
@@ -129,16 +136,22 @@ impl Cluster {
         self.wait_voters(self.nodes.len());
     }
 
-    /// Sends `Authorization: Bearer token` with every request of `http`.
-    pub fn set_token(&mut self, token: &str) {
+    /// Makes `http` send `Authorization: Bearer token` with every request,
+    /// and trust the CA certificate `ca_pem` for https.
+    pub fn configure_client(&mut self, token: Option<&str>, ca_pem: Option<&[u8]>) {
         let mut headers = reqwest::header::HeaderMap::new();
-        let value = format!("Bearer {token}").parse().expect("header value");
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-        self.http = reqwest::blocking::Client::builder()
+        if let Some(token) = token {
+            let value = format!("Bearer {token}").parse().expect("header value");
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let mut builder = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(20))
-            .default_headers(headers)
-            .build()
-            .expect("http client");
+            .default_headers(headers);
+        if let Some(pem) = ca_pem {
+            let ca = reqwest::Certificate::from_pem(pem).expect("CA certificate");
+            builder = builder.add_root_certificate(ca);
+        }
+        self.http = builder.build().expect("http client");
     }
 
     /// Nodes configured but not started.
@@ -154,6 +167,7 @@ impl Cluster {
                 dir: dir.path().join(format!("node_{}_data", i + 1)),
                 join,
                 env: Vec::new(),
+                scheme: "http",
                 child: None,
             });
         }

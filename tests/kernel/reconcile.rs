@@ -352,14 +352,14 @@ pub fn three_nodes_program_their_kernels() -> Result<(), Failed> {
         "the connection entry survives the edits"
     );
     // Persistence would pin the client to one backend from here on.
-    let (status, _) = http(
+    let (status, body) = http(
         &site.lbs[0],
         0,
         "PATCH",
         &format!("{SERVICE}?wait=applied"),
         Some(&json!({"persistence": null})),
     );
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{body}");
 
     // Draining: weight 0 everywhere, no new connection to it, the held one
     // keeps working; deleted after the grace period.

@@ -57,11 +57,12 @@ fn every_code_is_listed_once_with_its_json_name() {
             NotProgrammed => 37,
             Unauthorized => 38,
             Forbidden => 39,
+            Overloaded => 40,
         };
         assert_eq!(i, position, "{code}");
         assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
     }
-    assert_eq!(ErrorCode::ALL.len(), 40);
+    assert_eq!(ErrorCode::ALL.len(), 41);
 }
 
 #[test]
@@ -85,12 +86,16 @@ fn statuses() {
         (NotProgrammed, 504),
         (Unauthorized, 401),
         (Forbidden, 403),
+        (Overloaded, 503),
     ] {
         assert_eq!(code.status(), status, "{code}");
     }
     // Only failures of the nodes are 5xx.
     for code in ErrorCode::ALL {
-        let server_side = matches!(code, Internal | NoLeader | Unavailable | NotProgrammed);
+        let server_side = matches!(
+            code,
+            Internal | NoLeader | Unavailable | NotProgrammed | Overloaded
+        );
         assert_eq!(code.status() >= 500, server_side, "{code}");
     }
 }

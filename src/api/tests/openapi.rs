@@ -861,3 +861,21 @@ fn routes_document_the_access_they_need() {
         }
     }
 }
+
+/// Every route but the liveness probe may answer 503: the node takes only
+/// so many requests at once (overloaded), besides having no leader.
+#[test]
+fn routes_document_overload() {
+    let doc = document();
+    for route in ROUTES {
+        let (path, method) = (route.path, route.method.as_str().to_ascii_lowercase());
+        let has = responses(&doc, path, &method)
+            .iter()
+            .any(|(code, _)| code == "503");
+        assert_eq!(
+            has,
+            route.operation != crate::api::Operation::Health,
+            "{method} {path}"
+        );
+    }
+}
