@@ -365,7 +365,11 @@ pub fn three_nodes_program_their_kernels() -> Result<(), Failed> {
         status,
         200,
         "{body}\n{}",
-        nodes.iter().map(Node::log).collect::<Vec<_>>().join("\n----\n")
+        nodes
+            .iter()
+            .map(Node::log)
+            .collect::<Vec<_>>()
+            .join("\n----\n")
     );
 
     // Draining: weight 0 everywhere, no new connection to it, the held one
