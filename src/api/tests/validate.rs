@@ -693,6 +693,18 @@ const BAD_SERVICES: &[(&str, &str, ErrorCode, &str)] = &[
     ),
     // -- health checks
     (
+        "fwmark check without a port",
+        r#"{"fwmark":7,"health_check":{"kind":"tcp"}}"#,
+        MissingField,
+        "health_check.port",
+    ),
+    (
+        "portless server check without a port",
+        r#"{"fwmark":7,"servers":[{"address":"198.51.100.1","health_check":{"kind":"tcp"}}]}"#,
+        MissingField,
+        "servers[0].health_check.port",
+    ),
+    (
         "unknown check kind",
         r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_check":{"kind":"icmp"}}"#,
         InvalidValue,
@@ -1321,4 +1333,7 @@ fn health_checks_and_policies() {
     assert_eq!(spec.server_checks.len(), 1);
     let own = spec.server_checks.values().next().expect("own check");
     assert_eq!((own.port, own.interval_ms), (Some(9000), 2000));
+    // A firewall-mark service's check names its port.
+    let fw = service(r#"{"fwmark":7,"health_check":{"kind":"tcp","port":80}}"#);
+    assert_eq!(fw.options.health_check.and_then(|c| c.port), Some(80));
 }

@@ -6,7 +6,8 @@
 //! below `interval` (a probe must end before the next one starts); `rise`
 //! and `fall` are 1 or more; `path`, `method`, `expect`, `body` and `host`
 //! only for http/https; `payload` for udp (the datagram) and dns (the name
-//! queried, required there) only.
+//! queried, required there) only; `port` where the servers have none (a
+//! firewall-mark service's check, or a portless server's own).
 
 use super::reader::{object, one_of, quoted, type_name, Got, Obj, Problems};
 use super::{address, PORT};
@@ -117,6 +118,19 @@ pub(super) fn health_check(
         http,
         payload,
     }))
+}
+
+/// A check of servers that have no port (those of firewall-mark services)
+/// must name the port it probes.
+pub(super) fn needs_port(check: &HealthCheck, at: &str, p: &mut Problems) {
+    if check.probes() && check.port.is_none() {
+        p.push(
+            ErrorCode::MissingField,
+            &super::reader::join_path(at, "port"),
+            "port is required here: the servers of a firewall-mark service have no port of \
+             their own to probe",
+        );
+    }
 }
 
 /// The request of an http/https check.

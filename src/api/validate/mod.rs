@@ -358,6 +358,9 @@ fn options(obj: &Obj<'_>, key: Option<&ServiceKey>, p: &mut Problems) -> Option<
             .map(|n| n as u32),
     };
     let health_check = health::health_check(obj, "health_check", p);
+    if let (Some(Some(check)), Some(ServiceKey::Fwmark { .. })) = (&health_check, key) {
+        health::needs_port(check, &obj.path("health_check"), p);
+    }
     let health_policy = health::health_policy(obj, key, p);
     if p.len() > before {
         return None;
@@ -956,7 +959,13 @@ fn server_spec(
         Value::Object(_) => {
             // Opened again for the one field; `server` reported the rest.
             let obj = object(value, at, "a server", &[], &mut Problems::default())?;
-            health::health_check(&obj, "health_check", p)
+            let check = health::health_check(&obj, "health_check", p);
+            if let (Some(Some(check)), Some(d)) = (&check, &dest) {
+                if d.port == 0 {
+                    health::needs_port(check, &obj.path("health_check"), p);
+                }
+            }
+            check
         }
         _ => None,
     };
