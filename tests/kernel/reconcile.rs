@@ -3,12 +3,11 @@
 //! variables plus `BIND_ADDR` and `API_OPEN`, programming each namespace's
 //! IPVS table; real HTTP traffic through the director's NAT.
 
-use crate::support::traffic::{get, Held};
+use crate::support::traffic::{get, http_exchange, Held};
 use crate::support::{Backend, Netns, Site};
 use libtest_mimic::Failed;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -124,26 +123,7 @@ fn raw_http(
     body: &str,
 ) -> std::io::Result<(u16, String)> {
     let addr = SocketAddr::from((Site::management_addr(lb), HTTP_PORT));
-    let answer = ns.run(|| -> std::io::Result<String> {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(15)))?;
-        write!(
-            s,
-            "{method} {path} HTTP/1.0\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })?;
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Ok((status, body.to_string()))
+    http_exchange(ns, addr, method, path, body, Duration::from_secs(15))
 }
 
 /// A GET's body as text, from inside lbN's namespace.

@@ -8,11 +8,10 @@
 //! The sandbox options (ProtectSystem=, ...) are checked by
 //! `systemd-analyze` in tests/service.rs, not here.
 
+use crate::support::traffic::http_exchange;
 use crate::support::Netns;
 use libtest_mimic::Failed;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -102,27 +101,15 @@ impl Manager {
 
 /// One HTTP/1.0 exchange with the node's API (loopback of `ns`).
 fn http(ns: &Netns, method: &str, path: &str, body: &str) -> Result<(u16, String), Failed> {
-    let answer = ns.run(|| -> std::io::Result<String> {
-        let addr = "127.0.0.1:2221".parse().expect("address");
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        write!(
-            s,
-            "{method} {path} HTTP/1.0\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })?;
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Ok((status, body.to_string()))
+    let addr = "127.0.0.1:2221".parse().expect("address");
+    Ok(http_exchange(
+        ns,
+        addr,
+        method,
+        path,
+        body,
+        Duration::from_secs(30),
+    )?)
 }
 
 /// `Uid:` and `CapEff:` of a process.

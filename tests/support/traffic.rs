@@ -364,3 +364,35 @@ fn parse_connection(line: &str) -> Option<IpvsConnection> {
         destination: destination.parse().ok()?,
     })
 }
+
+/// One HTTP/1.0 exchange with `addr` from inside `ns` (a node's API, in the
+/// trials): the status and the body, waiting at most `wait` for the answer.
+pub fn http_exchange(
+    ns: &Netns,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    wait: Duration,
+) -> io::Result<(u16, String)> {
+    let answer = ns.run(|| -> io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(wait))?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
+}
