@@ -693,6 +693,12 @@ const BAD_SERVICES: &[(&str, &str, ErrorCode, &str)] = &[
     ),
     // -- health checks
     (
+        "fallback that is one of the servers",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"servers":[{"address":"198.51.100.9"}],"health_policy":{"all_down":"fallback","fallback":{"address":"198.51.100.9"}}}"#,
+        InvalidValue,
+        "health_policy.fallback",
+    ),
+    (
         "fwmark check without a port",
         r#"{"fwmark":7,"health_check":{"kind":"tcp"}}"#,
         MissingField,

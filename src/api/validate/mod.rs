@@ -301,6 +301,9 @@ fn service_spec(value: &Value, at: &str, p: &mut Problems) -> Option<ServiceSpec
         Got::Bad => None,
     };
     let servers = servers?;
+    if let Some(options) = &options {
+        fallback_apart(&obj, options, servers.iter().map(|(d, _)| d.key()), p);
+    }
     let server_checks = servers
         .iter()
         .filter_map(|(d, c)| Some((d.key(), c.clone()?)))
@@ -311,6 +314,29 @@ fn service_spec(value: &Value, at: &str, p: &mut Problems) -> Option<ServiceSpec
         options: options?,
         server_checks,
     })
+}
+
+/// The fallback ("sorry") server takes the traffic when the service's own
+/// servers are all down, so it must not be one of them.
+fn fallback_apart(
+    obj: &Obj<'_>,
+    options: &ServiceOptions,
+    mut servers: impl Iterator<Item = DestKey>,
+    p: &mut Problems,
+) {
+    if let Some(fallback) = &options.health_policy.fallback {
+        if servers.any(|k| k == fallback.key()) {
+            p.push(
+                ErrorCode::InvalidValue,
+                &reader::join_path(&obj.path("health_policy"), "fallback"),
+                format!(
+                    "{} is one of the service's servers; the fallback takes the traffic \
+                     when they are all down, so it must be another server",
+                    fallback.key()
+                ),
+            );
+        }
+    }
 }
 
 /// Longest drain a removal may ask for: a day.
@@ -792,6 +818,9 @@ fn service_update(
                 );
             }
         }
+    }
+    if let Some(options) = &options {
+        fallback_apart(&obj, options, current.servers.keys().copied(), &mut p);
     }
     p.finish(service.zip(options))
 }
