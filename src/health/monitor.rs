@@ -7,12 +7,12 @@
 use super::probe::Prober;
 use super::state::{Outcome, Tracker};
 use super::{HealthTable, Key, ServerState};
-use crate::model::{DesiredState, HealthCheck};
+use crate::model::{DesiredState, DestKey, HealthCheck, ServiceKey};
 use crate::store::Committed;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::hash::BuildHasher;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -99,48 +99,84 @@ impl Health {
         }
     }
 
-    /// Makes the probed set what `wanted` says: new servers start up, a
-    /// server whose check changed keeps its state, a server no longer
-    /// probed is forgotten.
-    fn reconfigure(&self, wanted: &BTreeMap<Key, (SocketAddr, HealthCheck)>) {
+    /// Makes the probed servers of the `services` what `wanted` (their
+    /// servers to probe) says: new servers start up, a server whose check
+    /// changed keeps its state, a server no longer probed is forgotten.
+    /// Other services are not looked at, so a write costs what it changes.
+    fn reconfigure(
+        &self,
+        services: &BTreeSet<ServiceKey>,
+        wanted: &BTreeMap<Key, (SocketAddr, HealthCheck)>,
+    ) {
         let mut probed = self.lock();
-        probed.retain(|k, _| wanted.contains_key(k));
+        let gone: Vec<Key> = services
+            .iter()
+            .flat_map(|s| probed.range(range_of(s)).map(|(k, _)| *k))
+            .filter(|k| !wanted.contains_key(k))
+            .collect();
+        for key in &gone {
+            probed.remove(key);
+        }
+        let mut added = Vec::new();
         for (key, (target, check)) in wanted {
-            let entry = probed.entry(*key).or_insert_with(|| ProbedServer {
-                target: *target,
-                check: check.clone(),
-                tracker: Tracker::default(),
+            let entry = probed.entry(*key).or_insert_with(|| {
+                added.push(*key);
+                ProbedServer {
+                    target: *target,
+                    check: check.clone(),
+                    tracker: Tracker::default(),
+                }
             });
             entry.target = *target;
             entry.check = check.clone();
         }
-        let states: BTreeMap<Key, ServerState> = probed
-            .iter()
-            .map(|(k, p)| {
-                (
-                    *k,
-                    ServerState {
-                        up: p.tracker.up,
-                        since_ms: p.tracker.since_ms,
-                    },
-                )
-            })
-            .collect();
         drop(probed);
-        self.table.send_if_modified(|t| {
-            if t.servers == states {
-                return false;
+        if gone.is_empty() && added.is_empty() {
+            return;
+        }
+        self.table.send_modify(|t| {
+            let t = Arc::make_mut(t);
+            for key in &gone {
+                t.servers.remove(key);
             }
-            Arc::make_mut(t).servers = states;
-            true
+            for key in &added {
+                t.servers.insert(
+                    *key,
+                    ServerState {
+                        up: true,
+                        since_ms: None,
+                    },
+                );
+            }
         });
     }
 }
 
-/// What to probe for `desired`: every server with a check, where.
-pub fn wanted(desired: &DesiredState) -> BTreeMap<Key, (SocketAddr, HealthCheck)> {
+/// Every key of `service`'s servers, for a range over a map keyed by
+/// (service, server).
+fn range_of(service: &ServiceKey) -> std::ops::RangeInclusive<Key> {
+    let lowest = DestKey {
+        addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        port: 0,
+    };
+    let highest = DestKey {
+        addr: IpAddr::V6(Ipv6Addr::from(u128::MAX)),
+        port: u16::MAX,
+    };
+    (*service, lowest)..=(*service, highest)
+}
+
+/// What to probe for the `services` of `desired`: every server with a
+/// check, where.
+pub fn wanted<'a>(
+    desired: &'a DesiredState,
+    services: impl IntoIterator<Item = &'a ServiceKey>,
+) -> BTreeMap<Key, (SocketAddr, HealthCheck)> {
     let mut out = BTreeMap::new();
-    for (skey, cfg) in &desired.services {
+    for skey in services {
+        let Some(cfg) = desired.services.get(skey) else {
+            continue;
+        };
         for (dkey, dest) in &cfg.servers {
             if let Some(check) = cfg.check_of(dkey) {
                 let addr = check.address.unwrap_or(dest.addr);
@@ -164,17 +200,25 @@ pub async fn run(
     let mut tasks: BTreeMap<Key, ((SocketAddr, HealthCheck), AbortHandle)> = BTreeMap::new();
     // Offsets within the interval: stable per server, random per process.
     let spread = std::collections::hash_map::RandomState::new();
+    let mut current = Arc::new(DesiredState::default());
     loop {
         let desired = rx.borrow_and_update().desired.clone();
-        let wanted = wanted(&desired);
-        health.reconfigure(&wanted);
-        tasks.retain(|key, (spec, task)| {
-            let keep = wanted.get(key) == Some(spec);
-            if !keep {
+        // Only the services whose revision moved: a write to one service
+        // among thousands touches that one's probes.
+        let services = crate::reconcile::plan::changed(&current, &desired);
+        current = desired;
+        let wanted = wanted(&current, &services);
+        health.reconfigure(&services, &wanted);
+        let stale: Vec<Key> = services
+            .iter()
+            .flat_map(|s| tasks.range(range_of(s)).map(|(k, _)| *k))
+            .filter(|k| wanted.get(k) != tasks.get(k).map(|(spec, _)| spec))
+            .collect();
+        for key in stale {
+            if let Some((_, task)) = tasks.remove(&key) {
                 task.abort();
             }
-            keep
-        });
+        }
         for (key, spec) in wanted {
             if tasks.contains_key(&key) {
                 continue;
@@ -221,5 +265,79 @@ async fn probe_loop(
         if next < now {
             next = now + interval;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::probe::{Failure, Reason};
+    use crate::model::{CheckKind, Destination, Protocol, ServiceConfig, VirtualService};
+
+    fn service(port: u16, servers: &[u8]) -> ServiceConfig {
+        let key = ServiceKey::Inet {
+            protocol: Protocol::Tcp,
+            addr: "192.0.2.1".parse().unwrap(),
+            port,
+        };
+        let mut cfg = ServiceConfig::new(
+            VirtualService::new(key),
+            servers
+                .iter()
+                .map(|l| Destination::new(format!("198.51.100.{l}").parse().unwrap(), 80)),
+            1,
+        );
+        cfg.options.health_check = Some(HealthCheck {
+            kind: CheckKind::Tcp,
+            interval_ms: 1000,
+            timeout_ms: 500,
+            rise: 1,
+            fall: 1,
+            address: None,
+            port: None,
+            http: None,
+            payload: None,
+        });
+        cfg
+    }
+
+    fn state(services: &[ServiceConfig]) -> DesiredState {
+        DesiredState {
+            services: services
+                .iter()
+                .map(|c| (c.service.key, c.clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_change_touches_only_its_service() {
+        let health = Health::new(None);
+        let (a, b) = (service(80, &[1, 2]), service(81, &[3]));
+        let first = state(&[a.clone(), b.clone()]);
+        let all: BTreeSet<ServiceKey> = first.services.keys().copied().collect();
+        health.reconfigure(&all, &wanted(&first, &all));
+        assert_eq!(health.subscribe().borrow().servers.len(), 3);
+        // b's server goes down.
+        let (bkey, check) = {
+            let snap = health.snapshot();
+            let (k, p) = snap.iter().find(|(k, _)| k.0 == b.service.key).unwrap();
+            (*k, p.check.clone())
+        };
+        let down: super::Outcome = Err(Failure::new(Reason::Refused, "refused"));
+        health.record(&bkey, &check, &down, 5);
+        // a loses a server: only a is looked at, b's state stays.
+        let next = state(&[service(80, &[1]), b]);
+        let changed: BTreeSet<ServiceKey> = [a.service.key].into();
+        health.reconfigure(&changed, &wanted(&next, &changed));
+        let table = health.subscribe().borrow().clone();
+        assert_eq!(table.servers.len(), 2);
+        assert!(!table.servers[&bkey].up);
+        let removed = DestKey {
+            addr: "198.51.100.2".parse().unwrap(),
+            port: 80,
+        };
+        assert!(range_of(&a.service.key).contains(&(a.service.key, removed)));
+        assert!(!table.servers.contains_key(&(a.service.key, removed)));
     }
 }
