@@ -123,15 +123,9 @@ fn totals(health: &Health) -> (u64, u64) {
 /// 50 services of 100 servers each, every server checked over TCP.
 fn desired(base: u16, interval_ms: u32) -> DesiredState {
     let check = HealthCheck {
-        kind: CheckKind::Tcp,
         interval_ms,
         timeout_ms: interval_ms / 2,
-        rise: 2,
-        fall: 3,
-        address: None,
-        port: None,
-        http: None,
-        payload: None,
+        ..HealthCheck::new(CheckKind::Tcp)
     };
     let mut state = DesiredState::default();
     for s in 0..SERVERS / 100 {

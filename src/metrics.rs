@@ -137,12 +137,7 @@ impl Metrics {
     }
 
     /// Counts one health probe.
-    pub fn health_probe(
-        &self,
-        _key: &crate::health::Key,
-        outcome: &crate::health::Outcome,
-        _tracker: &crate::health::Tracker,
-    ) {
+    pub fn health_probe(&self, outcome: &crate::health::Outcome) {
         self.probes.inc();
         match outcome {
             Ok(latency) => self.probe_seconds.observe(latency.as_secs_f64()),

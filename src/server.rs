@@ -526,7 +526,7 @@ async fn scrape(app: &AppState) -> String {
     let raft = app.raft().metrics().borrow().clone();
     let reconcile = app.reconcile.borrow().clone();
     let health = app.health.snapshot();
-    let all_down = all_down(&app.desired(), &app.health.subscribe().borrow());
+    let all_down = all_down(&app.desired(), &app.health.table());
     app.metrics.render(&crate::metrics::Scrape {
         raft: &raft,
         reconcile: &reconcile,
@@ -553,7 +553,7 @@ fn all_down(desired: &DesiredState, table: &crate::health::HealthTable) -> Vec<S
 /// weight each server has in this node's kernel because of them.
 pub fn local_health(app: &AppState) -> json::NodeHealthView {
     let desired = app.desired();
-    let table = app.health.subscribe().borrow().clone();
+    let table = app.health.table();
     let now = crate::reconcile::unix_ms();
     let mut targets = BTreeMap::new();
     let servers = app

@@ -50,6 +50,11 @@ impl Health {
         self.table.subscribe()
     }
 
+    /// The table as of now.
+    pub fn table(&self) -> Arc<HealthTable> {
+        self.table.borrow().clone()
+    }
+
     /// Every probed server and its latest results.
     pub fn snapshot(&self) -> Vec<(Key, ProbedServer)> {
         self.lock().iter().map(|(k, p)| (*k, p.clone())).collect()
@@ -73,7 +78,7 @@ impl Health {
                 .tracker
                 .record(outcome, check.rise, check.fall, now_ms);
             if let Some(m) = &self.metrics {
-                m.health_probe(key, outcome, &server.tracker);
+                m.health_probe(outcome);
             }
             changed.then(|| (server.tracker.clone(), server.target))
         };
@@ -288,15 +293,9 @@ mod tests {
             1,
         );
         cfg.options.health_check = Some(HealthCheck {
-            kind: CheckKind::Tcp,
-            interval_ms: 1000,
-            timeout_ms: 500,
             rise: 1,
             fall: 1,
-            address: None,
-            port: None,
-            http: None,
-            payload: None,
+            ..HealthCheck::new(CheckKind::Tcp)
         });
         cfg
     }
@@ -317,7 +316,7 @@ mod tests {
         let first = state(&[a.clone(), b.clone()]);
         let all: BTreeSet<ServiceKey> = first.services.keys().copied().collect();
         health.reconfigure(&all, &wanted(&first, &all));
-        assert_eq!(health.subscribe().borrow().servers.len(), 3);
+        assert_eq!(health.table().servers.len(), 3);
         // b's server goes down.
         let (bkey, check) = {
             let snap = health.snapshot();
@@ -330,7 +329,7 @@ mod tests {
         let next = state(&[service(80, &[1]), b]);
         let changed: BTreeSet<ServiceKey> = [a.service.key].into();
         health.reconfigure(&changed, &wanted(&next, &changed));
-        let table = health.subscribe().borrow().clone();
+        let table = health.table();
         assert_eq!(table.servers.len(), 2);
         assert!(!table.servers[&bkey].up);
         let removed = DestKey {

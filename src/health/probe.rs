@@ -363,15 +363,8 @@ mod tests {
 
     fn check(kind: CheckKind) -> HealthCheck {
         HealthCheck {
-            kind,
-            interval_ms: 2000,
             timeout_ms: 500,
-            rise: 1,
-            fall: 1,
-            address: None,
-            port: None,
-            http: None,
-            payload: None,
+            ..HealthCheck::new(kind)
         }
     }
 

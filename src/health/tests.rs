@@ -5,17 +5,7 @@ use super::*;
 use crate::model::{CheckKind, HealthCheck, Protocol, VirtualService};
 
 fn check() -> HealthCheck {
-    HealthCheck {
-        kind: CheckKind::Tcp,
-        interval_ms: 1000,
-        timeout_ms: 500,
-        rise: 2,
-        fall: 2,
-        address: None,
-        port: None,
-        http: None,
-        payload: None,
-    }
+    HealthCheck::new(CheckKind::Tcp)
 }
 
 fn key() -> ServiceKey {

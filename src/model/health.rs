@@ -98,6 +98,21 @@ impl HealthCheck {
     pub const RISE: u32 = 2;
     pub const FALL: u32 = 3;
 
+    /// A check of `kind` with the default timing and nothing overridden.
+    pub fn new(kind: CheckKind) -> HealthCheck {
+        HealthCheck {
+            kind,
+            interval_ms: HealthCheck::INTERVAL_MS,
+            timeout_ms: HealthCheck::TIMEOUT_MS,
+            rise: HealthCheck::RISE,
+            fall: HealthCheck::FALL,
+            address: None,
+            port: None,
+            http: None,
+            payload: None,
+        }
+    }
+
     /// Whether it probes at all.
     pub fn probes(&self) -> bool {
         self.kind != CheckKind::None

@@ -710,15 +710,8 @@ fn response_samples() -> Vec<(&'static str, Value)> {
         ("Service", {
             let mut web = web.clone();
             let check = crate::model::HealthCheck {
-                kind: crate::model::CheckKind::Tcp,
-                interval_ms: 2000,
-                timeout_ms: 1000,
-                rise: 2,
-                fall: 3,
-                address: None,
                 port: Some(8443),
-                http: None,
-                payload: None,
+                ..crate::model::HealthCheck::new(crate::model::CheckKind::Tcp)
             };
             web.server_checks
                 .insert(dest("198.51.100.11", 443).key(), check.clone());
