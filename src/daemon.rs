@@ -286,8 +286,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     .await
     .context("failed to start raft")?;
 
+    let writer = Writer::start(raft.clone(), peers.clone());
     let app = web::Data::new(AppState {
-        writer: Writer::new(raft.clone(), peers.clone()),
+        writer: writer.clone(),
         state: state.clone(),
         peers: peers.clone(),
         me: me.clone(),
@@ -303,6 +304,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     });
     let app_for_health = app.clone();
     let raft_data = web::Data::new(raft.clone());
+    let batcher_data = web::Data::new(writer.batcher().clone());
     let handover = Handover::default();
     let handover_data = web::Data::new(handover.clone());
     let peer_app = app.clone();
@@ -310,6 +312,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let raft_server = HttpServer::new(move || {
         App::new()
             .app_data(raft_data.clone())
+            .app_data(batcher_data.clone())
             .app_data(handover_data.clone())
             .app_data(peer_app.clone())
             .app_data(peer_auth_data.clone())
@@ -421,7 +424,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         catch_up(&raft, &peers, &state).await;
         notifier.status("reconciling the kernel");
         tasks.push(tokio::spawn(crate::cluster::drains::run(
-            Writer::new(raft.clone(), peers.clone()),
+            writer.clone(),
             cfg.name.clone(),
             state.clone(),
             stopped(),

@@ -297,7 +297,7 @@ fn refusal(state: &DesiredState, cmd: &Command) -> Result<(), ApiError> {
         Command::CreateServer { service, .. }
         | Command::UpdateServer { service, .. }
         | Command::DeleteServer { service, .. } => *service,
-        Command::ReplaceAll(_) | Command::FinishDrain { .. } => return Ok(()),
+        Command::ReplaceAll(_) | Command::FinishDrain { .. } | Command::Batch(_) => return Ok(()),
     };
     // Only the touched service matters: copy just that one.
     let mut scratch = DesiredState::default();

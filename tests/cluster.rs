@@ -152,6 +152,86 @@ fn if_match_guards_concurrent_edits() {
     assert_eq!(put(&etag), 412, "the revision moved on");
 }
 
+/// Writes made at the same time through every node are coalesced into
+/// fewer Raft entries, and each keeps its own answer: every write is kept,
+/// and two versions of one service never share a revision (ETag).
+#[test]
+fn concurrent_writes_are_batched_and_each_kept() {
+    let c = Cluster::start(3);
+    const WRITERS: usize = 24;
+    const ROUNDS: usize = 8;
+    for w in 0..WRITERS {
+        let body = json!({"protocol": "tcp", "address": format!("192.0.2.{}", w + 1), "port": 80,
+                          "servers": [{"address": "198.51.100.1", "port": 8080}]});
+        assert_eq!(
+            status(c.send(w % 3, "POST", "/api/v1/services", Some(&body))),
+            201
+        );
+    }
+    let index = |c: &Cluster| {
+        c.cluster_view(0).expect("cluster view")["commit_index"]
+            .as_u64()
+            .expect("commit_index")
+    };
+    let before = index(&c);
+    // Each writer updates its own service's server; eight more write the
+    // first service's server unconditionally, racing each other.
+    let etags = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for w in 0..WRITERS + 8 {
+            let (c, etags) = (&c, &etags);
+            scope.spawn(move || {
+                let svc = if w < WRITERS { w + 1 } else { 1 };
+                for round in 0..ROUNDS {
+                    let weight = if w < WRITERS { round + 1 } else { 100 + w };
+                    let r = c.send(
+                        (w + round) % 3,
+                        "PUT",
+                        &format!("/api/v1/services/tcp-192.0.2.{svc}-80/servers/198.51.100.1-8080"),
+                        Some(&json!({"address": "198.51.100.1", "port": 8080, "weight": weight})),
+                    );
+                    assert_eq!(r.status(), 200, "writer {w} round {round}");
+                    if svc == 1 {
+                        let tag = r.headers()["etag"].to_str().expect("etag").to_string();
+                        etags.lock().expect("lock").push((tag, weight));
+                    }
+                }
+            });
+        }
+    });
+    let writes = ((WRITERS + 8) * ROUNDS) as u64;
+    let entries = index(&c) - before;
+    assert!(
+        entries < writes,
+        "{writes} writes took {entries} entries: not batched"
+    );
+    // One revision, one version: equal ETags only for equal weights.
+    let etags = etags.into_inner().expect("lock");
+    for (i, (tag, weight)) in etags.iter().enumerate() {
+        for (other, other_weight) in &etags[i + 1..] {
+            assert!(
+                tag != other || weight == other_weight,
+                "ETag {tag} names weights {weight} and {other_weight}"
+            );
+        }
+    }
+    // Every writer's last write is what every node holds.
+    let config = c.converged(0);
+    let services = config["services"].as_array().expect("services");
+    for w in 1..WRITERS {
+        let svc = services
+            .iter()
+            .find(|s| s["address"] == format!("192.0.2.{}", w + 1))
+            .expect("service");
+        assert_eq!(
+            svc["servers"][0]["weight"],
+            ROUNDS as u64,
+            "service {}",
+            w + 1
+        );
+    }
+}
+
 /// Bad input gets a 4xx naming the field, and nothing reaches the log.
 #[test]
 fn bad_input_is_refused_without_writing() {

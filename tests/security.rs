@@ -359,7 +359,7 @@ fn a_node_without_the_cluster_secret_is_refused() {
                       "last_log_id": null});
     for (method, path, body) in [
         ("POST", "/raft/vote", Some(vote)),
-        ("POST", "/raft/write", Some(json!({"DeleteService": {}}))),
+        ("POST", "/raft/write", Some(json!([{"DeleteService": {}}]))),
         ("POST", "/raft/elect", None),
         ("GET", "/raft/node", None),
         ("DELETE", "/raft/members/node2", None),

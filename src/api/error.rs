@@ -481,6 +481,8 @@ impl ApiError {
                 ErrorCode::AlreadyExists,
                 "the drain to finish is no longer in progress",
             ),
+            // The batcher answers each write with its own result.
+            CommandResult::Batch(_) => ApiError::internal("a batch result reached a single write"),
         })
     }
 

@@ -2,6 +2,7 @@
 //! (forwarded to the leader), membership (bootstrap, join, remove), and the
 //! leadership handover of a stopping leader.
 
+pub mod batch;
 pub mod drains;
 pub mod handover;
 pub mod membership;
@@ -11,9 +12,10 @@ pub mod rpc;
 
 use crate::model::Command;
 use crate::raft::{typ, NodeId, NodeInfo};
+use batch::{Batcher, Forwarded, Forwarder};
 use openraft::error::{ClientWriteError, RaftError};
 use peer_auth::Peers;
-use rpc::{client_write, WriteOutcome, WriteResult, WRITE_PATH};
+use rpc::WriteOutcome;
 use std::time::Duration;
 
 pub use rpc::Raft;
@@ -37,12 +39,8 @@ pub enum WriteError {
     #[error("the cluster has no leader at the moment")]
     NoLeader,
     /// The leader could not be reached or did not answer.
-    #[error("could not reach the leader {leader}")]
-    LeaderUnreachable {
-        leader: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("could not reach the leader {leader}: {problem}")]
+    LeaderUnreachable { leader: String, problem: String },
     #[error("raft refused the write: {0}")]
     Raft(String),
     /// Proposed but not committed in time (no quorum reachable): it may
@@ -62,12 +60,25 @@ const LEADER_WAIT: Duration = Duration::from_secs(3);
 #[derive(Clone)]
 pub struct Writer {
     raft: Raft,
-    peers: Peers,
+    batcher: Batcher,
+    forwarder: Forwarder,
 }
 
 impl Writer {
-    pub fn new(raft: Raft, peers: Peers) -> Writer {
-        Writer { raft, peers }
+    /// Starts the queues that batch this node's writes (see [`batch`]);
+    /// clones share them.
+    pub fn start(raft: Raft, peers: Peers) -> Writer {
+        Writer {
+            batcher: Batcher::start(raft.clone()),
+            forwarder: Forwarder::start(peers, COMMIT_WAIT + Duration::from_secs(1)),
+            raft,
+        }
+    }
+
+    /// The queue that proposes on this node's Raft (for writes forwarded
+    /// here).
+    pub fn batcher(&self) -> &Batcher {
+        &self.batcher
     }
 
     pub fn raft(&self) -> &Raft {
@@ -81,7 +92,7 @@ impl Writer {
     pub async fn write(&self, cmd: Command) -> Result<WriteOutcome, WriteError> {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         loop {
-            let proposed = tokio::time::timeout(COMMIT_WAIT, client_write(&self.raft, cmd.clone()));
+            let proposed = tokio::time::timeout(COMMIT_WAIT, self.batcher.propose(cmd.clone()));
             let forward = match proposed.await {
                 Ok(Ok(outcome)) => return Ok(outcome),
                 Ok(Err(e)) => forward_target(e)?,
@@ -108,32 +119,14 @@ impl Writer {
         leader: &NodeInfo,
         cmd: &Command,
     ) -> Result<Option<WriteOutcome>, WriteError> {
-        let unreachable = |source| WriteError::LeaderUnreachable {
-            leader: leader.name.clone(),
-            source,
-        };
-        let request = self
-            .peers
-            .post_json(&format!("http://{}{WRITE_PATH}", leader.raft_addr), cmd)
-            .map_err(|e| WriteError::Raft(e.to_string()))?;
-        let sent = request
-            .timeout(COMMIT_WAIT + Duration::from_secs(1))
-            .send()
-            .await;
-        // A refused connection delivered nothing: the leader is down and an
-        // election is probably under way, so wait for the next leader.
-        if sent.as_ref().is_err_and(reqwest::Error::is_connect) {
-            return Ok(None);
-        }
-        let result: WriteResult = sent
-            .and_then(|r| r.error_for_status())
-            .map_err(unreachable)?
-            .json()
-            .await
-            .map_err(unreachable)?;
-        match result {
-            Ok(outcome) => Ok(Some(outcome)),
-            Err(e) => forward_target(e).map(|_| None),
+        match self.forwarder.forward(leader, cmd.clone()).await {
+            Forwarded::Answered(Ok(outcome)) => Ok(Some(outcome)),
+            Forwarded::Answered(Err(e)) => forward_target(e).map(|_| None),
+            Forwarded::Refused => Ok(None),
+            Forwarded::Lost(problem) => Err(WriteError::LeaderUnreachable {
+                leader: leader.name.clone(),
+                problem,
+            }),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! client's write to the leader, and the one a stopping leader uses to ask
 //! a follower to take over.
 
+use super::batch::{Batcher, MAX_BATCH};
 use super::handover::{Handover, ELECT_PATH};
 use super::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::model::{Command, CommandResult};
@@ -14,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub type Raft = openraft::Raft<TypeConfig>;
 
-/// Path of a forwarded client write.
+/// Path of forwarded client writes: a JSON list of commands, answered by a
+/// list of [`WriteResult`]s in the same order.
 pub const WRITE_PATH: &str = "/raft/write";
 
 /// What a committed write did: its log index and the state machine's answer.
@@ -26,7 +28,8 @@ pub struct WriteOutcome {
 
 pub type WriteResult = Result<WriteOutcome, RaftError<u64, ClientWriteError<u64, NodeInfo>>>;
 
-/// Registers the RPC routes; they need `Data<Raft>` and `Data<Handover>`.
+/// Registers the RPC routes; they need `Data<Raft>`, `Data<Batcher>` and
+/// `Data<Handover>`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route(APPEND_PATH, web::post().to(append))
         .route(VOTE_PATH, web::post().to(vote))
@@ -54,18 +57,30 @@ async fn snapshot(
 }
 
 async fn write(
-    raft: Data<Raft>,
+    batcher: Data<Batcher>,
     handover: Data<Handover>,
-    cmd: Json<Command>,
-) -> impl actix_web::Responder {
-    if handover.is_active() {
-        // No leader to name yet: the forwarding node waits for the election.
-        let refused: WriteResult = Err(RaftError::APIError(ClientWriteError::ForwardToLeader(
-            ForwardToLeader::empty(),
-        )));
-        return Json(refused);
+    cmds: Json<Vec<Command>>,
+) -> actix_web::HttpResponse {
+    let cmds = cmds.into_inner();
+    if cmds.len() > MAX_BATCH {
+        return actix_web::HttpResponse::BadRequest()
+            .body(format!("at most {MAX_BATCH} writes per request"));
     }
-    Json(client_write(&raft, cmd.into_inner()).await)
+    if cmds.iter().any(|c| matches!(c, Command::Batch(_))) {
+        // Only the leader's batcher makes batches (it keeps their revisions
+        // unique); a peer forwards single writes.
+        return actix_web::HttpResponse::BadRequest().body("a forwarded write must not be a batch");
+    }
+    let results: Vec<WriteResult> = if handover.is_active() {
+        // No leader to name yet: the forwarding node waits for the election.
+        let refused =
+            RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader::empty()));
+        vec![Err(refused); cmds.len()]
+    } else {
+        // Queued in order: the first poll of each proposal enqueues it.
+        futures_util::future::join_all(cmds.into_iter().map(|cmd| batcher.propose(cmd))).await
+    };
+    actix_web::HttpResponse::Ok().json(results)
 }
 
 /// The leader is stopping and this node holds its whole log: stand for

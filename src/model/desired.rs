@@ -325,6 +325,39 @@ pub enum Command {
     /// Replaces the whole configuration in one entry (`PUT /api/v1/config`,
     /// `restore`). Services whose content is unchanged keep their revision.
     ReplaceAll(Vec<ServiceSpec>),
+    /// Concurrent writes the leader coalesced into one log entry, applied in
+    /// order, each with its own result. A batch names every service at most
+    /// once and holds no `ReplaceAll` (see `cluster::batch`), so a revision
+    /// — the entry's index — still names one version of a service.
+    Batch(Vec<Command>),
+}
+
+impl Command {
+    /// The services this command changes when it applies; for `ReplaceAll`,
+    /// those of the new set (the old set is the current state's).
+    pub fn services(&self) -> Vec<ServiceKey> {
+        match self {
+            Command::CreateService(spec) => vec![spec.service.key],
+            Command::UpdateService { service, .. } => vec![service.key],
+            Command::DeleteService { key, .. } => vec![*key],
+            Command::CreateServer { service, .. }
+            | Command::UpdateServer { service, .. }
+            | Command::DeleteServer { service, .. }
+            | Command::FinishDrain { service, .. } => vec![*service],
+            Command::ReplaceAll(specs) => specs.iter().map(|s| s.service.key).collect(),
+            Command::Batch(cmds) => cmds.iter().flat_map(Command::services).collect(),
+        }
+    }
+
+    /// Whether this command replaces the whole configuration (itself or
+    /// within a batch).
+    pub fn replaces_all(&self) -> bool {
+        match self {
+            Command::ReplaceAll(_) => true,
+            Command::Batch(cmds) => cmds.iter().any(Command::replaces_all),
+            _ => false,
+        }
+    }
 }
 
 /// What applying a command did. Refusals are results, not errors: they are
@@ -349,6 +382,23 @@ pub enum CommandResult {
     /// A `FinishDrain` for a drain that was cancelled, replaced or already
     /// finished.
     NotDraining,
+    /// The results of a [`Command::Batch`], in its order.
+    Batch(Vec<CommandResult>),
+}
+
+impl CommandResult {
+    /// The services `cmd` changed, given that applying it gave `self`.
+    pub fn changed(&self, cmd: &Command) -> Vec<ServiceKey> {
+        match (cmd, self) {
+            (Command::Batch(cmds), CommandResult::Batch(results)) => cmds
+                .iter()
+                .zip(results)
+                .flat_map(|(cmd, result)| result.changed(cmd))
+                .collect(),
+            (_, CommandResult::Applied { .. }) => cmd.services(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl DesiredState {
@@ -480,6 +530,7 @@ impl DesiredState {
                 self.services = self.replaced(specs, index);
                 Applied { revision: index }
             }
+            Command::Batch(cmds) => Batch(cmds.iter().map(|c| self.apply(c, index)).collect()),
         }
     }
 
@@ -717,6 +768,38 @@ mod tests {
             assert_eq!(s.apply(&cmd, i as u64 + 1), want, "step {}: {cmd:?}", i + 1);
         }
         assert!(s.services.is_empty());
+    }
+
+    #[test]
+    fn a_batch_applies_in_order_with_one_result_each() {
+        let mut s = DesiredState::default();
+        s.apply(&create(80), 1);
+        let batch = Command::Batch(vec![
+            create(81),
+            create(80),
+            Command::DeleteService {
+                drain: Default::default(),
+                key: key(80),
+                if_revision: Some(1),
+            },
+        ]);
+        let result = s.apply(&batch, 2);
+        assert_eq!(
+            result,
+            CommandResult::Batch(vec![
+                CommandResult::Applied { revision: 2 },
+                CommandResult::ServiceExists(key(80)),
+                CommandResult::Applied { revision: 2 },
+            ])
+        );
+        // The refused create changed nothing; the others changed theirs.
+        assert_eq!(result.changed(&batch), vec![key(81), key(80)]);
+        assert_eq!(batch.services(), vec![key(81), key(80), key(80)]);
+        assert!(!batch.replaces_all());
+        assert_eq!(
+            s.services.keys().copied().collect::<Vec<_>>(),
+            vec![key(81)]
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::codec::{self, decode, encode, get};
 use super::error::transaction_error;
 use super::flush::Flusher;
 use super::StoreError;
-use crate::model::{Command, CommandResult, DesiredState, ServiceConfig, ServiceKey};
+use crate::model::{CommandResult, DesiredState, ServiceConfig, ServiceKey};
 use crate::raft::typ::{
     Entry, EntryPayload, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
 };
@@ -227,13 +227,11 @@ impl StateMachineStore {
                     // Copies the mirror once per call while readers hold the
                     // published version; free afterwards.
                     let desired = Arc::make_mut(&mut self.desired);
-                    if let Command::ReplaceAll(_) = cmd {
+                    if cmd.replaces_all() {
                         touched.extend(desired.services.keys().copied());
                     }
                     let result = desired.apply(&cmd, index);
-                    if let CommandResult::Applied { .. } = result {
-                        touched.extend(services_named(&cmd));
-                    }
+                    touched.extend(result.changed(&cmd));
                     results.push(result);
                 }
             }
@@ -333,21 +331,6 @@ fn state_batch(
         encode(last_membership, || LAST_MEMBERSHIP.into())?,
     );
     Ok(state)
-}
-
-/// The services a command names; for `ReplaceAll`, the new set (the caller
-/// adds the old one).
-fn services_named(cmd: &Command) -> Vec<ServiceKey> {
-    match cmd {
-        Command::CreateService(spec) => vec![spec.service.key],
-        Command::UpdateService { service, .. } => vec![service.key],
-        Command::DeleteService { key, .. } => vec![*key],
-        Command::CreateServer { service, .. }
-        | Command::UpdateServer { service, .. }
-        | Command::DeleteServer { service, .. }
-        | Command::FinishDrain { service, .. } => vec![*service],
-        Command::ReplaceAll(specs) => specs.iter().map(|s| s.service.key).collect(),
-    }
 }
 
 /// The current snapshot stored in `tree`, if any.

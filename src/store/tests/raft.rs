@@ -243,3 +243,56 @@ async fn a_learner_joining_after_compaction_gets_everything_by_snapshot() {
     stop(2, learner, &router).await;
     stop(1, leader, &router).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_entries_and_keep_their_own_results() {
+    let dir = TempDir::new().unwrap();
+    let router = Router::default();
+    let config = config(SnapshotPolicy::Never);
+    let (raft, watch) = start(1, dir.path(), &router, config.clone()).await;
+    raft.initialize(BTreeMap::from([(1, info(1))]))
+        .await
+        .unwrap();
+    raft.wait(timeout())
+        .state(ServerState::Leader, "leader")
+        .await
+        .unwrap();
+    let before = watch.current().applied_index();
+
+    // 60 services created at once, and 20 of them created a second time.
+    let batcher = crate::cluster::batch::Batcher::start(raft.clone());
+    let ports: Vec<u16> = (1..=60).chain(1..=20).collect();
+    let outcomes =
+        futures_util::future::join_all(ports.iter().map(|port| batcher.propose(create(*port))))
+            .await;
+    let mut applied = BTreeMap::new();
+    for (port, outcome) in ports.iter().zip(outcomes) {
+        let outcome = outcome.expect("committed");
+        match outcome.result {
+            CommandResult::Applied { revision } => {
+                assert_eq!(revision, outcome.index);
+                assert!(
+                    applied.insert(*port, revision).is_none(),
+                    "{port} created twice"
+                );
+            }
+            CommandResult::ServiceExists(k) => assert_eq!(k, key(*port)),
+            other => panic!("{port}: {other:?}"),
+        }
+    }
+    assert_eq!(applied.len(), 60, "every service created exactly once");
+    let after = watch.current();
+    assert_eq!(after.desired.services.len(), 60);
+    let entries = after.applied_index() - before;
+    assert!(entries < 40, "80 writes in {entries} entries: not batched");
+    for (port, revision) in &applied {
+        assert_eq!(after.desired.services[&key(*port)].revision, *revision);
+    }
+
+    // Batched entries are replayed like any other.
+    drop(batcher);
+    stop(1, raft, &router).await;
+    let (raft, watch) = start(1, dir.path(), &router, config).await;
+    assert_eq!(watch.current().desired, after.desired);
+    stop(1, raft, &router).await;
+}
