@@ -28,6 +28,10 @@ pub const NODE_PATH: &str = "/raft/node";
 /// member that relays it to its web UI.
 pub const NODE_KERNEL_PATH: &str = "/raft/node/kernel";
 
+/// `GET` on the leader's Raft port: the log index a linearizable read on
+/// another member waits for (JSON `null` when this node does not lead).
+pub const READ_INDEX_PATH: &str = "/raft/read-index";
+
 /// `DELETE {MEMBERS_PATH}/{name}` on the leader's Raft port: a removal
 /// forwarded by another member.
 pub const MEMBERS_PATH: &str = "/raft/members";
@@ -145,16 +149,19 @@ fn forward_target(
 }
 
 /// The log index a linearizable read must wait for: on the leader, after
-/// confirming it still leads; on a follower, the leader's applied index
-/// (every acknowledged write is applied there before it is acknowledged).
+/// confirming it still leads ([`leader_read_index`]); on a follower, the
+/// index the leader returns after confirming the same (`READ_INDEX_PATH`).
 /// `None` when no leader is known or it cannot be reached.
 pub async fn read_index(raft: &Raft, peers: &Peers) -> Option<u64> {
-    if let Ok(log_id) = raft.ensure_linearizable().await {
-        return Some(log_id.map_or(0, |l| l.index));
+    if let Some(index) = leader_read_index(raft).await {
+        return Some(index);
     }
     let (_, leader_node) = leader(raft)?;
-    let view: crate::api::json::NodeView = peers
-        .get(&format!("http://{}{NODE_PATH}", leader_node.raft_addr))
+    let index: Option<u64> = peers
+        .get(&format!(
+            "http://{}{READ_INDEX_PATH}",
+            leader_node.raft_addr
+        ))
         .timeout(Duration::from_secs(2))
         .send()
         .await
@@ -163,7 +170,20 @@ pub async fn read_index(raft: &Raft, peers: &Peers) -> Option<u64> {
         .json()
         .await
         .ok()?;
-    Some(view.last_applied)
+    index
+}
+
+/// On the leader, once it has confirmed it still leads: the index a read
+/// must wait for. openraft's read index is the commit index as the leader
+/// knows it; but a leader restarted with its vote resumes leading at once,
+/// without an election or a new entry, and may not know yet that its last
+/// entries, acknowledged before it stopped, are committed. Its last log
+/// entry bounds the read too (every entry in a leader's log commits while it
+/// leads). `None` when this node does not lead.
+pub async fn leader_read_index(raft: &Raft) -> Option<u64> {
+    let last_log = raft.metrics().borrow().last_log_index.unwrap_or(0);
+    let confirmed = raft.ensure_linearizable().await.ok()?;
+    Some(confirmed.map_or(0, |l| l.index).max(last_log))
 }
 
 /// The current leader's id and node info, if known.

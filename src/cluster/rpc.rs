@@ -6,6 +6,7 @@
 use super::batch::{Batcher, MAX_BATCH};
 use super::handover::{Handover, ELECT_PATH};
 use super::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
+use super::READ_INDEX_PATH;
 use crate::model::{Command, CommandResult};
 use crate::raft::{NodeInfo, TypeConfig};
 use actix_web::web::{self, Data, Json};
@@ -35,6 +36,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(VOTE_PATH, web::post().to(vote))
         .route(SNAPSHOT_PATH, web::post().to(snapshot))
         .route(WRITE_PATH, web::post().to(write))
+        .route(READ_INDEX_PATH, web::get().to(read_index))
         .route(ELECT_PATH, web::post().to(elect));
 }
 
@@ -81,6 +83,12 @@ async fn write(
         futures_util::future::join_all(cmds.into_iter().map(|cmd| batcher.propose(cmd))).await
     };
     actix_web::HttpResponse::Ok().json(results)
+}
+
+/// Confirms this node leads and returns the index a read must wait for
+/// (`null` when it does not lead).
+async fn read_index(raft: Data<Raft>) -> Json<Option<u64>> {
+    Json(super::leader_read_index(&raft).await)
 }
 
 /// The leader is stopping and this node holds its whole log: stand for
