@@ -8,12 +8,17 @@
 //! - `snapshot`: the current snapshot (`meta`, `data`) and the counter that
 //!   makes snapshot ids unique (`seq`).
 //!
-//! Each `apply` call writes the records its entries touched and the new
-//! `state` in one sled transaction, so the records on disk always match the
-//! last applied log id they are stored with. Applying is not flushed: the
-//! log entries are durable, and after a crash openraft re-applies from the
-//! recovered last applied id. Snapshots are flushed, because openraft purges
-//! the log they cover.
+//! Applying changes the in-memory mirror; the records reach the disk in
+//! checkpoints: the services changed since the last one and the new `state`
+//! in one sled transaction, so the records on disk always match the last
+//! applied log id they are stored with. A checkpoint is written every
+//! [`CHECKPOINT_ENTRIES`] entries or [`CHECKPOINT_INTERVAL`], before every
+//! snapshot and when the store is dropped; unflushed, like every apply
+//! before it. The log is what makes writes durable: after a crash openraft
+//! re-applies the entries after the recovered checkpoint. (A transaction
+//! per apply cost a disk write of its own on sled's IO threads.) Snapshots
+//! are flushed, and with them the checkpoint before them, because openraft
+//! purges the log they cover.
 
 use super::codec::{self, decode, encode, get};
 use super::error::transaction_error;
@@ -32,10 +37,17 @@ use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::io::Cursor;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// Entries applied between two checkpoints at most (bounds what a restart
+/// after a crash re-applies)...
+pub(crate) const CHECKPOINT_ENTRIES: u64 = 1000;
+/// ...and the time between two, while entries are being applied.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Keys of the `state` tree.
-const LAST_APPLIED: &str = "last_applied";
+pub(crate) const LAST_APPLIED: &str = "last_applied";
 const LAST_MEMBERSHIP: &str = "last_membership";
 /// Keys of the `snapshot` tree.
 const SNAPSHOT_META: &str = "meta";
@@ -120,11 +132,19 @@ pub struct StateMachineStore {
     /// and snapshot builders, copied on write.
     desired: Arc<DesiredState>,
     published: watch::Sender<Committed>,
+    /// Services changed since the last checkpoint.
+    dirty: BTreeSet<ServiceKey>,
+    /// Index of the last applied entry at the last checkpoint, and when it
+    /// was written.
+    checkpoint: (u64, Instant),
 }
 
 /// A frozen copy of the state machine, taken by
 /// [`RaftStateMachine::get_snapshot_builder`]; later applies do not change it.
 pub struct SnapshotBuilder {
+    /// Why the checkpoint before this snapshot failed: then the snapshot
+    /// fails too, so that openraft purges nothing.
+    checkpoint: Option<StoreError>,
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     desired: Arc<DesiredState>,
@@ -165,6 +185,8 @@ impl StateMachineStore {
             last_membership,
             desired,
             published,
+            dirty: BTreeSet::new(),
+            checkpoint: (last_applied.map_or(0, |id| id.index), Instant::now()),
         })
     }
 
@@ -239,11 +261,18 @@ impl StateMachineStore {
         (results, touched)
     }
 
-    /// Writes the records of `touched` services as the mirror has them, and
-    /// the applied state, in one transaction.
-    fn persist(&self, touched: &BTreeSet<ServiceKey>) -> Result<(), StoreError> {
+    /// Whether enough was applied since the last checkpoint to write one.
+    fn checkpoint_due(&self) -> bool {
+        let (index, at) = self.checkpoint;
+        let applied = self.last_applied.map_or(0, |id| id.index);
+        applied.saturating_sub(index) >= CHECKPOINT_ENTRIES || at.elapsed() >= CHECKPOINT_INTERVAL
+    }
+
+    /// Writes the records of the services changed since the last checkpoint
+    /// as the mirror has them, and the applied state, in one transaction.
+    fn write_checkpoint(&mut self) -> Result<(), StoreError> {
         let mut services = sled::Batch::default();
-        for key in touched {
+        for key in &self.dirty {
             match self.desired.services.get(key) {
                 Some(cfg) => services.insert(
                     codec::service_key(key),
@@ -260,7 +289,10 @@ impl StateMachineStore {
                 Ok::<_, ConflictableTransactionError<Infallible>>(())
             })
             .map_err(transaction_error)
-            .map_err(StoreError::write("applied entries"))
+            .map_err(StoreError::write("applied entries"))?;
+        self.dirty.clear();
+        self.checkpoint = (self.last_applied.map_or(0, |id| id.index), Instant::now());
+        Ok(())
     }
 
     /// Replaces every record, the applied state and the current snapshot
@@ -313,6 +345,8 @@ impl StateMachineStore {
         self.last_applied = snap.last_applied;
         self.last_membership = snap.last_membership;
         self.desired = Arc::new(snap.desired);
+        self.dirty.clear();
+        self.checkpoint = (self.last_applied.map_or(0, |id| id.index), Instant::now());
         self.flusher.flush(&what()).await?;
         self.publish();
         Ok(())
@@ -381,6 +415,9 @@ impl SnapshotBuilder {
     /// Serialises the frozen state and stores it as the current snapshot,
     /// unless a newer one (installed meanwhile) is already there.
     async fn build(&mut self) -> Result<Snapshot, StoreError> {
+        if let Some(e) = self.checkpoint.take() {
+            return Err(e);
+        }
         let data = encode(
             &SnapshotOut {
                 format: SNAPSHOT_FORMAT,
@@ -450,19 +487,27 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if self.last_applied == before {
             return Ok(results);
         }
-        // On failure the mirror is ahead of the disk; openraft stops the node
-        // on any storage error, and a restart reloads from the disk.
-        self.persist(&touched)
-            .map_err(|e| match self.last_applied {
-                Some(id) => e.into_storage(ErrorSubject::Apply(id), ErrorVerb::Write),
-                None => e.into_storage(ErrorSubject::StateMachine, ErrorVerb::Write),
-            })?;
+        self.dirty.extend(touched);
+        if self.checkpoint_due() {
+            // On failure the mirror is ahead of the disk; openraft stops the
+            // node on any storage error, and a restart reloads from the disk.
+            let subject = match self.last_applied {
+                Some(id) => ErrorSubject::Apply(id),
+                None => ErrorSubject::StateMachine,
+            };
+            self.write_checkpoint()
+                .map_err(|e| e.into_storage(subject, ErrorVerb::Write))?;
+        }
         self.publish();
         Ok(results)
     }
 
+    /// Checkpoints first: the snapshot's flush then persists a checkpoint at
+    /// least as recent as the snapshot, so the entries openraft purges after
+    /// it are never needed to rebuild the state at a restart.
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         SnapshotBuilder {
+            checkpoint: self.write_checkpoint().err(),
             last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
             desired: self.desired.clone(),
@@ -488,5 +533,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         current_snapshot(&self.trees.snapshot).map_err(snapshot_error(None, ErrorVerb::Read))
+    }
+}
+
+impl Drop for StateMachineStore {
+    /// A store stopped in order leaves nothing to re-apply (the shutdown's
+    /// last flush persists this checkpoint).
+    fn drop(&mut self) {
+        let applied = self.last_applied.map_or(0, |id| id.index);
+        if applied != self.checkpoint.0 || !self.dirty.is_empty() {
+            if let Err(e) = self.write_checkpoint() {
+                tracing::warn!(error = %e, "writing the state machine checkpoint at shutdown failed; the log is re-applied at the next start");
+            }
+        }
     }
 }

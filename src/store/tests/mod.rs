@@ -453,6 +453,9 @@ fn corrupt_records_are_errors_not_panics() {
     rt().block_on(async {
         let (_log, mut sm) = open(dir.path()).unwrap();
         sm.apply(vec![normal(1, create(80))]).await.unwrap();
+    });
+    rt().block_on(async {
+        let (_log, sm) = open(dir.path()).unwrap();
         let record = sm
             .trees()
             .services
@@ -466,6 +469,49 @@ fn corrupt_records_are_errors_not_panics() {
     });
     let err = open(dir.path()).err().expect("misplaced record refused");
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+}
+
+/// The records and the applied id on disk, as a restart would load them.
+fn on_disk(sm: &StateMachineStore) -> (Option<LogId>, usize) {
+    let applied: Option<Option<LogId>> =
+        codec::get(&sm.trees().state, state_machine::LAST_APPLIED).unwrap();
+    (applied.flatten(), sm.trees().services.len())
+}
+
+#[test]
+fn applied_state_reaches_the_disk_in_checkpoints() {
+    let dir = TempDir::new().unwrap();
+    rt().block_on(async {
+        let (log, mut sm) = open(dir.path()).unwrap();
+        let n = state_machine::CHECKPOINT_ENTRIES;
+        for index in 1..=n {
+            sm.apply(vec![normal(index, create(index as u16))])
+                .await
+                .unwrap();
+        }
+        // At most CHECKPOINT_ENTRIES apart: this many entries wrote one.
+        assert_eq!(on_disk(&sm), (Some(log_id(1, n)), n as usize));
+
+        // A snapshot writes one first, so that its flush persists it.
+        sm.apply(vec![normal(n + 1, create(n as u16 + 1))])
+            .await
+            .unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(on_disk(&sm), (Some(log_id(1, n + 1)), n as usize + 1));
+
+        // And so does a store stopped in order.
+        sm.apply(vec![normal(n + 2, create(n as u16 + 2))])
+            .await
+            .unwrap();
+        drop((log, sm));
+        let (_log, sm) = open(dir.path()).unwrap();
+        assert_eq!(on_disk(&sm), (Some(log_id(1, n + 2)), n as usize + 2));
+        assert_eq!(sm.current().applied, Some(log_id(1, n + 2)));
+    });
 }
 
 #[test]
