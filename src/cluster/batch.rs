@@ -132,13 +132,12 @@ impl Forwarder {
 
 /// The loop both queues share: wait for a write, wait for a free slot,
 /// take a batch of everything queued by then, send it.
-async fn run<T, Send, Sent>(
+async fn run<T, F>(
     mut rx: mpsc::UnboundedReceiver<T>,
     take: fn(&mut VecDeque<T>) -> Vec<T>,
-    send: Send,
+    send: impl Fn(Vec<T>) -> F,
 ) where
-    Send: Fn(Vec<T>) -> Sent,
-    Sent: Future<Output = ()> + std::marker::Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
 {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut queue = VecDeque::new();
@@ -371,5 +370,25 @@ mod tests {
         let first = take(&mut queue);
         assert_eq!(first.len(), MAX_BATCH);
         assert_eq!(queue.len(), 5);
+    }
+
+    #[test]
+    fn a_forwarding_batch_goes_to_one_leader_in_order() {
+        let to = |addr: &str, port: u16| Forward {
+            leader: NodeInfo {
+                name: addr.into(),
+                raft_addr: addr.into(),
+                api_addr: addr.into(),
+            },
+            cmd: update(port, 1),
+            reply: oneshot::channel().0,
+        };
+        let mut queue: VecDeque<Forward> = [to("a", 1), to("b", 2), to("a", 3), to("b", 4)].into();
+        let ports = |batch: Vec<Forward>| -> Vec<ServiceKey> {
+            batch.iter().flat_map(|f| f.cmd.services()).collect()
+        };
+        assert_eq!(ports(next_forward(&mut queue)), [key(1), key(3)]);
+        assert_eq!(ports(next_forward(&mut queue)), [key(2), key(4)]);
+        assert!(next_forward(&mut queue).is_empty());
     }
 }
