@@ -146,6 +146,17 @@ fn timeout() -> Option<Duration> {
     Some(Duration::from_secs(10))
 }
 
+/// Makes node 1 a one-node cluster and waits until it leads.
+async fn bootstrap(raft: &Raft) {
+    raft.initialize(BTreeMap::from([(1, info(1))]))
+        .await
+        .unwrap();
+    raft.wait(timeout())
+        .state(ServerState::Leader, "leader")
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_resumes_its_cluster() {
     let dir = TempDir::new().unwrap();
@@ -154,13 +165,7 @@ async fn a_restarted_node_resumes_its_cluster() {
 
     let (raft, watch) = start(1, dir.path(), &router, config.clone()).await;
     assert!(!raft.is_initialized().await.unwrap());
-    raft.initialize(BTreeMap::from([(1, info(1))]))
-        .await
-        .unwrap();
-    raft.wait(timeout())
-        .state(ServerState::Leader, "leader")
-        .await
-        .unwrap();
+    bootstrap(&raft).await;
     for port in 1..=25 {
         let result = write(&raft, create(port)).await;
         assert!(
@@ -196,15 +201,7 @@ async fn a_learner_joining_after_compaction_gets_everything_by_snapshot() {
     let config = config(SnapshotPolicy::LogsSinceLast(10));
 
     let (leader, leader_watch) = start(1, dirs[0].path(), &router, config.clone()).await;
-    leader
-        .initialize(BTreeMap::from([(1, info(1))]))
-        .await
-        .unwrap();
-    leader
-        .wait(timeout())
-        .state(ServerState::Leader, "leader")
-        .await
-        .unwrap();
+    bootstrap(&leader).await;
     for port in 1..=40 {
         write(&leader, create(port)).await;
     }
@@ -250,13 +247,7 @@ async fn concurrent_writes_share_entries_and_keep_their_own_results() {
     let router = Router::default();
     let config = config(SnapshotPolicy::Never);
     let (raft, watch) = start(1, dir.path(), &router, config.clone()).await;
-    raft.initialize(BTreeMap::from([(1, info(1))]))
-        .await
-        .unwrap();
-    raft.wait(timeout())
-        .state(ServerState::Leader, "leader")
-        .await
-        .unwrap();
+    bootstrap(&raft).await;
     let before = watch.current().applied_index();
 
     // 60 services created at once, and 20 of them created a second time.
