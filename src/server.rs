@@ -850,6 +850,9 @@ async fn handle(
         CreateServer => {
             let key = api::parse_service_id(param(params, "id"))?;
             let (dest, health_check) = api::validate::parse_server_create(body, &key)?;
+            if let Some(cfg) = app.desired().services.get(&key) {
+                api::validate::not_the_fallback(&cfg.options, &dest.key())?;
+            }
             let cmd = Command::CreateServer {
                 service: key,
                 server: dest,

@@ -240,10 +240,25 @@ fn bad_input_is_refused_without_writing() {
         status(c.send(0, "POST", "/api/v1/services", Some(&web()))),
         201
     );
+    let sorry = json!({"protocol": "tcp", "address": "192.0.2.20", "port": 80,
+                       "health_check": {"kind": "tcp"},
+                       "health_policy": {"all_down": "fallback",
+                                         "fallback": {"address": "198.51.100.99", "port": 8080}}});
+    assert_eq!(
+        status(c.send(0, "POST", "/api/v1/services", Some(&sorry))),
+        201
+    );
     let commit = || c.cluster_view(0).expect("cluster")["commit_index"].clone();
     let before = commit();
     let svc = "/api/v1/services/tcp-192.0.2.10-80";
     let cases: Vec<(&str, String, Value, u16, &str)> = vec![
+        (
+            "POST",
+            "/api/v1/services/tcp-192.0.2.20-80/servers".into(),
+            json!({"address": "198.51.100.99", "port": 8080}),
+            400,
+            "address",
+        ),
         (
             "POST",
             "/api/v1/services".into(),

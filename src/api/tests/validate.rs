@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::api::error::{MAX_BODY_BYTES, MAX_CONFIG_BODY_BYTES};
-use crate::api::validate::{parse_config, parse_join, parse_server_create, parse_service_create};
+use crate::api::validate::{
+    not_the_fallback, parse_config, parse_join, parse_server_create, parse_service_create,
+};
 use crate::model::{
     Forward, Netmask, Persistence, Scheduler, ServiceFlags, ServiceSpec, Tunnel, TunnelChecksum,
     TunnelType,
@@ -1342,4 +1344,19 @@ fn health_checks_and_policies() {
     // A firewall-mark service's check names its port.
     let fw = service(r#"{"fwmark":7,"health_check":{"kind":"tcp","port":80}}"#);
     assert_eq!(fw.options.health_check.and_then(|c| c.port), Some(80));
+}
+
+#[test]
+fn a_server_added_later_must_not_be_the_fallback() {
+    let spec = parse_service_create(
+        br#"{"protocol":"tcp","address":"192.0.2.10","port":80,"servers":[{"address":"198.51.100.1"}],
+             "health_policy":{"all_down":"fallback","fallback":{"address":"198.51.100.9"}}}"#,
+    )
+    .unwrap();
+    let err = not_the_fallback(&spec.options, &dest("198.51.100.9", 80).key()).unwrap_err();
+    assert_eq!(err.code(), InvalidValue);
+    assert_eq!(err.field(), Some("address"));
+    assert!(err.to_string().contains("fallback"), "{err}");
+    assert!(not_the_fallback(&spec.options, &dest("198.51.100.9", 81).key()).is_ok());
+    assert!(not_the_fallback(&Default::default(), &dest("198.51.100.9", 80).key()).is_ok());
 }

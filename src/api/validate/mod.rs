@@ -339,6 +339,23 @@ fn fallback_apart(
     }
 }
 
+/// A server added to a service must not be the service's fallback server
+/// (see [`fallback_apart`]); `address` is named, as the server's identity.
+pub fn not_the_fallback(options: &ServiceOptions, server: &DestKey) -> Result<(), ApiError> {
+    match &options.health_policy.fallback {
+        Some(fallback) if fallback.key() == *server => Err(ApiError::at(
+            ErrorCode::InvalidValue,
+            "address",
+            format!(
+                "{server} is the service's fallback server (health_policy.fallback), which \
+                 takes the traffic when its servers are all down, so it cannot be one of them: \
+                 add another server, or change the policy first"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Longest drain a removal may ask for: a day.
 pub const MAX_DRAIN_GRACE: u32 = 86_400;
 
