@@ -33,9 +33,14 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 /// splitting a burst into many small batches.
 const MAX_IN_FLIGHT: usize = 2;
 
-/// Most writes in one batch: bounds the entry (each write's body is at most
-/// 1 MiB) and the apply that holds the state machine.
+/// Most writes in one batch: bounds the apply that holds the state machine.
 pub const MAX_BATCH: usize = 128;
+
+/// Most bytes of JSON in one batch, unless a single write is larger (a
+/// write's body is at most 1 MiB, a whole configuration 16 MiB): a batch is
+/// never bigger than the largest write alone, so an entry, and a request
+/// carrying it to a peer, stays within what the Raft port accepts.
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// A write waiting to be proposed, and where its outcome goes.
 struct Pending {
@@ -165,13 +170,16 @@ async fn run<T, F>(
 
 /// Takes the next batch off the front of `queue`: in order, skipping
 /// (and keeping, in order) writes to a service already in the batch, up to
-/// [`MAX_BATCH`]; a `ReplaceAll` only alone, and nothing past it.
+/// [`MAX_BATCH`] writes and [`MAX_BATCH_BYTES`]; a `ReplaceAll` only alone,
+/// and nothing past it.
 fn next_batch<T>(queue: &mut VecDeque<T>, cmd: impl Fn(&T) -> &Command) -> Vec<T> {
     let mut batch = Vec::new();
+    let mut bytes = 0;
     let mut named: HashSet<ServiceKey> = HashSet::new();
     let mut held = VecDeque::new();
     while let Some(item) = queue.pop_front() {
-        if batch.len() == MAX_BATCH {
+        let size = json_len(cmd(&item));
+        if !fits(batch.len(), bytes, size) {
             held.push_back(item);
             break;
         }
@@ -189,6 +197,7 @@ fn next_batch<T>(queue: &mut VecDeque<T>, cmd: impl Fn(&T) -> &Command) -> Vec<T
             continue;
         }
         named.extend(services);
+        bytes += size;
         batch.push(item);
     }
     held.append(queue);
@@ -196,24 +205,56 @@ fn next_batch<T>(queue: &mut VecDeque<T>, cmd: impl Fn(&T) -> &Command) -> Vec<T
     batch
 }
 
-/// Takes the next forwarding batch: up to [`MAX_BATCH`] writes for the
-/// leader the first one goes to, in order (the leader's batcher orders
-/// writes to one service).
+/// Takes the next forwarding batch: the writes for the leader the first
+/// one goes to, in order (the leader's batcher orders writes to one
+/// service), up to [`MAX_BATCH`] writes and [`MAX_BATCH_BYTES`].
 fn next_forward(queue: &mut VecDeque<Forward>) -> Vec<Forward> {
     let Some(first) = queue.front() else {
         return Vec::new();
     };
     let leader = first.leader.raft_addr.clone();
-    let (mut batch, mut rest) = (Vec::new(), VecDeque::new());
+    let (mut batch, mut bytes, mut rest) = (Vec::new(), 0, VecDeque::new());
+    let mut full = false;
     for item in queue.drain(..) {
-        if batch.len() < MAX_BATCH && item.leader.raft_addr == leader {
+        if full || item.leader.raft_addr != leader {
+            rest.push_back(item);
+            continue;
+        }
+        let size = json_len(&item.cmd);
+        if fits(batch.len(), bytes, size) {
+            bytes += size;
             batch.push(item);
         } else {
+            full = true;
             rest.push_back(item);
         }
     }
     *queue = rest;
     batch
+}
+
+/// Whether a write of `size` bytes joins a batch of `len` writes and
+/// `bytes` bytes (the first always does).
+fn fits(len: usize, bytes: usize, size: usize) -> bool {
+    len == 0 || (len < MAX_BATCH && bytes + size <= MAX_BATCH_BYTES)
+}
+
+/// The size of `cmd` as JSON, as it is sent and stored.
+fn json_len(cmd: &Command) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Plain data with string keys: serialising it cannot fail.
+    let _ = serde_json::to_writer(&mut count, cmd);
+    count.0
 }
 
 /// Proposes `batch` as one entry and answers each write with its own
@@ -370,6 +411,31 @@ mod tests {
         let first = take(&mut queue);
         assert_eq!(first.len(), MAX_BATCH);
         assert_eq!(queue.len(), 5);
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_a_mebibyte_unless_one_write_is_bigger() {
+        let big = |port: u16, servers: usize| {
+            Command::CreateService(ServiceSpec {
+                service: VirtualService::new(key(port)),
+                servers: (0..servers)
+                    .map(|n| Destination::new(std::net::Ipv4Addr::from(n as u32).into(), 80))
+                    .collect(),
+                options: Default::default(),
+                server_checks: Default::default(),
+            })
+        };
+        // Over half a MiB each: two do not fit together.
+        let half = big(1, 6000);
+        assert!((MAX_BATCH_BYTES / 2..MAX_BATCH_BYTES).contains(&json_len(&half)));
+        let huge = big(3, 20_000);
+        assert!(json_len(&huge) > MAX_BATCH_BYTES);
+        let mut queue: VecDeque<Command> =
+            [half.clone(), big(2, 6000), huge.clone(), update(4, 1)].into();
+        assert_eq!(take(&mut queue), [half]);
+        assert_eq!(take(&mut queue), [big(2, 6000)]);
+        assert_eq!(take(&mut queue), [huge]);
+        assert_eq!(take(&mut queue), [update(4, 1)]);
     }
 
     #[test]
