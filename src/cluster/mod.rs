@@ -96,14 +96,22 @@ impl Writer {
     pub async fn write(&self, cmd: Command) -> Result<WriteOutcome, WriteError> {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         loop {
-            let proposed = tokio::time::timeout(COMMIT_WAIT, self.batcher.propose(cmd.clone()));
-            let forward = match proposed.await {
-                Ok(Ok(outcome)) => return Ok(outcome),
-                Ok(Err(e)) => forward_target(e)?,
-                Err(_) => return Err(WriteError::Timeout(COMMIT_WAIT)),
+            // Where another node is known to lead, straight there; otherwise
+            // Raft here takes the write, or names the leader.
+            let forward = match self.leader_elsewhere() {
+                Some(node) => Some(node),
+                None => {
+                    let proposed =
+                        tokio::time::timeout(COMMIT_WAIT, self.batcher.propose(cmd.clone()));
+                    match proposed.await {
+                        Ok(Ok(outcome)) => return Ok(outcome),
+                        Ok(Err(e)) => forward_target(e)?.map(|(_, node)| node),
+                        Err(_) => return Err(WriteError::Timeout(COMMIT_WAIT)),
+                    }
+                }
             };
             let next = match forward {
-                Some((_, node)) => self.forward(&node, &cmd).await?,
+                Some(node) => self.forward(&node, &cmd).await?,
                 None => None,
             };
             if let Some(outcome) = next {
@@ -114,6 +122,12 @@ impl Writer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The leader, when Raft here knows it and it is another node.
+    fn leader_elsewhere(&self) -> Option<NodeInfo> {
+        let me = self.raft.metrics().borrow().id;
+        leader(&self.raft).and_then(|(id, node)| (id != me).then_some(node))
     }
 
     /// Sends `cmd` to `leader`. `Ok(None)` when that node is no longer the
