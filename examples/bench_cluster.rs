@@ -7,7 +7,10 @@
 //! committed by a quorum and flushed to disk first. Each client owns one
 //! service, so writes do not conflict.
 //!
-//! Usage: bench_cluster [--binary target/release/ipvs-manager] [--seconds 10]
+//! `--services N` adds N idle services of 10 servers each (in one
+//! `PUT /api/v1/config`), to measure writes into a large table.
+//!
+//! Usage: bench_cluster [--binary target/release/ipvs-manager] [--seconds 10] [--services 0]
 
 use serde_json::json;
 use std::net::TcpListener;
@@ -137,6 +140,7 @@ async fn load(http: &reqwest::Client, ports: &[u16], clients: usize, seconds: u6
 async fn main() {
     let mut binary = "target/release/ipvs-manager".to_string();
     let mut seconds = 10u64;
+    let mut idle_services = 0usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -146,6 +150,12 @@ async fn main() {
                     .next()
                     .and_then(|s| s.parse().ok())
                     .expect("--seconds value")
+            }
+            "--services" => {
+                idle_services = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--services value")
             }
             other => panic!("unknown argument {other}"),
         }
@@ -171,17 +181,28 @@ async fn main() {
         start(&binary, dir.path(), node, Some(first));
     }
     wait_voters(&http, first, 3).await;
-    for c in 0..64 {
-        let body = json!({"protocol": "tcp", "address": format!("192.0.2.{}", c + 1), "port": 80,
-                          "servers": [{"address": "198.51.100.1", "port": 8080}]});
-        let r = http
-            .post(format!("http://127.0.0.1:{first}/api/v1/services"))
-            .json(&body)
-            .send()
-            .await
-            .expect("create service");
-        assert!(r.status().is_success(), "create service: {}", r.status());
-    }
+    // One service per client, and the idle ones, in one write.
+    let mut services: Vec<serde_json::Value> = (0..64)
+        .map(|c| {
+            json!({"protocol": "tcp", "address": format!("192.0.2.{}", c + 1), "port": 80,
+                   "servers": [{"address": "198.51.100.1", "port": 8080}]})
+        })
+        .collect();
+    services.extend((0..idle_services).map(|i| {
+        let servers: Vec<_> = (0..10)
+            .map(|s| json!({"address": format!("10.1.{}.{}", s, i % 250 + 1), "port": 8080}))
+            .collect();
+        json!({"protocol": "tcp", "address": format!("10.0.{}.{}", i / 250, i % 250 + 1),
+               "port": 80, "servers": servers})
+    }));
+    let r = http
+        .put(format!("http://127.0.0.1:{first}/api/v1/config"))
+        .json(&json!({ "services": services }))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("create services");
+    assert!(r.status().is_success(), "create services: {}", r.status());
     let ports: Vec<u16> = if std::env::var_os("BENCH_LEADER_ONLY").is_some() {
         vec![first]
     } else {
