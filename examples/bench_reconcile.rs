@@ -126,7 +126,7 @@ fn table(n: usize) {
 
     let mut next = state.clone();
     let key = keys[n / 2];
-    let cfg = next.services.get_mut(&key).expect("service");
+    let cfg = std::sync::Arc::make_mut(next.services.get_mut(&key).expect("service"));
     let (&dkey, dest) = cfg.servers.iter_mut().next().expect("server");
     dest.weight = 99;
     cfg.revision = 2;

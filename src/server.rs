@@ -265,6 +265,7 @@ fn service<'a>(state: &'a DesiredState, key: &ServiceKey) -> Result<&'a ServiceC
     state
         .services
         .get(key)
+        .map(Arc::as_ref)
         .ok_or_else(|| ApiError::no_such_service(key))
 }
 

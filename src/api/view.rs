@@ -115,7 +115,11 @@ pub fn drain_view(drain: &Drain) -> DrainView {
 
 /// Every service of the state, in key order (`GET /api/v1/services`).
 pub fn services_view(state: &DesiredState) -> Vec<ServiceView> {
-    state.services.values().map(service_view).collect()
+    state
+        .services
+        .values()
+        .map(|cfg| service_view(cfg))
+        .collect()
 }
 
 /// `GET /api/v1/config`.

@@ -150,7 +150,7 @@ pub fn desired_from(body: &[u8]) -> anyhow::Result<DesiredState> {
     for view in views.services {
         let key =
             parse_service_id(&view.id).map_err(|e| anyhow::anyhow!(e.message().to_string()))?;
-        let Some(cfg) = state.services.get_mut(&key) else {
+        let Some(cfg) = state.services.get_mut(&key).map(std::sync::Arc::make_mut) else {
             continue;
         };
         cfg.revision = view.revision;

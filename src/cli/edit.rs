@@ -250,7 +250,11 @@ pub fn restored(
     merge: bool,
 ) -> anyhow::Result<Vec<ServiceSpec>> {
     let mut table: BTreeMap<ServiceKey, ServiceConfig> = if merge {
-        current.services.clone()
+        current
+            .services
+            .iter()
+            .map(|(key, cfg)| (*key, ServiceConfig::clone(cfg)))
+            .collect()
     } else {
         BTreeMap::new()
     };

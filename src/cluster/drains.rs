@@ -109,9 +109,7 @@ mod tests {
                 grace: 100,
             },
         );
-        let state = DesiredState {
-            services: [(key(80), web), (key(81), gone)].into(),
-        };
+        let state: DesiredState = [web, gone].into_iter().collect();
         assert_eq!(due(&state, 5_000), vec![]);
         assert_eq!(
             due(&state, 6_000),

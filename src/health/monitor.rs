@@ -301,12 +301,7 @@ mod tests {
     }
 
     fn state(services: &[ServiceConfig]) -> DesiredState {
-        DesiredState {
-            services: services
-                .iter()
-                .map(|c| (c.service.key, c.clone()))
-                .collect(),
-        }
+        services.iter().cloned().collect()
     }
 
     #[test]

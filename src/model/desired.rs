@@ -11,6 +11,7 @@
 use super::{DestKey, Destination, HealthCheck, HealthPolicy, ServiceKey, VirtualService};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A virtual service with its real servers, as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,10 +217,28 @@ mod drain_list {
 }
 
 /// The whole desired configuration.
+///
+/// Each service is shared (`Arc`): the state is copied on every apply while
+/// readers hold the published version, and a copy then costs a pointer per
+/// service instead of every service with all its servers (with thousands of
+/// services, that copy was most of an apply's time). A change copies the
+/// one service it touches ([`Arc::make_mut`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredState {
     #[serde(with = "as_list")]
-    pub services: BTreeMap<ServiceKey, ServiceConfig>,
+    pub services: BTreeMap<ServiceKey, Arc<ServiceConfig>>,
+}
+
+/// A state of these services.
+impl FromIterator<ServiceConfig> for DesiredState {
+    fn from_iter<I: IntoIterator<Item = ServiceConfig>>(configs: I) -> DesiredState {
+        DesiredState {
+            services: configs
+                .into_iter()
+                .map(|cfg| (cfg.service.key, Arc::new(cfg)))
+                .collect(),
+        }
+    }
 }
 
 /// Serialises a map as the list of its values, each of which knows its key.
@@ -228,6 +247,7 @@ mod as_list {
     use crate::model::{DestKey, ServiceKey};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     /// A value that carries its own map key.
     pub trait Keyed {
@@ -242,7 +262,7 @@ mod as_list {
         }
     }
 
-    impl Keyed for ServiceConfig {
+    impl Keyed for Arc<ServiceConfig> {
         type Key = ServiceKey;
         fn map_key(&self) -> ServiceKey {
             self.service.key
@@ -411,7 +431,7 @@ impl DesiredState {
                 if self.services.contains_key(&key) {
                     return ServiceExists(key);
                 }
-                self.services.insert(key, config(spec, index));
+                self.services.insert(key, Arc::new(config(spec, index)));
                 Applied { revision: index }
             }
             Command::UpdateService {
@@ -503,16 +523,17 @@ impl DesiredState {
                 server,
                 since_ms,
             } => {
-                let Some(cfg) = self.services.get_mut(service) else {
+                let Some(shared) = self.services.get_mut(service) else {
                     return NoSuchService(*service);
                 };
                 let draining = match server {
-                    None => cfg.draining,
-                    Some(server) => cfg.draining_servers.get(server).copied(),
+                    None => shared.draining,
+                    Some(server) => shared.draining_servers.get(server).copied(),
                 };
                 if draining.map(|d| d.since_ms) != Some(*since_ms) {
                     return NotDraining;
                 }
+                let cfg = Arc::make_mut(shared);
                 match server {
                     None => {
                         self.services.remove(service);
@@ -543,21 +564,20 @@ impl DesiredState {
         &self,
         specs: &[ServiceSpec],
         index: u64,
-    ) -> BTreeMap<ServiceKey, ServiceConfig> {
+    ) -> BTreeMap<ServiceKey, Arc<ServiceConfig>> {
         let mut next = BTreeMap::new();
         for spec in specs {
             let mut cfg = config(spec, index);
-            if let Some(old) = self.services.get(&spec.service.key) {
+            let kept = self.services.get(&spec.service.key).and_then(|old| {
                 carry_drains(old, &mut cfg);
-                if *old
-                    == (ServiceConfig {
-                        revision: old.revision,
-                        ..cfg.clone()
-                    })
-                {
-                    cfg.revision = old.revision;
-                }
-            }
+                cfg.revision = old.revision;
+                // Unchanged: the same record, revision and all.
+                (**old == cfg).then(|| old.clone())
+            });
+            let cfg = kept.unwrap_or_else(|| {
+                cfg.revision = index;
+                Arc::new(cfg)
+            });
             next.insert(spec.service.key, cfg);
         }
         for (key, old) in &self.services {
@@ -577,12 +597,14 @@ impl DesiredState {
         index: u64,
         change: impl FnOnce(&mut ServiceConfig) -> Result<(), CommandResult>,
     ) -> CommandResult {
-        let Some(cfg) = self.services.get_mut(key) else {
+        let Some(shared) = self.services.get_mut(key) else {
             return CommandResult::NoSuchService(*key);
         };
-        if let Some(mismatch) = check_revision(cfg, if_revision) {
+        if let Some(mismatch) = check_revision(shared, if_revision) {
             return mismatch;
         }
+        // Copies the service if a reader still holds it.
+        let cfg = Arc::make_mut(shared);
         match change(cfg) {
             Ok(()) => {
                 cfg.revision = index;
@@ -943,10 +965,14 @@ mod tests {
         };
         s.apply(&remove_82(30), 12);
         assert_eq!(s.services[&key(82)].next_deadline_ms(), Some(30_000));
-        s.services.get_mut(&key(82)).unwrap().options.drain_grace = Some(5);
+        Arc::make_mut(s.services.get_mut(&key(82)).unwrap())
+            .options
+            .drain_grace = Some(5);
         s.apply(&remove_82(30), 13);
         assert_eq!(s.services[&key(82)].next_deadline_ms(), Some(5_000));
-        s.services.get_mut(&key(82)).unwrap().options.drain_grace = Some(0);
+        Arc::make_mut(s.services.get_mut(&key(82)).unwrap())
+            .options
+            .drain_grace = Some(0);
         s.apply(&remove_82(30), 14);
         assert!(s.services[&key(82)].servers.is_empty());
     }

@@ -29,9 +29,7 @@ fn config(port: u16, dests: &[Destination]) -> ServiceConfig {
 }
 
 fn desired(configs: Vec<ServiceConfig>) -> DesiredState {
-    DesiredState {
-        services: configs.into_iter().map(|c| (c.service.key, c)).collect(),
-    }
+    configs.into_iter().collect()
 }
 
 fn entry(service: VirtualService, dests: &[Destination]) -> ServiceEntry {
@@ -298,9 +296,9 @@ fn targets_changes_and_vips() {
 
     let old = desired(vec![config(80, &[]), config(81, &[])]);
     let mut new = old.clone();
-    new.services.get_mut(&key(81)).unwrap().revision = 7;
+    Arc::make_mut(new.services.get_mut(&key(81)).unwrap()).revision = 7;
     new.services.remove(&key(80));
-    new.services.insert(key(82), config(82, &[]));
+    new.services.insert(key(82), Arc::new(config(82, &[])));
     assert_eq!(changed(&old, &new), owned(&[80, 81, 82]));
 
     let mut bound = config(443, &[]);
@@ -354,7 +352,7 @@ fn a_matching_kernel_gets_no_change_and_one_change_costs_little() {
 
     // One weight among 3,000 servers: one read, one edit.
     let mut next = state.clone();
-    let cfg = next.services.get_mut(&key(500)).unwrap();
+    let cfg = Arc::make_mut(next.services.get_mut(&key(500)).unwrap());
     cfg.servers.insert(dest(2, 2).key(), dest(2, 9));
     cfg.revision = 2;
     let scope = Scope::Services(changed(&state, &next));

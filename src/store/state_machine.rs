@@ -171,7 +171,7 @@ impl StateMachineStore {
                     problem: format!("it holds service {}", cfg.service.key),
                 });
             }
-            desired.services.insert(cfg.service.key, cfg);
+            desired.services.insert(cfg.service.key, Arc::new(cfg));
         }
         let desired = Arc::new(desired);
         let (published, _) = watch::channel(Committed {

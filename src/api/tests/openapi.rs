@@ -604,7 +604,9 @@ fn response_samples() -> Vec<(&'static str, Value)> {
     });
     let mut state = DesiredState::default();
     for c in [&web, &sip] {
-        state.services.insert(c.service.key, c.clone());
+        state
+            .services
+            .insert(c.service.key, std::sync::Arc::new(c.clone()));
     }
     let mut changed = ServiceSpec {
         server_checks: Default::default(),

@@ -226,7 +226,9 @@ fn the_configuration_is_sorted_by_identity() {
 fn get_config_is_a_valid_put_config() {
     let mut state = DesiredState::default();
     let cur = web();
-    state.services.insert(cur.service.key, cur);
+    state
+        .services
+        .insert(cur.service.key, std::sync::Arc::new(cur));
     let body = serde_json::to_vec(&config_view(&state)).unwrap();
     let specs = crate::api::validate::parse_config(&body).unwrap();
     let mut again = state.clone();
@@ -250,7 +252,9 @@ fn plans() {
         4,
     );
     for c in [&cur, &gone, &same] {
-        state.services.insert(c.service.key, c.clone());
+        state
+            .services
+            .insert(c.service.key, std::sync::Arc::new(c.clone()));
     }
     let spec = |c: &ServiceConfig| ServiceSpec {
         server_checks: Default::default(),
