@@ -291,19 +291,15 @@ async fn precheck(app: &AppState, cmd: &Command) -> Result<(), ApiError> {
 }
 
 fn refusal(state: &DesiredState, cmd: &Command) -> Result<(), ApiError> {
-    let touched = match cmd {
-        Command::CreateService(spec) => spec.service.key,
-        Command::UpdateService { service, .. } => service.key,
-        Command::DeleteService { key, .. } => *key,
-        Command::CreateServer { service, .. }
-        | Command::UpdateServer { service, .. }
-        | Command::DeleteServer { service, .. } => *service,
-        Command::ReplaceAll(_) | Command::FinishDrain { .. } | Command::Batch(_) => return Ok(()),
-    };
-    // Only the touched service matters: copy just that one.
+    if let Command::ReplaceAll(_) | Command::FinishDrain { .. } | Command::Batch(_) = cmd {
+        return Ok(());
+    }
+    // Only the touched service matters: share just that one.
     let mut scratch = DesiredState::default();
-    if let Some(cfg) = state.services.get(&touched) {
-        scratch.services.insert(touched, cfg.clone());
+    for key in cmd.services() {
+        if let Some(cfg) = state.services.get(&key) {
+            scratch.services.insert(key, cfg.clone());
+        }
     }
     api::outcome(scratch.apply(cmd, u64::MAX)).map(|_| ())
 }

@@ -190,6 +190,16 @@ impl StateMachineStore {
         })
     }
 
+    fn applied_index(&self) -> u64 {
+        self.last_applied.map_or(0, |id| id.index)
+    }
+
+    /// Records that the disk now holds the applied state.
+    fn checkpointed(&mut self) {
+        self.dirty.clear();
+        self.checkpoint = (self.applied_index(), Instant::now());
+    }
+
     #[cfg(test)]
     pub(crate) fn trees(&self) -> &Trees {
         &self.trees
@@ -264,8 +274,8 @@ impl StateMachineStore {
     /// Whether enough was applied since the last checkpoint to write one.
     fn checkpoint_due(&self) -> bool {
         let (index, at) = self.checkpoint;
-        let applied = self.last_applied.map_or(0, |id| id.index);
-        applied.saturating_sub(index) >= CHECKPOINT_ENTRIES || at.elapsed() >= CHECKPOINT_INTERVAL
+        self.applied_index().saturating_sub(index) >= CHECKPOINT_ENTRIES
+            || at.elapsed() >= CHECKPOINT_INTERVAL
     }
 
     /// Writes the records of the services changed since the last checkpoint
@@ -290,8 +300,7 @@ impl StateMachineStore {
             })
             .map_err(transaction_error)
             .map_err(StoreError::write("applied entries"))?;
-        self.dirty.clear();
-        self.checkpoint = (self.last_applied.map_or(0, |id| id.index), Instant::now());
+        self.checkpointed();
         Ok(())
     }
 
@@ -345,8 +354,7 @@ impl StateMachineStore {
         self.last_applied = snap.last_applied;
         self.last_membership = snap.last_membership;
         self.desired = Arc::new(snap.desired);
-        self.dirty.clear();
-        self.checkpoint = (self.last_applied.map_or(0, |id| id.index), Instant::now());
+        self.checkpointed();
         self.flusher.flush(&what()).await?;
         self.publish();
         Ok(())
@@ -540,8 +548,7 @@ impl Drop for StateMachineStore {
     /// A store stopped in order leaves nothing to re-apply (the shutdown's
     /// last flush persists this checkpoint).
     fn drop(&mut self) {
-        let applied = self.last_applied.map_or(0, |id| id.index);
-        if applied != self.checkpoint.0 || !self.dirty.is_empty() {
+        if self.applied_index() != self.checkpoint.0 || !self.dirty.is_empty() {
             if let Err(e) = self.write_checkpoint() {
                 tracing::warn!(error = %e, "writing the state machine checkpoint at shutdown failed; the log is re-applied at the next start");
             }
