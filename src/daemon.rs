@@ -251,7 +251,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         Some(_) => Some(vips(cfg.kernel, &cfg.vip_interface)?),
         None => None,
     };
-    let (log, sm) = crate::store::open(&cfg.vol_dir)
+    let (log, sm) = crate::store::open(&cfg.vol_dir, &cfg.name)
         .with_context(|| format!("failed to open the state in {}", cfg.vol_dir.display()))?;
     let state = sm.watch();
     let flush = sm.flush_handle();

@@ -1,5 +1,7 @@
 //! How records are laid out in sled: binary keys that sort as their domain
-//! does, JSON values. Decoding checks everything and never panics.
+//! does, and sealed JSON values — a format byte and a CRC-32 of the payload
+//! before it, checked on every read — so that a damaged record is found and
+//! named instead of served. Decoding checks everything and never panics.
 
 use super::StoreError;
 use crate::model::{Family, ServiceKey};
@@ -59,21 +61,78 @@ pub(crate) fn service_key(key: &ServiceKey) -> Vec<u8> {
     out
 }
 
+/// The first byte of a sealed value: the layout of what follows (a CRC-32
+/// of the payload, little-endian, then the payload). JSON never starts with
+/// it, so values written before sealing are told apart.
+pub(crate) const SEALED_V1: u8 = 1;
+
+/// Bytes before the payload of a sealed value.
+const SEAL_HEADER: usize = 5;
+
+/// `payload` sealed: format byte, checksum, payload.
+pub(crate) fn seal(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SEAL_HEADER + payload.len());
+    out.push(SEALED_V1);
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The payload of a sealed value, once its checksum matches.
+pub(crate) fn unseal(bytes: &[u8], what: impl FnOnce() -> String) -> Result<&[u8], StoreError> {
+    let corrupt = |problem: String| StoreError::Corrupt {
+        what: what(),
+        problem,
+    };
+    match bytes.first() {
+        None => return Err(corrupt("it is empty".into())),
+        Some(&SEALED_V1) => {}
+        Some(other) => return Err(corrupt(format!("unknown record format {other:#04x}"))),
+    }
+    let Some((header, payload)) = bytes.split_at_checked(SEAL_HEADER) else {
+        return Err(corrupt(format!(
+            "{} bytes, shorter than its header",
+            bytes.len()
+        )));
+    };
+    let mut stored = [0u8; 4];
+    stored.copy_from_slice(&header[1..]);
+    let (stored, computed) = (u32::from_le_bytes(stored), crc32fast::hash(payload));
+    if stored != computed {
+        return Err(corrupt(format!(
+            "checksum mismatch (stored {stored:08x}, computed {computed:08x})"
+        )));
+    }
+    Ok(payload)
+}
+
+/// `value` as a sealed JSON record.
 pub(crate) fn encode<T: Serialize>(
     value: &T,
     what: impl FnOnce() -> String,
 ) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|source| StoreError::Encode {
+    let json = serde_json::to_vec(value).map_err(|source| StoreError::Encode {
         what: what(),
         source,
-    })
+    })?;
+    Ok(seal(&json))
 }
 
+/// A sealed JSON record, checked and decoded.
 pub(crate) fn decode<T: DeserializeOwned>(
     bytes: &[u8],
+    what: impl Fn() -> String,
+) -> Result<T, StoreError> {
+    decode_json(unseal(bytes, &what)?, what)
+}
+
+/// Plain JSON: a sealed record's payload, or a record written before
+/// records were sealed (read once, by the migration).
+pub(crate) fn decode_json<T: DeserializeOwned>(
+    json: &[u8],
     what: impl FnOnce() -> String,
 ) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
+    serde_json::from_slice(json).map_err(|source| StoreError::Decode {
         what: what(),
         source,
     })

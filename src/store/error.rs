@@ -21,6 +21,22 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
+    #[error("{dir} is in use by another process (another ipvs-manager on the same RAFT_VOL_DIR?)")]
+    Locked { dir: PathBuf },
+    #[error("RAFT_VOL_DIR {dir} belongs to node {owner:?}, not to {node:?}: start it with RAFT_NODE_ID={owner}, or give {node} a directory of its own")]
+    OtherNode {
+        dir: PathBuf,
+        owner: String,
+        node: String,
+    },
+    #[error("failed to read or write {path}")]
+    Witness {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the store is damaged: {0}")]
+    Damaged(Damage),
     #[error("failed to start the store's flush thread")]
     SpawnFlusher(#[source] io::Error),
     #[error("failed to start the log purge thread")]
@@ -59,7 +75,29 @@ pub enum StoreError {
     Corrupt { what: String, problem: String },
 }
 
+/// A damaged file or record, found by a check: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}{problem}", file.display(), if record.is_empty() { String::from(": ") } else { format!(": {record}: ") })]
+pub struct Damage {
+    pub file: PathBuf,
+    /// The record (empty when the whole file is meant).
+    pub record: String,
+    pub problem: String,
+}
+
 impl StoreError {
+    pub(crate) fn damaged(
+        file: &std::path::Path,
+        record: impl Into<String>,
+        problem: impl Into<String>,
+    ) -> StoreError {
+        StoreError::Damaged(Damage {
+            file: file.to_path_buf(),
+            record: record.into(),
+            problem: problem.into(),
+        })
+    }
+
     pub(crate) fn read(what: impl Into<String>) -> impl FnOnce(sled::Error) -> StoreError {
         let what = what.into();
         move |source| StoreError::Read { what, source }

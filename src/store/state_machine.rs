@@ -19,10 +19,14 @@
 //! per apply cost a disk write of its own on sled's IO threads.) Snapshots
 //! are flushed, and with them the checkpoint before them, because openraft
 //! purges the log they cover.
+//!
+//! Each checkpoint also stores the [`Digest`] of the service records (their
+//! count and a sum of their hashes), so that the start-up check finds a
+//! record that vanished, not only one whose checksum fails.
 
-use super::codec::{self, decode, encode, get};
+use super::codec::{self, decode, encode, get, unseal};
+use super::disk::Disk;
 use super::error::transaction_error;
-use super::flush::Flusher;
 use super::StoreError;
 use crate::model::{CommandResult, DesiredState, ServiceConfig, ServiceKey};
 use crate::raft::typ::{
@@ -33,7 +37,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, Transactional};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::io::Cursor;
 use std::sync::Arc;
@@ -48,11 +52,43 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Keys of the `state` tree.
 pub(crate) const LAST_APPLIED: &str = "last_applied";
-const LAST_MEMBERSHIP: &str = "last_membership";
+pub(crate) const LAST_MEMBERSHIP: &str = "last_membership";
+pub(crate) const DIGEST: &str = "digest";
 /// Keys of the `snapshot` tree.
-const SNAPSHOT_META: &str = "meta";
-const SNAPSHOT_DATA: &str = "data";
-const SNAPSHOT_SEQ: &str = "seq";
+pub(crate) const SNAPSHOT_META: &str = "meta";
+pub(crate) const SNAPSHOT_DATA: &str = "data";
+pub(crate) const SNAPSHOT_SEQ: &str = "seq";
+
+/// The service records as a whole: how many, and the wrapping sum of a
+/// hash of each (key and sealed value). Order-free, so a checkpoint updates
+/// it with the records it writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Digest {
+    pub(crate) records: u64,
+    pub(crate) sum: u64,
+}
+
+/// The hash of one record in the [`Digest`].
+pub(crate) fn record_hash(key: &[u8], value: &[u8]) -> u64 {
+    (u64::from(crc32fast::hash(key)) << 32) | u64::from(crc32fast::hash(value))
+}
+
+impl Digest {
+    pub(crate) fn add(&mut self, key: &[u8], value: &[u8]) {
+        self.records += 1;
+        self.sum = self.sum.wrapping_add(record_hash(key, value));
+    }
+
+    fn add_hash(&mut self, hash: u64) {
+        self.records += 1;
+        self.sum = self.sum.wrapping_add(hash);
+    }
+
+    fn remove_hash(&mut self, hash: u64) {
+        self.records = self.records.saturating_sub(1);
+        self.sum = self.sum.wrapping_sub(hash);
+    }
+}
 
 /// Version of the snapshot data layout, checked on install.
 const SNAPSHOT_FORMAT: u32 = 1;
@@ -115,17 +151,9 @@ struct SnapshotIn {
     desired: DesiredState,
 }
 
-#[derive(Clone)]
-pub(crate) struct Trees {
-    pub(crate) services: sled::Tree,
-    pub(crate) state: sled::Tree,
-    pub(crate) snapshot: sled::Tree,
-}
-
 /// The state machine: typed records in sled, mirrored in memory.
 pub struct StateMachineStore {
-    trees: Trees,
-    flusher: Arc<Flusher>,
+    disk: Disk,
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     /// The in-memory mirror of `services`; shared with the published value
@@ -137,6 +165,10 @@ pub struct StateMachineStore {
     /// Index of the last applied entry at the last checkpoint, and when it
     /// was written.
     checkpoint: (u64, Instant),
+    /// The hash of each record as the last checkpoint wrote it, and their
+    /// digest.
+    hashes: HashMap<ServiceKey, u64>,
+    digest: Digest,
 }
 
 /// A frozen copy of the state machine, taken by
@@ -148,45 +180,50 @@ pub struct SnapshotBuilder {
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     desired: Arc<DesiredState>,
-    snapshot: sled::Tree,
-    flusher: Arc<Flusher>,
+    disk: Disk,
 }
 
 impl StateMachineStore {
-    /// Loads the state machine from its trees.
-    pub(crate) fn load(
-        trees: Trees,
-        flusher: Arc<Flusher>,
-    ) -> Result<StateMachineStore, StoreError> {
-        let last_applied: Option<LogId> = get(&trees.state, LAST_APPLIED)?.flatten();
-        let last_membership: StoredMembership =
-            get(&trees.state, LAST_MEMBERSHIP)?.unwrap_or_default();
-        let mut desired = DesiredState::default();
-        for item in trees.services.iter() {
-            let (key, value) = item.map_err(StoreError::read("service records"))?;
-            let cfg: ServiceConfig = decode(&value, || format!("service record {key:02x?}"))?;
-            if codec::service_key(&cfg.service.key) != *key {
-                return Err(StoreError::Corrupt {
-                    what: format!("service record {key:02x?}"),
-                    problem: format!("it holds service {}", cfg.service.key),
-                });
+    /// Loads the state machine from the store (checked by `verify` first).
+    pub(crate) fn load(disk: Disk) -> Result<StateMachineStore, StoreError> {
+        let (last_applied, last_membership, desired, hashes, digest) = disk.read(|t| {
+            let last_applied: Option<LogId> = get(&t.state, LAST_APPLIED)?.flatten();
+            let last_membership: StoredMembership =
+                get(&t.state, LAST_MEMBERSHIP)?.unwrap_or_default();
+            let mut desired = DesiredState::default();
+            let mut hashes = HashMap::new();
+            let mut digest = Digest::default();
+            for item in t.services.iter() {
+                let (key, value) = item.map_err(StoreError::read("service records"))?;
+                let cfg: ServiceConfig = decode(&value, || format!("service record {key:02x?}"))?;
+                if codec::service_key(&cfg.service.key) != *key {
+                    return Err(StoreError::Corrupt {
+                        what: format!("service record {key:02x?}"),
+                        problem: format!("it holds service {}", cfg.service.key),
+                    });
+                }
+                let hash = record_hash(&key, &value);
+                digest.add_hash(hash);
+                hashes.insert(cfg.service.key, hash);
+                desired.services.insert(cfg.service.key, Arc::new(cfg));
             }
-            desired.services.insert(cfg.service.key, Arc::new(cfg));
-        }
+            Ok((last_applied, last_membership, desired, hashes, digest))
+        })?;
         let desired = Arc::new(desired);
         let (published, _) = watch::channel(Committed {
             applied: last_applied,
             desired: desired.clone(),
         });
         Ok(StateMachineStore {
-            trees,
-            flusher,
+            disk,
             last_applied,
             last_membership,
             desired,
             published,
             dirty: BTreeSet::new(),
             checkpoint: (last_applied.map_or(0, |id| id.index), Instant::now()),
+            hashes,
+            digest,
         })
     }
 
@@ -201,14 +238,24 @@ impl StateMachineStore {
     }
 
     #[cfg(test)]
-    pub(crate) fn trees(&self) -> &Trees {
-        &self.trees
+    pub(crate) fn disk(&self) -> &Disk {
+        &self.disk
     }
 
     /// A handle that flushes this store's database, for the last step of
     /// shutdown (after Raft has stopped writing).
     pub fn flush_handle(&self) -> super::FlushHandle {
-        super::FlushHandle(self.flusher.clone())
+        super::FlushHandle(self.disk.clone())
+    }
+
+    /// Whether the disk takes writes; see [`super::DiskStatus`].
+    pub fn disk_status(&self) -> watch::Receiver<super::DiskStatus> {
+        self.disk.status()
+    }
+
+    /// A handle that checks every record's checksum in the background.
+    pub fn scrubber(&self) -> super::Scrubber {
+        super::Scrubber(self.disk.clone())
     }
 
     /// A handle on the published state, to keep after the store is handed
@@ -278,29 +325,82 @@ impl StateMachineStore {
             || at.elapsed() >= CHECKPOINT_INTERVAL
     }
 
-    /// Writes the records of the services changed since the last checkpoint
-    /// as the mirror has them, and the applied state, in one transaction.
-    fn write_checkpoint(&mut self) -> Result<(), StoreError> {
+    /// The records of the services changed since the last checkpoint as
+    /// the mirror has them, and the applied state with the new digest.
+    fn checkpoint(&self) -> Result<Checkpoint, StoreError> {
         let mut services = sled::Batch::default();
+        let mut hashes = Vec::new();
+        let mut digest = self.digest;
         for key in &self.dirty {
+            let record = codec::service_key(key);
+            if let Some(old) = self.hashes.get(key) {
+                digest.remove_hash(*old);
+            }
             match self.desired.services.get(key) {
-                Some(cfg) => services.insert(
-                    codec::service_key(key),
-                    encode(cfg, || format!("service {key}"))?,
-                ),
-                None => services.remove(codec::service_key(key)),
+                Some(cfg) => {
+                    let value = encode(cfg, || format!("service {key}"))?;
+                    let hash = record_hash(&record, &value);
+                    digest.add_hash(hash);
+                    hashes.push((*key, Some(hash)));
+                    services.insert(record, value);
+                }
+                None => {
+                    hashes.push((*key, None));
+                    services.remove(record);
+                }
             }
         }
-        let state = state_batch(&self.last_applied, &self.last_membership)?;
-        (&self.trees.services, &self.trees.state)
-            .transaction(|(s, m)| {
-                s.apply_batch(&services)?;
-                m.apply_batch(&state)?;
-                Ok::<_, ConflictableTransactionError<Infallible>>(())
-            })
-            .map_err(transaction_error)
-            .map_err(StoreError::write("applied entries"))?;
+        let state = state_batch(&self.last_applied, &self.last_membership, &digest)?;
+        Ok(Checkpoint {
+            services,
+            state,
+            hashes,
+            digest,
+        })
+    }
+
+    /// Remembers what a checkpoint wrote.
+    fn checkpoint_written(&mut self, hashes: Vec<(ServiceKey, Option<u64>)>, digest: Digest) {
+        for (key, hash) in hashes {
+            match hash {
+                Some(h) => self.hashes.insert(key, h),
+                None => self.hashes.remove(&key),
+            };
+        }
+        self.digest = digest;
         self.checkpointed();
+    }
+
+    /// Writes the records of the services changed since the last checkpoint
+    /// as the mirror has them, and the applied state, in one transaction.
+    async fn write_checkpoint(&mut self) -> Result<(), StoreError> {
+        let Checkpoint {
+            services,
+            state,
+            hashes,
+            digest,
+        } = self.checkpoint()?;
+        self.disk
+            .write("applied entries", move |t| {
+                write_records(t, &services, &state)
+            })
+            .await?;
+        self.checkpoint_written(hashes, digest);
+        Ok(())
+    }
+
+    /// [`Self::write_checkpoint`] without waiting for a failing disk (at drop).
+    fn write_checkpoint_now(&mut self) -> Result<(), StoreError> {
+        let Checkpoint {
+            services,
+            state,
+            hashes,
+            digest,
+        } = self.checkpoint()?;
+        self.disk.write_now("applied entries", move |t| {
+            write_records(t, &services, &state)
+        })?;
+        self.checkpoint_written(hashes, digest);
         Ok(())
     }
 
@@ -308,63 +408,124 @@ impl StateMachineStore {
     /// with the snapshot's, in one transaction, and flushes.
     async fn install(&mut self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StoreError> {
         let what = || format!("snapshot {}", meta.snapshot_id);
-        let snap: SnapshotIn = decode(&data, what)?;
-        if snap.format != SNAPSHOT_FORMAT {
-            return Err(StoreError::Corrupt {
-                what: what(),
-                problem: format!(
-                    "format {} (this version reads {SNAPSHOT_FORMAT})",
-                    snap.format
-                ),
-            });
-        }
-        if snap.last_applied != meta.last_log_id || snap.last_membership != meta.last_membership {
-            return Err(StoreError::Corrupt {
-                what: what(),
-                problem: "its data is not the state its metadata describes".into(),
-            });
-        }
+        let snap = decode_snapshot(&data, meta)?;
 
-        let mut services = sled::Batch::default();
-        for key in self.trees.services.iter().keys() {
-            services.remove(key.map_err(StoreError::read("service records"))?);
-        }
+        let mut services = Vec::new();
+        let mut hashes = HashMap::new();
+        let mut digest = Digest::default();
         for (key, cfg) in &snap.desired.services {
-            services.insert(
-                codec::service_key(key),
-                encode(cfg, || format!("service {key}"))?,
-            );
+            let record = codec::service_key(key);
+            let value = encode(cfg, || format!("service {key}"))?;
+            let hash = record_hash(&record, &value);
+            digest.add_hash(hash);
+            hashes.insert(*key, hash);
+            services.push((record, value));
         }
-        let state = state_batch(&snap.last_applied, &snap.last_membership)?;
-        let meta_bytes = encode(meta, what)?;
-        (
-            &self.trees.services,
-            &self.trees.state,
-            &self.trees.snapshot,
-        )
-            .transaction(|(s, m, sn)| {
-                s.apply_batch(&services)?;
-                m.apply_batch(&state)?;
-                sn.insert(SNAPSHOT_META, meta_bytes.as_slice())?;
-                sn.insert(SNAPSHOT_DATA, data.as_slice())?;
-                Ok::<_, ConflictableTransactionError<Infallible>>(())
+        let state = state_batch(&snap.last_applied, &snap.last_membership, &digest)?;
+        let meta_bytes = sled::IVec::from(encode(meta, what)?);
+        let data_bytes = sled::IVec::from(codec::seal(&data));
+        self.disk
+            .write(&what(), move |t| {
+                // Every record goes: computed inside, so that a redo after a
+                // reopen removes exactly what is there then.
+                let mut batch = sled::Batch::default();
+                for key in t.services.iter().keys() {
+                    batch.remove(key?);
+                }
+                for (key, value) in &services {
+                    batch.insert(key.as_slice(), value.as_slice());
+                }
+                (&t.services, &t.state, &t.snapshot)
+                    .transaction(|(s, m, sn)| {
+                        s.apply_batch(&batch)?;
+                        m.apply_batch(&state)?;
+                        sn.insert(SNAPSHOT_META, meta_bytes.clone())?;
+                        sn.insert(SNAPSHOT_DATA, data_bytes.clone())?;
+                        Ok::<_, ConflictableTransactionError<Infallible>>(())
+                    })
+                    .map_err(transaction_error)
             })
-            .map_err(transaction_error)
-            .map_err(StoreError::write(what()))?;
+            .await?;
         self.last_applied = snap.last_applied;
         self.last_membership = snap.last_membership;
         self.desired = Arc::new(snap.desired);
+        self.hashes = hashes;
+        self.digest = digest;
         self.checkpointed();
-        self.flusher.flush(&what()).await?;
+        self.disk.flush().await?;
         self.publish();
         Ok(())
     }
+}
+
+/// What a checkpoint writes, and the hashes it leaves.
+struct Checkpoint {
+    services: sled::Batch,
+    state: sled::Batch,
+    hashes: Vec<(ServiceKey, Option<u64>)>,
+    digest: Digest,
+}
+
+/// A checkpoint's records and applied state, in one transaction.
+fn write_records(
+    t: &super::disk::Trees,
+    services: &sled::Batch,
+    state: &sled::Batch,
+) -> sled::Result<()> {
+    (&t.services, &t.state)
+        .transaction(|(s, m)| {
+            s.apply_batch(services)?;
+            m.apply_batch(state)?;
+            Ok::<_, ConflictableTransactionError<Infallible>>(())
+        })
+        .map_err(transaction_error)
+}
+
+/// Snapshot data checked against the metadata it travels with.
+fn decode_snapshot(data: &[u8], meta: &SnapshotMeta) -> Result<SnapshotIn, StoreError> {
+    let what = || format!("snapshot {}", meta.snapshot_id);
+    let snap: SnapshotIn = codec::decode_json(data, what)?;
+    if snap.format != SNAPSHOT_FORMAT {
+        return Err(StoreError::Corrupt {
+            what: what(),
+            problem: format!(
+                "format {} (this version reads {SNAPSHOT_FORMAT})",
+                snap.format
+            ),
+        });
+    }
+    if snap.last_applied != meta.last_log_id || snap.last_membership != meta.last_membership {
+        return Err(StoreError::Corrupt {
+            what: what(),
+            problem: "its data is not the state its metadata describes".into(),
+        });
+    }
+    Ok(snap)
+}
+
+/// Checks the stored snapshot's data against its metadata (start-up check).
+pub(crate) fn check_stored_snapshot(
+    tree: &sled::Tree,
+    meta: &SnapshotMeta,
+) -> Result<(), StoreError> {
+    let what = || format!("snapshot {}", meta.snapshot_id);
+    let data = tree
+        .get(SNAPSHOT_DATA)
+        .map_err(StoreError::read("the current snapshot"))?
+        .ok_or_else(|| StoreError::Corrupt {
+            what: what(),
+            problem: "its data is missing".into(),
+        })?;
+    decode_snapshot(unseal(&data, what)?, meta)?;
+    codec::get::<u64>(tree, SNAPSHOT_SEQ)?;
+    Ok(())
 }
 
 /// The `state` tree's records for this applied state.
 fn state_batch(
     last_applied: &Option<LogId>,
     last_membership: &StoredMembership,
+    digest: &Digest,
 ) -> Result<sled::Batch, StoreError> {
     let mut state = sled::Batch::default();
     state.insert(LAST_APPLIED, encode(last_applied, || LAST_APPLIED.into())?);
@@ -372,6 +533,7 @@ fn state_batch(
         LAST_MEMBERSHIP,
         encode(last_membership, || LAST_MEMBERSHIP.into())?,
     );
+    state.insert(DIGEST, encode(digest, || DIGEST.into())?);
     Ok(state)
 }
 
@@ -380,16 +542,18 @@ fn current_snapshot(tree: &sled::Tree) -> Result<Option<Snapshot>, StoreError> {
     let Some(meta) = get::<SnapshotMeta>(tree, SNAPSHOT_META)? else {
         return Ok(None);
     };
+    let what = || format!("snapshot {}", meta.snapshot_id);
     let data = tree
         .get(SNAPSHOT_DATA)
         .map_err(StoreError::read("the current snapshot"))?
         .ok_or_else(|| StoreError::Corrupt {
-            what: format!("snapshot {}", meta.snapshot_id),
+            what: what(),
             problem: "its data is missing".into(),
         })?;
+    let data = unseal(&data, what)?.to_vec();
     Ok(Some(Snapshot {
         meta,
-        snapshot: Box::new(Cursor::new(data.to_vec())),
+        snapshot: Box::new(Cursor::new(data)),
     }))
 }
 
@@ -403,21 +567,17 @@ fn snapshot_error(
 
 impl SnapshotBuilder {
     /// The next snapshot sequence number of this store, persisted, so that
-    /// snapshot ids stay unique across restarts.
-    fn next_seq(&self) -> Result<u64, StoreError> {
-        let next = |old: Option<&[u8]>| {
-            let old = old
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map_or(0, u64::from_be_bytes);
-            Some(old.wrapping_add(1).to_be_bytes().to_vec())
-        };
-        let new = self
-            .snapshot
-            .update_and_fetch(SNAPSHOT_SEQ, next)
-            .map_err(StoreError::write("the snapshot sequence number"))?;
-        Ok(new
-            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes))
+    /// snapshot ids stay unique across restarts. (Built one at a time.)
+    async fn next_seq(&self) -> Result<u64, StoreError> {
+        let old: Option<u64> = self.disk.read(|t| get(&t.snapshot, SNAPSHOT_SEQ))?;
+        let seq = old.unwrap_or(0).wrapping_add(1);
+        let bytes = sled::IVec::from(encode(&seq, || SNAPSHOT_SEQ.into())?);
+        self.disk
+            .write("the snapshot sequence number", move |t| {
+                t.snapshot.insert(SNAPSHOT_SEQ, bytes.clone()).map(drop)
+            })
+            .await?;
+        Ok(seq)
     }
 
     /// Serialises the frozen state and stores it as the current snapshot,
@@ -426,17 +586,18 @@ impl SnapshotBuilder {
         if let Some(e) = self.checkpoint.take() {
             return Err(e);
         }
-        let data = encode(
-            &SnapshotOut {
-                format: SNAPSHOT_FORMAT,
-                last_applied: &self.last_applied,
-                last_membership: &self.last_membership,
-                desired: &self.desired,
-            },
-            || "snapshot".into(),
-        )?;
-        let data = sled::IVec::from(data);
-        let seq = self.next_seq()?;
+        let data = serde_json::to_vec(&SnapshotOut {
+            format: SNAPSHOT_FORMAT,
+            last_applied: &self.last_applied,
+            last_membership: &self.last_membership,
+            desired: &self.desired,
+        })
+        .map_err(|source| StoreError::Encode {
+            what: "snapshot".into(),
+            source,
+        })?;
+        let sealed = sled::IVec::from(codec::seal(&data));
+        let seq = self.next_seq().await?;
         let meta = SnapshotMeta {
             last_log_id: self.last_applied,
             last_membership: self.last_membership.clone(),
@@ -447,25 +608,31 @@ impl SnapshotBuilder {
         };
         let what = || format!("snapshot {}", meta.snapshot_id);
         let meta_bytes = sled::IVec::from(encode(&meta, what)?);
-        self.snapshot
-            .transaction(|t| {
-                let newer_stored = match t.get(SNAPSHOT_META)? {
-                    Some(bytes) => serde_json::from_slice::<SnapshotMeta>(&bytes)
-                        .is_ok_and(|stored| stored.last_log_id > meta.last_log_id),
-                    None => false,
-                };
-                if !newer_stored {
-                    t.insert(SNAPSHOT_META, meta_bytes.clone())?;
-                    t.insert(SNAPSHOT_DATA, data.clone())?;
-                }
-                Ok::<_, ConflictableTransactionError<Infallible>>(())
+        let last_log_id = meta.last_log_id;
+        self.disk
+            .write(&what(), move |t| {
+                t.snapshot
+                    .transaction(|t| {
+                        let newer_stored = match t.get(SNAPSHOT_META)? {
+                            Some(bytes) => unseal(&bytes, String::new)
+                                .ok()
+                                .and_then(|json| serde_json::from_slice::<SnapshotMeta>(json).ok())
+                                .is_some_and(|stored| stored.last_log_id > last_log_id),
+                            None => false,
+                        };
+                        if !newer_stored {
+                            t.insert(SNAPSHOT_META, meta_bytes.clone())?;
+                            t.insert(SNAPSHOT_DATA, sealed.clone())?;
+                        }
+                        Ok::<_, ConflictableTransactionError<Infallible>>(())
+                    })
+                    .map_err(transaction_error)
             })
-            .map_err(transaction_error)
-            .map_err(StoreError::write(what()))?;
-        self.flusher.flush(&what()).await?;
+            .await?;
+        self.disk.flush().await?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data.to_vec())),
+            snapshot: Box::new(Cursor::new(data)),
         })
     }
 }
@@ -499,11 +666,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if self.checkpoint_due() {
             // On failure the mirror is ahead of the disk; openraft stops the
             // node on any storage error, and a restart reloads from the disk.
+            // (A failing disk is waited out, not an error.)
             let subject = match self.last_applied {
                 Some(id) => ErrorSubject::Apply(id),
                 None => ErrorSubject::StateMachine,
             };
             self.write_checkpoint()
+                .await
                 .map_err(|e| e.into_storage(subject, ErrorVerb::Write))?;
         }
         self.publish();
@@ -515,12 +684,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     /// it are never needed to rebuild the state at a restart.
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         SnapshotBuilder {
-            checkpoint: self.write_checkpoint().err(),
+            checkpoint: self.write_checkpoint().await.err(),
             last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
             desired: self.desired.clone(),
-            snapshot: self.trees.snapshot.clone(),
-            flusher: self.flusher.clone(),
+            disk: self.disk.clone(),
         }
     }
 
@@ -540,7 +708,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        current_snapshot(&self.trees.snapshot).map_err(snapshot_error(None, ErrorVerb::Read))
+        let snapshot = self.disk.read(|t| current_snapshot(&t.snapshot));
+        if let Err(e @ StoreError::Corrupt { .. }) = &snapshot {
+            self.disk.damaged(crate::ipvs::chain(e));
+        }
+        snapshot.map_err(snapshot_error(None, ErrorVerb::Read))
     }
 }
 
@@ -549,7 +721,7 @@ impl Drop for StateMachineStore {
     /// last flush persists this checkpoint).
     fn drop(&mut self) {
         if self.applied_index() != self.checkpoint.0 || !self.dirty.is_empty() {
-            if let Err(e) = self.write_checkpoint() {
+            if let Err(e) = self.write_checkpoint_now() {
                 tracing::warn!(error = %e, "writing the state machine checkpoint at shutdown failed; the log is re-applied at the next start");
             }
         }

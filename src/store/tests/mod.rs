@@ -2,6 +2,7 @@
 //! cluster relies on: restart resumes, snapshots replace, corrupt records
 //! are errors, every apply is published.
 
+mod durability;
 mod raft;
 
 use super::codec;
@@ -23,7 +24,7 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = TempDir::new().expect("temporary directory");
-        let (log, sm) = open(dir.path()).expect("fresh store");
+        let (log, sm) = open(dir.path(), "node1").expect("fresh store");
         Ok((dir, log, sm))
     }
 }
@@ -125,7 +126,7 @@ fn reopening_resumes_log_vote_commit_state_and_snapshot() {
     let dir = TempDir::new().unwrap();
     rt().block_on(async {
         let before = {
-            let (mut log, mut sm) = open(dir.path()).unwrap();
+            let (mut log, mut sm) = open(dir.path(), "node1").unwrap();
             let entries = vec![
                 membership(1),
                 normal(2, create(80)),
@@ -164,7 +165,7 @@ fn reopening_resumes_log_vote_commit_state_and_snapshot() {
         let snapshot = before.snapshot.as_ref().expect("a snapshot");
         assert_eq!(snapshot.0.last_log_id, Some(log_id(1, 3)));
 
-        let (mut log, mut sm) = open(dir.path()).unwrap();
+        let (mut log, mut sm) = open(dir.path(), "node1").unwrap();
         assert_eq!(persisted(&mut log, &mut sm).await, before);
         assert_eq!(sm.current().applied, Some(log_id(1, 5)));
     });
@@ -228,7 +229,7 @@ fn applying_persists_exactly_the_changed_records() {
         let mut got = Vec::new();
         let mut next = 0;
         for batch in [1usize, 4, 3, 1, 2] {
-            let (_log, mut sm) = open(dir.path()).unwrap();
+            let (_log, mut sm) = open(dir.path(), "node1").unwrap();
             let entries: Vec<Entry> = commands[next..next + batch]
                 .iter()
                 .enumerate()
@@ -238,9 +239,9 @@ fn applying_persists_exactly_the_changed_records() {
             next += batch;
         }
         assert_eq!(got, results);
-        let (_log, sm) = open(dir.path()).unwrap();
+        let (_log, sm) = open(dir.path(), "node1").unwrap();
         assert_eq!(*sm.current().desired, want);
-        assert_eq!(sm.trees().services.len(), want.services.len());
+        assert_eq!(sm.disk().trees().services.len(), want.services.len());
         let ports: Vec<u16> = want
             .services
             .keys()
@@ -257,7 +258,7 @@ fn applying_persists_exactly_the_changed_records() {
 fn blank_and_membership_entries_answer_their_index() {
     let dir = TempDir::new().unwrap();
     rt().block_on(async {
-        let (_log, mut sm) = open(dir.path()).unwrap();
+        let (_log, mut sm) = open(dir.path(), "node1").unwrap();
         let results = sm
             .apply(vec![entry(1, 1, EntryPayload::Blank), membership(2)])
             .await
@@ -284,7 +285,7 @@ fn installing_a_snapshot_replaces_the_state() {
     let leader_dir = TempDir::new().unwrap();
     let follower_dir = TempDir::new().unwrap();
     rt().block_on(async {
-        let (_l, mut leader) = open(leader_dir.path()).unwrap();
+        let (_l, mut leader) = open(leader_dir.path(), "node1").unwrap();
         leader
             .apply(vec![
                 membership(1),
@@ -300,7 +301,7 @@ fn installing_a_snapshot_replaces_the_state() {
             .await
             .unwrap();
 
-        let (follower_log, mut follower) = open(follower_dir.path()).unwrap();
+        let (follower_log, mut follower) = open(follower_dir.path(), "node1").unwrap();
         // The follower has a service the snapshot does not, and an older copy
         // of one it does.
         follower
@@ -328,10 +329,11 @@ fn installing_a_snapshot_replaces_the_state() {
         drop((follower_log, follower));
 
         // And on disk: the service absent from the snapshot is gone.
-        let (_f, follower) = open(follower_dir.path()).unwrap();
+        let (_f, follower) = open(follower_dir.path(), "node1").unwrap();
         assert_eq!(follower.current(), want);
         assert!(!follower.current().desired.services.contains_key(&key(99)));
         assert!(follower
+            .disk()
             .trees()
             .services
             .get(codec::service_key(&key(99)))
@@ -346,7 +348,7 @@ fn snapshot_ids_are_unique_across_restarts() {
     rt().block_on(async {
         let mut ids = BTreeSet::new();
         for _ in 0..3 {
-            let (_log, mut sm) = open(dir.path()).unwrap();
+            let (_log, mut sm) = open(dir.path(), "node1").unwrap();
             for _ in 0..2 {
                 let s = sm
                     .get_snapshot_builder()
@@ -364,7 +366,7 @@ fn snapshot_ids_are_unique_across_restarts() {
 fn a_snapshot_builder_is_a_frozen_copy() {
     let dir = TempDir::new().unwrap();
     rt().block_on(async {
-        let (_log, mut sm) = open(dir.path()).unwrap();
+        let (_log, mut sm) = open(dir.path(), "node1").unwrap();
         sm.apply(vec![normal(1, create(80))]).await.unwrap();
         let mut builder = sm.get_snapshot_builder().await;
         sm.apply(vec![normal(2, create(81))]).await.unwrap();
@@ -372,7 +374,7 @@ fn a_snapshot_builder_is_a_frozen_copy() {
         assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 1)));
 
         let other = TempDir::new().unwrap();
-        let (_l, mut fresh) = open(other.path()).unwrap();
+        let (_l, mut fresh) = open(other.path(), "node1").unwrap();
         fresh
             .install_snapshot(&snapshot.meta, snapshot.snapshot)
             .await
@@ -386,11 +388,11 @@ fn a_snapshot_builder_is_a_frozen_copy() {
 fn corrupt_records_are_errors_not_panics() {
     let dir = TempDir::new().unwrap();
     rt().block_on(async {
-        let (mut log, mut sm) = open(dir.path()).unwrap();
+        let (mut log, mut sm) = open(dir.path(), "node1").unwrap();
         log.blocking_append((1..=5).map(|i| entry(1, i, EntryPayload::Blank)))
             .await
             .unwrap();
-        let tree = log.log_tree().clone();
+        let tree = log.disk().trees().log;
 
         // Garbage in the middle of the log.
         tree.insert(codec::log_key(3), &b"\x00garbage"[..]).unwrap();
@@ -399,7 +401,7 @@ fn corrupt_records_are_errors_not_panics() {
         assert_eq!(log.try_get_log_entries(4..6).await.unwrap().len(), 2);
 
         // An entry under another index's key.
-        let moved = serde_json::to_vec(&entry(1, 9, EntryPayload::Blank)).unwrap();
+        let moved = codec::seal(&serde_json::to_vec(&entry(1, 9, EntryPayload::Blank)).unwrap());
         tree.insert(codec::log_key(3), moved).unwrap();
         let err = log.try_get_log_entries(3..4).await.unwrap_err();
         assert!(err.to_string().contains("index 9"), "{err}");
@@ -411,9 +413,17 @@ fn corrupt_records_are_errors_not_panics() {
         assert!(log.try_get_log_entries(1..).await.is_err());
 
         // A vote that is not one.
-        log.raft_tree().insert("vote", &b"[1,2"[..]).unwrap();
+        log.disk()
+            .trees()
+            .raft
+            .insert("vote", &b"[1,2"[..])
+            .unwrap();
         assert!(log.read_vote().await.is_err());
-        log.raft_tree().insert("committed", &b"7"[..]).unwrap();
+        log.disk()
+            .trees()
+            .raft
+            .insert("committed", &b"7"[..])
+            .unwrap();
         assert!(log.read_committed().await.is_err());
 
         // Snapshot data that does not decode is refused, and changes nothing.
@@ -437,52 +447,66 @@ fn corrupt_records_are_errors_not_panics() {
         assert_eq!(sm.current(), before);
 
         // A stored snapshot whose metadata is garbage.
-        sm.trees().snapshot.insert("meta", &b"nope"[..]).unwrap();
+        sm.disk()
+            .trees()
+            .snapshot
+            .insert("meta", &b"nope"[..])
+            .unwrap();
         assert!(sm.get_current_snapshot().await.is_err());
 
         // A service record that is garbage, or under another service's key.
-        sm.trees()
+        sm.disk()
+            .trees()
             .services
             .insert(codec::service_key(&key(81)), &b"{\"service\":"[..])
             .unwrap();
     });
-    let err = open(dir.path()).err().expect("corrupt record refused");
-    assert!(matches!(err, StoreError::Decode { .. }), "{err}");
+    let err = open(dir.path(), "node1")
+        .err()
+        .expect("corrupt record refused");
+    assert!(matches!(err, StoreError::Damaged(_)), "{err}");
 
     let dir = TempDir::new().unwrap();
     rt().block_on(async {
-        let (_log, mut sm) = open(dir.path()).unwrap();
+        let (_log, mut sm) = open(dir.path(), "node1").unwrap();
         sm.apply(vec![normal(1, create(80))]).await.unwrap();
     });
     rt().block_on(async {
-        let (_log, sm) = open(dir.path()).unwrap();
+        let (_log, sm) = open(dir.path(), "node1").unwrap();
         let record = sm
+            .disk()
             .trees()
             .services
             .get(codec::service_key(&key(80)))
             .unwrap()
             .unwrap();
-        sm.trees()
+        sm.disk()
+            .trees()
             .services
             .insert(codec::service_key(&key(81)), record)
             .unwrap();
     });
-    let err = open(dir.path()).err().expect("misplaced record refused");
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    let err = open(dir.path(), "node1")
+        .err()
+        .expect("misplaced record refused");
+    assert!(
+        matches!(&err, StoreError::Damaged(d) if d.problem.contains("it holds service")),
+        "{err:?}"
+    );
 }
 
 /// The records and the applied id on disk, as a restart would load them.
 fn on_disk(sm: &StateMachineStore) -> (Option<LogId>, usize) {
     let applied: Option<Option<LogId>> =
-        codec::get(&sm.trees().state, state_machine::LAST_APPLIED).unwrap();
-    (applied.flatten(), sm.trees().services.len())
+        codec::get(&sm.disk().trees().state, state_machine::LAST_APPLIED).unwrap();
+    (applied.flatten(), sm.disk().trees().services.len())
 }
 
 #[test]
 fn applied_state_reaches_the_disk_in_checkpoints() {
     let dir = TempDir::new().unwrap();
     rt().block_on(async {
-        let (log, mut sm) = open(dir.path()).unwrap();
+        let (log, mut sm) = open(dir.path(), "node1").unwrap();
         let n = state_machine::CHECKPOINT_ENTRIES;
         for index in 1..=n {
             sm.apply(vec![normal(index, create(index as u16))])
@@ -508,7 +532,7 @@ fn applied_state_reaches_the_disk_in_checkpoints() {
             .await
             .unwrap();
         drop((log, sm));
-        let (_log, sm) = open(dir.path()).unwrap();
+        let (_log, sm) = open(dir.path(), "node1").unwrap();
         assert_eq!(on_disk(&sm), (Some(log_id(1, n + 2)), n as usize + 2));
         assert_eq!(sm.current().applied, Some(log_id(1, n + 2)));
     });
@@ -518,7 +542,7 @@ fn applied_state_reaches_the_disk_in_checkpoints() {
 fn the_watch_channel_sees_every_apply() {
     let dir = TempDir::new().unwrap();
     rt().block_on(async {
-        let (_log, mut sm) = open(dir.path()).unwrap();
+        let (_log, mut sm) = open(dir.path(), "node1").unwrap();
         let watch = sm.watch();
         let mut rx = watch.subscribe();
         assert!(!rx.has_changed().unwrap());
@@ -546,10 +570,11 @@ fn the_watch_channel_sees_every_apply() {
 fn a_missing_directory_is_created_and_a_locked_one_refused() {
     let dir = TempDir::new().unwrap();
     let nested = dir.path().join("a").join("b");
-    let (_log, _sm) = open(&nested).unwrap();
+    let (_log, _sm) = open(&nested, "node1").unwrap();
     assert!(nested.join("sled").is_dir());
-    let err = open(&nested).err().expect("second open refused");
-    assert!(matches!(err, StoreError::Open { .. }), "{err}");
+    let err = open(&nested, "node1").err().expect("second open refused");
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("another ipvs-manager"), "{err}");
 }
 
 /// Environment variable that makes [`crash_child`] run: the directory to use.
@@ -565,7 +590,7 @@ fn crash_child() {
         return;
     };
     rt().block_on(async {
-        let (mut log, mut sm) = open(std::path::Path::new(&dir)).unwrap();
+        let (mut log, mut sm) = open(std::path::Path::new(&dir), "node1").unwrap();
         log.save_vote(&Vote::new(3, 1)).await.unwrap();
         println!("acked vote");
         for i in 1..=CRASH_ENTRIES {
@@ -603,7 +628,7 @@ fn a_crash_loses_nothing_acknowledged() {
     assert_eq!(acked, CRASH_ENTRIES, "{stdout}");
 
     rt().block_on(async {
-        let (mut log, mut sm) = open(dir.path()).unwrap();
+        let (mut log, mut sm) = open(dir.path(), "node1").unwrap();
         assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
         let entries = log.try_get_log_entries(1..=acked).await.unwrap();
         assert_eq!(entries.len() as u64, acked, "every acknowledged entry");

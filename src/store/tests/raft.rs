@@ -116,9 +116,9 @@ fn config(snapshot_policy: SnapshotPolicy) -> Arc<Config> {
 async fn start(id: NodeId, dir: &Path, router: &Router, config: Arc<Config>) -> (Raft, StateWatch) {
     let mut tries = 0;
     let (log, sm) = loop {
-        match open(dir) {
+        match open(dir, "node1") {
             Ok(store) => break store,
-            Err(StoreError::Open { .. }) if tries < 100 => {
+            Err(StoreError::Open { .. } | StoreError::Locked { .. }) if tries < 100 => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
