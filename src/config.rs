@@ -57,6 +57,15 @@ pub struct NodeArgs {
     /// (a dummy link, created if missing; every address on it is managed).
     #[arg(long, env = "VIP_INTERFACE", default_value = "ipvs0")]
     pub vip_interface: String,
+    /// What a node does when its start-up check finds its store damaged (a
+    /// lost log tail, a record whose checksum fails, a missing file):
+    /// `refuse` to start, naming the file and the record (exit status 65);
+    /// or `rejoin`: have the leader demote it to a learner, move the
+    /// damaged state aside (RAFT_VOL_DIR/damaged-TIME/), and rejoin with an
+    /// empty store that catches up from the leader. Rejoining needs the
+    /// other voters to form a quorum.
+    #[arg(long, env = "STORE_DAMAGE", value_enum, default_value_t = StoreDamage::Refuse)]
+    pub store_damage: StoreDamage,
     /// Take a snapshot (and compact the log) after this many new entries.
     /// Compaction briefly slows writes, and entries are small (a few hundred
     /// bytes), so the default is large, in the spirit of etcd's 100,000.
@@ -143,6 +152,15 @@ pub enum KernelMode {
     Memory,
 }
 
+/// See `STORE_DAMAGE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreDamage {
+    /// Refuse to start.
+    Refuse,
+    /// Set the damaged state aside and rejoin as a learner.
+    Rejoin,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Ownership {
@@ -165,6 +183,7 @@ pub struct NodeConfig {
     pub join: Option<String>,
     pub kernel: KernelMode,
     pub snapshot_logs: u64,
+    pub store_damage: StoreDamage,
     pub resync_interval: std::time::Duration,
     pub drain_grace: u32,
     pub ownership: Ownership,
@@ -265,6 +284,7 @@ impl NodeArgs {
             join: self.raft_leader.clone().filter(|l| !l.is_empty()),
             kernel: self.ipvs_kernel,
             snapshot_logs: self.raft_snapshot_logs,
+            store_damage: self.store_damage,
             resync_interval: std::time::Duration::from_secs(self.resync_interval),
             drain_grace: self.drain_grace,
             ownership: self.ipvs_ownership,

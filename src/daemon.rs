@@ -18,8 +18,9 @@ use crate::cluster::handover::{self, Handover};
 use crate::cluster::membership::{self, Start};
 use crate::cluster::network::Network;
 use crate::cluster::peer_auth::{self, PeerAuth, Peers};
+use crate::cluster::rejoin::{self, KnownMembers, Rejoin};
 use crate::cluster::{rpc, Writer};
-use crate::config::{KernelMode, NodeConfig};
+use crate::config::{KernelMode, NodeConfig, StoreDamage};
 use crate::ipvs::memory::MemoryKernel;
 use crate::ipvs::netlink::NetlinkKernel;
 use crate::ipvs::vip::{LinkVips, MemoryVips, VipTable};
@@ -28,6 +29,7 @@ use crate::raft::{node_id, NodeInfo};
 use crate::reconcile::{Engine, Owned, ReconcileStatus, Settings};
 use crate::sd_notify::Notifier;
 use crate::server::{self, AppState};
+use crate::store::{LogStore, StateMachineStore, StoreError};
 use crate::tls::CertStore;
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
@@ -121,9 +123,178 @@ async fn first_reconcile(mut status: watch::Receiver<ReconcileStatus>) {
     let _ = status.wait_for(|s| s.passes > 0 || s.kernel == "off").await;
 }
 
+/// The exit status of a node whose store is damaged (the unit does not
+/// restart it: see `RestartPreventExitStatus=`).
+pub const EXIT_DAMAGED: u8 = 65;
+
+/// The node would not start, or stopped, because its store is damaged.
+#[derive(Debug, thiserror::Error)]
+#[error("{damage}. This node must not vote or lead with this state. {advice}")]
+pub struct DamagedStore {
+    pub damage: String,
+    pub advice: String,
+}
+
+impl DamagedStore {
+    fn new(dir: &std::path::Path, damage: impl std::fmt::Display) -> DamagedStore {
+        DamagedStore {
+            damage: format!("the store in {} is damaged: {damage}", dir.display()),
+            advice: format!(
+                "To recover, start it with STORE_DAMAGE=rejoin: the leader demotes this node to a \
+                 learner, the damaged state is moved to {}/damaged-TIME/, and the node rejoins with \
+                 an empty store that catches up from the leader (the other voters must form a \
+                 quorum). Or restore {} from a backup.",
+                dir.display(),
+                dir.display()
+            ),
+        }
+    }
+}
+
+/// Opens the store; on damage, refuses or (STORE_DAMAGE=rejoin) has this
+/// node demoted and opens an empty store instead. Returns the rejoin under
+/// way, if any: the node then joins through it rather than resuming.
+async fn open_store(
+    cfg: &NodeConfig,
+    peers: &Peers,
+    notifier: &Notifier,
+) -> anyhow::Result<(LogStore, StateMachineStore, Option<Rejoin>)> {
+    let dir = &cfg.vol_dir;
+    let pending = Rejoin::pending(dir);
+    let damage = match crate::store::open(dir, &cfg.name) {
+        Ok((log, sm)) => {
+            if let Some(rejoin) = &pending {
+                // An earlier run set the damaged state aside; make sure the
+                // cluster no longer counts this node before it takes part.
+                notifier.status("rejoining: waiting for the leader to demote this node");
+                rejoin.demote(peers, &cfg.name).await?;
+            }
+            return Ok((log, sm, pending));
+        }
+        Err(StoreError::Damaged(damage)) => damage,
+        Err(e) => {
+            return Err(e).with_context(|| format!("failed to open the state in {}", dir.display()))
+        }
+    };
+    if cfg.store_damage == StoreDamage::Refuse {
+        return Err(DamagedStore::new(dir, &damage).into());
+    }
+    tracing::error!(%damage, "the store is damaged; STORE_DAMAGE=rejoin: this node rejoins with an empty store");
+    let rejoin = match pending {
+        Some(rejoin) => rejoin,
+        None => Rejoin::begin(dir, &cfg.name, cfg.join.as_deref(), damage.to_string())?,
+    };
+    notifier.status("rejoining: waiting for the leader to demote this node");
+    let through = rejoin.demote(peers, &cfg.name).await?;
+    tracing::info!(member = %through, "demoted to a learner");
+    let aside = rejoin::set_aside(dir, &crate::store::files(dir))?;
+    tracing::warn!(aside = %aside.display(), "the damaged state is kept there, for inspection");
+    let (log, sm) = crate::store::open(dir, &cfg.name)
+        .with_context(|| format!("failed to open a new state in {}", dir.display()))?;
+    Ok((log, sm, Some(rejoin)))
+}
+
+/// The owned set; with STORE_DAMAGE=rejoin, a damaged file is moved aside
+/// and the node starts with none (it adopts the desired services again).
+fn load_owned(cfg: &NodeConfig) -> anyhow::Result<Owned> {
+    match Owned::load(&cfg.vol_dir) {
+        Ok(owned) => Ok(owned),
+        Err(
+            e @ (crate::reconcile::OwnedError::Corrupt { .. }
+            | crate::reconcile::OwnedError::Checksum { .. }),
+        ) if cfg.store_damage == StoreDamage::Rejoin => {
+            let aside = rejoin::set_aside(&cfg.vol_dir, &[Owned::path(&cfg.vol_dir)])?;
+            tracing::warn!(error = %crate::ipvs::chain(&e), aside = %aside.display(), "the owned-services file is damaged; moved aside, starting with none");
+            Owned::load(&cfg.vol_dir).context("failed to load the owned services")
+        }
+        Err(e) => Err(e).context("failed to load the owned services"),
+    }
+}
+
+/// Until `stop`: keeps the members this node knows in its data directory,
+/// for a rejoin after its store is damaged (which may be unreadable then).
+async fn keep_members(
+    raft: crate::cluster::Raft,
+    dir: std::path::PathBuf,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut metrics = raft.metrics();
+    loop {
+        let members: Vec<NodeInfo> = metrics
+            .borrow_and_update()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, n)| n.clone())
+            .collect();
+        if !members.is_empty() {
+            if let Err(e) = KnownMembers::new(members).save(&dir) {
+                tracing::warn!(error = %crate::ipvs::chain(&e), "could not record the cluster's members");
+            }
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = &mut stop => return,
+        }
+    }
+}
+
+/// How often every record's checksum is checked while the node runs.
+const SCRUB_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Until `stop`: scrubs the store every [`SCRUB_INTERVAL`]; damage found is
+/// in the disk status (and stops the node).
+async fn scrub(scrubber: crate::store::Scrubber, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SCRUB_INTERVAL) => {}
+            _ = &mut stop => return,
+        }
+        match scrubber.pass().await {
+            Ok(()) => tracing::debug!("the store's records passed their checksums"),
+            Err(StoreError::Corrupt { .. }) => return,
+            Err(e) => {
+                tracing::warn!(error = %crate::ipvs::chain(&e), "the store's scrub did not run")
+            }
+        }
+    }
+}
+
+/// Why a running node stops on its own.
+enum Fatal {
+    Damaged(String),
+    RaftStopped(String),
+}
+
+/// Resolves when the node must stop: its store was found damaged, or its
+/// Raft core stopped.
+async fn fatal(
+    mut disk: watch::Receiver<crate::store::DiskStatus>,
+    raft: crate::cluster::Raft,
+) -> Fatal {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Some(d) = disk.borrow_and_update().damaged.clone() {
+            return Fatal::Damaged(d);
+        }
+        if let Err(e) = &metrics.borrow_and_update().running_state {
+            return Fatal::RaftStopped(e.to_string());
+        }
+        tokio::select! {
+            r = disk.changed() => if r.is_err() { std::future::pending::<()>().await },
+            r = metrics.changed() => if r.is_err() {
+                return Fatal::RaftStopped("the Raft core ended".into());
+            },
+        }
+    }
+}
+
 /// One line for `systemctl status`: role, term, applied and programmed
 /// indexes, and what is failing.
-fn summary(raft: &crate::cluster::Raft, status: &ReconcileStatus) -> String {
+fn summary(app: &AppState, status: &ReconcileStatus) -> String {
+    let raft = app.writer.raft();
     let m = raft.metrics().borrow().clone();
     let role = match m.state {
         openraft::ServerState::Leader => "leader",
@@ -147,27 +318,49 @@ fn summary(raft: &crate::cluster::Raft, status: &ReconcileStatus) -> String {
             status.pending
         ));
     }
+    for p in app.problems() {
+        line.push_str(&format!("; NOT READY ({}): {}", p.check.name(), p.detail));
+    }
     line
 }
 
-/// Feeds the service manager's watchdog while the Raft core answers: a
-/// wedged core (or runtime) stops the pings, and systemd restarts the node.
+/// Feeds the service manager's watchdog while the Raft core answers and the
+/// node has no problem of its own (its disk, its store, its core): a wedged
+/// or failing node stops the pings, and systemd restarts it. Problems of
+/// the cluster (no leader) do not stop them: a restart cannot cure those.
+/// Keeps the status line current meanwhile.
 async fn watchdog(
     notifier: Arc<Notifier>,
-    interval: Duration,
-    raft: crate::cluster::Raft,
+    interval: Option<Duration>,
+    app: web::Data<AppState>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let every = interval.unwrap_or(Duration::from_secs(5));
+    let mut last_line = String::new();
     loop {
-        let alive = tokio::time::timeout(interval, raft.with_raft_state(|_| ())).await;
-        if matches!(alive, Ok(Ok(()))) {
-            notifier.watchdog();
-        } else {
-            tracing::error!("the Raft core does not answer; not feeding the watchdog");
+        let alive = tokio::time::timeout(every, app.writer.raft().with_raft_state(|_| ())).await;
+        let own: Vec<_> = app
+            .problems()
+            .into_iter()
+            .filter(|p| p.check.is_own())
+            .collect();
+        if interval.is_some() {
+            match (matches!(alive, Ok(Ok(()))), own.first()) {
+                (true, None) => notifier.watchdog(),
+                (false, _) => {
+                    tracing::error!("the Raft core does not answer; not feeding the watchdog")
+                }
+                (true, Some(p)) => tracing::debug!(problem = %p.detail, "not feeding the watchdog"),
+            }
+        }
+        let line = summary(&app, &app.reconcile.borrow());
+        if line != last_line {
+            notifier.status(&line);
+            last_line = line;
         }
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = &mut shutdown => return,
         }
     }
@@ -251,11 +444,6 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         Some(_) => Some(vips(cfg.kernel, &cfg.vip_interface)?),
         None => None,
     };
-    let (log, sm) = crate::store::open(&cfg.vol_dir, &cfg.name)
-        .with_context(|| format!("failed to open the state in {}", cfg.vol_dir.display()))?;
-    let state = sm.watch();
-    let flush = sm.flush_handle();
-    let owned = Owned::load(&cfg.vol_dir).context("failed to load the owned services")?;
     let (status_tx, status_rx) = watch::channel(ReconcileStatus::default());
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let health = crate::health::Health::new(Some(metrics.clone()));
@@ -281,6 +469,12 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         .context("failed to build the HTTP client")?;
     let peer_auth = PeerAuth::new(cfg.cluster_secret.as_ref().map(|s| s.expose()));
     let peers = Peers::new(http, peer_auth.clone());
+    let (log, sm, rejoining) = open_store(&cfg, &peers, &notifier).await?;
+    let state = sm.watch();
+    let flush = sm.flush_handle();
+    let disk = sm.disk_status();
+    let scrubber = sm.scrubber();
+    let owned = load_owned(&cfg)?;
     let raft = openraft::Raft::new(
         id,
         raft_config(cfg.snapshot_logs)?,
@@ -306,6 +500,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         health: health.clone(),
         peer_health: Default::default(),
         limits: server::Limits::new(cfg.api_max_requests as usize),
+        disk: disk.clone(),
     });
     let app_for_health = app.clone();
     let raft_data = web::Data::new(raft.clone());
@@ -405,8 +600,21 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         None => "entering the cluster".to_string(),
     });
     tokio::pin!(shutdown);
+    let enter = async {
+        match &rejoining {
+            // Never bootstrap or resume: join through the member that
+            // demoted this node, as a new node does.
+            Some(rejoin) => {
+                let through = rejoin.through.first().cloned().unwrap_or_default();
+                membership::join_through(&peers, &me, &through).await?;
+                Rejoin::finish(&cfg.vol_dir);
+                Ok(Start::Joined)
+            }
+            None => membership::start(&raft, &peers, &me, cfg.join.as_deref()).await,
+        }
+    };
     let entered = tokio::select! {
-        r = membership::start(&raft, &peers, &me, cfg.join.as_deref()) => Some(r),
+        r = enter => Some(r),
         _ = &mut shutdown => None,
     };
     let in_cluster = entered.is_some();
@@ -422,6 +630,13 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         None => {}
     }
     let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(keep_members(
+        raft.clone(),
+        cfg.vol_dir.clone(),
+        stopped(),
+    )));
+    tasks.push(tokio::spawn(scrub(scrubber, stopped())));
+    let mut fatal_stop = None;
     if in_cluster {
         // A joining node first catches up with the leader, so its first pass
         // works from the cluster's state, not from an empty one.
@@ -478,19 +693,29 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             _ = &mut shutdown => false,
         };
         if ready {
-            let line = summary(&raft, &status_rx.borrow());
+            let line = summary(&app, &status_rx.borrow());
             tracing::info!(status = %line, "ready");
             notifier.ready(&line);
-            if let Some(interval) = notifier.watchdog_interval() {
-                tasks.push(tokio::spawn(watchdog(
-                    notifier.clone(),
-                    interval,
-                    raft.clone(),
-                    stopped(),
-                )));
+            tasks.push(tokio::spawn(watchdog(
+                notifier.clone(),
+                notifier.watchdog_interval(),
+                app.clone(),
+                stopped(),
+            )));
+            tokio::select! {
+                _ = &mut shutdown => {}
+                f = fatal(disk.clone(), raft.clone()) => fatal_stop = Some(f),
             }
-            shutdown.await;
         }
+    }
+    match &fatal_stop {
+        Some(Fatal::Damaged(d)) => {
+            tracing::error!(damage = %d, "the store is damaged: stopping without handing anything over");
+        }
+        Some(Fatal::RaftStopped(e)) => {
+            tracing::error!(error = %e, "the Raft core stopped: stopping, so that the service manager restarts the node");
+        }
+        None => {}
     }
 
     tracing::info!("shutting down");
@@ -507,15 +732,22 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     api_handle.stop(true).await;
     let _ = api_task.await;
     // The Raft listener stays up for the handover: the follower that takes
-    // over asks this node for its vote.
-    if let Some(next) = handover::hand_over(&raft, &peers, id, &handover).await {
-        tracing::info!(leader = %next, "handed leadership over");
+    // over asks this node for its vote. A node stopping on its own has
+    // nothing trustworthy to hand over.
+    if fatal_stop.is_none() {
+        if let Some(next) = handover::hand_over(&raft, &peers, id, &handover).await {
+            tracing::info!(leader = %next, "handed leadership over");
+        }
     }
     raft_handle.stop(true).await;
     let _ = raft_task.await;
-    raft.shutdown()
-        .await
-        .context("raft did not shut down cleanly")?;
+    let stopped_raft = raft.shutdown().await;
+    match fatal_stop {
+        Some(Fatal::Damaged(d)) => return Err(DamagedStore::new(&cfg.vol_dir, d).into()),
+        Some(Fatal::RaftStopped(e)) => anyhow::bail!("the Raft core stopped: {e}"),
+        None => {}
+    }
+    stopped_raft.context("raft did not shut down cleanly")?;
     flush
         .flush()
         .await

@@ -28,6 +28,7 @@ pub mod ipvs;
 pub mod metrics;
 pub mod model;
 pub mod raft;
+pub mod readiness;
 pub mod reconcile;
 pub mod sd_notify;
 pub mod server;

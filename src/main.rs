@@ -16,6 +16,15 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // sled panics on some damaged files; the store turns those panics into
+    // errors that name the file, so the default report ("thread 'main'
+    // panicked at ...") would only look like a crash of ours.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !ipvs_manager::store::panics_are_reported_as_errors() {
+            report(info);
+        }
+    }));
     match ipvs_manager::cli::main() {
         Ok(code) => code,
         Err(e) => {

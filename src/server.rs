@@ -60,6 +60,8 @@ pub struct AppState {
     /// Who may call what; replaced when the token file is reloaded.
     pub auth: std::sync::RwLock<Arc<Policy>>,
     pub limits: Limits,
+    /// Whether this node's disk takes writes and its store is sound.
+    pub disk: tokio::sync::watch::Receiver<crate::store::DiskStatus>,
 }
 
 /// How much of the API a node answers at once. A request over a limit is
@@ -132,6 +134,23 @@ impl AppState {
 
     fn is_leader(&self) -> bool {
         leader(self.raft()).is_some_and(|(id, _)| id == node_id(&self.me.name))
+    }
+
+    /// Every reason this node cannot serve correctly now.
+    pub fn problems(&self) -> Vec<crate::readiness::Problem> {
+        let metrics = self.raft().metrics().borrow().clone();
+        crate::readiness::problems(&metrics, node_id(&self.me.name), &self.disk.borrow())
+    }
+
+    /// Refuses what needs a store this node can vouch for, while it cannot.
+    fn vouch(&self) -> Result<(), ApiError> {
+        match crate::readiness::store_problem(&self.disk.borrow()) {
+            Some(why) => Err(ApiError::store_unavailable(
+                &why,
+                self.state.current().applied_index(),
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -700,6 +719,32 @@ fn node_report(app: &AppState) -> json::NodeView {
         last_applied: metrics.last_applied.map_or(0, |l| l.index),
         reconcile: app.reconcile.borrow().clone(),
         health: local_health(app),
+        problems: crate::readiness::problems(&metrics, me, &app.disk.borrow())
+            .into_iter()
+            .map(|p| json::ProblemView {
+                check: p.check.name().to_string(),
+                detail: p.detail,
+            })
+            .collect(),
+        store: store_view(app),
+    }
+}
+
+/// This node's data directory as `GET /api/v1/node` shows it.
+fn store_view(app: &AppState) -> json::StoreView {
+    let disk = app.disk.borrow().clone();
+    json::StoreView {
+        writable: disk.failing.is_none(),
+        error: disk.failing.as_ref().map(|f| f.error.clone()),
+        failing_since: disk.failing.as_ref().map(|f| {
+            crate::reconcile::status::rfc3339(
+                std::time::UNIX_EPOCH + Duration::from_millis(f.since_ms),
+            )
+        }),
+        damaged: disk.damaged,
+        write_failures: disk.write_failures,
+        recoveries: disk.recoveries,
+        free_bytes: crate::store::free_bytes(&app.vol_dir),
     }
 }
 
@@ -730,6 +775,27 @@ async fn handle(
     app: &AppState,
 ) -> Reply {
     use Operation::*;
+    // The desired state, read or written: not from a node that cannot
+    // follow the log.
+    if matches!(
+        op,
+        ListServices
+            | GetService
+            | ListServers
+            | GetServer
+            | GetConfig
+            | CreateService
+            | ReplaceService
+            | PatchService
+            | DeleteService
+            | CreateServer
+            | ReplaceServer
+            | PatchServer
+            | DeleteServer
+            | ReplaceConfig
+    ) {
+        app.vouch()?;
+    }
     let consistent = http::query_flag("consistent", query(req, "consistent"))?;
     if consistent
         && matches!(
@@ -1078,24 +1144,14 @@ async fn linearize(app: &AppState) -> Result<(), ApiError> {
 }
 
 fn ready(app: &AppState) -> Reply {
-    let metrics = app.raft().metrics().borrow().clone();
-    let member = metrics
-        .membership_config
-        .membership()
-        .get_node(&node_id(&app.me.name))
-        .is_some();
-    // A committed vote means an elected leader this node follows; a node
-    // that lost its leader starts an election and its vote is uncommitted.
-    if metrics.current_leader.is_some() && metrics.vote.is_committed() && member {
+    let problems = app.problems();
+    if problems.is_empty() {
         Ok(json_response(
             StatusCode::OK,
             &serde_json::json!({"status": "ready"}),
         ))
     } else {
-        Err(ApiError::unavailable(
-            1,
-            "not yet a member of a cluster with a leader",
-        ))
+        Err(ApiError::not_ready(&problems))
     }
 }
 
@@ -1214,6 +1270,38 @@ async fn relay(resp: reqwest::Response) -> Reply {
         .body(body.to_vec()))
 }
 
+/// Demotes the voter `name` to a learner, on the leader (forwarded there
+/// from any member).
+async fn demote_member(app: &AppState, name: &str) -> Reply {
+    if app.is_leader() {
+        membership::demote_member(app.raft(), name)
+            .await
+            .map_err(membership_error)?;
+        return Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"demoted": name}),
+        ));
+    }
+    let Some((_, leader_node)) = leader(app.raft()) else {
+        return Err(ApiError::no_leader(1));
+    };
+    let resp = app
+        .peers
+        .request(
+            reqwest::Method::POST,
+            &format!(
+                "http://{}{MEMBERS_PATH}/{name}/demote",
+                leader_node.raft_addr
+            ),
+            Vec::new(),
+        )
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| ApiError::unavailable(1, e))?;
+    relay(resp).await
+}
+
 fn membership_error(e: membership::MembershipError) -> ApiError {
     use membership::MembershipError::*;
     match e {
@@ -1241,7 +1329,17 @@ pub fn peer_routes(cfg: &mut actix_web::web::ServiceConfig) {
         .route(
             &format!("{MEMBERS_PATH}/{{name}}"),
             web::delete().to(peer_remove),
+        )
+        .route(
+            &format!("{MEMBERS_PATH}/{{name}}/demote"),
+            web::post().to(peer_demote),
         );
+}
+
+async fn peer_demote(name: actix_web::web::Path<String>, app: Data<AppState>) -> HttpResponse {
+    demote_member(&app, &name)
+        .await
+        .unwrap_or_else(|e| error_response(&e))
 }
 
 async fn peer_node(req: HttpRequest, app: Data<AppState>) -> HttpResponse {

@@ -110,6 +110,13 @@ pub enum ErrorCode {
     /// The node is answering as many requests as it takes
     /// (`API_MAX_REQUESTS`); retry after Retry-After.
     Overloaded,
+    /// `/readyz`: the node cannot serve correctly; `details` names each
+    /// reason (`field`: the check, e.g. `disk`).
+    NotReady,
+    /// This node cannot persist (its disk takes no writes) or its store is
+    /// damaged: it takes no writes and serves no reads it cannot vouch
+    /// for. Nothing was written; ask another node.
+    StoreUnavailable,
 }
 
 impl ErrorCode {
@@ -156,6 +163,8 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::Overloaded,
+        ErrorCode::NotReady,
+        ErrorCode::StoreUnavailable,
     ];
 
     /// The HTTP status a response with this code carries.
@@ -171,7 +180,7 @@ impl ErrorCode {
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,
             Internal => 500,
-            NoLeader | Unavailable | Overloaded => 503,
+            NoLeader | Unavailable | Overloaded | NotReady | StoreUnavailable => 503,
             NotProgrammed => 504,
             MalformedJson
             | DuplicateKey
@@ -249,6 +258,8 @@ impl ErrorCode {
             Unavailable => "unavailable",
             Internal => "internal",
             NotProgrammed => "not_programmed",
+            NotReady => "not_ready",
+            StoreUnavailable => "store_unavailable",
         }
     }
 }
@@ -440,6 +451,42 @@ impl ApiError {
             ..ApiError::new(
                 ErrorCode::Unavailable,
                 format!("{why}; retry in {retry_after_secs} s"),
+            )
+        }
+    }
+
+    /// 503 from `/readyz`: every reason the node cannot serve correctly,
+    /// each under the name of its check.
+    pub fn not_ready(problems: &[crate::readiness::Problem]) -> ApiError {
+        let message = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.check.name(), p.detail))
+            .collect::<Vec<_>>()
+            .join("; ");
+        ApiError {
+            first: FieldError::new(ErrorCode::NotReady, None, message),
+            details: problems
+                .iter()
+                .map(|p| {
+                    FieldError::new(ErrorCode::NotReady, Some(p.check.name().into()), &p.detail)
+                })
+                .collect(),
+            omitted: 0,
+            retry_after: Some(1),
+        }
+    }
+
+    /// 503 when this node cannot persist or its store is damaged: the
+    /// request was not carried out; another node can serve it.
+    pub fn store_unavailable(why: &str, applied_index: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(
+                ErrorCode::StoreUnavailable,
+                format!(
+                    "{why}; it has applied the log up to index {applied_index} and cannot \
+                     vouch for anything newer: nothing was done, ask another node"
+                ),
             )
         }
     }

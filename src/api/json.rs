@@ -226,6 +226,58 @@ pub struct NodeView {
     /// The servers this node probes, as it sees them.
     #[serde(default)]
     pub health: NodeHealthView,
+    /// Why this node cannot serve correctly now (what `/readyz` answers);
+    /// empty when it can.
+    #[serde(default)]
+    pub problems: Vec<ProblemView>,
+    /// Its data directory (RAFT_VOL_DIR).
+    #[serde(default)]
+    pub store: StoreView,
+}
+
+/// One reason a node is not ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProblemView {
+    /// `membership`, `disk`, `store` or `raft`.
+    pub check: String,
+    pub detail: String,
+}
+
+/// A node's data directory (`store` in `GET /api/v1/node`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreView {
+    /// False while writes fail (the disk is full or failing): the node then
+    /// acknowledges nothing, and recovers by itself when writes succeed.
+    pub writable: bool,
+    /// Why writes fail, while they do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// RFC 3339 time of the first failure of this outage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<String>,
+    /// A damaged record found while running (the node then stops).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
+    /// Writes or flushes that failed, and recoveries, since the start.
+    pub write_failures: u64,
+    pub recoveries: u64,
+    /// Free bytes on the file system of RAFT_VOL_DIR (for the unprivileged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_bytes: Option<u64>,
+}
+
+impl Default for StoreView {
+    fn default() -> Self {
+        StoreView {
+            writable: true,
+            error: None,
+            failing_since: None,
+            damaged: None,
+            write_failures: 0,
+            recoveries: 0,
+            free_bytes: None,
+        }
+    }
 }
 
 /// A node's health checking (`health` in `GET /api/v1/node`).

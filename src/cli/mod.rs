@@ -151,7 +151,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut cmd, "ipvs-manager", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        None => run_node(&cli.node).map(|()| ExitCode::SUCCESS),
+        None => match run_node(&cli.node) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            // A damaged store gets a status of its own, which the unit
+            // does not restart (restarting cannot cure it).
+            Err(e) if e.downcast_ref::<crate::daemon::DamagedStore>().is_some() => {
+                tracing::error!("{e:#}");
+                eprintln!("ipvs-manager: {e:#}");
+                Ok(ExitCode::from(crate::daemon::EXIT_DAMAGED))
+            }
+            Err(e) => Err(e),
+        },
     }
 }
 

@@ -63,6 +63,17 @@ pub async fn start(
             .map_err(raft_err)?;
         return Ok(Start::Bootstrapped);
     };
+    join_through(peers, me, member).await?;
+    Ok(Start::Joined)
+}
+
+/// Asks `member` (its API or Raft address) to add this node, retrying until
+/// it has (the member may still be starting). Harmless for a member already.
+pub async fn join_through(
+    peers: &Peers,
+    me: &NodeInfo,
+    member: &str,
+) -> Result<(), MembershipError> {
     let req = JoinRequest {
         id: me.name.clone(),
         raft_addr: me.raft_addr.clone(),
@@ -76,7 +87,7 @@ pub async fn start(
             Err(e) => return Err(raft_err(e)),
         };
         match sent {
-            Ok(resp) if resp.status().is_success() => return Ok(Start::Joined),
+            Ok(resp) if resp.status().is_success() => return Ok(()),
             Ok(resp) if resp.status() == reqwest::StatusCode::UNAUTHORIZED => {
                 let body = resp.text().await.unwrap_or_default();
                 tracing::warn!(
@@ -125,6 +136,38 @@ pub async fn add_member(raft: &Raft, req: &JoinRequest) -> Result<(), Membership
     raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
         .await
         .map_err(raft_err)?;
+    Ok(())
+}
+
+/// On the leader: makes the voter named `name` a learner (its vote no
+/// longer counts; it stays a member and is replicated to), for a node that
+/// lost its store and rejoins. A learner or a stranger is left as it is.
+pub async fn demote_member(raft: &Raft, name: &str) -> Result<(), MembershipError> {
+    let id: NodeId = node_id(name);
+    let metrics: typ::RaftMetrics = raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    if let Some(existing) = membership.get_node(&id) {
+        if existing.name != name {
+            return Err(MembershipError::IdCollision {
+                name: name.to_string(),
+                existing: existing.name.clone(),
+            });
+        }
+    }
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    if !voters.contains(&id) {
+        return Ok(());
+    }
+    if voters.len() == 1 {
+        return Err(MembershipError::LastVoter(name.to_string()));
+    }
+    raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true)
+        .await
+        .map_err(raft_err)?;
+    tracing::info!(
+        node = name,
+        "demoted to a learner: it rejoins with an empty store"
+    );
     Ok(())
 }
 

@@ -8,6 +8,7 @@ pub mod handover;
 pub mod membership;
 pub mod network;
 pub mod peer_auth;
+pub mod rejoin;
 pub mod rpc;
 
 use crate::model::Command;
@@ -33,7 +34,9 @@ pub const NODE_KERNEL_PATH: &str = "/raft/node/kernel";
 pub const READ_INDEX_PATH: &str = "/raft/read-index";
 
 /// `DELETE {MEMBERS_PATH}/{name}` on the leader's Raft port: a removal
-/// forwarded by another member.
+/// forwarded by another member; `POST {MEMBERS_PATH}/{name}/demote`: make
+/// that voter a learner (a node rejoining after its store was damaged asks
+/// any member, which forwards to the leader).
 pub const MEMBERS_PATH: &str = "/raft/members";
 
 /// Why a write did not commit.

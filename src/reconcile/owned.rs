@@ -25,6 +25,8 @@ pub enum OwnedError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("the owned-services file {path} is damaged: its checksum does not match its list (delete it to have the node adopt only the desired services)")]
+    Checksum { path: PathBuf },
     #[error("failed to write the owned-services file {path}")]
     Write {
         path: PathBuf,
@@ -40,7 +42,25 @@ pub struct Owned {
     path: Option<PathBuf>,
 }
 
+/// The file's layout: the list and a CRC-32 of its JSON, so that a flipped
+/// byte that still parses (another address) is found, not obeyed. A bare
+/// list (what earlier versions wrote) is read too.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OwnedFile {
+    services: BTreeSet<ServiceKey>,
+    crc32: u32,
+}
+
+fn checksum(keys: &BTreeSet<ServiceKey>) -> u32 {
+    crc32fast::hash(&serde_json::to_vec(keys).unwrap_or_default())
+}
+
 impl Owned {
+    /// The file in the data directory `dir`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(FILE)
+    }
+
     /// An owned set that is never written to disk.
     pub fn in_memory(keys: BTreeSet<ServiceKey>) -> Owned {
         Owned { keys, path: None }
@@ -50,10 +70,14 @@ impl Owned {
     pub fn load(dir: &Path) -> Result<Owned, OwnedError> {
         let path = dir.join(FILE);
         let keys = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| OwnedError::Corrupt {
-                path: path.clone(),
-                source,
-            })?,
+            Ok(bytes) => match serde_json::from_slice::<OwnedFile>(&bytes) {
+                Ok(file) if file.crc32 == checksum(&file.services) => file.services,
+                Ok(_) => return Err(OwnedError::Checksum { path }),
+                Err(_) => serde_json::from_slice(&bytes).map_err(|source| OwnedError::Corrupt {
+                    path: path.clone(),
+                    source,
+                })?,
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
             Err(source) => return Err(OwnedError::Read { path, source }),
         };
@@ -91,7 +115,11 @@ impl Owned {
         let write = || -> std::io::Result<()> {
             let tmp = path.with_extension("json.tmp");
             let mut file = std::fs::File::create(&tmp)?;
-            let json = serde_json::to_vec(&self.keys).map_err(std::io::Error::other)?;
+            let json = serde_json::to_vec(&OwnedFile {
+                services: self.keys.clone(),
+                crc32: checksum(&self.keys),
+            })
+            .map_err(std::io::Error::other)?;
             file.write_all(&json)?;
             file.sync_all()?;
             std::fs::rename(&tmp, path)
@@ -126,7 +154,27 @@ mod tests {
         let again = Owned::load(dir.path()).unwrap();
         assert_eq!(again.keys(), &BTreeSet::from([key(443)]));
 
-        std::fs::write(dir.path().join(FILE), b"[{\"Inet\":").unwrap();
+        // A flipped byte that still parses is found by the checksum.
+        let path = dir.path().join(FILE);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("443", "444");
+        std::fs::write(&path, text).unwrap();
+        let err = Owned::load(dir.path()).unwrap_err();
+        assert!(matches!(err, OwnedError::Checksum { .. }), "{err}");
+
+        // What earlier versions wrote: a bare list.
+        std::fs::write(
+            &path,
+            serde_json::to_vec(&BTreeSet::from([key(80)])).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            Owned::load(dir.path()).unwrap().keys(),
+            &BTreeSet::from([key(80)])
+        );
+
+        std::fs::write(&path, b"[{\"Inet\":").unwrap();
         let err = Owned::load(dir.path()).unwrap_err();
         assert!(err.to_string().contains(FILE), "{err}");
     }

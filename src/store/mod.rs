@@ -72,6 +72,12 @@ impl Scrubber {
     }
 }
 
+/// Free bytes (for an unprivileged process) on the file system of `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
 /// Where the files of a data directory are, for messages and for moving a
 /// damaged state aside.
 pub fn files(dir: &Path) -> Vec<PathBuf> {

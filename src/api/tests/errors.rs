@@ -58,11 +58,13 @@ fn every_code_is_listed_once_with_its_json_name() {
             Unauthorized => 38,
             Forbidden => 39,
             Overloaded => 40,
+            NotReady => 41,
+            StoreUnavailable => 42,
         };
         assert_eq!(i, position, "{code}");
         assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
     }
-    assert_eq!(ErrorCode::ALL.len(), 41);
+    assert_eq!(ErrorCode::ALL.len(), 43);
 }
 
 #[test]
@@ -87,6 +89,8 @@ fn statuses() {
         (Unauthorized, 401),
         (Forbidden, 403),
         (Overloaded, 503),
+        (NotReady, 503),
+        (StoreUnavailable, 503),
     ] {
         assert_eq!(code.status(), status, "{code}");
     }
@@ -94,7 +98,13 @@ fn statuses() {
     for code in ErrorCode::ALL {
         let server_side = matches!(
             code,
-            Internal | NoLeader | Unavailable | NotProgrammed | Overloaded
+            Internal
+                | NoLeader
+                | Unavailable
+                | NotProgrammed
+                | Overloaded
+                | NotReady
+                | StoreUnavailable
         );
         assert_eq!(code.status() >= 500, server_side, "{code}");
     }

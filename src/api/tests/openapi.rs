@@ -689,6 +689,25 @@ fn response_samples() -> Vec<(&'static str, Value)> {
                         }],
                         all_down: vec!["tcp-192.0.2.30-80".into()],
                     },
+                    problems: vec![crate::api::json::ProblemView {
+                        check: "disk".into(),
+                        detail: "cannot write log entries under /var/lib/ipvs-manager: No space \
+                                 left on device (os error 28) (since 2026-11-26T15:00:00Z)"
+                            .into(),
+                    }],
+                    store: crate::api::json::StoreView {
+                        writable: false,
+                        error: Some("cannot write log entries: No space left on device".into()),
+                        failing_since: Some("2026-11-26T15:00:00Z".into()),
+                        damaged: Some(
+                            "/var/lib/ipvs-manager: corrupt log record [00, 00, 00, 00, 00, 00, \
+                             9d, 13]: checksum mismatch (stored 1c2f0e11, computed 9a04d3b2)"
+                                .into(),
+                        ),
+                        write_failures: 3,
+                        recoveries: 0,
+                        free_bytes: Some(0),
+                    },
                 }),
             },
             MemberView {
