@@ -102,10 +102,10 @@ fn vips(mode: KernelMode, ifname: &str) -> anyhow::Result<Box<dyn VipTable>> {
 
 /// Waits (a few seconds at most) until this node has applied what the
 /// leader had applied.
-async fn catch_up(raft: &crate::cluster::Raft, peers: &Peers, state: &crate::store::StateWatch) {
+async fn catch_up(writer: &Writer, state: &crate::store::StateWatch) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline {
-        if let Some(target) = crate::cluster::read_index(raft, peers).await {
+        if let Some(target) = writer.read_index().await {
             let mut rx = state.subscribe();
             let reached = rx.wait_for(|c| c.applied_index() >= target);
             if tokio::time::timeout_at(deadline, reached).await.is_ok() {
@@ -505,6 +505,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let app_for_health = app.clone();
     let raft_data = web::Data::new(raft.clone());
     let batcher_data = web::Data::new(writer.batcher().clone());
+    let writer_data = web::Data::new(writer.clone());
     let handover = Handover::default();
     let handover_data = web::Data::new(handover.clone());
     let peer_app = app.clone();
@@ -513,6 +514,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         App::new()
             .app_data(raft_data.clone())
             .app_data(batcher_data.clone())
+            .app_data(writer_data.clone())
             .app_data(handover_data.clone())
             .app_data(peer_app.clone())
             .app_data(peer_auth_data.clone())
@@ -641,7 +643,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         // A joining node first catches up with the leader, so its first pass
         // works from the cluster's state, not from an empty one.
         notifier.status("catching up with the leader");
-        catch_up(&raft, &peers, &state).await;
+        catch_up(&writer, &state).await;
         notifier.status("reconciling the kernel");
         tasks.push(tokio::spawn(crate::cluster::drains::run(
             writer.clone(),

@@ -25,6 +25,7 @@ pub mod config;
 pub mod daemon;
 pub mod health;
 pub mod ipvs;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod raft;

@@ -9,13 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ipvs_manager::logging::init();
     // sled panics on some damaged files; the store turns those panics into
     // errors that name the file, so the default report ("thread 'main'
     // panicked at ...") would only look like a crash of ours.

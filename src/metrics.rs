@@ -118,6 +118,11 @@ pub struct Scrape<'a> {
     /// servers are all down.
     pub health: &'a [(crate::health::Key, crate::health::ProbedServer)],
     pub all_down: &'a [ServiceKey],
+    /// The data directory's disk, and its free space when known.
+    pub store: &'a crate::store::DiskStatus,
+    pub free_bytes: Option<u64>,
+    /// Why the node is not ready, by check (empty: ready).
+    pub problems: &'a [crate::readiness::Problem],
 }
 
 impl Metrics {
@@ -219,6 +224,7 @@ impl Metrics {
         health_gauges(&mut r, scrape.health, scrape.all_down);
         reconcile_gauges(&mut r, scrape.reconcile);
         raft_gauges(&mut r, scrape.raft);
+        store_gauges(&mut r, scrape);
         if let Some(kernel) = scrape.kernel {
             kernel_series(&mut r, kernel);
         }
@@ -272,6 +278,75 @@ fn health_gauges(
         "ipvs_manager_health_all_down",
         "1 for a service whose probed servers are all down on this node (fail-open or fallback)",
         down,
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    check: String,
+}
+
+fn store_gauges(r: &mut Registry, scrape: &Scrape<'_>) {
+    let s = scrape.store;
+    gauge(
+        r,
+        "ipvs_manager_store_writable",
+        "1 while the disk under RAFT_VOL_DIR takes writes; 0 while they fail (the node then acknowledges nothing)",
+        i64::from(s.failing.is_none()),
+    );
+    gauge(
+        r,
+        "ipvs_manager_store_failing_since_timestamp_seconds",
+        "Unix time writes began to fail (0 while they succeed)",
+        s.failing.as_ref().map_or(0, |f| (f.since_ms / 1000) as i64),
+    );
+    let failures: Counter = Counter::default();
+    failures.inc_by(s.write_failures);
+    r.register(
+        "ipvs_manager_store_write_failures",
+        "Writes or flushes of the store that failed",
+        failures,
+    );
+    let recoveries: Counter = Counter::default();
+    recoveries.inc_by(s.recoveries);
+    r.register(
+        "ipvs_manager_store_recoveries",
+        "Times the store was reopened after the disk took writes again",
+        recoveries,
+    );
+    gauge(
+        r,
+        "ipvs_manager_store_damaged",
+        "1 once a damaged record was found while running (the node stops)",
+        i64::from(s.damaged.is_some()),
+    );
+    if let Some(free) = scrape.free_bytes {
+        gauge(
+            r,
+            "ipvs_manager_store_free_bytes",
+            "Free bytes on the file system of RAFT_VOL_DIR",
+            i64::try_from(free).unwrap_or(i64::MAX),
+        );
+    }
+    gauge(
+        r,
+        "ipvs_manager_ready",
+        "1 while the node can serve correctly (what /readyz answers)",
+        i64::from(scrape.problems.is_empty()),
+    );
+    let not_ready = Family::<CheckLabels, Gauge>::default();
+    for check in ["membership", "disk", "store", "raft"] {
+        let failing = scrape.problems.iter().any(|p| p.check.name() == check);
+        not_ready
+            .get_or_create(&CheckLabels {
+                check: check.to_string(),
+            })
+            .set(i64::from(failing));
+    }
+    r.register(
+        "ipvs_manager_not_ready",
+        "1 for each check that makes the node not ready now",
+        not_ready,
     );
 }
 

@@ -17,9 +17,7 @@ use crate::api::validate::MAX_DRAIN_GRACE;
 use crate::api::{self, http, json, view, ApiError, Operation};
 use crate::cluster::membership::{self, JoinRequest};
 use crate::cluster::peer_auth::{self, Peers};
-use crate::cluster::{
-    leader, read_index, Raft, WriteError, Writer, MEMBERS_PATH, NODE_KERNEL_PATH, NODE_PATH,
-};
+use crate::cluster::{leader, Raft, WriteError, Writer, MEMBERS_PATH, NODE_KERNEL_PATH, NODE_PATH};
 use crate::ipvs::{Kernel, SharedKernel};
 use crate::model::{Command, DesiredState, DrainRequest, ServiceConfig, ServiceKey};
 use crate::raft::{node_id, NodeInfo};
@@ -543,12 +541,17 @@ async fn scrape(app: &AppState) -> String {
     let reconcile = app.reconcile.borrow().clone();
     let health = app.health.snapshot();
     let all_down = all_down(&app.desired(), &app.health.table());
+    let store = app.disk.borrow().clone();
+    let problems = app.problems();
     app.metrics.render(&crate::metrics::Scrape {
         raft: &raft,
         reconcile: &reconcile,
         kernel: kernel.as_deref(),
         health: &health,
         all_down: &all_down,
+        store: &store,
+        free_bytes: crate::store::free_bytes(&app.vol_dir),
+        problems: &problems,
     })
 }
 
@@ -1129,7 +1132,7 @@ fn committed_server(
 /// node has applied the leader's commit index, so the read that follows
 /// sees every write acknowledged before it.
 async fn linearize(app: &AppState) -> Result<(), ApiError> {
-    let Some(target) = read_index(app.raft(), &app.peers).await else {
+    let Some(target) = app.writer.read_index().await else {
         return Err(ApiError::no_leader(1));
     };
     let mut rx = app.state.subscribe();

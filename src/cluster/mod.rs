@@ -63,12 +63,14 @@ const COMMIT_WAIT: Duration = Duration::from_secs(5);
 const LEADER_WAIT: Duration = Duration::from_secs(3);
 
 /// Proposes commands on behalf of clients of this node: locally when this
-/// node leads, otherwise forwarded to the leader's Raft port.
+/// node leads, otherwise forwarded to the leader's Raft port; and finds the
+/// read index for linearizable reads.
 #[derive(Clone)]
 pub struct Writer {
     raft: Raft,
     batcher: Batcher,
     forwarder: Forwarder,
+    reads: ReadIndex,
 }
 
 impl Writer {
@@ -77,9 +79,21 @@ impl Writer {
     pub fn start(raft: Raft, peers: Peers) -> Writer {
         Writer {
             batcher: Batcher::start(raft.clone()),
+            reads: ReadIndex::start(raft.clone(), peers.clone()),
             forwarder: Forwarder::start(peers, COMMIT_WAIT + Duration::from_secs(1)),
             raft,
         }
+    }
+
+    /// The log index a linearizable read must wait for (see [`ReadIndex`]).
+    pub async fn read_index(&self) -> Option<u64> {
+        self.reads.get(false).await
+    }
+
+    /// The same, on the leader only (`None` elsewhere): what the leader
+    /// answers its followers on `READ_INDEX_PATH`.
+    pub async fn leader_read_index(&self) -> Option<u64> {
+        self.reads.get(true).await
     }
 
     /// The queue that proposes on this node's Raft (for writes forwarded
@@ -165,11 +179,60 @@ fn forward_target(
     }
 }
 
+/// Finds read indexes for linearizable reads, one at a time: every read
+/// that arrives while one is being found waits for the next, which all of
+/// them share. Each read is still answered by a confirmation of leadership
+/// that began after it arrived (what linearizability needs), but a burst of
+/// reads costs one round of heartbeats, not one each — and one log line
+/// from openraft per unreachable member, not one per read.
+#[derive(Clone)]
+struct ReadIndex {
+    tx: tokio::sync::mpsc::UnboundedSender<(bool, tokio::sync::oneshot::Sender<Option<u64>>)>,
+}
+
+impl ReadIndex {
+    fn start(raft: Raft, peers: Peers) -> ReadIndex {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(
+            bool,
+            tokio::sync::oneshot::Sender<Option<u64>>,
+        )>();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut waiting = vec![first];
+                while let Ok(next) = rx.try_recv() {
+                    waiting.push(next);
+                }
+                let (leader_only, any): (Vec<_>, Vec<_>) =
+                    waiting.into_iter().partition(|(only, _)| *only);
+                if !leader_only.is_empty() {
+                    let index = leader_read_index(&raft).await;
+                    for (_, tx) in leader_only {
+                        let _ = tx.send(index);
+                    }
+                }
+                if !any.is_empty() {
+                    let index = read_index(&raft, &peers).await;
+                    for (_, tx) in any {
+                        let _ = tx.send(index);
+                    }
+                }
+            }
+        });
+        ReadIndex { tx }
+    }
+
+    async fn get(&self, leader_only: bool) -> Option<u64> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.send((leader_only, tx)).ok()?;
+        rx.await.ok().flatten()
+    }
+}
+
 /// The log index a linearizable read must wait for: on the leader, after
 /// confirming it still leads ([`leader_read_index`]); on a follower, the
 /// index the leader returns after confirming the same (`READ_INDEX_PATH`).
 /// `None` when no leader is known or it cannot be reached.
-pub async fn read_index(raft: &Raft, peers: &Peers) -> Option<u64> {
+async fn read_index(raft: &Raft, peers: &Peers) -> Option<u64> {
     if let Some(index) = leader_read_index(raft).await {
         return Some(index);
     }
@@ -197,7 +260,7 @@ pub async fn read_index(raft: &Raft, peers: &Peers) -> Option<u64> {
 /// entries, acknowledged before it stopped, are committed. Its last log
 /// entry bounds the read too (every entry in a leader's log commits while it
 /// leads). `None` when this node does not lead.
-pub async fn leader_read_index(raft: &Raft) -> Option<u64> {
+async fn leader_read_index(raft: &Raft) -> Option<u64> {
     let last_log = raft.metrics().borrow().last_log_index.unwrap_or(0);
     let confirmed = raft.ensure_linearizable().await.ok()?;
     Some(confirmed.map_or(0, |l| l.index).max(last_log))

@@ -87,8 +87,8 @@ async fn write(
 
 /// Confirms this node leads and returns the index a read must wait for
 /// (`null` when it does not lead).
-async fn read_index(raft: Data<Raft>) -> Json<Option<u64>> {
-    Json(super::leader_read_index(&raft).await)
+async fn read_index(writer: Data<super::Writer>) -> Json<Option<u64>> {
+    Json(writer.leader_read_index().await)
 }
 
 /// The leader is stopping and this node holds its whole log: stand for
