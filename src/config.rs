@@ -60,9 +60,9 @@ pub struct NodeArgs {
     /// What a node does when its start-up check finds its store damaged (a
     /// lost log tail, a record whose checksum fails, a missing file):
     /// `refuse` to start, naming the file and the record (exit status 65);
-    /// or `rejoin`: have the leader demote it to a learner, move the
-    /// damaged state aside (RAFT_VOL_DIR/damaged-TIME/), and rejoin with an
-    /// empty store that catches up from the leader. Rejoining needs the
+    /// or `rejoin`: have the leader remove it from the cluster, move the
+    /// damaged state aside (RAFT_VOL_DIR/damaged-TIME/), and join again with
+    /// an empty store that catches up from the leader. Rejoining needs the
     /// other voters to form a quorum.
     #[arg(long, env = "STORE_DAMAGE", value_enum, default_value_t = StoreDamage::Refuse)]
     pub store_damage: StoreDamage,

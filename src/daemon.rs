@@ -100,21 +100,42 @@ fn vips(mode: KernelMode, ifname: &str) -> anyhow::Result<Box<dyn VipTable>> {
     })
 }
 
-/// Waits (a few seconds at most) until this node has applied what the
-/// leader had applied.
-async fn catch_up(writer: &Writer, state: &crate::store::StateWatch) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+/// Waits (up to `limit`) until this node has applied what the leader had
+/// committed when asked; whether it did.
+async fn catch_up(writer: &Writer, state: &crate::store::StateWatch, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
         if let Some(target) = writer.read_index().await {
             let mut rx = state.subscribe();
             let reached = rx.wait_for(|c| c.applied_index() >= target);
             if tokio::time::timeout_at(deadline, reached).await.is_ok() {
-                return;
+                return true;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tracing::warn!("could not catch up with the leader; reconciling from the local state");
+    false
+}
+
+/// Until this node has caught up with the leader once (or `stop`): then
+/// says so on `caught_up`.
+async fn keep_catching_up(
+    writer: Writer,
+    state: crate::store::StateWatch,
+    caught_up: watch::Sender<bool>,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            done = catch_up(&writer, &state, Duration::from_secs(10)) => if done {
+                tracing::info!("caught up with the leader");
+                caught_up.send_replace(true);
+                return;
+            },
+            _ = &mut stop => return,
+        }
+    }
 }
 
 /// Waits until the reconciler has finished its first pass (with
@@ -140,9 +161,9 @@ impl DamagedStore {
         DamagedStore {
             damage: format!("the store in {} is damaged: {damage}", dir.display()),
             advice: format!(
-                "To recover, start it with STORE_DAMAGE=rejoin: the leader demotes this node to a \
-                 learner, the damaged state is moved to {}/damaged-TIME/, and the node rejoins with \
-                 an empty store that catches up from the leader (the other voters must form a \
+                "To recover, start it with STORE_DAMAGE=rejoin: the leader removes this node, the \
+                 damaged state is moved to {}/damaged-TIME/, and the node joins again with an \
+                 empty store that catches up from the leader (the other voters must form a \
                  quorum). Or restore {} from a backup.",
                 dir.display(),
                 dir.display()
@@ -152,24 +173,26 @@ impl DamagedStore {
 }
 
 /// Opens the store; on damage, refuses or (STORE_DAMAGE=rejoin) has this
-/// node demoted and opens an empty store instead. Returns the rejoin under
-/// way, if any: the node then joins through it rather than resuming.
+/// node removed from the cluster and opens an empty store to join with. Returns the rejoin under
+/// way, if any, with the member to join through: the node then joins rather
+/// than resuming.
 async fn open_store(
     cfg: &NodeConfig,
     peers: &Peers,
     notifier: &Notifier,
-) -> anyhow::Result<(LogStore, StateMachineStore, Option<Rejoin>)> {
+) -> anyhow::Result<(LogStore, StateMachineStore, Option<String>)> {
     let dir = &cfg.vol_dir;
     let pending = Rejoin::pending(dir);
     let damage = match crate::store::open(dir, &cfg.name) {
         Ok((log, sm)) => {
+            let mut through = None;
             if let Some(rejoin) = &pending {
                 // An earlier run set the damaged state aside; make sure the
                 // cluster no longer counts this node before it takes part.
-                notifier.status("rejoining: waiting for the leader to demote this node");
-                rejoin.demote(peers, &cfg.name).await?;
+                notifier.status("rejoining: waiting for the leader to remove this node first");
+                through = Some(rejoin.forget(peers, &cfg.name).await?);
             }
-            return Ok((log, sm, pending));
+            return Ok((log, sm, through));
         }
         Err(StoreError::Damaged(damage)) => damage,
         Err(e) => {
@@ -184,25 +207,28 @@ async fn open_store(
         Some(rejoin) => rejoin,
         None => Rejoin::begin(dir, &cfg.name, cfg.join.as_deref(), damage.to_string())?,
     };
-    notifier.status("rejoining: waiting for the leader to demote this node");
-    let through = rejoin.demote(peers, &cfg.name).await?;
-    tracing::info!(member = %through, "demoted to a learner");
+    notifier.status("rejoining: waiting for the leader to remove this node first");
+    let through = rejoin.forget(peers, &cfg.name).await?;
+    tracing::info!(member = %through, "removed from the cluster, to rejoin with an empty store");
     let aside = rejoin::set_aside(dir, &crate::store::files(dir))?;
     tracing::warn!(aside = %aside.display(), "the damaged state is kept there, for inspection");
     let (log, sm) = crate::store::open(dir, &cfg.name)
         .with_context(|| format!("failed to open a new state in {}", dir.display()))?;
-    Ok((log, sm, Some(rejoin)))
+    Ok((log, sm, Some(through)))
 }
 
 /// The owned set; with STORE_DAMAGE=rejoin, a damaged file is moved aside
 /// and the node starts with none (it adopts the desired services again).
 fn load_owned(cfg: &NodeConfig) -> anyhow::Result<Owned> {
+    use crate::reconcile::OwnedError;
     match Owned::load(&cfg.vol_dir) {
         Ok(owned) => Ok(owned),
-        Err(
-            e @ (crate::reconcile::OwnedError::Corrupt { .. }
-            | crate::reconcile::OwnedError::Checksum { .. }),
-        ) if cfg.store_damage == StoreDamage::Rejoin => {
+        Err(e @ (OwnedError::Corrupt { .. } | OwnedError::Checksum { .. }))
+            if cfg.store_damage == StoreDamage::Refuse =>
+        {
+            Err(DamagedStore::new(&cfg.vol_dir, crate::ipvs::chain(&e)).into())
+        }
+        Err(e @ (OwnedError::Corrupt { .. } | OwnedError::Checksum { .. })) => {
             let aside = rejoin::set_aside(&cfg.vol_dir, &[Owned::path(&cfg.vol_dir)])?;
             tracing::warn!(error = %crate::ipvs::chain(&e), aside = %aside.display(), "the owned-services file is damaged; moved aside, starting with none");
             Owned::load(&cfg.vol_dir).context("failed to load the owned services")
@@ -445,6 +471,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         None => None,
     };
     let (status_tx, status_rx) = watch::channel(ReconcileStatus::default());
+    let (caught_up_tx, caught_up_rx) = watch::channel(false);
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let health = crate::health::Health::new(Some(metrics.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -501,6 +528,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         peer_health: Default::default(),
         limits: server::Limits::new(cfg.api_max_requests as usize),
         disk: disk.clone(),
+        caught_up: caught_up_rx,
     });
     let app_for_health = app.clone();
     let raft_data = web::Data::new(raft.clone());
@@ -605,10 +633,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let enter = async {
         match &rejoining {
             // Never bootstrap or resume: join through the member that
-            // demoted this node, as a new node does.
-            Some(rejoin) => {
-                let through = rejoin.through.first().cloned().unwrap_or_default();
-                membership::join_through(&peers, &me, &through).await?;
+            // removed this node, as a new node does.
+            Some(through) => {
+                membership::join_through(&peers, &me, through).await?;
                 Rejoin::finish(&cfg.vol_dir);
                 Ok(Start::Joined)
             }
@@ -643,7 +670,17 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         // A joining node first catches up with the leader, so its first pass
         // works from the cluster's state, not from an empty one.
         notifier.status("catching up with the leader");
-        catch_up(&writer, &state).await;
+        if catch_up(&writer, &state, Duration::from_secs(10)).await {
+            caught_up_tx.send_replace(true);
+        } else {
+            tracing::warn!("could not catch up with the leader yet; reconciling from the local state meanwhile");
+            tasks.push(tokio::spawn(keep_catching_up(
+                writer.clone(),
+                state.clone(),
+                caught_up_tx,
+                stopped(),
+            )));
+        }
         notifier.status("reconciling the kernel");
         tasks.push(tokio::spawn(crate::cluster::drains::run(
             writer.clone(),

@@ -67,7 +67,12 @@ pub fn init() {
     tracing_subscriber::registry()
         .with(filter)
         .with(Repeats(Shown::new()))
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour codes only for a terminal, not for files and the journal.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
 }
 

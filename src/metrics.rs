@@ -335,7 +335,7 @@ fn store_gauges(r: &mut Registry, scrape: &Scrape<'_>) {
         i64::from(scrape.problems.is_empty()),
     );
     let not_ready = Family::<CheckLabels, Gauge>::default();
-    for check in ["membership", "disk", "store", "raft"] {
+    for check in ["membership", "sync", "disk", "store", "raft"] {
         let failing = scrape.problems.iter().any(|p| p.check.name() == check);
         not_ready
             .get_or_create(&CheckLabels {

@@ -16,6 +16,9 @@ use crate::store::DiskStatus;
 pub enum Check {
     /// Not (yet) a member of a cluster with a leader.
     Membership,
+    /// Started (or rejoined) but not caught up with the leader yet: its
+    /// state may be far behind.
+    Sync,
     /// The disk under RAFT_VOL_DIR does not take writes.
     Disk,
     /// A damaged record was found while running.
@@ -28,6 +31,7 @@ impl Check {
     pub fn name(self) -> &'static str {
         match self {
             Check::Membership => "membership",
+            Check::Sync => "sync",
             Check::Disk => "disk",
             Check::Store => "store",
             Check::Raft => "raft",
@@ -36,7 +40,7 @@ impl Check {
 
     /// Whether the node itself is at fault (the watchdog then starves).
     pub fn is_own(self) -> bool {
-        !matches!(self, Check::Membership)
+        !matches!(self, Check::Membership | Check::Sync)
     }
 }
 
@@ -48,7 +52,13 @@ pub struct Problem {
 }
 
 /// The reasons node `me` cannot serve correctly now; empty when it can.
-pub fn problems(raft: &RaftMetrics, me: NodeId, disk: &DiskStatus) -> Vec<Problem> {
+/// `caught_up`: whether it has caught up with the leader since it started.
+pub fn problems(
+    raft: &RaftMetrics,
+    me: NodeId,
+    disk: &DiskStatus,
+    caught_up: bool,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut problem = |check, detail: String| problems.push(Problem { check, detail });
     if let Err(fatal) = &raft.running_state {
@@ -83,6 +93,16 @@ pub fn problems(raft: &RaftMetrics, me: NodeId, disk: &DiskStatus) -> Vec<Proble
             },
         );
     }
+    if !caught_up {
+        problem(
+            Check::Sync,
+            format!(
+                "catching up with the leader since the start (applied up to index {}); \
+                 plain reads wait until it has",
+                raft.last_applied.map_or(0, |l| l.index)
+            ),
+        );
+    }
     problems
 }
 
@@ -112,7 +132,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let found = problems(&metrics, 1, &disk);
+        let found = problems(&metrics, 1, &disk, true);
         let checks: Vec<Check> = found.iter().map(|p| p.check).collect();
         assert_eq!(checks, vec![Check::Disk, Check::Membership]);
         assert!(
@@ -120,6 +140,10 @@ mod tests {
             "{found:?}"
         );
         assert!(found[0].check.is_own() && !found[1].check.is_own());
+        let found = problems(&metrics, 1, &DiskStatus::default(), false);
+        let checks: Vec<Check> = found.iter().map(|p| p.check).collect();
+        assert_eq!(checks, vec![Check::Membership, Check::Sync]);
+        assert!(!found[1].check.is_own());
         assert!(store_problem(&disk).is_some_and(|p| p.contains("cannot persist")));
         assert_eq!(store_problem(&DiskStatus::default()), None);
     }

@@ -60,6 +60,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Whether this node's disk takes writes and its store is sound.
     pub disk: tokio::sync::watch::Receiver<crate::store::DiskStatus>,
+    /// Whether it has caught up with the leader since it started.
+    pub caught_up: tokio::sync::watch::Receiver<bool>,
 }
 
 /// How much of the API a node answers at once. A request over a limit is
@@ -137,7 +139,12 @@ impl AppState {
     /// Every reason this node cannot serve correctly now.
     pub fn problems(&self) -> Vec<crate::readiness::Problem> {
         let metrics = self.raft().metrics().borrow().clone();
-        crate::readiness::problems(&metrics, node_id(&self.me.name), &self.disk.borrow())
+        crate::readiness::problems(
+            &metrics,
+            node_id(&self.me.name),
+            &self.disk.borrow(),
+            *self.caught_up.borrow(),
+        )
     }
 
     /// Refuses what needs a store this node can vouch for, while it cannot.
@@ -319,6 +326,22 @@ fn refusal(state: &DesiredState, cmd: &Command) -> Result<(), ApiError> {
         }
     }
     api::outcome(scratch.apply(cmd, u64::MAX)).map(|_| ())
+}
+
+/// What `find` finds in the committed state; a miss (a 404) is confirmed on
+/// state caught up with the leader first, since this node may lag: a write
+/// is never told "no such service" by a node that has not seen it yet.
+async fn confirmed<T>(
+    app: &AppState,
+    find: impl Fn(&DesiredState) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    match find(&app.desired()) {
+        Ok(found) => Ok(found),
+        Err(_) => {
+            linearize(app).await?;
+            find(&app.desired())
+        }
+    }
 }
 
 /// How long a write waits for this node to apply what the leader committed.
@@ -722,7 +745,8 @@ fn node_report(app: &AppState) -> json::NodeView {
         last_applied: metrics.last_applied.map_or(0, |l| l.index),
         reconcile: app.reconcile.borrow().clone(),
         health: local_health(app),
-        problems: crate::readiness::problems(&metrics, me, &app.disk.borrow())
+        problems: app
+            .problems()
             .into_iter()
             .map(|p| json::ProblemView {
                 check: p.check.name().to_string(),
@@ -800,13 +824,21 @@ async fn handle(
         app.vouch()?;
     }
     let consistent = http::query_flag("consistent", query(req, "consistent"))?;
-    if consistent
-        && matches!(
-            op,
-            ListServices | GetService | ListServers | GetServer | GetConfig
-        )
-    {
+    let reads_state = matches!(
+        op,
+        ListServices | GetService | ListServers | GetServer | GetConfig
+    );
+    if reads_state && consistent {
         linearize(app).await?;
+    } else if reads_state && !*app.caught_up.borrow() {
+        // A node that just started (or rejoined with an empty store) may be
+        // far behind: its state is not served as if it were current.
+        let lagging: Vec<_> = app
+            .problems()
+            .into_iter()
+            .filter(|p| p.check == crate::readiness::Check::Sync)
+            .collect();
+        return Err(ApiError::not_ready(&lagging));
     }
     match op {
         Health => Ok(json_response(
@@ -848,7 +880,7 @@ async fn handle(
                 linearize(app).await?;
             }
             let key = api::parse_service_id(param(params, "id"))?;
-            let current = service(&app.desired(), &key)?.clone();
+            let current = confirmed(app, |d| service(d, &key).cloned()).await?;
             let wanted = if_match(req)?;
             let ((service_cfg, options), if_revision) = if op == ReplaceService {
                 (
@@ -937,12 +969,16 @@ async fn handle(
             }
             let key = api::parse_service_id(param(params, "id"))?;
             let server = api::parse_server_id(param(params, "server_id"))?;
-            let desired = app.desired();
+            let (desired, current) = confirmed(app, |d| {
+                let cfg = service(d, &key)?;
+                cfg.servers
+                    .get(&server)
+                    .copied()
+                    .ok_or_else(|| ApiError::no_such_server(&key, &server))
+            })
+            .await
+            .map(|current| (app.desired(), current))?;
             let cfg = service(&desired, &key)?;
-            let current = *cfg
-                .servers
-                .get(&server)
-                .ok_or_else(|| ApiError::no_such_server(&key, &server))?;
             let wanted = if_match(req)?;
             let ((dest, health_check), if_revision) = if op == ReplaceServer {
                 (
@@ -1273,16 +1309,20 @@ async fn relay(resp: reqwest::Response) -> Reply {
         .body(body.to_vec()))
 }
 
-/// Demotes the voter `name` to a learner, on the leader (forwarded there
-/// from any member).
-async fn demote_member(app: &AppState, name: &str) -> Reply {
+/// Node `name` is about to rejoin with an empty store: the leader removes
+/// it (forwarded there from any member), so that neither its vote nor its
+/// old log (the leader's replication state of it) counts any more; a node
+/// that is no member is fine. It then joins anew.
+async fn forget_member(app: &AppState, name: &str) -> Reply {
     if app.is_leader() {
-        membership::demote_member(app.raft(), name)
-            .await
-            .map_err(membership_error)?;
+        match membership::remove_member(app.raft(), name).await {
+            Ok(()) => tracing::info!(node = name, "removed: it rejoins with an empty store"),
+            Err(membership::MembershipError::NotMember(_)) => {}
+            Err(e) => return Err(membership_error(e)),
+        }
         return Ok(json_response(
             StatusCode::OK,
-            &serde_json::json!({"demoted": name}),
+            &serde_json::json!({"removed": name}),
         ));
     }
     let Some((_, leader_node)) = leader(app.raft()) else {
@@ -1293,7 +1333,7 @@ async fn demote_member(app: &AppState, name: &str) -> Reply {
         .request(
             reqwest::Method::POST,
             &format!(
-                "http://{}{MEMBERS_PATH}/{name}/demote",
+                "http://{}{MEMBERS_PATH}/{name}/rejoin",
                 leader_node.raft_addr
             ),
             Vec::new(),
@@ -1334,13 +1374,13 @@ pub fn peer_routes(cfg: &mut actix_web::web::ServiceConfig) {
             web::delete().to(peer_remove),
         )
         .route(
-            &format!("{MEMBERS_PATH}/{{name}}/demote"),
-            web::post().to(peer_demote),
+            &format!("{MEMBERS_PATH}/{{name}}/rejoin"),
+            web::post().to(peer_forget),
         );
 }
 
-async fn peer_demote(name: actix_web::web::Path<String>, app: Data<AppState>) -> HttpResponse {
-    demote_member(&app, &name)
+async fn peer_forget(name: actix_web::web::Path<String>, app: Data<AppState>) -> HttpResponse {
+    forget_member(&app, &name)
         .await
         .unwrap_or_else(|e| error_response(&e))
 }

@@ -139,38 +139,6 @@ pub async fn add_member(raft: &Raft, req: &JoinRequest) -> Result<(), Membership
     Ok(())
 }
 
-/// On the leader: makes the voter named `name` a learner (its vote no
-/// longer counts; it stays a member and is replicated to), for a node that
-/// lost its store and rejoins. A learner or a stranger is left as it is.
-pub async fn demote_member(raft: &Raft, name: &str) -> Result<(), MembershipError> {
-    let id: NodeId = node_id(name);
-    let metrics: typ::RaftMetrics = raft.metrics().borrow().clone();
-    let membership = metrics.membership_config.membership();
-    if let Some(existing) = membership.get_node(&id) {
-        if existing.name != name {
-            return Err(MembershipError::IdCollision {
-                name: name.to_string(),
-                existing: existing.name.clone(),
-            });
-        }
-    }
-    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-    if !voters.contains(&id) {
-        return Ok(());
-    }
-    if voters.len() == 1 {
-        return Err(MembershipError::LastVoter(name.to_string()));
-    }
-    raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true)
-        .await
-        .map_err(raft_err)?;
-    tracing::info!(
-        node = name,
-        "demoted to a learner: it rejoins with an empty store"
-    );
-    Ok(())
-}
-
 /// On the leader: removes the member named `name` (voter and node).
 pub async fn remove_member(raft: &Raft, name: &str) -> Result<(), MembershipError> {
     let id: NodeId = node_id(name);

@@ -34,8 +34,8 @@ pub const NODE_KERNEL_PATH: &str = "/raft/node/kernel";
 pub const READ_INDEX_PATH: &str = "/raft/read-index";
 
 /// `DELETE {MEMBERS_PATH}/{name}` on the leader's Raft port: a removal
-/// forwarded by another member; `POST {MEMBERS_PATH}/{name}/demote`: make
-/// that voter a learner (a node rejoining after its store was damaged asks
+/// forwarded by another member; `POST {MEMBERS_PATH}/{name}/rejoin`: that
+/// node is about to rejoin with an empty store, remove it first (it asks
 /// any member, which forwards to the leader).
 pub const MEMBERS_PATH: &str = "/raft/members";
 
@@ -204,14 +204,16 @@ impl ReadIndex {
                 }
                 let (leader_only, any): (Vec<_>, Vec<_>) =
                     waiting.into_iter().partition(|(only, _)| *only);
+                // A confirmation that fails (a heartbeat round lost under
+                // load) is tried again before the whole batch is told no.
                 if !leader_only.is_empty() {
-                    let index = leader_read_index(&raft).await;
+                    let index = retried(|| leader_read_index(&raft)).await;
                     for (_, tx) in leader_only {
                         let _ = tx.send(index);
                     }
                 }
                 if !any.is_empty() {
-                    let index = read_index(&raft, &peers).await;
+                    let index = retried(|| read_index(&raft, &peers)).await;
                     for (_, tx) in any {
                         let _ = tx.send(index);
                     }
@@ -226,6 +228,19 @@ impl ReadIndex {
         self.tx.send((leader_only, tx)).ok()?;
         rx.await.ok().flatten()
     }
+}
+
+/// `find` until it finds, three times at most, 50 ms apart.
+async fn retried<F: std::future::Future<Output = Option<u64>>>(
+    find: impl Fn() -> F,
+) -> Option<u64> {
+    for _ in 0..2 {
+        if let Some(index) = find().await {
+            return Some(index);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    find().await
 }
 
 /// The log index a linearizable read must wait for: on the leader, after

@@ -6,12 +6,14 @@
 //! the old quorum committed. So the node must not take part again as a
 //! voter until it has caught up, and must not take part at all before the
 //! cluster stops counting it: before Raft starts here, a member is asked to
-//! have the leader demote this node to a learner (a membership change the
-//! remaining voters commit); only then is the damaged state set aside, an
-//! empty store opened, and the node joins like a new one (learner, catch up
-//! by snapshot, voter). A marker file keeps the node on this path across
-//! restarts, so that an empty directory is never mistaken for a new cluster
-//! to bootstrap.
+//! have the leader remove this node (a membership change the remaining
+//! voters commit; removal rather than demotion to a learner, since the
+//! leader would otherwise keep tracking the old log it replicated there,
+//! which openraft takes for a log that went back in time). Only then is the
+//! damaged state set aside, an empty store opened, and the node joins like
+//! a new one (learner, catch up by snapshot, voter). A marker file keeps
+//! the node on this path across restarts, so that an empty directory is
+//! never mistaken for a new cluster to bootstrap.
 //!
 //! The members to ask come from [`KnownMembers`], a file the node keeps
 //! current beside its store (the damaged store itself may be unreadable),
@@ -33,7 +35,7 @@ const MARKER: &str = "rejoining.json";
 pub enum RejoinError {
     #[error("no member to rejoin through: {dir} has no {MEMBERS_FILE} with other members; set RAFT_LEADER to a member's address")]
     NoMembers { dir: PathBuf },
-    #[error("the cluster refused to demote this node: {0}")]
+    #[error("the cluster refused to remove this node before it rejoins: {0}")]
     Refused(String),
     #[error("failed to set the damaged state aside")]
     SetAside(#[source] std::io::Error),
@@ -145,16 +147,16 @@ impl Rejoin {
         Ok(rejoin)
     }
 
-    /// Asks the members in turn until one has the leader demote node `name`
-    /// to a learner (or says it is not a voter); retries while none can
-    /// (no leader, no quorum, unreachable), since the node must not take
-    /// part before. Returns the member that answered, to join through.
-    pub async fn demote(&self, peers: &Peers, name: &str) -> Result<String, RejoinError> {
+    /// Asks the members in turn until one has the leader remove node `name`
+    /// (or says it is no member); retries while none can (no leader, no
+    /// quorum, unreachable), since the node must not take part before.
+    /// Returns the member that answered, to join through.
+    pub async fn forget(&self, peers: &Peers, name: &str) -> Result<String, RejoinError> {
         let mut delay = Duration::from_millis(200);
         let mut attempts = 0u32;
         loop {
             for member in &self.through {
-                let url = format!("http://{member}{MEMBERS_PATH}/{name}/demote");
+                let url = format!("http://{member}{MEMBERS_PATH}/{name}/rejoin");
                 let answer = peers
                     .request(reqwest::Method::POST, &url, Vec::new())
                     .timeout(Duration::from_secs(30))
@@ -172,12 +174,12 @@ impl Rejoin {
                         if attempts.is_multiple_of(10) {
                             let status = r.status();
                             let body = r.text().await.unwrap_or_default();
-                            tracing::warn!(%member, %status, %body, "waiting for the cluster to demote this node before it rejoins");
+                            tracing::warn!(%member, %status, %body, "waiting for the cluster to remove this node before it rejoins");
                         }
                     }
                     Err(e) => {
                         if attempts.is_multiple_of(10) {
-                            tracing::warn!(%member, error = %e, "waiting for a member to demote this node before it rejoins");
+                            tracing::warn!(%member, error = %e, "waiting for a member to remove this node before it rejoins");
                         }
                     }
                 }

@@ -19,7 +19,7 @@ pub enum OwnedError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the owned-services file {path} is not a JSON list of services (delete it to have the node adopt only the desired services)")]
+    #[error("the owned-services file {path} is damaged (delete it to have the node adopt only the desired services)")]
     Corrupt {
         path: PathBuf,
         #[source]
@@ -70,13 +70,17 @@ impl Owned {
     pub fn load(dir: &Path) -> Result<Owned, OwnedError> {
         let path = dir.join(FILE);
         let keys = match std::fs::read(&path) {
+            // A bare list is what earlier versions wrote.
+            Ok(bytes) if bytes.trim_ascii_start().starts_with(b"[") => {
+                serde_json::from_slice(&bytes).map_err(|source| OwnedError::Corrupt {
+                    path: path.clone(),
+                    source,
+                })?
+            }
             Ok(bytes) => match serde_json::from_slice::<OwnedFile>(&bytes) {
                 Ok(file) if file.crc32 == checksum(&file.services) => file.services,
                 Ok(_) => return Err(OwnedError::Checksum { path }),
-                Err(_) => serde_json::from_slice(&bytes).map_err(|source| OwnedError::Corrupt {
-                    path: path.clone(),
-                    source,
-                })?,
+                Err(source) => return Err(OwnedError::Corrupt { path, source }),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
             Err(source) => return Err(OwnedError::Read { path, source }),

@@ -110,18 +110,26 @@ pub fn open(dir: &Path, node: &str) -> Result<(LogStore, StateMachineStore), Sto
                     dir: dir.to_path_buf(),
                 }
             }
-            sled::Error::Corruption { .. } => {
-                StoreError::damaged(&sled_dir, "", format!("sled cannot read it: {source}"))
+            // The device's own I/O errors (permissions, EIO) are not the
+            // files' content; everything else sled refuses is.
+            sled::Error::Io(e)
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+                ) =>
+            {
+                StoreError::Open {
+                    dir: sled_dir.clone(),
+                    source,
+                }
             }
-            _ => StoreError::Open {
-                dir: sled_dir.clone(),
-                source,
-            },
+            _ => StoreError::damaged(&sled_dir, "", format!("sled cannot read it: {source}")),
         })
     })?;
     let (witness, acked) = quietly(&sled_dir, || prepare(dir, node, &db, witness, had_sled))?;
     let checked = quietly(&sled_dir, || verify::check(&db.trees, &acked, &sled_dir))?;
-    let vote: Option<Vote> = codec::get(&db.trees.raft, log::VOTE)?;
+    let vote: Option<Vote> =
+        codec::get(&db.trees.raft, log::VOTE).map_err(|e| unreadable(&sled_dir, e))?;
     tracing::debug!(
         entries = checked.entries,
         services = checked.services,
@@ -134,8 +142,9 @@ pub fn open(dir: &Path, node: &str) -> Result<(LogStore, StateMachineStore), Sto
         vote,
     };
     let disk = Disk::start(dir, &sled_dir, db, witness, acked)?;
-    let state_machine = StateMachineStore::load(disk.clone())?;
-    Ok((LogStore::new(disk)?, state_machine))
+    let state_machine = quietly(&sled_dir, || StateMachineStore::load(disk.clone()))?;
+    let log = quietly(&sled_dir, || LogStore::new(disk))?;
+    Ok((log, state_machine))
 }
 
 /// Brings the database to [`STORE_FORMAT`] and returns its witness: a new
@@ -315,22 +324,35 @@ pub fn panics_are_reported_as_errors() -> bool {
     QUIET.with(Cell::get)
 }
 
+/// A read that sled refused for a reason other than the device's I/O (it
+/// found corruption) is damage of its files.
+fn unreadable(sled_dir: &Path, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Read { what, source } if !matches!(source, sled::Error::Io(_)) => {
+            StoreError::damaged(sled_dir, what, format!("sled cannot read it: {source}"))
+        }
+        other => other,
+    }
+}
+
 /// Runs `f`, turning a panic inside sled (which it does on some damaged
 /// files) into damage of `file`, named, instead of a crash.
 fn quietly<T>(file: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
     let before = QUIET.with(|q| q.replace(true));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     QUIET.with(|q| q.set(before));
-    result.unwrap_or_else(|payload| {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".into());
-        Err(StoreError::damaged(
-            file,
-            "",
-            format!("sled failed reading it: {message}"),
-        ))
-    })
+    result
+        .map(|r| r.map_err(|e| unreadable(file, e)))
+        .unwrap_or_else(|payload| {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            Err(StoreError::damaged(
+                file,
+                "",
+                format!("sled failed reading it: {message}"),
+            ))
+        })
 }

@@ -47,7 +47,12 @@ impl Node {
     /// Starts the process with the documented variables.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} already running", self.name);
-        let log = std::fs::File::create(self.dir.with_extension("log")).expect("log file");
+        // Appended: a node restarted in a test keeps the log of each run.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.with_extension("log"))
+            .expect("log file");
         let mut cmd = Command::new(BINARY);
         cmd.env("SERVER_PORT", self.http_port.to_string())
             .env("RAFT_NODE_ID", &self.name)
@@ -97,6 +102,37 @@ impl Node {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// The exit status, if the process ended by itself within `limit`
+    /// (it is then no longer running); `None` while it runs.
+    pub fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            let status = self.child.as_mut()?.try_wait().ok().flatten();
+            if let Some(status) = status {
+                self.child = None;
+                return Some(status);
+            }
+            if start.elapsed() >= limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let sent = Command::new("kill")
+                .args([&format!("-{signal}"), &pid.to_string()])
+                .status();
+            assert!(
+                sent.is_ok_and(|s| s.success()),
+                "kill -{signal} {}",
+                self.name
+            );
+        }
     }
 
     pub fn log(&self) -> String {
