@@ -58,6 +58,9 @@ pub(crate) struct Witness {
     path: PathBuf,
     node: String,
     seq: u64,
+    /// What the newest slot says: a flush that changes neither the log's
+    /// end nor the vote (a checkpoint's, a snapshot's) writes nothing.
+    current: Option<Acknowledged>,
 }
 
 impl Witness {
@@ -86,10 +89,12 @@ impl Witness {
             path: path.clone(),
             node: node.to_string(),
             seq: 0,
+            current: None,
         };
         // Both slots hold a valid empty state: the file never has a slot
         // that was not written on purpose.
         for _ in 0..2 {
+            witness.current = None;
             witness.write(&Acknowledged::default()).map_err(io_error)?;
         }
         std::fs::rename(&tmp, &path).map_err(io_error)?;
@@ -130,6 +135,7 @@ impl Witness {
             path,
             node: slot.node,
             seq: slot.seq,
+            current: Some(slot.acked.clone()),
         };
         Ok((witness, slot.acked))
     }
@@ -140,6 +146,9 @@ impl Witness {
 
     /// Records `acked`, durably, in the older slot.
     pub(crate) fn write(&mut self, acked: &Acknowledged) -> io::Result<()> {
+        if self.current.as_ref() == Some(acked) {
+            return Ok(());
+        }
         let seq = self.seq + 1;
         let slot = encode_slot(&Slot {
             seq,
@@ -149,6 +158,7 @@ impl Witness {
         self.file.write_all_at(&slot, (seq % 2) * SLOT as u64)?;
         self.file.sync_data()?;
         self.seq = seq;
+        self.current = Some(acked.clone());
         Ok(())
     }
 }
@@ -238,6 +248,10 @@ mod tests {
         drop(w);
         let (mut w, got) = Witness::open(dir.path(), "node1").unwrap();
         assert_eq!(got, acked(11));
+        // Unchanged: nothing written (the file stays byte for byte).
+        let before = std::fs::read(Witness::path(dir.path())).unwrap();
+        w.write(&acked(11)).unwrap();
+        assert_eq!(std::fs::read(Witness::path(dir.path())).unwrap(), before);
         w.write(&acked(12)).unwrap();
         let (_, got) = Witness::open(dir.path(), "node1").unwrap();
         assert_eq!(got, acked(12));
