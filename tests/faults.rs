@@ -484,6 +484,18 @@ fn a_full_disk_during_writes() {
                 .json::<Value>()
                 .expect("node report");
         assert_eq!(node["store"]["writable"], json!(false), "{node}");
+        // The CLI's cluster status, through another node, names it.
+        let other = (0..3).find(|&j| j != i).expect("another node");
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_ipvs-manager"))
+            .args(["--server", &t.c.nodes[other].url(""), "cluster", "status"])
+            .output()
+            .expect("run the CLI");
+        let text = String::from_utf8_lossy(&status.stdout);
+        assert!(
+            text.contains(&format!("{name}: not ready (disk)"))
+                && text.contains("No space left on device"),
+            "{text}"
+        );
         // The others go on: a quorum of two.
         let acked = |t: &Trial| {
             let other = (0..3).find(|&j| j != i).expect("another node");

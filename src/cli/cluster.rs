@@ -445,7 +445,7 @@ pub fn cluster(api: &Api, cmd: &ClusterCommand) -> anyhow::Result<ExitCode> {
             )?;
             writeln!(
                 out,
-                "{:<16} {:<22} {:<8} {:<8} {:>8} {:>10}  kernel",
+                "{:<16} {:<22} {:<8} {:<9} {:>8} {:>10}  kernel",
                 "member", "api", "role", "state", "applied", "programmed"
             )?;
             for m in &view.members {
@@ -463,16 +463,27 @@ pub fn cluster(api: &Api, cmd: &ClusterCommand) -> anyhow::Result<ExitCode> {
                     ),
                     None => ("?", "-".to_string(), "-".to_string()),
                 };
+                let ready = m.node.as_ref().is_none_or(|n| n.problems.is_empty());
                 writeln!(
                     out,
-                    "{:<16} {:<22} {:<8} {:<8} {:>8} {:>10}  {kernel}",
+                    "{:<16} {:<22} {:<8} {:<9} {:>8} {:>10}  {kernel}",
                     m.id,
                     m.api_addr,
                     role,
-                    if m.reachable { "up" } else { "down" },
+                    match (m.reachable, ready) {
+                        (false, _) => "down",
+                        (true, true) => "up",
+                        (true, false) => "not ready",
+                    },
                     m.last_applied.map_or("-".to_string(), |a| a.to_string()),
                     programmed,
                 )?;
+            }
+            // Why each member that answered is not ready, as /readyz says.
+            for m in &view.members {
+                for p in m.node.iter().flat_map(|n| &n.problems) {
+                    writeln!(out, "{}: not ready ({}): {}", m.id, p.check, p.detail)?;
+                }
             }
         }
         ClusterCommand::Join {
