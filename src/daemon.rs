@@ -79,11 +79,11 @@ fn open_kernel(mode: KernelMode) -> anyhow::Result<Option<(Box<dyn Kernel + Send
         KernelMode::Memory => Ok(Some((Box::new(MemoryKernel::new()), "memory"))),
         KernelMode::On => {
             let mut kernel = NetlinkKernel::connect()
-                .map_err(|e| anyhow::anyhow!("{}; {OFF}", crate::ipvs::chain(&e)))?;
+                .map_err(|e| anyhow::anyhow!("{}; {OFF}", crate::errors::chain(&e)))?;
             // Every IPVS command needs CAP_NET_ADMIN, a read as well.
             kernel
                 .info()
-                .map_err(|e| anyhow::anyhow!("{}; {OFF}", crate::ipvs::chain(&e)))?;
+                .map_err(|e| anyhow::anyhow!("{}; {OFF}", crate::errors::chain(&e)))?;
             Ok(Some((Box::new(kernel), "on")))
         }
     }
@@ -417,7 +417,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         Some(Ok(Start::Bootstrapped)) => tracing::info!("bootstrapped a new cluster"),
         Some(Ok(Start::Joined)) => tracing::info!("joined the cluster"),
         Some(Err(e)) => {
-            tracing::error!(error = %crate::ipvs::chain(&e), "could not enter the cluster");
+            tracing::error!(error = %crate::errors::chain(&e), "could not enter the cluster");
         }
         None => {}
     }

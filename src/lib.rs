@@ -23,6 +23,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod errors;
 pub mod health;
 pub mod ipvs;
 pub mod metrics;

@@ -7,7 +7,7 @@
 //! state, the reconcile status) are read at scrape time into a registry
 //! built for that scrape, so a removed service's series disappear with it.
 
-use crate::api::ids::{server_id, service_id};
+use crate::model::ids::{server_id, service_id};
 use crate::model::{ServiceEntry, ServiceKey};
 use crate::reconcile::ReconcileStatus;
 use prometheus_client::encoding::EncodeLabelSet;

@@ -272,7 +272,7 @@ fn service<'a>(state: &'a DesiredState, key: &ServiceKey) -> Result<&'a ServiceC
 fn write_error(e: WriteError) -> ApiError {
     match e {
         WriteError::NoLeader => ApiError::no_leader(1),
-        other => ApiError::unavailable(1, crate::ipvs::chain(&other)),
+        other => ApiError::unavailable(1, crate::errors::chain(&other)),
     }
 }
 
@@ -500,9 +500,9 @@ async fn kernel_table(app: &AppState) -> Result<json::KernelTable, ApiError> {
     let (info, services, dir) = read
         .await
         .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::unavailable(1, crate::ipvs::chain(&e)))?;
+        .map_err(|e| ApiError::unavailable(1, crate::errors::chain(&e)))?;
     let owned = crate::reconcile::Owned::load(&dir)
-        .map_err(|e| ApiError::internal(crate::ipvs::chain(&e)))?;
+        .map_err(|e| ApiError::internal(crate::errors::chain(&e)))?;
     Ok(json::KernelTable {
         info,
         services,
@@ -551,7 +551,7 @@ fn all_down(desired: &DesiredState, table: &crate::health::HealthTable) -> Vec<S
 pub fn local_health(app: &AppState) -> json::NodeHealthView {
     let desired = app.desired();
     let table = app.health.table();
-    let now = crate::reconcile::unix_ms();
+    let now = crate::model::clock::unix_ms();
     let mut targets = BTreeMap::new();
     let servers = app
         .health
@@ -573,9 +573,7 @@ pub fn local_health(app: &AppState) -> json::NodeHealthView {
                 health: json::ServerHealthView {
                     state: if t.up { "up" } else { "down" }.to_string(),
                     since: t.since_ms.map(|ms| {
-                        crate::reconcile::status::rfc3339(
-                            std::time::UNIX_EPOCH + Duration::from_millis(ms),
-                        )
+                        crate::model::clock::rfc3339_ms(ms)
                     }),
                     checks: t.checks,
                     latency_us: t.latency_us,
@@ -1025,7 +1023,7 @@ const MEMBER_KERNEL_WAIT: Duration = Duration::from_secs(3);
 fn drain(app: &AppState, req: &HttpRequest) -> Result<Option<DrainRequest>, ApiError> {
     let grace = http::query_seconds("grace", query(req, "grace"), MAX_DRAIN_GRACE)?;
     Ok(Some(DrainRequest {
-        since_ms: crate::reconcile::unix_ms(),
+        since_ms: crate::model::clock::unix_ms(),
         grace,
         default_grace: app.drain_grace,
     }))
@@ -1225,7 +1223,7 @@ fn membership_error(e: membership::MembershipError) -> ApiError {
             ApiError::new(api::ErrorCode::AlreadyExists, e.to_string())
         }
         NotLeader => ApiError::no_leader(1),
-        Raft(_) => ApiError::unavailable(1, crate::ipvs::chain(&e)),
+        Raft(_) => ApiError::unavailable(1, crate::errors::chain(&e)),
     }
 }
 

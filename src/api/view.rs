@@ -12,6 +12,7 @@ use super::json::{
     ConfigPlan, ConfigView, DrainView, NetmaskView, PersistenceView, ServerView, ServiceChange,
     ServiceView, TunnelView,
 };
+use crate::model::clock::rfc3339_ms;
 use crate::model::{
     DesiredState, DestKey, Destination, Drain, Forward, HealthCheck, HealthPolicy, Netmask,
     ServiceConfig, ServiceFlags, ServiceKey, ServiceSpec, TunnelChecksum, TunnelType,
@@ -102,14 +103,10 @@ pub fn policy_view(policy: &HealthPolicy) -> Option<Value> {
 
 /// A drain as responses show it.
 pub fn drain_view(drain: &Drain) -> DrainView {
-    let at = |ms: u64| {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-        humantime::format_rfc3339_seconds(t).to_string()
-    };
     DrainView {
-        since: at(drain.since_ms),
+        since: rfc3339_ms(drain.since_ms),
         grace: drain.grace,
-        until: at(drain.deadline_ms()),
+        until: rfc3339_ms(drain.deadline_ms()),
     }
 }
 

@@ -330,7 +330,7 @@ async fn send_writes(
     timeout: Duration,
     cmds: &[Command],
 ) -> Result<Vec<WriteResult>, Forwarded> {
-    let lost = |e: reqwest::Error| Forwarded::Lost(crate::ipvs::chain(&e));
+    let lost = |e: reqwest::Error| Forwarded::Lost(crate::errors::chain(&e));
     let request = peers
         .post_json(&format!("http://{leader}{WRITE_PATH}"), &cmds)
         .map_err(|e| Forwarded::Lost(e.to_string()))?;

@@ -262,7 +262,7 @@ async fn probe_loop(
     loop {
         tokio::time::sleep_until(next).await;
         let outcome = prober.probe(&check, target).await;
-        health.record(&key, &check, &outcome, crate::reconcile::unix_ms());
+        health.record(&key, &check, &outcome, crate::model::clock::unix_ms());
         // A probe never outlasts its interval (timeout < interval); a
         // runtime too busy to keep up skips beats rather than bursting.
         next += interval;

@@ -1714,7 +1714,7 @@ mod tests {
         };
         assert_eq!(err.reason(), Some(Reason::NoSuchService));
         assert_eq!(
-            crate::ipvs::chain(&err),
+            crate::errors::chain(&err),
             "failed to delete service TCP 10.0.0.1:80: no such service (ESRCH)"
         );
         let Err(err) = k.apply(&Change::AddDest(

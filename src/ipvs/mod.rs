@@ -12,7 +12,7 @@ pub mod netlink;
 pub mod text;
 pub mod vip;
 
-pub use error::{chain, KernelError, Reason};
+pub use error::{KernelError, Reason};
 
 use crate::model::{DestKey, Destination, ServiceEntry, ServiceKey, VirtualService};
 use std::fmt;

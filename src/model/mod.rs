@@ -9,8 +9,10 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
+pub mod clock;
 mod desired;
 mod health;
+pub mod ids;
 mod stats;
 
 pub use desired::{

@@ -23,7 +23,9 @@ pub use status::{FailedChange, ReconcileStatus};
 use crate::config::Ownership;
 use crate::health::HealthTable;
 use crate::ipvs::vip::VipTable;
-use crate::ipvs::{chain, Change, Kernel};
+use crate::errors::chain;
+use crate::ipvs::{Change, Kernel};
+use crate::model::clock::{rfc3339, unix_ms};
 use crate::model::{DesiredState, ServiceEntry, ServiceKey};
 use crate::store::{Committed, StateWatch};
 use std::collections::{BTreeMap, BTreeSet};
@@ -134,7 +136,7 @@ impl<K: Kernel> Engine<K> {
             .flat_map(|(key, changes)| {
                 let attempts = self.attempts.get(key).copied().unwrap_or(0);
                 changes.iter().map(move |(change, error)| FailedChange {
-                    service: crate::api::ids::service_id(key),
+                    service: crate::model::ids::service_id(key),
                     change: change.to_string(),
                     error: error.clone(),
                     attempts,
@@ -324,13 +326,6 @@ fn service_of(change: &Change) -> Option<ServiceKey> {
     }
 }
 
-/// Now, in milliseconds since the Unix epoch (drain deadlines use it).
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The reconciler's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -414,10 +409,10 @@ pub async fn run<K: Kernel + Send + 'static>(
             s.changes += report.applied as u64;
             if is_resync {
                 s.drift_repaired += report.applied as u64;
-                s.last_resync = Some(status::rfc3339(now));
+                s.last_resync = Some(rfc3339(now));
             }
             if let Some(foreign) = &report.foreign {
-                s.foreign = foreign.iter().map(crate::api::ids::service_id).collect();
+                s.foreign = foreign.iter().map(crate::model::ids::service_id).collect();
             }
             s.error = report.error.clone();
             s.pending = failed.len();
@@ -425,7 +420,7 @@ pub async fn run<K: Kernel + Send + 'static>(
             s.failed = failed.clone();
             if report.error.is_none() && failed.is_empty() {
                 s.programmed_index = committed.applied_index();
-                s.last_success = Some(status::rfc3339(now));
+                s.last_success = Some(rfc3339(now));
             }
         });
         let failing = done.failing();

@@ -48,8 +48,3 @@ pub struct ReconcileStatus {
     /// Addresses bound on the VIP interface.
     pub vips: Vec<std::net::IpAddr>,
 }
-
-/// Formats a time as RFC 3339 in UTC, to the second.
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}

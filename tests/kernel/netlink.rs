@@ -41,7 +41,7 @@ fn connect() -> NetlinkKernel {
 fn ok_all(results: Vec<Result<(), KernelError>>) {
     for r in results {
         if let Err(e) = r {
-            panic!("{}", ipvs_manager::ipvs::chain(&e));
+            panic!("{}", ipvs_manager::errors::chain(&e));
         }
     }
 }
@@ -397,7 +397,7 @@ pub fn errors_are_typed_and_per_change() -> Result<(), Failed> {
                 Some(Reason::NoSuchService),
             ]
         );
-        let message = ipvs_manager::ipvs::chain(results[1].as_ref().unwrap_err());
+        let message = ipvs_manager::errors::chain(results[1].as_ref().unwrap_err());
         assert_eq!(
             message,
             "failed to add service TCP 10.50.0.1:80: service already exists (EEXIST)"
