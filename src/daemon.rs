@@ -258,7 +258,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let owned = Owned::load(&cfg.vol_dir).context("failed to load the owned services")?;
     let (status_tx, status_rx) = watch::channel(ReconcileStatus::default());
     let metrics = Arc::new(crate::metrics::Metrics::default());
-    let health = crate::health::Health::new(Some(metrics.clone()));
+    let health = crate::health::Health::new(Some(
+        metrics.clone() as Arc<dyn crate::health::ProbeObserver>
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();

@@ -13,6 +13,7 @@
 
 use crate::api::auth::{self, Policy};
 use crate::api::error::check_body_size;
+use crate::api::json::ReconcileStatus;
 use crate::api::validate::MAX_DRAIN_GRACE;
 use crate::api::{self, http, json, view, ApiError, Operation};
 use crate::cluster::membership::{self, JoinRequest};
@@ -23,7 +24,6 @@ use crate::cluster::{
 use crate::ipvs::{Kernel, SharedKernel};
 use crate::model::{Command, DesiredState, DrainRequest, ServiceConfig, ServiceKey};
 use crate::raft::{node_id, NodeInfo};
-use crate::reconcile::ReconcileStatus;
 use crate::store::StateWatch;
 use actix_web::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
@@ -572,9 +572,7 @@ pub fn local_health(app: &AppState) -> json::NodeHealthView {
                 kind: probed.check.kind.name().to_string(),
                 health: json::ServerHealthView {
                     state: if t.up { "up" } else { "down" }.to_string(),
-                    since: t.since_ms.map(|ms| {
-                        crate::model::clock::rfc3339_ms(ms)
-                    }),
+                    since: t.since_ms.map(|ms| crate::model::clock::rfc3339_ms(ms)),
                     checks: t.checks,
                     latency_us: t.latency_us,
                     error: t.error.clone(),

@@ -15,15 +15,14 @@
 
 pub mod owned;
 pub mod plan;
-pub mod status;
 
+pub use crate::api::json::{FailedChange, ReconcileStatus};
 pub use owned::{Owned, OwnedError};
-pub use status::{FailedChange, ReconcileStatus};
 
 use crate::config::Ownership;
+use crate::errors::chain;
 use crate::health::HealthTable;
 use crate::ipvs::vip::VipTable;
-use crate::errors::chain;
 use crate::ipvs::{Change, Kernel};
 use crate::model::clock::{rfc3339, unix_ms};
 use crate::model::{DesiredState, ServiceEntry, ServiceKey};
@@ -453,7 +452,7 @@ pub async fn run<K: Kernel + Send + 'static>(
             Wake::Stop => return,
             Wake::Changed => {
                 let next = rx.borrow_and_update().clone();
-                let keys = plan::changed(&committed.desired, &next.desired);
+                let keys = next.desired.changed_since(&committed.desired);
                 committed = next;
                 let mut keys = keys;
                 if retry.is_some() && !read_failed {

@@ -649,7 +649,7 @@ fn response_samples() -> Vec<(&'static str, Value)> {
                     term: 3,
                     leader_id: Some("node1".into()),
                     last_applied: 120,
-                    reconcile: crate::reconcile::ReconcileStatus {
+                    reconcile: crate::api::json::ReconcileStatus {
                         kernel: "on".into(),
                         ownership: "managed".into(),
                         seen_index: 120,
@@ -660,7 +660,7 @@ fn response_samples() -> Vec<(&'static str, Value)> {
                         changes: 300,
                         drift_repaired: 2,
                         pending: 1,
-                        failed: vec![crate::reconcile::FailedChange {
+                        failed: vec![crate::api::json::FailedChange {
                             service: "tcp-192.0.2.10-443".into(),
                             change: "add destination 198.51.100.13:443 to service TCP \
                                      192.0.2.10:443"
