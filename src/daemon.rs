@@ -100,7 +100,7 @@ fn vips(mode: KernelMode, ifname: &str) -> anyhow::Result<Box<dyn VipTable>> {
 
 /// Waits (a few seconds at most) until this node has applied what the
 /// leader had applied.
-async fn catch_up(raft: &crate::cluster::Raft, peers: &Peers, state: &crate::store::StateWatch) {
+async fn catch_up(raft: &crate::raft::Raft, peers: &Peers, state: &crate::store::StateWatch) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline {
         if let Some(target) = crate::cluster::read_index(raft, peers).await {
@@ -123,7 +123,7 @@ async fn first_reconcile(mut status: watch::Receiver<ReconcileStatus>) {
 
 /// One line for `systemctl status`: role, term, applied and programmed
 /// indexes, and what is failing.
-fn summary(raft: &crate::cluster::Raft, status: &ReconcileStatus) -> String {
+fn summary(raft: &crate::raft::Raft, status: &ReconcileStatus) -> String {
     let m = raft.metrics().borrow().clone();
     let role = match m.state {
         openraft::ServerState::Leader => "leader",
@@ -155,7 +155,7 @@ fn summary(raft: &crate::cluster::Raft, status: &ReconcileStatus) -> String {
 async fn watchdog(
     notifier: Arc<Notifier>,
     interval: Duration,
-    raft: crate::cluster::Raft,
+    raft: crate::raft::Raft,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);

@@ -19,11 +19,11 @@ use crate::api::{self, http, json, view, ApiError, Operation};
 use crate::cluster::membership::{self, JoinRequest};
 use crate::cluster::peer_auth::{self, Peers};
 use crate::cluster::{
-    leader, read_index, Raft, WriteError, Writer, MEMBERS_PATH, NODE_KERNEL_PATH, NODE_PATH,
+    leader, read_index, WriteError, Writer, MEMBERS_PATH, NODE_KERNEL_PATH, NODE_PATH,
 };
 use crate::ipvs::{Kernel, SharedKernel};
 use crate::model::{Command, DesiredState, DrainRequest, ServiceConfig, ServiceKey};
-use crate::raft::{node_id, NodeInfo};
+use crate::raft::{node_id, NodeInfo, Raft};
 use crate::store::StateWatch;
 use actix_web::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;

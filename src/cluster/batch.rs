@@ -18,9 +18,10 @@
 //! queued after it overtakes it.
 
 use super::peer_auth::Peers;
-use super::rpc::{client_write, Raft, WriteOutcome, WriteResult, WRITE_PATH};
+use super::WRITE_PATH;
 use crate::model::{Command, CommandResult, ServiceKey};
 use crate::raft::NodeInfo;
+use crate::raft::{client_write, Raft, WriteOutcome, WriteResult};
 use openraft::error::{Fatal, RaftError};
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
