@@ -23,7 +23,7 @@ use crate::config::{KernelMode, NodeConfig};
 use crate::ipvs::memory::MemoryKernel;
 use crate::ipvs::netlink::NetlinkKernel;
 use crate::ipvs::vip::{LinkVips, MemoryVips, VipTable};
-use crate::ipvs::{Kernel, SharedKernel};
+use crate::ipvs::Kernel;
 use crate::raft::{node_id, NodeInfo};
 use crate::reconcile::{Engine, Owned, ReconcileStatus, Settings};
 use crate::sd_notify::Notifier;
@@ -246,7 +246,15 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     };
     let notifier = Arc::new(Notifier::from_env());
     // Refuse to start without a usable kernel, before touching anything.
-    let kernel = open_kernel(cfg.kernel)?.map(|(k, mode)| (SharedKernel::new(k), mode));
+    let kernel = open_kernel(cfg.kernel)?;
+    // The reconciler reads the table for the API and the metrics.
+    let (table_publisher, table_reader) = match kernel {
+        Some(_) => {
+            let (publisher, reader) = crate::reconcile::table::channel();
+            (Some(publisher), Some(reader))
+        }
+        None => (None, None),
+    };
     let vip_table = match kernel {
         Some(_) => Some(vips(cfg.kernel, &cfg.vip_interface)?),
         None => None,
@@ -301,8 +309,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         me: me.clone(),
         drain_grace: cfg.drain_grace,
         reconcile: status_rx.clone(),
-        kernel: kernel.as_ref().map(|(k, _)| k.clone()),
-        vol_dir: cfg.vol_dir.clone(),
+        kernel: table_reader,
         metrics: metrics.clone(),
         auth: std::sync::RwLock::new(Arc::new(policy.clone())),
         health: health.clone(),
@@ -436,8 +443,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             state.clone(),
             stopped(),
         )));
-        let reconciler = match kernel.zip(vip_table) {
-            Some(((kernel, mode), vip_table)) => {
+        let reconciler = match kernel.zip(vip_table).zip(table_publisher) {
+            Some((((kernel, mode), vip_table), table_publisher)) => {
                 // Health checks matter only where a kernel is programmed.
                 tasks.push(tokio::spawn(crate::health::run(
                     health.clone(),
@@ -461,6 +468,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                     health.subscribe(),
                     settings,
                     status_tx,
+                    table_publisher,
                     metrics.clone(),
                     stopped(),
                 ))

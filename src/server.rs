@@ -21,9 +21,9 @@ use crate::cluster::peer_auth::{self, Peers};
 use crate::cluster::{
     leader, read_index, WriteError, Writer, MEMBERS_PATH, NODE_KERNEL_PATH, NODE_PATH,
 };
-use crate::ipvs::{Kernel, SharedKernel};
 use crate::model::{Command, DesiredState, DrainRequest, ServiceConfig, ServiceKey};
 use crate::raft::{node_id, NodeInfo, Raft};
+use crate::reconcile::{TableError, TableReader};
 use crate::store::StateWatch;
 use actix_web::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
@@ -47,10 +47,9 @@ pub struct AppState {
     pub drain_grace: u32,
     /// The reconciler's status on this node.
     pub reconcile: tokio::sync::watch::Receiver<ReconcileStatus>,
-    /// The table the reconciler programs (`None` with `IPVS_KERNEL=off`).
-    pub kernel: Option<SharedKernel<Box<dyn Kernel + Send>>>,
-    /// RAFT_VOL_DIR, where the owned set is kept.
-    pub vol_dir: std::path::PathBuf,
+    /// The kernel table as the reconciler reads it (`None` with
+    /// `IPVS_KERNEL=off`).
+    pub kernel: Option<TableReader>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// This node's health checks.
     pub health: Arc<crate::health::Health>,
@@ -481,43 +480,31 @@ async fn get_node(app: &AppState, req: &HttpRequest) -> Result<json::NodeView, A
     Ok(node_report(app))
 }
 
-/// This node's kernel table and owned set, read on a blocking thread (a
-/// netlink dump blocks, and waits for a reconcile pass in progress).
-async fn kernel_table(app: &AppState) -> Result<json::KernelTable, ApiError> {
-    let Some(kernel) = app.kernel.clone() else {
+/// How long a reader waits for the reconciler to read the kernel table:
+/// it reads between passes, and a pass over a large table takes a while.
+const TABLE_WAIT: Duration = Duration::from_secs(10);
+
+/// This node's kernel table and owned set, as the reconciler reads them
+/// now (after the pass in progress, if any).
+async fn kernel_table(app: &AppState) -> Result<Arc<json::KernelTable>, ApiError> {
+    let Some(kernel) = &app.kernel else {
         return Err(ApiError::new(
             api::ErrorCode::NotFound,
             "this node programs no kernel (IPVS_KERNEL=off)",
         ));
     };
-    let dir = app.vol_dir.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        let mut kernel = kernel;
-        let info = kernel.info()?;
-        let services = kernel.services()?;
-        Ok::<_, crate::ipvs::KernelError>((info, services, dir))
-    });
-    let (info, services, dir) = read
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::unavailable(1, crate::errors::chain(&e)))?;
-    let owned = crate::reconcile::Owned::load(&dir)
-        .map_err(|e| ApiError::internal(crate::errors::chain(&e)))?;
-    Ok(json::KernelTable {
-        info,
-        services,
-        owned: owned.keys().iter().copied().collect(),
+    kernel.read(TABLE_WAIT).await.map_err(|e| match e {
+        TableError::Kernel(reason) => ApiError::unavailable(1, reason),
+        not_read => ApiError::unavailable(1, not_read.to_string()),
     })
 }
 
-/// The metrics exposition: this node's kernel read now (when it programs
-/// one; a failed read leaves the kernel series out, never the scrape).
+/// The metrics exposition: this node's kernel table read now (when it
+/// programs one; a failed read leaves the kernel series out, never the
+/// scrape).
 async fn scrape(app: &AppState) -> String {
-    let kernel = match app.kernel.clone() {
-        Some(mut kernel) => tokio::task::spawn_blocking(move || kernel.services().ok())
-            .await
-            .ok()
-            .flatten(),
+    let kernel = match &app.kernel {
+        Some(kernel) => kernel.read(TABLE_WAIT).await.ok(),
         None => None,
     };
     let raft = app.raft().metrics().borrow().clone();
@@ -527,7 +514,7 @@ async fn scrape(app: &AppState) -> String {
     app.metrics.render(&crate::metrics::Scrape {
         raft: &raft,
         reconcile: &reconcile,
-        kernel: kernel.as_deref(),
+        kernel: kernel.as_deref().map(|t| t.services.as_slice()),
         health: &health,
         all_down: &all_down,
     })

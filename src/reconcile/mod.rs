@@ -15,10 +15,13 @@
 
 pub mod owned;
 pub mod plan;
+pub mod table;
 
 pub use crate::api::json::{FailedChange, ReconcileStatus};
 pub use owned::{Owned, OwnedError};
+pub use table::{TableError, TablePublisher, TableReader};
 
+use crate::api::json::KernelTable;
 use crate::config::Ownership;
 use crate::errors::chain;
 use crate::health::HealthTable;
@@ -121,6 +124,18 @@ impl<K: Kernel> Engine<K> {
 
     pub fn owned(&self) -> &BTreeSet<ServiceKey> {
         self.owned.keys()
+    }
+
+    /// The whole table as the kernel holds it now, with the counters, and
+    /// the services this node owns (what `GET /api/v1/node/kernel` shows).
+    pub fn table(&mut self) -> Result<KernelTable, String> {
+        let info = self.kernel.info().map_err(|e| chain(&e))?;
+        let services = self.kernel.services().map_err(|e| chain(&e))?;
+        Ok(KernelTable {
+            info,
+            services,
+            owned: self.owned.keys().iter().copied().collect(),
+        })
     }
 
     /// Services with changes awaiting a retry.
@@ -354,6 +369,7 @@ pub async fn run<K: Kernel + Send + 'static>(
     mut health_rx: watch::Receiver<Arc<HealthTable>>,
     settings: Settings,
     status: watch::Sender<ReconcileStatus>,
+    mut table: TablePublisher,
     metrics: Arc<crate::metrics::Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -437,15 +453,43 @@ pub async fn run<K: Kernel + Send + 'static>(
         // enough and cheap (a pass over the ramping services only).
         let ramp_due = (!ramping.is_empty()).then(|| Instant::now() + RAMP_STEP);
 
-        // Wait for the next reason to pass.
-        let wake = tokio::select! {
-            changed = rx.changed() => if changed.is_ok() { Wake::Changed } else { Wake::Stop },
-            changed = health_rx.changed() => if changed.is_ok() { Wake::Health } else { Wake::Stop },
-            _ = tokio::time::sleep_until(resync_due) => Wake::Resync,
-            _ = sleep_until_opt(retry.map(|(at, _)| at)) => Wake::Retry,
-            _ = sleep_until_opt(drain_due) => Wake::DrainOver,
-            _ = sleep_until_opt(ramp_due) => Wake::Ramp,
-            _ = &mut shutdown => Wake::Stop,
+        // Wait for the next reason to pass; reads of the table asked for
+        // meanwhile are served between passes.
+        let wake = loop {
+            // `None`: the API or the metrics asked for the table.
+            let wake = tokio::select! {
+                changed = rx.changed() => Some(if changed.is_ok() { Wake::Changed } else { Wake::Stop }),
+                changed = health_rx.changed() => Some(if changed.is_ok() { Wake::Health } else { Wake::Stop }),
+                _ = tokio::time::sleep_until(resync_due) => Some(Wake::Resync),
+                _ = sleep_until_opt(retry.map(|(at, _)| at)) => Some(Wake::Retry),
+                _ = sleep_until_opt(drain_due) => Some(Wake::DrainOver),
+                _ = sleep_until_opt(ramp_due) => Some(Wake::Ramp),
+                asked = table.requested() => (!asked).then_some(Wake::Stop),
+                _ = &mut shutdown => Some(Wake::Stop),
+            };
+            if let Some(wake) = wake {
+                break wake;
+            }
+            let Some(mut current) = engine.take() else {
+                return;
+            };
+            let request = table.take_request();
+            let read = tokio::task::spawn_blocking(move || {
+                let read = current.table();
+                (current, read)
+            })
+            .await;
+            match read {
+                Ok((done, read)) => {
+                    engine = Some(done);
+                    table.publish(request, read);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "a read of the kernel table panicked; the reconciler stops");
+                    status.send_modify(|s| s.error = Some(format!("reconciler stopped: {e}")));
+                    return;
+                }
+            }
         };
         is_resync = false;
         scope = match wake {
