@@ -24,8 +24,9 @@ use crate::ipvs::memory::MemoryKernel;
 use crate::ipvs::netlink::NetlinkKernel;
 use crate::ipvs::vip::{LinkVips, MemoryVips, VipTable};
 use crate::ipvs::Kernel;
+use crate::node::Node;
 use crate::raft::{node_id, NodeInfo};
-use crate::reconcile::{Engine, Owned, ReconcileStatus, Settings};
+use crate::reconcile::{Engine, Outputs, Owned, ReconcileStatus, Settings};
 use crate::sd_notify::Notifier;
 use crate::server::{self, AppState};
 use crate::tls::CertStore;
@@ -302,7 +303,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     .context("failed to start raft")?;
 
     let writer = Writer::start(raft.clone(), peers.clone());
-    let app = web::Data::new(AppState {
+    let node = Arc::new(Node {
         writer: writer.clone(),
         state: state.clone(),
         peers: peers.clone(),
@@ -311,12 +312,14 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         reconcile: status_rx.clone(),
         kernel: table_reader,
         metrics: metrics.clone(),
-        auth: std::sync::RwLock::new(Arc::new(policy.clone())),
         health: health.clone(),
         peer_health: Default::default(),
+    });
+    let app = web::Data::new(AppState {
+        node: node.clone(),
+        auth: std::sync::RwLock::new(Arc::new(policy.clone())),
         limits: server::Limits::new(cfg.api_max_requests as usize),
     });
-    let app_for_health = app.clone();
     let raft_data = web::Data::new(raft.clone());
     let batcher_data = web::Data::new(writer.batcher().clone());
     let handover = Handover::default();
@@ -452,8 +455,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                     crate::health::probe::Prober::new(),
                     stopped(),
                 )));
-                tasks.push(tokio::spawn(crate::server::poll_peer_health(
-                    app_for_health.clone(),
+                tasks.push(tokio::spawn(crate::node::health::poll_peers(
+                    node.clone(),
                     Box::pin(stopped()),
                 )));
                 let engine = Engine::new(kernel, owned, cfg.ownership).with_vips(vip_table);
@@ -467,9 +470,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                     state.clone(),
                     health.subscribe(),
                     settings,
-                    status_tx,
-                    table_publisher,
-                    metrics.clone(),
+                    Outputs {
+                        status: status_tx,
+                        table: table_publisher,
+                        metrics: metrics.clone(),
+                    },
                     stopped(),
                 ))
             }

@@ -28,6 +28,7 @@ pub mod health;
 pub mod ipvs;
 pub mod metrics;
 pub mod model;
+pub mod node;
 pub mod raft;
 pub mod reconcile;
 pub mod sd_notify;

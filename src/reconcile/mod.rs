@@ -360,19 +360,31 @@ enum Wake {
     Stop,
 }
 
-/// Runs passes until `shutdown` completes, publishing the status on
-/// `status`. The engine's kernel calls block, so each pass runs on a
+/// Where the loop reports what it does.
+pub struct Outputs {
+    /// The status (`GET /api/v1/node`; `?wait=` reads its programmed index).
+    pub status: watch::Sender<ReconcileStatus>,
+    /// The kernel table, read when asked.
+    pub table: TablePublisher,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Runs passes until `shutdown` completes, publishing the status and the
+/// table on `out`. The engine's kernel calls block, so each pass runs on a
 /// blocking thread.
 pub async fn run<K: Kernel + Send + 'static>(
     engine: Engine<K>,
     state: StateWatch,
     mut health_rx: watch::Receiver<Arc<HealthTable>>,
     settings: Settings,
-    status: watch::Sender<ReconcileStatus>,
-    mut table: TablePublisher,
-    metrics: Arc<crate::metrics::Metrics>,
+    out: Outputs,
     shutdown: impl Future<Output = ()>,
 ) {
+    let Outputs {
+        status,
+        mut table,
+        metrics,
+    } = out;
     tokio::pin!(shutdown);
     let mut rx = state.subscribe();
     let mut committed: Committed = rx.borrow_and_update().clone();

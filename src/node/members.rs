@@ -1,0 +1,95 @@
+//! Membership changes asked of this node: the leader performs them, any
+//! other member forwards them to the leader's Raft port and passes its
+//! answer back.
+
+use super::{Node, Relayed};
+use crate::api::{self, ApiError};
+use crate::cluster::membership::{self, JoinRequest, MembershipError};
+use crate::cluster::{leader, MEMBERS_PATH};
+use std::time::Duration;
+
+/// What a membership change answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// This node (the leader) made the change.
+    Done,
+    /// The leader's answer to the forwarded request.
+    Relayed(Relayed),
+}
+
+/// `POST /api/v1/cluster/join` (and the leader's side on the Raft port):
+/// adds the node as a learner, then a voter once it has caught up.
+pub async fn join(node: &Node, join: &JoinRequest) -> Result<Changed, ApiError> {
+    if node.is_leader() {
+        membership::add_member(node.raft(), join)
+            .await
+            .map_err(membership_error)?;
+        return Ok(Changed::Done);
+    }
+    let Some((_, leader_node)) = leader(node.raft()) else {
+        return Err(ApiError::no_leader(1));
+    };
+    let url = format!("http://{}{}", leader_node.raft_addr, membership::JOIN_PATH);
+    let resp = node
+        .peers
+        .post_json(&url, join)
+        .map_err(ApiError::internal)?
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .map_err(|e| ApiError::unavailable(1, e))?;
+    relay(resp).await.map(Changed::Relayed)
+}
+
+/// `DELETE /api/v1/cluster/members/{node_id}` (and the leader's side on the
+/// Raft port).
+pub async fn remove(node: &Node, name: &str) -> Result<Changed, ApiError> {
+    if node.is_leader() {
+        membership::remove_member(node.raft(), name)
+            .await
+            .map_err(membership_error)?;
+        return Ok(Changed::Done);
+    }
+    let Some((_, leader_node)) = leader(node.raft()) else {
+        return Err(ApiError::no_leader(1));
+    };
+    let resp = node
+        .peers
+        .delete(&format!(
+            "http://{}{MEMBERS_PATH}/{name}",
+            leader_node.raft_addr
+        ))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| ApiError::unavailable(1, e))?;
+    relay(resp).await.map(Changed::Relayed)
+}
+
+/// A peer's answer, read whole.
+pub(super) async fn relay(resp: reqwest::Response) -> Result<Relayed, ApiError> {
+    let status = resp.status().as_u16();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| ApiError::unavailable(1, e))?;
+    Ok(Relayed {
+        status,
+        body: body.to_vec(),
+    })
+}
+
+fn membership_error(e: MembershipError) -> ApiError {
+    use MembershipError::*;
+    match e {
+        NotMember(name) => ApiError::new(
+            api::ErrorCode::NotFound,
+            format!("{name:?} is not a member of this cluster"),
+        ),
+        IdCollision { .. } | LastVoter(_) => {
+            ApiError::new(api::ErrorCode::AlreadyExists, e.to_string())
+        }
+        NotLeader => ApiError::no_leader(1),
+        Raft(_) => ApiError::unavailable(1, crate::errors::chain(&e)),
+    }
+}
