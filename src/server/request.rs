@@ -1,5 +1,6 @@
 //! What a handler reads from a request besides its body: the route's path
-//! segments, the query, and `If-Match`.
+//! segments, the query (percent-decoded: `?grace=%33%30` is 30), and
+//! `If-Match`.
 
 use crate::api::{self, http, ApiError};
 use crate::model::{DestKey, ServiceKey};
@@ -27,11 +28,8 @@ impl<'a> Request<'a> {
                 .into_iter()
                 .map(|(k, v)| (k, v.to_string()))
                 .collect(),
-            query: http
-                .query_string()
-                .split('&')
-                .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+            query: form_urlencoded::parse(http.query_string().as_bytes())
+                .into_owned()
                 .collect(),
             body,
         }
@@ -111,5 +109,31 @@ impl<'a> Request<'a> {
     /// A header's value, when it is text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.http.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn the_query_is_percent_decoded_and_a_bare_name_is_empty() {
+        let http =
+            TestRequest::with_uri("/api/v1/services/x?grace=%33%30&dry_run&wait=quorum&grace=9")
+                .to_http_request();
+        let r = Request::new(&http, vec![("id", "tcp-192.0.2.10-80")], &[]);
+        assert_eq!(r.grace().unwrap(), Some(30), "the first of two values");
+        assert!(r.flag("dry_run").unwrap());
+        assert!(!r.flag("consistent").unwrap());
+        assert_eq!(r.wait().unwrap(), Some(Wait::Quorum));
+        assert_eq!(r.param("id"), "tcp-192.0.2.10-80");
+        assert_eq!(r.param("server_id"), "");
+        let http = TestRequest::with_uri("/?programmed=1%2B1").to_http_request();
+        let r = Request::new(&http, Vec::new(), &[]);
+        assert_eq!(
+            r.number("programmed").unwrap_err().field(),
+            Some("?programmed")
+        );
     }
 }

@@ -49,7 +49,7 @@
 //! through its servers routes or `PUT /api/v1/config`; a service PUT or
 //! PATCH may carry them only unchanged.
 
-use super::body::{merge_patch, read_json};
+use super::body::read_json;
 use super::error::{ApiError, ErrorCode, MAX_BODY_BYTES, MAX_CONFIG_BODY_BYTES};
 use super::ids;
 use super::json::JoinRequest;
@@ -59,6 +59,7 @@ use crate::model::{
     ServiceConfig, ServiceFlags, ServiceKey, ServiceOptions, ServiceSpec, Tunnel, TunnelChecksum,
     TunnelType, VirtualService,
 };
+use json_patch::merge as merge_patch;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
