@@ -261,17 +261,17 @@ pub fn flag_names(service: &VirtualService) -> Vec<String> {
     }
     // SCHED1/SCHED2 mean fallback/port for sh and mh alike; other
     // schedulers give them no name, and ipvsadm prints them as flag-N.
-    let prefix = matches!(sched, "sh" | "mh").then_some(sched);
-    for (bit, suffix, generic) in [
-        (ServiceFlags::SCHED1, "fallback", "flag-1"),
-        (ServiceFlags::SCHED2, "port", "flag-2"),
-        (ServiceFlags::SCHED3, "", "flag-3"),
+    for bit in [
+        ServiceFlags::SCHED1,
+        ServiceFlags::SCHED2,
+        ServiceFlags::SCHED3,
     ] {
-        if flags.contains(bit) {
-            names.push(match prefix {
-                Some(p) if !suffix.is_empty() => format!("{p}-{suffix}"),
-                _ => generic.to_string(),
-            });
+        if let Some(name) = flags
+            .contains(bit)
+            .then(|| crate::model::rules::sched_flag_name(bit, sched))
+            .flatten()
+        {
+            names.push(name.to_string());
         }
     }
     names

@@ -14,7 +14,7 @@ use crate::api::json::{ClusterView, HealthView, MemberView};
 use crate::api::openapi::{document, DOCUMENT};
 use crate::api::routes::{Method, ROUTES};
 use crate::api::validate::{
-    self, parse_config, parse_join, parse_service_create, CHECK_FIELDS, CONFIG_FIELDS, FLAGS,
+    self, flag_table, parse_config, parse_join, parse_service_create, CHECK_FIELDS, CONFIG_FIELDS,
     JOIN_FIELDS, PERSISTENCE_ENGINES, PERSISTENCE_FIELDS, POLICY_FIELDS, SERVER_FIELDS,
     SERVICE_FIELDS, TUNNEL_FIELDS,
 };
@@ -458,7 +458,7 @@ fn enumerations_are_the_codes() {
         .map(|c| c.as_str().to_string())
         .collect();
     assert_eq!(enum_strings(&schema("ErrorCode")), codes);
-    let flags: BTreeSet<String> = FLAGS.iter().map(|(n, _, _)| n.to_string()).collect();
+    let flags: BTreeSet<String> = flag_table().map(|(n, _, _)| n.to_string()).collect();
     for s in ["Service", "ServiceInput"] {
         let props = &schema(s)["properties"];
         assert_eq!(

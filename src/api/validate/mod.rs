@@ -114,21 +114,23 @@ pub const CONFIG_FIELDS: &[&str] = &["services"];
 /// Fields of the `POST /api/v1/cluster/join` body.
 pub const JOIN_FIELDS: &[&str] = &["id", "raft_addr", "api_addr"];
 
-/// The service flags by name: the bit, and the scheduler it needs (`None`:
-/// any scheduler, but see `one-packet`).
-pub const FLAGS: &[(&str, u32, Option<&str>)] = &[
-    ("one-packet", ServiceFlags::ONE_PACKET, None),
-    ("sh-fallback", ServiceFlags::SCHED1, Some("sh")),
-    ("sh-port", ServiceFlags::SCHED2, Some("sh")),
-    ("mh-fallback", ServiceFlags::SCHED1, Some("mh")),
-    ("mh-port", ServiceFlags::SCHED2, Some("mh")),
-];
+/// The service flags by name: `one-packet`, and the scheduler flags that
+/// sh and mh name ([`crate::model::rules::SCHED_FLAGS`]; the API has no
+/// use for the generic flag-N), each with its bit and the scheduler it
+/// needs (`None`: any scheduler, but see `one-packet`).
+pub fn flag_table() -> impl Iterator<Item = (&'static str, u32, Option<&'static str>)> {
+    let sched = crate::model::rules::SCHED_FLAGS
+        .iter()
+        .filter(|f| f.scheduler.is_some())
+        .map(|f| (f.name, f.bit, f.scheduler));
+    std::iter::once(("one-packet", ServiceFlags::ONE_PACKET, None)).chain(sched)
+}
 
 /// The only persistence engine mainline Linux ships.
 pub const PERSISTENCE_ENGINES: &[&str] = &["sip"];
 
-/// ipvsadm's MAX_TIMEOUT for `-p`: 31 days.
-pub const MAX_PERSISTENCE_TIMEOUT: u32 = 86400 * 31;
+/// The longest persistence timeout: ipvsadm's limit.
+pub const MAX_PERSISTENCE_TIMEOUT: u32 = crate::model::rules::MAX_TIMEOUT;
 
 /// Longest node name (as `RAFT_NODE_ID` allows).
 const MAX_NODE_ID: usize = 64;
@@ -715,8 +717,8 @@ fn flags(
             );
             continue;
         };
-        let Some(&(_, bit, needs)) = FLAGS.iter().find(|(n, _, _)| n == name) else {
-            let names: Vec<&str> = FLAGS.iter().map(|(n, _, _)| *n).collect();
+        let Some((_, bit, needs)) = flag_table().find(|(n, _, _)| n == name) else {
+            let names: Vec<&str> = flag_table().map(|(n, _, _)| n).collect();
             p.push(
                 ErrorCode::UnknownFlag,
                 &here,
@@ -1037,7 +1039,7 @@ fn server(
     let addr = address(&obj, "address", p);
     let addr = obj.require("address", addr, "", p);
     if let Some(addr) = addr {
-        if let Some(why) = refused_destination(&addr) {
+        if let Some(why) = crate::model::rules::refused_destination(&addr) {
             p.push(
                 ErrorCode::InvalidAddress,
                 &obj.path("address"),
@@ -1236,25 +1238,6 @@ fn tunnel(obj: &Obj<'_>, p: &mut Problems) -> Option<Tunnel> {
         port: port?,
         checksum,
     })
-}
-
-/// Why the kernel refuses `addr` as a destination whatever the host's
-/// addresses (`ip_vs_new_dest`; see [`crate::ipvs::memory`]).
-fn refused_destination(addr: &IpAddr) -> Option<&'static str> {
-    match addr {
-        IpAddr::V4(a) if a.octets()[0] == 0 => Some("0.0.0.0/8 is not a host address"),
-        IpAddr::V4(a) if a.is_broadcast() => Some("it is the broadcast address"),
-        IpAddr::V4(a) if a.is_multicast() => Some("it is a multicast address"),
-        IpAddr::V6(a) if a.is_unspecified() => Some(":: is not a host address"),
-        IpAddr::V6(a) if a.is_multicast() => Some("it is a multicast address"),
-        IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80 => {
-            Some("the kernel refuses link-local real servers")
-        }
-        IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => {
-            Some("an IPv4-mapped address: give the IPv4 address instead")
-        }
-        _ => None,
-    }
 }
 
 // --- config and join ---

@@ -14,14 +14,14 @@
 use super::popt::{tokenize, Id, Opt, Word};
 use super::{CommandError, ParseError};
 use crate::ipvs::{Change, Timeouts};
+use crate::model::rules::{sched_flag, SchedFlag, SCHED_FLAGS};
 use crate::model::{
     DestKey, Destination, Family, Forward, Netmask, Persistence, Protocol, Scheduler, ServiceFlags,
     ServiceKey, Tunnel, TunnelChecksum, TunnelType, VirtualService,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// ipvsadm's `MAX_TIMEOUT`: 31 days, the largest `-p` and `--set` value.
-pub(super) const MAX_TIMEOUT: u32 = 86400 * 31;
+pub(super) use crate::model::rules::MAX_TIMEOUT;
 
 /// Parses `ipvsadm -R` input: one command per line, as ipvsadm reads it (words
 /// separated by spaces, tabs or carriage returns; a word `ipvsadm` is dropped
@@ -1064,20 +1064,18 @@ fn parse_sched_flags(scheduler: &str, text: &str) -> Result<u32, String> {
     let mut any = false;
     for flag in text.split(',').filter(|f| !f.is_empty()) {
         any = true;
-        let (bit, only_for) = match flag {
-            "flag-1" => (ServiceFlags::SCHED1, None),
-            "flag-2" => (ServiceFlags::SCHED2, None),
-            "flag-3" => (ServiceFlags::SCHED3, None),
-            "sh-fallback" => (ServiceFlags::SCHED1, Some("sh")),
-            "sh-port" => (ServiceFlags::SCHED2, Some("sh")),
-            "mh-fallback" => (ServiceFlags::SCHED1, Some("mh")),
-            "mh-port" => (ServiceFlags::SCHED2, Some("mh")),
-            _ => {
-                return Err(format!(
-                    "invalid scheduler flag {flag:?} (expected sh-fallback, sh-port, \
-                     mh-fallback, mh-port, flag-1, flag-2 or flag-3)"
-                ))
-            }
+        let Some(SchedFlag {
+            bit,
+            scheduler: only_for,
+            ..
+        }) = sched_flag(flag)
+        else {
+            let names: Vec<&str> = SCHED_FLAGS.iter().map(|f| f.name).collect();
+            let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+            return Err(format!(
+                "invalid scheduler flag {flag:?} (expected {} or {last})",
+                rest.join(", ")
+            ));
         };
         if let Some(needed) = only_for {
             if scheduler != needed {
