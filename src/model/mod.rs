@@ -462,6 +462,18 @@ impl Forward {
         }
     }
 
+    /// Tunnelling, its options not yet known (a parser's placeholder,
+    /// until it has read them).
+    pub const TUNNEL: Forward = Forward::Tunnel(Tunnel {
+        kind: TunnelType::Ipip,
+        port: 0,
+        checksum: TunnelChecksum::None,
+    });
+
+    pub fn is_tunnel(self) -> bool {
+        matches!(self, Forward::Tunnel(_))
+    }
+
     pub fn tunnel(self) -> Option<Tunnel> {
         match self {
             Forward::Tunnel(t) => Some(t),

@@ -234,17 +234,12 @@ const PROTOCOLS: &[(&str, Protocol)] = &[
 ];
 const FAMILIES: &[(&str, Family)] = &[("ipv4", Family::Ipv4), ("ipv6", Family::Ipv6)];
 
-/// The forwarding methods by name, without their tunnel options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Method {
-    Masq,
-    Dr,
-    Tunnel,
-}
-const METHODS: &[(&str, Method)] = &[
-    ("masq", Method::Masq),
-    ("dr", Method::Dr),
-    ("tunnel", Method::Tunnel),
+/// The forwarding methods by name, without their tunnel options (read
+/// from `tunnel` once the method is known).
+const METHODS: &[(&str, Forward)] = &[
+    ("masq", Forward::Masq),
+    ("dr", Forward::Route),
+    ("tunnel", Forward::TUNNEL),
 ];
 const TUNNEL_TYPES: &[(&str, TunnelType)] = &[
     ("ipip", TunnelType::Ipip),
@@ -1092,15 +1087,15 @@ fn server(
     }
     let method = one_of(&obj, "forward", METHODS, p);
     let forward = match method {
-        Got::Ok(Method::Masq) | Got::Absent => forward_plain(&obj, Forward::Masq, p),
-        Got::Ok(Method::Dr) => forward_plain(&obj, Forward::Route, p),
-        Got::Ok(Method::Tunnel) => tunnel(&obj, p).map(Forward::Tunnel),
+        Got::Ok(Forward::Tunnel(_)) => tunnel(&obj, p).map(Forward::Tunnel),
+        Got::Ok(plain) => forward_plain(&obj, plain, p),
+        Got::Absent => forward_plain(&obj, Forward::Masq, p),
         Got::Bad => None,
     };
     if let (Some(service), Some(addr), Got::Ok(method)) = (service, addr, method_or_default(method))
     {
         let (service_family, family) = (service.family(), Family::of(&addr));
-        if family != service_family && method != Method::Tunnel {
+        if family != service_family && !method.is_tunnel() {
             p.push(
                 ErrorCode::WrongFamily,
                 &obj.path("address"),
@@ -1133,9 +1128,9 @@ fn server(
     })
 }
 
-fn method_or_default(method: Got<Method>) -> Got<Method> {
+fn method_or_default(method: Got<Forward>) -> Got<Forward> {
     match method {
-        Got::Absent => Got::Ok(Method::Masq),
+        Got::Absent => Got::Ok(Forward::Masq),
         other => other,
     }
 }
