@@ -327,4 +327,11 @@ pub struct KernelTable {
     /// The services this node created or adopted (it may change or remove
     /// them); the others are foreign unless they are desired.
     pub owned: Vec<crate::model::ServiceKey>,
+    /// What the kernel should hold now, as this node computes it: for each
+    /// desired service (by id), its servers (by id) with the weight this
+    /// node programs — drains and its own health checks applied, and the
+    /// fallback server while it takes the traffic. A desired service that
+    /// is absent has drained. The web UI compares the table with it.
+    #[serde(default)]
+    pub target: BTreeMap<String, BTreeMap<String, u32>>,
 }

@@ -8,7 +8,6 @@ use crate::cluster::{NODE_KERNEL_PATH, NODE_PATH};
 use crate::raft::{node_id, NodeInfo};
 use crate::reconcile::TableError;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Whether this node should receive traffic (`GET /readyz`).
@@ -154,24 +153,49 @@ pub async fn cluster(node: &Node) -> json::ClusterView {
 const TABLE_WAIT: Duration = Duration::from_secs(10);
 
 /// `GET /api/v1/node/kernel`: this node's kernel table and owned set, as
-/// the reconciler reads them now (after the pass in progress, if any).
-pub async fn kernel_table(node: &Node) -> Result<Arc<json::KernelTable>, ApiError> {
+/// the reconciler reads them now (after the pass in progress, if any), and
+/// the target it programs.
+pub async fn kernel_table(node: &Node) -> Result<json::KernelTable, ApiError> {
     let Some(kernel) = &node.kernel else {
         return Err(ApiError::new(
             api::ErrorCode::NotFound,
             "this node programs no kernel (IPVS_KERNEL=off)",
         ));
     };
-    kernel.read(TABLE_WAIT).await.map_err(|e| match e {
+    let read = kernel.read(TABLE_WAIT).await.map_err(|e| match e {
         TableError::Kernel(reason) => ApiError::unavailable(1, reason),
         not_read => ApiError::unavailable(1, not_read.to_string()),
-    })
+    })?;
+    let mut table = json::KernelTable::clone(&read);
+    table.target = target(node);
+    Ok(table)
+}
+
+/// The weight of every server this node's kernel should hold now, by
+/// service and server id: what the reconciler programs
+/// ([`crate::reconcile::plan::target`]).
+fn target(node: &Node) -> BTreeMap<String, BTreeMap<String, u32>> {
+    let health = node.health.table();
+    let now = crate::model::clock::unix_ms();
+    node.desired()
+        .services
+        .values()
+        .filter_map(|cfg| {
+            let target = crate::reconcile::plan::target(cfg, &health, now)?;
+            let servers = target
+                .dests
+                .iter()
+                .map(|(key, dest)| (api::server_id(key), dest.weight))
+                .collect();
+            Some((api::service_id(&cfg.service.key), servers))
+        })
+        .collect()
 }
 
 /// A member's kernel table, for a kernel-table answer: this node's own, or
 /// another's as it answered.
 pub enum MemberKernel {
-    Mine(Arc<json::KernelTable>),
+    Mine(json::KernelTable),
     Relayed(Relayed),
 }
 

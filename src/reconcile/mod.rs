@@ -135,6 +135,7 @@ impl<K: Kernel> Engine<K> {
             info,
             services,
             owned: self.owned.keys().iter().copied().collect(),
+            target: BTreeMap::new(),
         })
     }
 

@@ -117,6 +117,7 @@ mod tests {
             },
             services: Vec::new(),
             owned: Vec::new(),
+            target: Default::default(),
         };
         // Published before the request: not an answer to it.
         publisher.publish(0, Ok(table.clone()));

@@ -750,6 +750,11 @@ fn response_samples() -> Vec<(&'static str, Value)> {
                     destinations: vec![crate::model::DestEntry::new(dest("198.51.100.11", 443))],
                 }],
                 owned: vec![web.service.key],
+                target: [(
+                    crate::api::service_id(&web.service.key),
+                    [("198.51.100.11-443".to_string(), 1)].into(),
+                )]
+                .into(),
             }),
         ),
         (
