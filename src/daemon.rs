@@ -2,8 +2,9 @@
 //! owns the order of start-up and shutdown.
 //!
 //! Start-up: open the store (the directory lock makes a second process on
-//! the same RAFT_VOL_DIR fail here), start Raft, start listening on the Raft
-//! and API ports, then enter the cluster (resume, bootstrap or join — the
+//! the same RAFT_VOL_DIR fail here), bind the Raft and API ports (port 0:
+//! the kernel picks one, and the node advertises and logs it), start Raft,
+//! start serving both ports, then enter the cluster (resume, bootstrap or join — the
 //! listeners must already serve, because the leader replicates to a joining
 //! node before it answers), catch up with the leader, and start the
 //! reconciler and the drain janitor; once its first pass is done, tell the
@@ -33,6 +34,7 @@ use crate::tls::CertStore;
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -42,6 +44,22 @@ use tokio::sync::watch;
 /// small host more threads only contend (measured with bench_cluster).
 fn http_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// Connections waiting to be accepted, per listener (actix-web's default).
+const LISTEN_BACKLOG: u32 = 2048;
+
+/// A listening socket on `addr` (port 0: one the kernel picks), not yet
+/// served.
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As actix-web binds: a restarted node takes its port back at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)?.into_std()
 }
 
 /// Largest Raft RPC body (append batches, snapshot chunks).
@@ -277,10 +295,18 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
+    // Both ports are bound here and served once Raft runs: with port 0 the
+    // kernel picks them, and the node advertises (and logs) what it got.
+    let raft_listener = listen(cfg.raft_bind)
+        .with_context(|| format!("failed to listen on RAFT_PORT {}", cfg.raft_bind))?;
+    let listening = || format!("failed to listen on SERVER_PORT {}", cfg.http_bind);
+    let api_listener = listen(cfg.http_bind).with_context(listening)?;
+    let raft_bound = raft_listener.local_addr().with_context(listening)?;
+    let http_bound = api_listener.local_addr().with_context(listening)?;
     let me = NodeInfo {
         name: cfg.name.clone(),
-        raft_addr: cfg.raft_advertise.to_string(),
-        api_addr: cfg.http_advertise.to_string(),
+        raft_addr: SocketAddr::new(cfg.raft_advertise.ip(), raft_bound.port()).to_string(),
+        api_addr: SocketAddr::new(cfg.http_advertise.ip(), http_bound.port()).to_string(),
     };
     let id = node_id(&cfg.name);
     let http = reqwest::Client::builder()
@@ -343,7 +369,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     .workers(http_workers())
     .disable_signals()
     .shutdown_timeout(5)
-    .bind(cfg.raft_bind)
+    .listen(raft_listener)
     .with_context(|| format!("failed to listen on RAFT_PORT {}", cfg.raft_bind))?
     .run();
 
@@ -363,10 +389,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     .keep_alive(Duration::from_secs(5))
     .disable_signals()
     .shutdown_timeout(10);
-    let listening = || format!("failed to listen on SERVER_PORT {}", cfg.http_bind);
     let api_server = match &tls {
-        Some(store) => api_server.bind_rustls_0_23(cfg.http_bind, store.server_config()?),
-        None => api_server.bind(cfg.http_bind),
+        Some(store) => api_server.listen_rustls_0_23(api_listener, store.server_config()?),
+        None => api_server.listen(api_listener),
     }
     .with_context(listening)?
     .run();
@@ -385,9 +410,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     tracing::info!(
         node = %cfg.name,
         id,
-        api = %cfg.http_bind,
+        api = %http_bound,
         tls = tls.is_some(),
-        raft = %cfg.raft_bind,
+        raft = %raft_bound,
         "listening"
     );
     match &policy.tokens {
