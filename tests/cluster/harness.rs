@@ -1,32 +1,41 @@
 //! Starts real `ipvs-manager` processes exactly as operators do (the
-//! documented environment variables, `IPVS_KERNEL=memory`), each test on ports
-//! of its own, and talks to them over HTTP.
+//! documented environment variables, `IPVS_KERNEL=memory`), and talks to
+//! them over HTTP. A node first starts on port 0 for both listeners and the
+//! harness reads the ports it got from its start-up line (`listening …
+//! api=ADDR … raft=ADDR`); a restart asks for the same ports, which its
+//! membership names. No port is picked here and released for a node to
+//! take (another test could take it first).
 
 // Shared by several test binaries; each uses a part of it.
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ipvs-manager");
 
-/// A free TCP port on loopback (bound, then released for the node to take).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+/// The member a node joins through (`RAFT_LEADER`), by index in the
+/// cluster: its API or its Raft port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    Api(usize),
+    Raft(usize),
 }
+
+/// Every node's ports `(http, raft)` once it has started, by index.
+type Ports = Arc<Mutex<Vec<Option<(u16, u16)>>>>;
 
 /// One node: its process (if running), ports and data directory.
 pub struct Node {
     pub name: String,
-    pub http_port: u16,
-    pub raft_port: u16,
+    index: usize,
+    ports: Ports,
     pub dir: PathBuf,
-    /// HTTP port of the member named in RAFT_LEADER.
-    pub join: Option<u16>,
+    /// The member named in RAFT_LEADER.
+    pub join: Option<Join>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
     /// `http`, or `https` for a node whose API serves TLS.
@@ -35,8 +44,23 @@ pub struct Node {
 }
 
 impl Node {
+    /// The ports the node bound: `(http, raft)`, once it has started.
+    fn bound(&self) -> Option<(u16, u16)> {
+        self.ports.lock().expect("ports")[self.index]
+    }
+
+    /// The API's port (the node must have started once).
+    pub fn http_port(&self) -> u16 {
+        self.bound().expect("the node has not started yet").0
+    }
+
+    /// The Raft port (the node must have started once).
+    pub fn raft_port(&self) -> u16 {
+        self.bound().expect("the node has not started yet").1
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("{}://127.0.0.1:{}{path}", self.scheme, self.http_port)
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.http_port())
     }
 
     /// The process id, while it runs.
@@ -44,14 +68,16 @@ impl Node {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Starts the process with the documented variables.
+    /// Starts the process with the documented variables, and waits until
+    /// it listens (or exits).
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} already running", self.name);
         let log = std::fs::File::create(self.dir.with_extension("log")).expect("log file");
+        let (http, raft) = self.bound().unwrap_or((0, 0));
         let mut cmd = Command::new(BINARY);
-        cmd.env("SERVER_PORT", self.http_port.to_string())
+        cmd.env("SERVER_PORT", http.to_string())
             .env("RAFT_NODE_ID", &self.name)
-            .env("RAFT_PORT", self.raft_port.to_string())
+            .env("RAFT_PORT", raft.to_string())
             .env("RAFT_VOL_DIR", &self.dir)
             .env("IPVS_KERNEL", "memory")
             .env("RUST_LOG", "info")
@@ -61,10 +87,43 @@ impl Node {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        if let Some(port) = self.join {
+        if let Some(join) = self.join {
+            let ports = self.ports.lock().expect("ports").clone();
+            let (member, port) = match join {
+                Join::Api(i) => (i, ports[i].map(|p| p.0)),
+                Join::Raft(i) => (i, ports[i].map(|p| p.1)),
+            };
+            let port = port.unwrap_or_else(|| panic!("node {member} has not started yet"));
             cmd.env("RAFT_LEADER", format!("127.0.0.1:{port}"));
         }
         self.child = Some(cmd.spawn().expect("start ipvs-manager"));
+        self.wait_listening();
+    }
+
+    /// Waits for the start-up line that names the bound ports, and records
+    /// them; returns early when the process exits first.
+    fn wait_listening(&mut self) {
+        let limit = Duration::from_secs(60);
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(ports) = listening(&self.log()) {
+                self.ports.lock().expect("ports")[self.index] = Some(ports);
+                return;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if exited {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "{} did not listen within {limit:?}\n{}",
+            self.name,
+            self.log()
+        );
     }
 
     /// kill -9.
@@ -158,14 +217,14 @@ impl Cluster {
     pub fn new(n: usize) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes: Vec<Node> = Vec::new();
+        let ports: Ports = Arc::new(Mutex::new(vec![None; n]));
         for i in 0..n {
-            let join = nodes.first().map(|first: &Node| first.http_port);
             nodes.push(Node {
                 name: format!("node{}", i + 1),
-                http_port: free_port(),
-                raft_port: free_port(),
+                index: i,
+                ports: ports.clone(),
                 dir: dir.path().join(format!("node_{}_data", i + 1)),
-                join,
+                join: (i > 0).then_some(Join::Api(0)),
                 env: Vec::new(),
                 scheme: "http",
                 child: None,
@@ -291,4 +350,41 @@ impl Cluster {
             .collect();
         panic!("timed out after {limit:?} waiting for {what}\n{logs}");
     }
+}
+
+/// The ports `(http, raft)` of a node's start-up line: `listening …
+/// api=127.0.0.1:41235 … raft=127.0.0.1:41236` (with the log's colour
+/// codes taken out).
+fn listening(log: &str) -> Option<(u16, u16)> {
+    let line = log
+        .lines()
+        .map(strip_ansi)
+        .find(|l| l.contains(": listening "))?;
+    let port = |name: &str| -> Option<u16> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))?
+            .rsplit(':')
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((port("api=")?, port("raft=")?))
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: up to and including the final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
