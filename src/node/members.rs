@@ -26,10 +26,11 @@ pub async fn join(node: &Node, join: &JoinRequest) -> Result<Changed, ApiError> 
             .map_err(membership_error)?;
         return Ok(Changed::Done);
     }
-    let Some((_, leader_node)) = leader(node.raft()) else {
-        return Err(ApiError::no_leader(1));
-    };
-    let url = format!("http://{}{}", leader_node.raft_addr, membership::JOIN_PATH);
+    let url = format!(
+        "http://{}{}",
+        leader_raft_addr(node)?,
+        membership::JOIN_PATH
+    );
     let resp = node
         .peers
         .post_json(&url, join)
@@ -50,20 +51,24 @@ pub async fn remove(node: &Node, name: &str) -> Result<Changed, ApiError> {
             .map_err(membership_error)?;
         return Ok(Changed::Done);
     }
-    let Some((_, leader_node)) = leader(node.raft()) else {
-        return Err(ApiError::no_leader(1));
-    };
     let resp = node
         .peers
         .delete(&format!(
             "http://{}{MEMBERS_PATH}/{name}",
-            leader_node.raft_addr
+            leader_raft_addr(node)?
         ))
         .timeout(Duration::from_secs(30))
         .send()
         .await
         .map_err(|e| ApiError::unavailable(1, e))?;
     relay(resp).await.map(Changed::Relayed)
+}
+
+/// Where to forward a membership change: the leader's Raft port.
+fn leader_raft_addr(node: &Node) -> Result<String, ApiError> {
+    leader(node.raft())
+        .map(|(_, leader)| leader.raft_addr)
+        .ok_or_else(|| ApiError::no_leader(1))
 }
 
 /// A peer's answer, read whole.

@@ -140,8 +140,7 @@ pub async fn create_server(
         if_revision: if_match,
         health_check,
     };
-    let (revision, desired) = write(node, cmd, wait).await?;
-    written(&desired, revision, key, server)
+    write_server(node, cmd, wait, key, server).await
 }
 
 /// `PUT /api/v1/services/{id}/servers/{server_id}`.
@@ -161,8 +160,7 @@ pub async fn replace_server(
         if_revision: if_match,
         health_check,
     };
-    let (revision, desired) = write(node, cmd, wait).await?;
-    written(&desired, revision, key, server)
+    write_server(node, cmd, wait, key, server).await
 }
 
 /// `PATCH /api/v1/services/{id}/servers/{server_id}`: a merge patch onto
@@ -187,8 +185,7 @@ pub async fn patch_server(
         if_revision: if_match.or(Some(cfg.revision)),
         health_check,
     };
-    let (revision, desired) = write(node, cmd, wait).await?;
-    written(&desired, revision, key, server)
+    write_server(node, cmd, wait, key, server).await
 }
 
 /// `DELETE /api/v1/services/{id}/servers/{server_id}`: the server while it
@@ -272,15 +269,19 @@ fn existing_server(
     Ok((cfg, dest))
 }
 
-fn written(
-    desired: &DesiredState,
-    revision: u64,
+/// Writes `cmd`, a change to `server` of the service `key`, and returns
+/// the server as the write left it.
+async fn write_server(
+    node: &Node,
+    cmd: Command,
+    wait: Option<Wait>,
     key: ServiceKey,
     server: DestKey,
 ) -> Result<ServerWritten, ApiError> {
+    let (revision, desired) = write(node, cmd, wait).await?;
     Ok(ServerWritten {
         revision,
-        service: service(desired, &key)?,
+        service: service(&desired, &key)?,
         server,
     })
 }

@@ -3,7 +3,8 @@
 
 use crate::api::error::check_body_size;
 use crate::api::{self, auth, http, view, ApiError};
-use crate::model::{DestKey, ServiceConfig};
+use crate::model::ServiceConfig;
+use crate::node::writes::ServerWritten;
 use crate::node::Relayed;
 use actix_web::http::header::WWW_AUTHENTICATE;
 use actix_web::http::StatusCode;
@@ -88,8 +89,9 @@ pub fn service(status: StatusCode, cfg: &ServiceConfig, location: bool) -> HttpR
     json_with(r, &view::service_view(cfg))
 }
 
-/// A server of `cfg` as the body of `r`.
-pub fn server(r: HttpResponseBuilder, cfg: &ServiceConfig, server: &DestKey) -> HttpResponse {
+/// A server just written as the body of `r`.
+pub fn server(r: HttpResponseBuilder, written: &ServerWritten) -> HttpResponse {
+    let (cfg, server) = (&written.service, &written.server);
     match view::server_of(cfg, server) {
         Some(view) => json_with(r, &view),
         None => error(&ApiError::no_such_server(&cfg.service.key, server)),

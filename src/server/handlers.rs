@@ -124,29 +124,21 @@ async fn create_server(r: &Request<'_>, app: &AppState) -> Reply {
     let w = writes::create_server(&app.node, key, r.body, if_match, wait).await?;
     let mut reply = with_etag(StatusCode::CREATED, w.revision);
     reply.insert_header(("Location", http::server_location(&key, &w.server)));
-    Ok(body::server(reply, &w.service, &w.server))
+    Ok(body::server(reply, &w))
 }
 
 /// `PUT /api/v1/services/{id}/servers/{server_id}`.
 async fn replace_server(r: &Request<'_>, app: &AppState) -> Reply {
     let (key, server, if_match, wait) = (r.service()?, r.server()?, r.if_match()?, r.wait()?);
     let w = writes::replace_server(&app.node, key, server, r.body, if_match, wait).await?;
-    Ok(body::server(
-        with_etag(StatusCode::OK, w.revision),
-        &w.service,
-        &w.server,
-    ))
+    Ok(body::server(with_etag(StatusCode::OK, w.revision), &w))
 }
 
 /// `PATCH /api/v1/services/{id}/servers/{server_id}`.
 async fn patch_server(r: &Request<'_>, app: &AppState) -> Reply {
     let (key, server, if_match, wait) = (r.service()?, r.server()?, r.if_match()?, r.wait()?);
     let w = writes::patch_server(&app.node, key, server, r.body, if_match, wait).await?;
-    Ok(body::server(
-        with_etag(StatusCode::OK, w.revision),
-        &w.service,
-        &w.server,
-    ))
+    Ok(body::server(with_etag(StatusCode::OK, w.revision), &w))
 }
 
 /// `DELETE /api/v1/services/{id}/servers/{server_id}`: 202 with the server
@@ -157,8 +149,7 @@ async fn delete_server(r: &Request<'_>, app: &AppState) -> Reply {
     match writes::delete_server(&app.node, key, server, grace, if_match, wait).await? {
         Some(w) => Ok(body::server(
             with_etag(StatusCode::ACCEPTED, w.revision),
-            &w.service,
-            &w.server,
+            &w,
         )),
         None => Ok(HttpResponse::NoContent().finish()),
     }
