@@ -503,15 +503,11 @@ fn membership_changes() {
     let node2 = &c.nodes[1];
     let again = json!({"id": node2.name, "raft_addr": format!("127.0.0.1:{}", node2.raft_port()),
                        "api_addr": format!("127.0.0.1:{}", node2.http_port())});
-    assert_eq!(
-        status(c.send(2, "POST", "/api/v1/cluster/join", Some(&again))),
-        200
-    );
+    let (joined, body) = c.send_retrying(2, "POST", "/api/v1/cluster/join", Some(&again));
+    assert_eq!(joined, 200, "{body}");
     c.wait_voters(3);
-    assert_eq!(
-        status(c.send(1, "DELETE", "/api/v1/cluster/members/node3", None)),
-        204
-    );
+    let (removed, body) = c.send_retrying(1, "DELETE", "/api/v1/cluster/members/node3", None);
+    assert_eq!(removed, 204, "{body}");
     c.wait(Duration::from_secs(10), "node3 removed", || {
         c.cluster_view(0).is_some_and(|v| {
             v["members"]

@@ -298,6 +298,34 @@ impl Cluster {
         req.send().expect("request")
     }
 
+    /// [`Cluster::send`], sent again while the answer is the API's "try
+    /// again" (503 with Retry-After: no leader during an election, which a
+    /// loaded host can cause at any moment), for 20 s at most; the last
+    /// answer's status and body.
+    pub fn send_retrying(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, String) {
+        let start = Instant::now();
+        loop {
+            let r = self.send(i, method, path, body);
+            let status = r.status().as_u16();
+            let again = status == 503 && r.headers().contains_key("retry-after");
+            let text = r.text().unwrap_or_default();
+            if !again || start.elapsed() > Duration::from_secs(20) {
+                return (status, text);
+            }
+            eprintln!(
+                "{method} {path} on {}: 503 {text}; again",
+                self.nodes[i].name
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// GET /api/v1/config on node `i`, consistent with the leader.
     pub fn config(&self, i: usize) -> Value {
         self.get(i, "/api/v1/config?consistent=true")
