@@ -116,6 +116,8 @@ pub fn dead_backends_leave_every_kernel() -> Result<(), Failed> {
 
     // backend2 stops answering: weight 0 in every kernel within interval ×
     // fall, plus a reconcile pass (the VM is emulated: a generous margin).
+    let checks = |lb: usize, server: &str| probe(&site, lb, server)["checks"].as_u64();
+    let checks_at_stop: Vec<Option<u64>> = (0..3).map(|lb| checks(lb, "10.78.0.12-8080")).collect();
     drop(backends[1].take());
     let stopped = Instant::now();
     let stopped_ms = unix_ms();
@@ -130,14 +132,22 @@ pub fn dead_backends_leave_every_kernel() -> Result<(), Failed> {
         "backend2 out of every kernel {took:?} after it stopped (interval × fall = {} s)",
         INTERVAL * f64::from(FALL)
     );
-    // Detection takes at most interval × fall (the first failing probe
-    // comes within an interval, then fall - 1 more), by each node's own
-    // record of when the server went down (`since`, to the second, on
-    // this VM's clock): the reconcile pass and this test's polling, slow
-    // under emulation and load, are not part of it.
-    let detection = Duration::from_secs_f64(INTERVAL * f64::from(FALL));
-    for lb in 0..3 {
+    // Detection takes at most fall probes (the first failing one comes
+    // within an interval, then fall - 1 more), by each node's own record of
+    // when the server went down (`since`, to the second, on this VM's
+    // clock) and of the probes it made: the reconcile pass and this test's
+    // polling are not part of it, and the interval is the one the node
+    // achieved since the stop (the configured one, unless an emulated VM
+    // on a busy host runs its probes late).
+    for (lb, at_stop) in checks_at_stop.iter().enumerate() {
         let probe = probe(&site, lb, "10.78.0.12-8080");
+        let made = probe["checks"]
+            .as_u64()
+            .zip(*at_stop)
+            .map_or(1, |(now, then)| now.saturating_sub(then).max(1));
+        let interval = Duration::from_millis(unix_ms().saturating_sub(stopped_ms) / made)
+            .max(Duration::from_secs_f64(INTERVAL));
+        let detection = interval * FALL;
         assert_eq!(probe["state"], "down", "{probe}");
         let since = probe["since"]
             .as_str()
