@@ -20,7 +20,7 @@ use ipvs_manager::config::Ownership;
 use ipvs_manager::ipvs::netlink::NetlinkKernel;
 use ipvs_manager::ipvs::{text, Change};
 use ipvs_manager::model::{Command, DesiredState, ServiceKey, ServiceSpec};
-use ipvs_manager::reconcile::{plan, Engine, Owned, Scope};
+use ipvs_manager::reconcile::{Engine, Owned, Scope};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -130,7 +130,7 @@ fn table(n: usize) {
     let (&dkey, dest) = cfg.servers.iter_mut().next().expect("server");
     dest.weight = 99;
     cfg.revision = 2;
-    let scope = Scope::Services(plan::changed(&state, &next));
+    let scope = Scope::Services(next.changed_since(&state));
     let (one, requests, applied) = ours.run(|| {
         let mut e = engine(keys.clone());
         let before = e.kernel().requests();

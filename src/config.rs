@@ -8,10 +8,12 @@ use std::path::PathBuf;
 /// Settings of one cluster node (`ipvs-manager` with no subcommand).
 #[derive(Debug, Clone, Args)]
 pub struct NodeArgs {
-    /// HTTP port: REST API, web UI and cluster management.
+    /// HTTP port: REST API, web UI and cluster management (0: a free port,
+    /// which the start-up line `listening … api=ADDR` names).
     #[arg(long, env = "SERVER_PORT", default_value_t = 2221)]
     pub server_port: u16,
-    /// Port of the Raft transport between nodes (a separate listener).
+    /// Port of the Raft transport between nodes (a separate listener; 0: a
+    /// free port, named by `listening … raft=ADDR`).
     #[arg(long, env = "RAFT_PORT", default_value_t = 1111)]
     pub raft_port: u16,
     /// This node's unique name in the cluster.
@@ -211,8 +213,6 @@ pub enum ConfigError {
     AdvertiseWildcard(IpAddr),
     #[error("SERVER_PORT and RAFT_PORT must differ (both {0})")]
     SamePorts(u16),
-    #[error("SERVER_PORT and RAFT_PORT must not be 0")]
-    ZeroPort,
     #[error(
         "CLUSTER_SECRET is {0} characters; at least {min} are needed (make one with `openssl rand -hex 32`)",
         min = crate::cluster::peer_auth::MIN_SECRET_LEN
@@ -233,10 +233,8 @@ impl NodeArgs {
         if !name_ok {
             return Err(ConfigError::NodeName(name.clone()));
         }
-        if self.server_port == 0 || self.raft_port == 0 {
-            return Err(ConfigError::ZeroPort);
-        }
-        if self.server_port == self.raft_port {
+        // 0 is a port the kernel picks (each its own).
+        if self.server_port == self.raft_port && self.server_port != 0 {
             return Err(ConfigError::SamePorts(self.server_port));
         }
         let advertise = match self.advertise_addr {
@@ -374,7 +372,9 @@ mod tests {
             parse(&["--server-port", "1111"]),
             Err(ConfigError::SamePorts(1111))
         );
-        assert_eq!(parse(&["--raft-port", "0"]), Err(ConfigError::ZeroPort));
+        // Port 0: the kernel picks one for each listener.
+        let c = parse(&["--raft-port", "0", "--server-port", "0"]).unwrap();
+        assert_eq!((c.raft_bind.port(), c.http_bind.port()), (0, 0));
     }
 
     #[test]

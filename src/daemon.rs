@@ -2,8 +2,9 @@
 //! owns the order of start-up and shutdown.
 //!
 //! Start-up: open the store (the directory lock makes a second process on
-//! the same RAFT_VOL_DIR fail here), start Raft, start listening on the Raft
-//! and API ports, then enter the cluster (resume, bootstrap or join — the
+//! the same RAFT_VOL_DIR fail here), bind the Raft and API ports (port 0:
+//! the kernel picks one, and the node advertises and logs it), start Raft,
+//! start serving both ports, then enter the cluster (resume, bootstrap or join — the
 //! listeners must already serve, because the leader replicates to a joining
 //! node before it answers), catch up with the leader, and start the
 //! reconciler and the drain janitor; once its first pass is done, tell the
@@ -24,9 +25,10 @@ use crate::config::{KernelMode, NodeConfig, StoreDamage};
 use crate::ipvs::memory::MemoryKernel;
 use crate::ipvs::netlink::NetlinkKernel;
 use crate::ipvs::vip::{LinkVips, MemoryVips, VipTable};
-use crate::ipvs::{Kernel, SharedKernel};
+use crate::ipvs::Kernel;
+use crate::node::Node;
 use crate::raft::{node_id, NodeInfo};
-use crate::reconcile::{Engine, Owned, ReconcileStatus, Settings};
+use crate::reconcile::{Engine, Outputs, Owned, ReconcileStatus, Settings};
 use crate::sd_notify::Notifier;
 use crate::server::{self, AppState};
 use crate::store::{LogStore, StateMachineStore, StoreError};
@@ -34,6 +36,7 @@ use crate::tls::CertStore;
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -43,6 +46,22 @@ use tokio::sync::watch;
 /// small host more threads only contend (measured with bench_cluster).
 fn http_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// Connections waiting to be accepted, per listener (actix-web's default).
+const LISTEN_BACKLOG: u32 = 2048;
+
+/// A listening socket on `addr` (port 0: one the kernel picks), not yet
+/// served.
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As actix-web binds: a restarted node takes its port back at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)?.into_std()
 }
 
 /// Largest Raft RPC body (append batches, snapshot chunks).
@@ -81,11 +100,11 @@ fn open_kernel(mode: KernelMode) -> anyhow::Result<Option<(Box<dyn Kernel + Send
         KernelMode::Memory => Ok(Some((Box::new(MemoryKernel::new()), "memory"))),
         KernelMode::On => {
             let mut kernel = NetlinkKernel::connect()
-                .map_err(|e| anyhow::anyhow!("{}; {OFF}", crate::ipvs::chain(&e)))?;
+                .map_err(|e| anyhow::anyhow!("{}; {OFF}", crate::errors::chain(&e)))?;
             // Every IPVS command needs CAP_NET_ADMIN, a read as well.
             kernel
                 .info()
-                .map_err(|e| anyhow::anyhow!("{}; {OFF}", crate::ipvs::chain(&e)))?;
+                .map_err(|e| anyhow::anyhow!("{}; {OFF}", crate::errors::chain(&e)))?;
             Ok(Some((Box::new(kernel), "on")))
         }
     }
@@ -226,11 +245,11 @@ fn load_owned(cfg: &NodeConfig) -> anyhow::Result<Owned> {
         Err(e @ (OwnedError::Corrupt { .. } | OwnedError::Checksum { .. }))
             if cfg.store_damage == StoreDamage::Refuse =>
         {
-            Err(DamagedStore::new(&cfg.vol_dir, crate::ipvs::chain(&e)).into())
+            Err(DamagedStore::new(&cfg.vol_dir, crate::errors::chain(&e)).into())
         }
         Err(e @ (OwnedError::Corrupt { .. } | OwnedError::Checksum { .. })) => {
             let aside = rejoin::set_aside(&cfg.vol_dir, &[Owned::path(&cfg.vol_dir)])?;
-            tracing::warn!(error = %crate::ipvs::chain(&e), aside = %aside.display(), "the owned-services file is damaged; moved aside, starting with none");
+            tracing::warn!(error = %crate::errors::chain(&e), aside = %aside.display(), "the owned-services file is damaged; moved aside, starting with none");
             Owned::load(&cfg.vol_dir).context("failed to load the owned services")
         }
         Err(e) => Err(e).context("failed to load the owned services"),
@@ -240,7 +259,7 @@ fn load_owned(cfg: &NodeConfig) -> anyhow::Result<Owned> {
 /// Until `stop`: keeps the members this node knows in its data directory,
 /// for a rejoin after its store is damaged (which may be unreadable then).
 async fn keep_members(
-    raft: crate::cluster::Raft,
+    raft: crate::raft::Raft,
     dir: std::path::PathBuf,
     stop: impl Future<Output = ()>,
 ) {
@@ -256,7 +275,7 @@ async fn keep_members(
             .collect();
         if !members.is_empty() {
             if let Err(e) = KnownMembers::new(members).save(&dir) {
-                tracing::warn!(error = %crate::ipvs::chain(&e), "could not record the cluster's members");
+                tracing::warn!(error = %crate::errors::chain(&e), "could not record the cluster's members");
             }
         }
         tokio::select! {
@@ -282,7 +301,7 @@ async fn scrub(scrubber: crate::store::Scrubber, stop: impl Future<Output = ()>)
             Ok(()) => tracing::debug!("the store's records passed their checksums"),
             Err(StoreError::Corrupt { .. }) => return,
             Err(e) => {
-                tracing::warn!(error = %crate::ipvs::chain(&e), "the store's scrub did not run")
+                tracing::warn!(error = %crate::errors::chain(&e), "the store's scrub did not run")
             }
         }
     }
@@ -298,7 +317,7 @@ enum Fatal {
 /// Raft core stopped.
 async fn fatal(
     mut disk: watch::Receiver<crate::store::DiskStatus>,
-    raft: crate::cluster::Raft,
+    raft: crate::raft::Raft,
 ) -> Fatal {
     let mut metrics = raft.metrics();
     loop {
@@ -319,8 +338,8 @@ async fn fatal(
 
 /// One line for `systemctl status`: role, term, applied and programmed
 /// indexes, and what is failing.
-fn summary(app: &AppState, status: &ReconcileStatus) -> String {
-    let raft = app.writer.raft();
+fn summary(node: &Node, status: &ReconcileStatus) -> String {
+    let raft = node.raft();
     let m = raft.metrics().borrow().clone();
     let role = match m.state {
         openraft::ServerState::Leader => "leader",
@@ -344,7 +363,7 @@ fn summary(app: &AppState, status: &ReconcileStatus) -> String {
             status.pending
         ));
     }
-    for p in app.problems() {
+    for p in node.problems() {
         line.push_str(&format!("; NOT READY ({}): {}", p.check.name(), p.detail));
     }
     line
@@ -358,15 +377,15 @@ fn summary(app: &AppState, status: &ReconcileStatus) -> String {
 async fn watchdog(
     notifier: Arc<Notifier>,
     interval: Option<Duration>,
-    app: web::Data<AppState>,
+    node: Arc<Node>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     let every = interval.unwrap_or(Duration::from_secs(5));
     let mut last_line = String::new();
     loop {
-        let alive = tokio::time::timeout(every, app.writer.raft().with_raft_state(|_| ())).await;
-        let own: Vec<_> = app
+        let alive = tokio::time::timeout(every, node.raft().with_raft_state(|_| ())).await;
+        let own: Vec<_> = node
             .problems()
             .into_iter()
             .filter(|p| p.check.is_own())
@@ -380,7 +399,7 @@ async fn watchdog(
                 (true, Some(p)) => tracing::debug!(problem = %p.detail, "not feeding the watchdog"),
             }
         }
-        let line = summary(&app, &app.reconcile.borrow());
+        let line = summary(&node, &node.reconcile.borrow());
         if line != last_line {
             notifier.status(&line);
             last_line = line;
@@ -465,7 +484,15 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     };
     let notifier = Arc::new(Notifier::from_env());
     // Refuse to start without a usable kernel, before touching anything.
-    let kernel = open_kernel(cfg.kernel)?.map(|(k, mode)| (SharedKernel::new(k), mode));
+    let kernel = open_kernel(cfg.kernel)?;
+    // The reconciler reads the table for the API and the metrics.
+    let (table_publisher, table_reader) = match kernel {
+        Some(_) => {
+            let (publisher, reader) = crate::reconcile::table::channel();
+            (Some(publisher), Some(reader))
+        }
+        None => (None, None),
+    };
     let vip_table = match kernel {
         Some(_) => Some(vips(cfg.kernel, &cfg.vip_interface)?),
         None => None,
@@ -473,7 +500,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let (status_tx, status_rx) = watch::channel(ReconcileStatus::default());
     let (caught_up_tx, caught_up_rx) = watch::channel(false);
     let metrics = Arc::new(crate::metrics::Metrics::default());
-    let health = crate::health::Health::new(Some(metrics.clone()));
+    let health = crate::health::Health::new(Some(
+        metrics.clone() as Arc<dyn crate::health::ProbeObserver>
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -481,10 +510,18 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
+    // Both ports are bound here and served once Raft runs: with port 0 the
+    // kernel picks them, and the node advertises (and logs) what it got.
+    let raft_listener = listen(cfg.raft_bind)
+        .with_context(|| format!("failed to listen on RAFT_PORT {}", cfg.raft_bind))?;
+    let listening = || format!("failed to listen on SERVER_PORT {}", cfg.http_bind);
+    let api_listener = listen(cfg.http_bind).with_context(listening)?;
+    let raft_bound = raft_listener.local_addr().with_context(listening)?;
+    let http_bound = api_listener.local_addr().with_context(listening)?;
     let me = NodeInfo {
         name: cfg.name.clone(),
-        raft_addr: cfg.raft_advertise.to_string(),
-        api_addr: cfg.http_advertise.to_string(),
+        raft_addr: SocketAddr::new(cfg.raft_advertise.ip(), raft_bound.port()).to_string(),
+        api_addr: SocketAddr::new(cfg.http_advertise.ip(), http_bound.port()).to_string(),
     };
     let id = node_id(&cfg.name);
     let http = reqwest::Client::builder()
@@ -513,24 +550,26 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     .context("failed to start raft")?;
 
     let writer = Writer::start(raft.clone(), peers.clone());
-    let app = web::Data::new(AppState {
+    let node = Arc::new(Node {
         writer: writer.clone(),
         state: state.clone(),
         peers: peers.clone(),
         me: me.clone(),
         drain_grace: cfg.drain_grace,
         reconcile: status_rx.clone(),
-        kernel: kernel.as_ref().map(|(k, _)| k.clone()),
-        vol_dir: cfg.vol_dir.clone(),
+        kernel: table_reader,
         metrics: metrics.clone(),
-        auth: std::sync::RwLock::new(Arc::new(policy.clone())),
         health: health.clone(),
         peer_health: Default::default(),
-        limits: server::Limits::new(cfg.api_max_requests as usize),
         disk: disk.clone(),
         caught_up: caught_up_rx,
+        vol_dir: cfg.vol_dir.clone(),
     });
-    let app_for_health = app.clone();
+    let app = web::Data::new(AppState {
+        node: node.clone(),
+        auth: std::sync::RwLock::new(Arc::new(policy.clone())),
+        limits: server::Limits::new(cfg.api_max_requests as usize),
+    });
     let raft_data = web::Data::new(raft.clone());
     let batcher_data = web::Data::new(writer.batcher().clone());
     let writer_data = web::Data::new(writer.clone());
@@ -556,7 +595,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     .workers(http_workers())
     .disable_signals()
     .shutdown_timeout(5)
-    .bind(cfg.raft_bind)
+    .listen(raft_listener)
     .with_context(|| format!("failed to listen on RAFT_PORT {}", cfg.raft_bind))?
     .run();
 
@@ -576,10 +615,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     .keep_alive(Duration::from_secs(5))
     .disable_signals()
     .shutdown_timeout(10);
-    let listening = || format!("failed to listen on SERVER_PORT {}", cfg.http_bind);
     let api_server = match &tls {
-        Some(store) => api_server.bind_rustls_0_23(cfg.http_bind, store.server_config()?),
-        None => api_server.bind(cfg.http_bind),
+        Some(store) => api_server.listen_rustls_0_23(api_listener, store.server_config()?),
+        None => api_server.listen(api_listener),
     }
     .with_context(listening)?
     .run();
@@ -598,9 +636,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     tracing::info!(
         node = %cfg.name,
         id,
-        api = %cfg.http_bind,
+        api = %http_bound,
         tls = tls.is_some(),
-        raft = %cfg.raft_bind,
+        raft = %raft_bound,
         "listening"
     );
     match &policy.tokens {
@@ -654,7 +692,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         Some(Ok(Start::Bootstrapped)) => tracing::info!("bootstrapped a new cluster"),
         Some(Ok(Start::Joined)) => tracing::info!("joined the cluster"),
         Some(Err(e)) => {
-            tracing::error!(error = %crate::ipvs::chain(&e), "could not enter the cluster");
+            tracing::error!(error = %crate::errors::chain(&e), "could not enter the cluster");
         }
         None => {}
     }
@@ -688,8 +726,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             state.clone(),
             stopped(),
         )));
-        let reconciler = match kernel.zip(vip_table) {
-            Some(((kernel, mode), vip_table)) => {
+        let reconciler = match kernel.zip(vip_table).zip(table_publisher) {
+            Some((((kernel, mode), vip_table), table_publisher)) => {
                 // Health checks matter only where a kernel is programmed.
                 tasks.push(tokio::spawn(crate::health::run(
                     health.clone(),
@@ -697,8 +735,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                     crate::health::probe::Prober::new(),
                     stopped(),
                 )));
-                tasks.push(tokio::spawn(crate::server::poll_peer_health(
-                    app_for_health.clone(),
+                tasks.push(tokio::spawn(crate::node::health::poll_peers(
+                    node.clone(),
                     Box::pin(stopped()),
                 )));
                 let engine = Engine::new(kernel, owned, cfg.ownership).with_vips(vip_table);
@@ -712,8 +750,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                     state.clone(),
                     health.subscribe(),
                     settings,
-                    status_tx,
-                    metrics.clone(),
+                    Outputs {
+                        status: status_tx,
+                        table: table_publisher,
+                        metrics: metrics.clone(),
+                    },
                     stopped(),
                 ))
             }
@@ -732,13 +773,13 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             _ = &mut shutdown => false,
         };
         if ready {
-            let line = summary(&app, &status_rx.borrow());
+            let line = summary(&node, &status_rx.borrow());
             tracing::info!(status = %line, "ready");
             notifier.ready(&line);
             tasks.push(tokio::spawn(watchdog(
                 notifier.clone(),
                 notifier.watchdog_interval(),
-                app.clone(),
+                node.clone(),
                 stopped(),
             )));
             tokio::select! {

@@ -10,10 +10,13 @@
 //!   and the commands that talk to a node's API).
 //! - [`daemon`]: a cluster node — [`store`], [`raft`] and [`cluster`] (the
 //!   replicated state, the Raft transport, membership, the cluster secret),
-//!   [`server`] over [`api`] (the REST API, tokens, limits), [`tls`],
-//!   [`reconcile`] (kernel programming), [`health`] (node-local health
-//!   checks, which lower weights in this node's kernel only), [`sd_notify`]
-//!   (systemd).
+//!   [`node`] (the application layer: one function per API operation) under
+//!   [`server`] (the HTTP adapter: routing, tokens, limits, one small
+//!   handler per operation), [`api`] (validation, views, the JSON types,
+//!   the route table), [`tls`], [`reconcile`] (kernel programming),
+//!   [`health`] (node-local health checks, which lower weights in this
+//!   node's kernel only), [`metrics`], [`sd_notify`] (systemd).
+//! - [`errors`]: an error with its causes on one line, for every layer.
 //!
 //! Data flows one way: commands become [`ipvs::Change`]s, which only
 //! [`ipvs`] turns into netlink messages.
@@ -23,11 +26,13 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod errors;
 pub mod health;
 pub mod ipvs;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod node;
 pub mod raft;
 pub mod readiness;
 pub mod reconcile;

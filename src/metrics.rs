@@ -7,9 +7,9 @@
 //! state, the reconcile status) are read at scrape time into a registry
 //! built for that scrape, so a removed service's series disappear with it.
 
-use crate::api::ids::{server_id, service_id};
+use crate::api::json::ReconcileStatus;
+use crate::model::ids::{server_id, service_id};
 use crate::model::{ServiceEntry, ServiceKey};
-use crate::reconcile::ReconcileStatus;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -141,21 +141,6 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Counts one health probe.
-    pub fn health_probe(&self, outcome: &crate::health::Outcome) {
-        self.probes.inc();
-        match outcome {
-            Ok(latency) => self.probe_seconds.observe(latency.as_secs_f64()),
-            Err(failure) => {
-                self.probe_failures
-                    .get_or_create(&ReasonLabels {
-                        reason: failure.reason.as_str().to_string(),
-                    })
-                    .inc();
-            }
-        }
-    }
-
     /// Counts one reconcile pass.
     pub fn pass(&self, pass: &PassMetrics<'_>) {
         self.passes.inc();
@@ -232,6 +217,23 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &r);
         out
+    }
+}
+
+impl crate::health::ProbeObserver for Metrics {
+    /// Counts one health probe.
+    fn probed(&self, outcome: &crate::health::Outcome) {
+        self.probes.inc();
+        match outcome {
+            Ok(latency) => self.probe_seconds.observe(latency.as_secs_f64()),
+            Err(failure) => {
+                self.probe_failures
+                    .get_or_create(&ReasonLabels {
+                        reason: failure.reason.as_str().to_string(),
+                    })
+                    .inc();
+            }
+        }
     }
 }
 

@@ -68,7 +68,7 @@ pub fn problems(
         problem(Check::Store, format!("the store is damaged: {damage}"));
     }
     if let Some(failing) = &disk.failing {
-        let since = crate::reconcile::status::rfc3339(
+        let since = crate::model::clock::rfc3339(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(failing.since_ms),
         );
         problem(

@@ -6,7 +6,7 @@
 #[path = "cluster/harness.rs"]
 mod harness;
 
-use harness::Cluster;
+use harness::{Cluster, Join};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -455,7 +455,11 @@ fn leader_failure_under_writes() {
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(800));
+    c.wait(
+        Duration::from_secs(20),
+        "writes before the failover",
+        || acked.lock().expect("lock").len() > 20,
+    );
     c.nodes[leader].kill();
     let acked_at_kill = acked.lock().expect("lock").len();
     c.wait(Duration::from_secs(10), "a new leader", || {
@@ -490,24 +494,20 @@ fn leader_failure_under_writes() {
 #[test]
 fn membership_changes() {
     let mut c = Cluster::new(3);
-    c.nodes[2].join = Some(c.nodes[1].http_port);
+    c.nodes[2].join = Some(Join::Api(1));
     for i in 0..3 {
         c.nodes[i].start();
         c.wait_ready(i);
     }
     c.wait_voters(3);
     let node2 = &c.nodes[1];
-    let again = json!({"id": node2.name, "raft_addr": format!("127.0.0.1:{}", node2.raft_port),
-                       "api_addr": format!("127.0.0.1:{}", node2.http_port)});
-    assert_eq!(
-        status(c.send(2, "POST", "/api/v1/cluster/join", Some(&again))),
-        200
-    );
+    let again = json!({"id": node2.name, "raft_addr": format!("127.0.0.1:{}", node2.raft_port()),
+                       "api_addr": format!("127.0.0.1:{}", node2.http_port())});
+    let (joined, body) = c.send_retrying(2, "POST", "/api/v1/cluster/join", Some(&again));
+    assert_eq!(joined, 200, "{body}");
     c.wait_voters(3);
-    assert_eq!(
-        status(c.send(1, "DELETE", "/api/v1/cluster/members/node3", None)),
-        204
-    );
+    let (removed, body) = c.send_retrying(1, "DELETE", "/api/v1/cluster/members/node3", None);
+    assert_eq!(removed, 204, "{body}");
     c.wait(Duration::from_secs(10), "node3 removed", || {
         c.cluster_view(0).is_some_and(|v| {
             v["members"]
@@ -879,8 +879,8 @@ fn cli_manages_the_members() {
         c.cluster_view(0)
             .is_some_and(|v| v["members"].as_array().map(Vec::len) == Some(2))
     });
-    let raft = c.nodes[2].raft_port;
-    let api = c.nodes[2].http_port;
+    let raft = c.nodes[2].raft_port();
+    let api = c.nodes[2].http_port();
     let joined = run(&[
         "cluster",
         "join",
@@ -1254,7 +1254,21 @@ fn health_checks_steer_each_kernel() {
         None,
     );
     assert_eq!(r.status().as_u16(), 202);
-    std::thread::sleep(Duration::from_millis(600));
+    // Stays: both nodes probe it healthy a few more times meanwhile.
+    let probes = |i: usize| -> u64 {
+        let node: Value = c.get(i, "/api/v1/node").json().unwrap_or_default();
+        node["health"]["servers"]
+            .as_array()
+            .and_then(|s| s.iter().find(|p| p["server"] == d.as_str()))
+            .and_then(|p| p["checks"].as_u64())
+            .unwrap_or(0)
+    };
+    let before = [probes(0), probes(1)];
+    c.wait(
+        Duration::from_secs(10),
+        "more probes of the drained server",
+        || (0..2).all(|i| probes(i) >= before[i] + 2),
+    );
     for i in 0..2 {
         c.wait(Duration::from_secs(5), "the drained server at 0", || {
             kernel_weights(&c, i, svc) == sorted(vec![(a.clone(), 3), (d.clone(), 0)])

@@ -133,7 +133,7 @@ impl Trial {
         let targets: Targets = Arc::new(Mutex::new(
             c.nodes
                 .iter()
-                .map(|n| format!("http://127.0.0.1:{}", n.http_port))
+                .map(|n| format!("http://127.0.0.1:{}", n.http_port()))
                 .collect(),
         ));
         let clients = Clients::start(CLIENTS, targets, registers.clone(), initial.clone(), seed);

@@ -8,11 +8,11 @@
 #[path = "cluster/harness.rs"]
 mod harness;
 
-use harness::Cluster;
+use harness::{Cluster, Join};
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ipvs-manager");
@@ -84,12 +84,10 @@ fn tokens_guard_the_api() {
     let mut c = Cluster::new(3);
     // The first node's API wants a token: the others join through its Raft
     // port (its API would answer 401).
-    let member = format!("127.0.0.1:{}", c.nodes[0].raft_port);
     for (i, node) in c.nodes.iter_mut().enumerate() {
         node.env = vec![("API_TOKENS_FILE".into(), tokens.clone())];
         if i > 0 {
-            node.join = None;
-            node.env.push(("RAFT_LEADER".into(), member.clone()));
+            node.join = Some(Join::Raft(0));
         }
     }
     c.configure_client(Some(ADMIN), None);
@@ -238,7 +236,7 @@ fn without_tokens_the_api_stays_on_loopback() {
             ("API_OPEN".into(), open.to_string()),
         ];
         c.start_all();
-        let (api, raft) = (c.nodes[0].http_port, c.nodes[0].raft_port);
+        let (api, raft) = (c.nodes[0].http_port(), c.nodes[0].raft_port());
         assert!(listens(&format!("127.0.0.1:{api}")));
         assert!(listens(&format!("127.0.0.2:{raft}")));
         assert_eq!(
@@ -256,18 +254,30 @@ fn without_tokens_the_api_stays_on_loopback() {
 fn refused(env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let start = Instant::now();
-    let out = Command::new(BINARY)
+    let mut child = Command::new(BINARY)
         .env("RAFT_VOL_DIR", &data)
         .env("IPVS_KERNEL", "memory")
         .env("SERVER_PORT", "1")
         .env("RAFT_PORT", "2")
         .envs(env.iter().copied())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // It exits by itself; one still running has started (killed, so the
+    // test fails rather than hangs). The bound is no timing claim.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let exited = child.try_wait().unwrap().is_some();
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(exited, "still running after 60 s: {err}");
     assert!(!out.status.success(), "started: {err}");
-    assert!(start.elapsed() < Duration::from_secs(10));
     assert!(!data.exists(), "the data directory was created: {err}");
     err
 }
@@ -335,11 +345,14 @@ fn a_node_without_the_cluster_secret_is_refused() {
     // the Raft port): refused, and the cluster stays at three.
     c.nodes[3].env = vec![("CLUSTER_SECRET".into(), WRONG.into())];
     c.nodes[3].start();
-    let raft0 = format!("127.0.0.1:{}", c.nodes[0].raft_port);
-    c.nodes[4].join = None;
-    c.nodes[4].env = vec![("RAFT_LEADER".into(), raft0.clone())];
+    let raft0 = format!("127.0.0.1:{}", c.nodes[0].raft_port());
+    c.nodes[4].join = Some(Join::Raft(0));
     c.nodes[4].start();
-    std::thread::sleep(Duration::from_secs(3));
+    c.wait(Duration::from_secs(30), "both joins refused", || {
+        [3, 4]
+            .iter()
+            .all(|&i| c.nodes[i].log().contains("join refused (401)"))
+    });
     let view = c.cluster_view(0).unwrap();
     assert_eq!(view["members"].as_array().unwrap().len(), 3, "{view}");
     for i in [3, 4] {
@@ -386,7 +399,18 @@ fn a_node_without_the_cluster_secret_is_refused() {
     c.nodes[follower].env = vec![("CLUSTER_SECRET".into(), WRONG.into())];
     c.nodes[follower].start();
     let before = term_and_leader(&c, healthy);
-    std::thread::sleep(Duration::from_secs(3));
+    // It campaigns alone once its election timeout passes.
+    c.wait(Duration::from_secs(30), "the outsider campaigning", || {
+        c.http
+            .get(c.nodes[follower].url("/api/v1/node"))
+            .send()
+            .ok()
+            .and_then(|r| r.json::<Value>().ok())
+            .is_some_and(|v| v["term"].as_u64() > Some(before.0))
+            && c.nodes[follower]
+                .log()
+                .contains("refused our cluster secret")
+    });
     let service = json!({"protocol": "udp", "address": "192.0.2.53", "port": 53});
     assert_eq!(
         c.send(healthy, "POST", "/api/v1/services", Some(&service))
@@ -470,7 +494,6 @@ fn the_api_serves_tls_and_reloads_its_certificate() {
     std::fs::write(&key_file, &key).unwrap();
 
     let mut c = Cluster::new(2);
-    let member = format!("127.0.0.1:{}", c.nodes[0].raft_port);
     for (i, node) in c.nodes.iter_mut().enumerate() {
         node.scheme = "https";
         node.env = vec![
@@ -478,8 +501,7 @@ fn the_api_serves_tls_and_reloads_its_certificate() {
             ("TLS_KEY_FILE".into(), key_file.display().to_string()),
         ];
         if i > 0 {
-            node.join = None;
-            node.env.push(("RAFT_LEADER".into(), member.clone()));
+            node.join = Some(Join::Raft(0));
         }
     }
     c.configure_client(None, Some(ca.pem().as_bytes()));
@@ -639,8 +661,9 @@ fn a_flood_against_one_node_leaves_the_cluster_serving() {
     // Connections that send half a request head and then nothing.
     let stalled: Vec<std::net::TcpStream> = (0..64)
         .map(|_| {
-            let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{}", c.nodes[0].http_port))
-                .unwrap();
+            let mut s =
+                std::net::TcpStream::connect(format!("127.0.0.1:{}", c.nodes[0].http_port()))
+                    .unwrap();
             s.write_all(b"GET /api/v1/services HTTP/1.1\r\nHost: x\r\n")
                 .unwrap();
             s

@@ -9,13 +9,13 @@
 mod harness;
 
 use clap::CommandFactory;
-use harness::Cluster;
+use harness::{Cluster, Join};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -339,7 +339,13 @@ fn node_notifies_ready_watchdog_and_stopping() {
 
 /// Creates services through every node in turn until stopped; the ids of
 /// those acknowledged (201).
-fn writer(urls: Vec<String>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
+/// Writes services until `stop`, round robin over `urls`; the ids of the
+/// acknowledged ones, also counted in `acks` as they come.
+fn writer(
+    urls: Vec<String>,
+    stop: Arc<AtomicBool>,
+    acks: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<Vec<String>> {
     std::thread::spawn(move || {
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(15))
@@ -355,7 +361,10 @@ fn writer(urls: Vec<String>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<V
                 .json(&body)
                 .send();
             match sent {
-                Ok(r) if r.status() == 201 => acked.push(format!("tcp-192.0.2.10-{port}")),
+                Ok(r) if r.status() == 201 => {
+                    acked.push(format!("tcp-192.0.2.10-{port}"));
+                    acks.fetch_add(1, Ordering::SeqCst);
+                }
                 Ok(_) | Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
             port += 1;
@@ -383,8 +392,12 @@ fn sigterm_of_the_leader_hands_over_and_loses_no_write() {
     let old = c.leader().expect("a leader");
     let urls = c.nodes.iter().map(|n| n.url("")).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let writes = writer(urls, stop.clone());
-    std::thread::sleep(Duration::from_secs(1));
+    let acks = Arc::new(AtomicUsize::new(0));
+    let writes = writer(urls, stop.clone(), acks.clone());
+    // Writes are flowing when the leader is told to stop.
+    c.wait(Duration::from_secs(20), "writes acknowledged", || {
+        acks.load(Ordering::SeqCst) > 10
+    });
 
     let status = c.nodes[old].terminate(Duration::from_secs(30));
     let log = c.nodes[old].log();
@@ -396,7 +409,11 @@ fn sigterm_of_the_leader_hands_over_and_loses_no_write() {
     let service = json!({"protocol": "udp", "address": "192.0.2.53", "port": 53});
     let r = c.send(new, "POST", "/api/v1/services", Some(&service));
     assert_eq!(r.status(), 201);
-    std::thread::sleep(Duration::from_millis(500));
+    // And the writer's own writes go on after the handover.
+    let after = acks.load(Ordering::SeqCst);
+    c.wait(Duration::from_secs(20), "writes after the handover", || {
+        acks.load(Ordering::SeqCst) > after + 5
+    });
     stop.store(true, Ordering::SeqCst);
     let acked = writes.join().unwrap();
     assert!(acked.len() > 10, "only {} writes acknowledged", acked.len());
@@ -420,9 +437,7 @@ fn a_node_joins_through_a_members_raft_port() {
     let mut c = Cluster::new(2);
     c.nodes[0].start();
     c.wait_ready(0);
-    let raft = format!("127.0.0.1:{}", c.nodes[0].raft_port);
-    c.nodes[1].join = None;
-    c.nodes[1].env = vec![("RAFT_LEADER".into(), raft)];
+    c.nodes[1].join = Some(Join::Raft(0));
     c.nodes[1].start();
     c.wait_voters(2);
     let r = c.send(

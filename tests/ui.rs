@@ -6,6 +6,9 @@
 //!
 //! Never skipped: without Chromium, Node.js or playwright-core it fails,
 //! naming tests/ui/setup.sh (which tests/run.sh runs first).
+//!
+//! Also here, since it needs the same Node.js packages: the OpenAPI
+//! document checked by a maintained validator (tests/ui/openapi.mjs).
 //! `UI_SCREENSHOTS=docs cargo test --test ui` also refreshes the
 //! screenshots under docs/.
 
@@ -35,6 +38,30 @@ fn check_prerequisites(repo: &Path) {
     assert!(
         repo.join("tests/ui/node_modules/playwright-core").is_dir(),
         "tests/ui/node_modules/playwright-core is missing: {SETUP}"
+    );
+}
+
+/// The served OpenAPI document is valid OpenAPI 3.1 by the specification's
+/// own schema (src/api/tests/openapi.rs holds it to the code).
+#[test]
+fn the_openapi_document_is_valid_openapi_3_1() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        repo.join("tests/ui/node_modules/@seriousme/openapi-schema-validator")
+            .is_dir(),
+        "the OpenAPI validator is missing: {SETUP}"
+    );
+    let out = Command::new("node")
+        .arg("tests/ui/openapi.mjs")
+        .arg("src/api/openapi.json")
+        .current_dir(repo)
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

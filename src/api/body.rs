@@ -1,6 +1,6 @@
-//! Request bodies as JSON values — the size limit, syntax errors with their
-//! line and column, duplicate keys refused — and JSON merge patch (RFC 7386)
-//! for PATCH.
+//! Request bodies as JSON values: the size limit, syntax errors with their
+//! line and column, duplicate keys refused. (PATCH merges with
+//! `json_patch::merge`, RFC 7386.)
 //!
 //! Every body is read into a [`Value`] first and validated from there (see
 //! [`super::validate`]): one reader for POST, PUT and the result of a
@@ -50,27 +50,6 @@ pub fn read_json(body: &[u8], limit: usize) -> Result<Value, ApiError> {
             ),
         }
     })
-}
-
-/// Applies a JSON merge patch (RFC 7386) to `target`: objects merge key by
-/// key, `null` removes a key, anything else replaces.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    if let Value::Object(target) = target {
-        for (key, value) in patch {
-            if value.is_null() {
-                target.remove(key);
-            } else {
-                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
-            }
-        }
-    }
 }
 
 /// `text` cut to 64 characters (with `…`), for error messages and paths

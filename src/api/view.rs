@@ -12,6 +12,7 @@ use super::json::{
     ConfigPlan, ConfigView, DrainView, NetmaskView, PersistenceView, ServerView, ServiceChange,
     ServiceView, TunnelView,
 };
+use crate::model::clock::rfc3339_ms;
 use crate::model::{
     DesiredState, DestKey, Destination, Drain, Forward, HealthCheck, HealthPolicy, Netmask,
     ServiceConfig, ServiceFlags, ServiceKey, ServiceSpec, TunnelChecksum, TunnelType,
@@ -102,14 +103,10 @@ pub fn policy_view(policy: &HealthPolicy) -> Option<Value> {
 
 /// A drain as responses show it.
 pub fn drain_view(drain: &Drain) -> DrainView {
-    let at = |ms: u64| {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-        humantime::format_rfc3339_seconds(t).to_string()
-    };
     DrainView {
-        since: at(drain.since_ms),
+        since: rfc3339_ms(drain.since_ms),
         grace: drain.grace,
-        until: at(drain.deadline_ms()),
+        until: rfc3339_ms(drain.deadline_ms()),
     }
 }
 
@@ -264,17 +261,17 @@ pub fn flag_names(service: &VirtualService) -> Vec<String> {
     }
     // SCHED1/SCHED2 mean fallback/port for sh and mh alike; other
     // schedulers give them no name, and ipvsadm prints them as flag-N.
-    let prefix = matches!(sched, "sh" | "mh").then_some(sched);
-    for (bit, suffix, generic) in [
-        (ServiceFlags::SCHED1, "fallback", "flag-1"),
-        (ServiceFlags::SCHED2, "port", "flag-2"),
-        (ServiceFlags::SCHED3, "", "flag-3"),
+    for bit in [
+        ServiceFlags::SCHED1,
+        ServiceFlags::SCHED2,
+        ServiceFlags::SCHED3,
     ] {
-        if flags.contains(bit) {
-            names.push(match prefix {
-                Some(p) if !suffix.is_empty() => format!("{p}-{suffix}"),
-                _ => generic.to_string(),
-            });
+        if let Some(name) = flags
+            .contains(bit)
+            .then(|| crate::model::rules::sched_flag_name(bit, sched))
+            .flatten()
+        {
+            names.push(name.to_string());
         }
     }
     names

@@ -211,7 +211,7 @@ pub fn list(api: &Api, args: &ClusterListArgs) -> anyhow::Result<ExitCode> {
         return print_json(&mut out, &body);
     }
     let desired = desired_from(&body)?;
-    let now = crate::reconcile::unix_ms();
+    let now = crate::model::clock::unix_ms();
     let mut entries = desired_entries(&desired, now);
     // Counters come from the node's kernel. The plain listing shows
     // connection counts too, but a node that programs no kernel
@@ -303,7 +303,7 @@ pub fn save(api: &Api, args: &OutputArgs) -> anyhow::Result<ExitCode> {
         return print_json(&mut out, &body);
     }
     let desired = desired_from(&body)?;
-    let entries = desired_entries(&desired, crate::reconcile::unix_ms());
+    let entries = desired_entries(&desired, crate::model::clock::unix_ms());
     out.write_all(text::save(&entries).as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
@@ -326,7 +326,7 @@ pub fn diff(api: &Api, args: &OutputArgs) -> anyhow::Result<ExitCode> {
         .map(|e| (e.service.key, e))
         .collect();
     let owned: BTreeSet<ServiceKey> = table.owned.into_iter().collect();
-    let now = crate::reconcile::unix_ms();
+    let now = crate::model::clock::unix_ms();
     // The node's health checks lower weights on purpose: not a difference.
     let health = health_table(&node.health)?;
     let plan = plan::plan(&desired, &kernel, None, &owned, ownership, &health, now);

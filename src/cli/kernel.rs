@@ -110,7 +110,7 @@ pub fn restore(kernel: &mut dyn Kernel, input: &str, dry_run: bool) -> anyhow::R
     let mut check = MemoryKernel::from_entries(kernel.services()?);
     for (line, change) in &lines {
         if let Err(e) = check.apply(change) {
-            bail!("line {line}: {}", crate::ipvs::chain(&e));
+            bail!("line {line}: {}", crate::errors::chain(&e));
         }
     }
     let changes: Vec<Change> = lines.into_iter().map(|(_, c)| c).collect();
@@ -121,7 +121,7 @@ pub fn restore(kernel: &mut dyn Kernel, input: &str, dry_run: bool) -> anyhow::R
         .apply_batch(&changes)
         .into_iter()
         .filter_map(Result::err)
-        .map(|e| crate::ipvs::chain(&e))
+        .map(|e| crate::errors::chain(&e))
         .collect();
     if !failures.is_empty() {
         bail!(

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Option<CliCommand>,
     /// A node's HTTP API, for the commands that talk to the cluster.
     #[arg(
         long,
@@ -57,8 +57,11 @@ ipvsadm's editing commands change the cluster's desired state, with ipvsadm's op
 Removals (-D, -d) are immediate, as in ipvsadm; `ipvs-manager drain` removes gracefully.
 ";
 
+// The subcommands (`ipvs-manager list`, …); the ipvsadm-style editing
+// commands bypass clap (edit.rs). Named apart from model::Command, what the
+// Raft log carries. (A plain comment: clap would show a doc comment.)
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub enum CliCommand {
     /// Inspect and program this host's kernel IPVS table directly, in
     /// ipvsadm's formats (needs CAP_NET_ADMIN and the ip_vs module).
     #[command(subcommand)]
@@ -139,14 +142,14 @@ const DEFAULT_SERVER: &str = "http://127.0.0.1:2221";
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let api = || cluster::Api::new(&cli.server, cli.token.as_deref(), cli.ca_file.as_deref());
     match cli.command {
-        Some(Command::Kernel(cmd)) => kernel::run(cmd).map(|()| ExitCode::SUCCESS),
-        Some(Command::List(args)) => cluster::list(&api()?, &args),
-        Some(Command::Cluster(cmd)) => cluster::cluster(&api()?, &cmd),
-        Some(Command::Save(args)) => cluster::save(&api()?, &args),
-        Some(Command::Diff(args)) => cluster::diff(&api()?, &args),
-        Some(Command::Restore(args)) => edit::restore(&api()?, &args),
-        Some(Command::Drain(args)) => edit::drain(&api()?, &args),
-        Some(Command::Completions { shell }) => {
+        Some(CliCommand::Kernel(cmd)) => kernel::run(cmd).map(|()| ExitCode::SUCCESS),
+        Some(CliCommand::List(args)) => cluster::list(&api()?, &args),
+        Some(CliCommand::Cluster(cmd)) => cluster::cluster(&api()?, &cmd),
+        Some(CliCommand::Save(args)) => cluster::save(&api()?, &args),
+        Some(CliCommand::Diff(args)) => cluster::diff(&api()?, &args),
+        Some(CliCommand::Restore(args)) => edit::restore(&api()?, &args),
+        Some(CliCommand::Drain(args)) => edit::drain(&api()?, &args),
+        Some(CliCommand::Completions { shell }) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "ipvs-manager", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

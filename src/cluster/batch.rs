@@ -18,9 +18,10 @@
 //! queued after it overtakes it.
 
 use super::peer_auth::Peers;
-use super::rpc::{client_write, Raft, WriteOutcome, WriteResult, WRITE_PATH};
+use super::WRITE_PATH;
 use crate::model::{Command, CommandResult, ServiceKey};
 use crate::raft::NodeInfo;
+use crate::raft::{client_write, Raft, WriteOutcome, WriteResult};
 use openraft::error::{Fatal, RaftError};
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
@@ -330,7 +331,7 @@ async fn send_writes(
     timeout: Duration,
     cmds: &[Command],
 ) -> Result<Vec<WriteResult>, Forwarded> {
-    let lost = |e: reqwest::Error| Forwarded::Lost(crate::ipvs::chain(&e));
+    let lost = |e: reqwest::Error| Forwarded::Lost(crate::errors::chain(&e));
     let request = peers
         .post_json(&format!("http://{leader}{WRITE_PATH}"), &cmds)
         .map_err(|e| Forwarded::Lost(e.to_string()))?;

@@ -60,7 +60,7 @@ pub async fn run(
             continue;
         }
         let desired = state.current().desired;
-        for cmd in due(&desired, crate::reconcile::unix_ms()) {
+        for cmd in due(&desired, crate::model::clock::unix_ms()) {
             match writer.write(cmd.clone()).await {
                 Ok(outcome) if matches!(outcome.result, CommandResult::Applied { .. }) => {
                     tracing::info!(?cmd, "drain over: removed");
@@ -68,7 +68,7 @@ pub async fn run(
                 // Cancelled or finished meanwhile: nothing to do.
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %crate::ipvs::chain(&e), "could not end a drain; retrying");
+                    tracing::warn!(error = %crate::errors::chain(&e), "could not end a drain; retrying");
                     break;
                 }
             }

@@ -12,7 +12,7 @@
 //! takes no longer than the election that would have followed anyway.
 
 use super::peer_auth::Peers;
-use super::Raft;
+use crate::raft::Raft;
 use crate::raft::{NodeId, NodeInfo};
 use openraft::ServerState;
 use std::sync::atomic::{AtomicBool, Ordering};

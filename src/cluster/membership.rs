@@ -2,8 +2,8 @@
 //! leader's side of joining and removing members.
 
 use super::peer_auth::Peers;
-use super::Raft;
 pub use crate::api::json::JoinRequest;
+use crate::raft::Raft;
 use crate::raft::{node_id, typ, NodeId, NodeInfo};
 use openraft::ChangeMembers;
 use std::collections::{BTreeMap, BTreeSet};

@@ -12,14 +12,11 @@ pub mod rejoin;
 pub mod rpc;
 
 use crate::model::Command;
-use crate::raft::{typ, NodeId, NodeInfo};
+use crate::raft::{typ, NodeId, NodeInfo, Raft, WriteOutcome};
 use batch::{Batcher, Forwarded, Forwarder};
 use openraft::error::{ClientWriteError, RaftError};
 use peer_auth::Peers;
-use rpc::WriteOutcome;
 use std::time::Duration;
-
-pub use rpc::Raft;
 
 /// A node's report (`json::NodeView`) on its Raft port, for its peers:
 /// `?programmed=N&timeout_ms=T` long-polls as `GET /api/v1/node` does.
@@ -32,6 +29,11 @@ pub const NODE_KERNEL_PATH: &str = "/raft/node/kernel";
 /// `GET` on the leader's Raft port: the log index a linearizable read on
 /// another member waits for (JSON `null` when this node does not lead).
 pub const READ_INDEX_PATH: &str = "/raft/read-index";
+
+/// `POST` on the leader's Raft port: a follower's client writes, a JSON
+/// list of commands answered by a list of [`crate::raft::WriteResult`]s in
+/// the same order.
+pub const WRITE_PATH: &str = "/raft/write";
 
 /// `DELETE {MEMBERS_PATH}/{name}` on the leader's Raft port: a removal
 /// forwarded by another member; `POST {MEMBERS_PATH}/{name}/rejoin`: that

@@ -4,7 +4,7 @@
 //! one each time.
 
 use super::peer_auth::Peers;
-use crate::raft::{NodeInfo, TypeConfig};
+use crate::raft::{NodeId, NodeInfo, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -15,8 +15,6 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-
-type NodeId = u64;
 
 /// Paths of the Raft RPCs on RAFT_PORT.
 pub const APPEND_PATH: &str = "/raft/append";

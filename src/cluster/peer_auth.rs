@@ -93,8 +93,7 @@ impl PeerAuth {
     pub fn sign(&self, method: &str, target: &str, body: &[u8], now: u64) -> Option<String> {
         let key = self.key.as_ref()?;
         let tag = PeerAuth::mac(key, method, target, now, body);
-        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        Some(format!("t={now},mac={hex}"))
+        Some(format!("t={now},mac={}", hex::encode(tag.as_ref())))
     }
 
     /// Checks a request's header; always `Ok` without a secret.
@@ -116,7 +115,7 @@ impl PeerAuth {
             .and_then(|(t, m)| Some((t.strip_prefix("t=")?, m.strip_prefix("mac=")?)))
             .ok_or(Refusal::Malformed)?;
         let time: u64 = time.parse().map_err(|_| Refusal::Malformed)?;
-        let mac = decode_hex(mac).ok_or(Refusal::Malformed)?;
+        let mac = hex::decode(mac).map_err(|_| Refusal::Malformed)?;
         let skew = i64::try_from(now).unwrap_or(i64::MAX) - i64::try_from(time).unwrap_or(0);
         if skew.unsigned_abs() > MAX_SKEW {
             return Err(Refusal::Skew(skew));
@@ -126,16 +125,6 @@ impl PeerAuth {
         input.extend_from_slice(body);
         hmac::verify(key, &input, &mac).map_err(|_| Refusal::BadMac)
     }
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// The HTTP client nodes use for one another: every request signed.

@@ -6,28 +6,12 @@
 use super::batch::{Batcher, MAX_BATCH};
 use super::handover::{Handover, ELECT_PATH};
 use super::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
-use super::READ_INDEX_PATH;
-use crate::model::{Command, CommandResult};
-use crate::raft::{NodeInfo, TypeConfig};
+use super::{READ_INDEX_PATH, WRITE_PATH};
+use crate::model::Command;
+use crate::raft::{Raft, TypeConfig, WriteResult};
 use actix_web::web::{self, Data, Json};
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use serde::{Deserialize, Serialize};
-
-pub type Raft = openraft::Raft<TypeConfig>;
-
-/// Path of forwarded client writes: a JSON list of commands, answered by a
-/// list of [`WriteResult`]s in the same order.
-pub const WRITE_PATH: &str = "/raft/write";
-
-/// What a committed write did: its log index and the state machine's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WriteOutcome {
-    pub index: u64,
-    pub result: CommandResult,
-}
-
-pub type WriteResult = Result<WriteOutcome, RaftError<u64, ClientWriteError<u64, NodeInfo>>>;
 
 /// Registers the RPC routes; they need `Data<Raft>`, `Data<Batcher>` and
 /// `Data<Handover>`.
@@ -101,13 +85,4 @@ async fn elect(raft: Data<Raft>) -> actix_web::HttpResponse {
         }
         Err(e) => actix_web::HttpResponse::ServiceUnavailable().body(e.to_string()),
     }
-}
-
-/// Proposes `cmd` on this node, which must be the leader.
-pub async fn client_write(raft: &Raft, cmd: Command) -> WriteResult {
-    let resp = raft.client_write(cmd).await?;
-    Ok(WriteOutcome {
-        index: resp.log_id.index,
-        result: resp.data,
-    })
 }

@@ -14,7 +14,7 @@ pub mod monitor;
 pub mod probe;
 pub mod state;
 
-pub use monitor::{run, Health, ProbedServer};
+pub use monitor::{run, Health, ProbeObserver, ProbedServer};
 pub use state::{Outcome, Tracker};
 
 use crate::model::{DestKey, Destination, ServiceConfig, ServiceKey};

@@ -33,15 +33,21 @@ pub struct ProbedServer {
 pub struct Health {
     table: watch::Sender<Arc<HealthTable>>,
     probed: Mutex<BTreeMap<Key, ProbedServer>>,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    observer: Option<Arc<dyn ProbeObserver>>,
+}
+
+/// Told of every recorded probe (the metrics count them); a trait so that
+/// health checking does not depend on what counts.
+pub trait ProbeObserver: Send + Sync {
+    fn probed(&self, outcome: &Outcome);
 }
 
 impl Health {
-    pub fn new(metrics: Option<Arc<crate::metrics::Metrics>>) -> Arc<Health> {
+    pub fn new(observer: Option<Arc<dyn ProbeObserver>>) -> Arc<Health> {
         Arc::new(Health {
             table: watch::Sender::new(Arc::new(HealthTable::default())),
             probed: Mutex::new(BTreeMap::new()),
-            metrics,
+            observer,
         })
     }
 
@@ -77,8 +83,8 @@ impl Health {
             let changed = server
                 .tracker
                 .record(outcome, check.rise, check.fall, now_ms);
-            if let Some(m) = &self.metrics {
-                m.health_probe(outcome);
+            if let Some(observer) = &self.observer {
+                observer.probed(outcome);
             }
             changed.then(|| (server.tracker.clone(), server.target))
         };
@@ -210,7 +216,7 @@ pub async fn run(
         let desired = rx.borrow_and_update().desired.clone();
         // Only the services whose revision moved: a write to one service
         // among thousands touches that one's probes.
-        let services = crate::reconcile::plan::changed(&current, &desired);
+        let services = desired.changed_since(&current);
         current = desired;
         let wanted = wanted(&current, &services);
         health.reconfigure(&services, &wanted);
@@ -262,7 +268,7 @@ async fn probe_loop(
     loop {
         tokio::time::sleep_until(next).await;
         let outcome = prober.probe(&check, target).await;
-        health.record(&key, &check, &outcome, crate::reconcile::unix_ms());
+        health.record(&key, &check, &outcome, crate::model::clock::unix_ms());
         // A probe never outlasts its interval (timeout < interval); a
         // runtime too busy to keep up skips beats rather than bursting.
         next += interval;

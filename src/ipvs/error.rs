@@ -165,16 +165,3 @@ impl KernelError {
         }
     }
 }
-
-/// Formats an error with its whole chain of causes on one line:
-/// "failed to add service TCP 10.0.0.1:80: service already exists (EEXIST)".
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cur = e.source();
-    }
-    out
-}

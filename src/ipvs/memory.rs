@@ -765,29 +765,13 @@ fn check_dest_values(dest: &Destination) -> Result<(), i32> {
     Ok(())
 }
 
-/// `ip_vs_new_dest`, for a destination not yet in the service: IPv4 needs an
-/// address `inet_addr_type` calls local or unicast, IPv6 a unicast,
-/// non-link-local one unless it routes to loopback; else EINVAL. Only the
-/// parts that do not depend on the host are checked: 0.0.0.0/8,
-/// 255.255.255.255 and multicast for IPv4; `::`, multicast, link-local and
-/// IPv4-mapped for IPv6 (the kernel would accept the last two if they are
-/// local addresses of the host, and refuse the broadcast address of a local
-/// IPv4 subnet).
+/// `ip_vs_new_dest`, for a destination not yet in the service: EINVAL for
+/// an address the kernel refuses whatever the host's addresses
+/// ([`crate::model::rules::refused_destination`]).
 fn check_dest_address(addr: &IpAddr) -> Result<(), i32> {
-    let refused = match addr {
-        IpAddr::V4(a) => a.octets()[0] == 0 || a.is_broadcast() || a.is_multicast(),
-        IpAddr::V6(a) => {
-            let s = a.segments();
-            a.is_unspecified()
-                || a.is_multicast()
-                || s[0] & 0xffc0 == 0xfe80
-                || a.to_ipv4_mapped().is_some()
-        }
-    };
-    if refused {
-        Err(libc::EINVAL)
-    } else {
-        Ok(())
+    match crate::model::rules::refused_destination(addr) {
+        Some(_) => Err(libc::EINVAL),
+        None => Ok(()),
     }
 }
 
@@ -1714,7 +1698,7 @@ mod tests {
         };
         assert_eq!(err.reason(), Some(Reason::NoSuchService));
         assert_eq!(
-            crate::ipvs::chain(&err),
+            crate::errors::chain(&err),
             "failed to delete service TCP 10.0.0.1:80: no such service (ESRCH)"
         );
         let Err(err) = k.apply(&Change::AddDest(

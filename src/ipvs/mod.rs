@@ -12,7 +12,7 @@ pub mod netlink;
 pub mod text;
 pub mod vip;
 
-pub use error::{chain, KernelError, Reason};
+pub use error::{KernelError, Reason};
 
 use crate::model::{DestKey, Destination, ServiceEntry, ServiceKey, VirtualService};
 use std::fmt;
@@ -129,51 +129,5 @@ impl<K: Kernel + ?Sized> Kernel for Box<K> {
 
     fn timeouts(&mut self) -> Result<Timeouts, KernelError> {
         (**self).timeouts()
-    }
-}
-
-/// One kernel used from several places (the reconciler, the API's reads):
-/// each call locks it.
-pub struct SharedKernel<K: ?Sized>(std::sync::Arc<std::sync::Mutex<K>>);
-
-impl<K> SharedKernel<K> {
-    pub fn new(kernel: K) -> SharedKernel<K> {
-        SharedKernel(std::sync::Arc::new(std::sync::Mutex::new(kernel)))
-    }
-}
-
-impl<K: ?Sized> Clone for SharedKernel<K> {
-    fn clone(&self) -> Self {
-        SharedKernel(self.0.clone())
-    }
-}
-
-impl<K: Kernel + ?Sized> SharedKernel<K> {
-    /// The kernel, even if a holder panicked (the table itself is the
-    /// kernel's; nothing here can be left half-changed).
-    fn lock(&self) -> std::sync::MutexGuard<'_, K> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl<K: Kernel + ?Sized> Kernel for SharedKernel<K> {
-    fn services(&mut self) -> Result<Vec<ServiceEntry>, KernelError> {
-        self.lock().services()
-    }
-
-    fn service(&mut self, key: &ServiceKey) -> Result<Option<ServiceEntry>, KernelError> {
-        self.lock().service(key)
-    }
-
-    fn apply_batch(&mut self, changes: &[Change]) -> Vec<Result<(), KernelError>> {
-        self.lock().apply_batch(changes)
-    }
-
-    fn info(&mut self) -> Result<Info, KernelError> {
-        self.lock().info()
-    }
-
-    fn timeouts(&mut self) -> Result<Timeouts, KernelError> {
-        self.lock().timeouts()
     }
 }

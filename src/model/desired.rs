@@ -10,7 +10,7 @@
 
 use super::{DestKey, Destination, HealthCheck, HealthPolicy, ServiceKey, VirtualService};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// A virtual service with its real servers, as configured.
@@ -422,6 +422,25 @@ impl CommandResult {
 }
 
 impl DesiredState {
+    /// Services whose configuration differs between `old` and this state:
+    /// the scope of an incremental reconcile pass, and the probes a health
+    /// monitor restarts. A service's revision changes with every change to
+    /// it or its servers, so comparing revisions is enough.
+    pub fn changed_since(&self, old: &DesiredState) -> BTreeSet<ServiceKey> {
+        let mut keys = BTreeSet::new();
+        for (key, cfg) in &self.services {
+            if old.services.get(key).map(|c| c.revision) != Some(cfg.revision) {
+                keys.insert(*key);
+            }
+        }
+        for key in old.services.keys() {
+            if !self.services.contains_key(key) {
+                keys.insert(*key);
+            }
+        }
+        keys
+    }
+
     /// Applies `cmd`, committed at log `index`.
     pub fn apply(&mut self, cmd: &Command, index: u64) -> CommandResult {
         use CommandResult::*;

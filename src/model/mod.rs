@@ -9,8 +9,11 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
+pub mod clock;
 mod desired;
 mod health;
+pub mod ids;
+pub mod rules;
 mod stats;
 
 pub use desired::{
@@ -457,6 +460,18 @@ impl Forward {
             Forward::Route => "Route",
             Forward::Bypass => "Bypass",
         }
+    }
+
+    /// Tunnelling, its options not yet known (a parser's placeholder,
+    /// until it has read them).
+    pub const TUNNEL: Forward = Forward::Tunnel(Tunnel {
+        kind: TunnelType::Ipip,
+        port: 0,
+        checksum: TunnelChecksum::None,
+    });
+
+    pub fn is_tunnel(self) -> bool {
+        matches!(self, Forward::Tunnel(_))
     }
 
     pub fn tunnel(self) -> Option<Tunnel> {

@@ -1,7 +1,8 @@
 //! The openraft type configuration of the cluster: what the log carries
 //! ([`Command`]), what applying it answers ([`CommandResult`]), how nodes are
-//! named ([`node_id`]) and described ([`NodeInfo`]); plus [`typ`], short
-//! aliases for the generic openraft types the daemon uses.
+//! named ([`node_id`]) and described ([`NodeInfo`]), what a write returns
+//! ([`WriteOutcome`]); plus [`typ`], short aliases for the generic openraft
+//! types the daemon uses.
 //!
 //! The peer network and membership changes build on these types; storage is
 //! in [`crate::store`].
@@ -68,12 +69,35 @@ pub fn node_id(name: &str) -> NodeId {
     }
 }
 
+/// This node's Raft.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// What a committed write did: its log index and the state machine's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteOutcome {
+    pub index: u64,
+    pub result: CommandResult,
+}
+
+/// A write's outcome, or why Raft refused it (a follower's refusal names
+/// the leader); what a forwarded write answers, one per command.
+pub type WriteResult = Result<WriteOutcome, typ::RaftError<typ::ClientWriteError>>;
+
+/// Proposes `cmd` on this node, which must be the leader.
+pub async fn client_write(raft: &Raft, cmd: Command) -> WriteResult {
+    let resp = raft.client_write(cmd).await?;
+    Ok(WriteOutcome {
+        index: resp.log_id.index,
+        result: resp.data,
+    })
+}
+
 /// Short names for the generic openraft types of [`TypeConfig`].
 pub mod typ {
     use super::{NodeId, NodeInfo, TypeConfig};
     use openraft::error::Infallible;
 
-    pub type Raft = openraft::Raft<TypeConfig>;
+    pub use super::Raft;
     pub type Entry = openraft::Entry<TypeConfig>;
     pub type EntryPayload = openraft::EntryPayload<TypeConfig>;
     pub type LogId = openraft::LogId<NodeId>;

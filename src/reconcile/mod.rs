@@ -15,15 +15,19 @@
 
 pub mod owned;
 pub mod plan;
-pub mod status;
+pub mod table;
 
+pub use crate::api::json::{FailedChange, ReconcileStatus};
 pub use owned::{Owned, OwnedError};
-pub use status::{FailedChange, ReconcileStatus};
+pub use table::{TableError, TablePublisher, TableReader};
 
+use crate::api::json::KernelTable;
 use crate::config::Ownership;
+use crate::errors::chain;
 use crate::health::HealthTable;
 use crate::ipvs::vip::VipTable;
-use crate::ipvs::{chain, Change, Kernel};
+use crate::ipvs::{Change, Kernel};
+use crate::model::clock::{rfc3339, unix_ms};
 use crate::model::{DesiredState, ServiceEntry, ServiceKey};
 use crate::store::{Committed, StateWatch};
 use std::collections::{BTreeMap, BTreeSet};
@@ -122,6 +126,19 @@ impl<K: Kernel> Engine<K> {
         self.owned.keys()
     }
 
+    /// The whole table as the kernel holds it now, with the counters, and
+    /// the services this node owns (what `GET /api/v1/node/kernel` shows).
+    pub fn table(&mut self) -> Result<KernelTable, String> {
+        let info = self.kernel.info().map_err(|e| chain(&e))?;
+        let services = self.kernel.services().map_err(|e| chain(&e))?;
+        Ok(KernelTable {
+            info,
+            services,
+            owned: self.owned.keys().iter().copied().collect(),
+            target: BTreeMap::new(),
+        })
+    }
+
     /// Services with changes awaiting a retry.
     pub fn failing(&self) -> BTreeSet<ServiceKey> {
         self.failed.keys().copied().collect()
@@ -134,7 +151,7 @@ impl<K: Kernel> Engine<K> {
             .flat_map(|(key, changes)| {
                 let attempts = self.attempts.get(key).copied().unwrap_or(0);
                 changes.iter().map(move |(change, error)| FailedChange {
-                    service: crate::api::ids::service_id(key),
+                    service: crate::model::ids::service_id(key),
                     change: change.to_string(),
                     error: error.clone(),
                     attempts,
@@ -324,13 +341,6 @@ fn service_of(change: &Change) -> Option<ServiceKey> {
     }
 }
 
-/// Now, in milliseconds since the Unix epoch (drain deadlines use it).
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The reconciler's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -351,18 +361,31 @@ enum Wake {
     Stop,
 }
 
-/// Runs passes until `shutdown` completes, publishing the status on
-/// `status`. The engine's kernel calls block, so each pass runs on a
+/// Where the loop reports what it does.
+pub struct Outputs {
+    /// The status (`GET /api/v1/node`; `?wait=` reads its programmed index).
+    pub status: watch::Sender<ReconcileStatus>,
+    /// The kernel table, read when asked.
+    pub table: TablePublisher,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Runs passes until `shutdown` completes, publishing the status and the
+/// table on `out`. The engine's kernel calls block, so each pass runs on a
 /// blocking thread.
 pub async fn run<K: Kernel + Send + 'static>(
     engine: Engine<K>,
     state: StateWatch,
     mut health_rx: watch::Receiver<Arc<HealthTable>>,
     settings: Settings,
-    status: watch::Sender<ReconcileStatus>,
-    metrics: Arc<crate::metrics::Metrics>,
+    out: Outputs,
     shutdown: impl Future<Output = ()>,
 ) {
+    let Outputs {
+        status,
+        mut table,
+        metrics,
+    } = out;
     tokio::pin!(shutdown);
     let mut rx = state.subscribe();
     let mut committed: Committed = rx.borrow_and_update().clone();
@@ -414,10 +437,10 @@ pub async fn run<K: Kernel + Send + 'static>(
             s.changes += report.applied as u64;
             if is_resync {
                 s.drift_repaired += report.applied as u64;
-                s.last_resync = Some(status::rfc3339(now));
+                s.last_resync = Some(rfc3339(now));
             }
             if let Some(foreign) = &report.foreign {
-                s.foreign = foreign.iter().map(crate::api::ids::service_id).collect();
+                s.foreign = foreign.iter().map(crate::model::ids::service_id).collect();
             }
             s.error = report.error.clone();
             s.pending = failed.len();
@@ -425,7 +448,7 @@ pub async fn run<K: Kernel + Send + 'static>(
             s.failed = failed.clone();
             if report.error.is_none() && failed.is_empty() {
                 s.programmed_index = committed.applied_index();
-                s.last_success = Some(status::rfc3339(now));
+                s.last_success = Some(rfc3339(now));
             }
         });
         let failing = done.failing();
@@ -443,22 +466,50 @@ pub async fn run<K: Kernel + Send + 'static>(
         // enough and cheap (a pass over the ramping services only).
         let ramp_due = (!ramping.is_empty()).then(|| Instant::now() + RAMP_STEP);
 
-        // Wait for the next reason to pass.
-        let wake = tokio::select! {
-            changed = rx.changed() => if changed.is_ok() { Wake::Changed } else { Wake::Stop },
-            changed = health_rx.changed() => if changed.is_ok() { Wake::Health } else { Wake::Stop },
-            _ = tokio::time::sleep_until(resync_due) => Wake::Resync,
-            _ = sleep_until_opt(retry.map(|(at, _)| at)) => Wake::Retry,
-            _ = sleep_until_opt(drain_due) => Wake::DrainOver,
-            _ = sleep_until_opt(ramp_due) => Wake::Ramp,
-            _ = &mut shutdown => Wake::Stop,
+        // Wait for the next reason to pass; reads of the table asked for
+        // meanwhile are served between passes.
+        let wake = loop {
+            // `None`: the API or the metrics asked for the table.
+            let wake = tokio::select! {
+                changed = rx.changed() => Some(if changed.is_ok() { Wake::Changed } else { Wake::Stop }),
+                changed = health_rx.changed() => Some(if changed.is_ok() { Wake::Health } else { Wake::Stop }),
+                _ = tokio::time::sleep_until(resync_due) => Some(Wake::Resync),
+                _ = sleep_until_opt(retry.map(|(at, _)| at)) => Some(Wake::Retry),
+                _ = sleep_until_opt(drain_due) => Some(Wake::DrainOver),
+                _ = sleep_until_opt(ramp_due) => Some(Wake::Ramp),
+                asked = table.requested() => (!asked).then_some(Wake::Stop),
+                _ = &mut shutdown => Some(Wake::Stop),
+            };
+            if let Some(wake) = wake {
+                break wake;
+            }
+            let Some(mut current) = engine.take() else {
+                return;
+            };
+            let request = table.take_request();
+            let read = tokio::task::spawn_blocking(move || {
+                let read = current.table();
+                (current, read)
+            })
+            .await;
+            match read {
+                Ok((done, read)) => {
+                    engine = Some(done);
+                    table.publish(request, read);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "a read of the kernel table panicked; the reconciler stops");
+                    status.send_modify(|s| s.error = Some(format!("reconciler stopped: {e}")));
+                    return;
+                }
+            }
         };
         is_resync = false;
         scope = match wake {
             Wake::Stop => return,
             Wake::Changed => {
                 let next = rx.borrow_and_update().clone();
-                let keys = plan::changed(&committed.desired, &next.desired);
+                let keys = next.desired.changed_since(&committed.desired);
                 committed = next;
                 let mut keys = keys;
                 if retry.is_some() && !read_failed {

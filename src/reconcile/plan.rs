@@ -159,21 +159,3 @@ pub fn vips(desired: &DesiredState, now_ms: u64) -> BTreeSet<std::net::IpAddr> {
         })
         .collect()
 }
-
-/// Services whose configuration differs between two desired states: the
-/// scope of an incremental pass. A service's revision changes with every
-/// change to it or its servers, so comparing revisions is enough.
-pub fn changed(old: &DesiredState, new: &DesiredState) -> BTreeSet<ServiceKey> {
-    let mut keys = BTreeSet::new();
-    for (key, cfg) in &new.services {
-        if old.services.get(key).map(|c| c.revision) != Some(cfg.revision) {
-            keys.insert(*key);
-        }
-    }
-    for key in old.services.keys() {
-        if !new.services.contains_key(key) {
-            keys.insert(*key);
-        }
-    }
-    keys
-}

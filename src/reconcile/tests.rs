@@ -1,7 +1,7 @@
 //! Table tests of the plan, and passes of the engine against the in-memory
 //! kernel (with injected failures).
 
-use super::plan::{changed, plan, target, vips, Plan};
+use super::plan::{plan, target, vips, Plan};
 use super::*;
 use crate::health::HealthTable;
 use crate::ipvs::memory::MemoryKernel;
@@ -299,7 +299,7 @@ fn targets_changes_and_vips() {
     Arc::make_mut(new.services.get_mut(&key(81)).unwrap()).revision = 7;
     new.services.remove(&key(80));
     new.services.insert(key(82), Arc::new(config(82, &[])));
-    assert_eq!(changed(&old, &new), owned(&[80, 81, 82]));
+    assert_eq!(new.changed_since(&old), owned(&[80, 81, 82]));
 
     let mut bound = config(443, &[]);
     bound.options = ServiceOptions {
@@ -355,7 +355,7 @@ fn a_matching_kernel_gets_no_change_and_one_change_costs_little() {
     let cfg = Arc::make_mut(next.services.get_mut(&key(500)).unwrap());
     cfg.servers.insert(dest(2, 2).key(), dest(2, 9));
     cfg.revision = 2;
-    let scope = Scope::Services(changed(&state, &next));
+    let scope = Scope::Services(next.changed_since(&state));
     e.kernel().reset_counters();
     let report = e.pass(&next, &HealthTable::default(), &scope, NOW);
     assert_eq!(report.applied, 1);

@@ -441,7 +441,7 @@ impl Disk {
                         self.damaged(format!(
                             "{}: {}",
                             self.dir().display(),
-                            crate::ipvs::chain(&e)
+                            crate::errors::chain(&e)
                         ));
                         return Err(e);
                     }

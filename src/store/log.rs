@@ -307,7 +307,7 @@ fn checked<T>(disk: &Disk, result: Result<T, StoreError>) -> Result<T, StoreErro
         disk.damaged(format!(
             "{}: {}",
             disk.dir().display(),
-            crate::ipvs::chain(e)
+            crate::errors::chain(e)
         ));
     }
     result

@@ -162,13 +162,12 @@ fn prepare(
 ) -> Result<(Witness, Acknowledged), StoreError> {
     let t = &db.trees;
     let raw_format = t.raft.get(FORMAT).map_err(StoreError::read(FORMAT))?;
-    let format: Option<u32> =
-        match &raw_format {
-            Some(bytes) => Some(codec::decode(bytes, || FORMAT.to_string()).map_err(|e| {
-                StoreError::damaged(&dir.join(DB_DIR), FORMAT, crate::ipvs::chain(&e))
-            })?),
-            None => None,
-        };
+    let format: Option<u32> = match &raw_format {
+        Some(bytes) => Some(codec::decode(bytes, || FORMAT.to_string()).map_err(|e| {
+            StoreError::damaged(&dir.join(DB_DIR), FORMAT, crate::errors::chain(&e))
+        })?),
+        None => None,
+    };
     let empty = [&t.log, &t.raft, &t.services, &t.state, &t.snapshot]
         .iter()
         .all(|tree| tree.is_empty());

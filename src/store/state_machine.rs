@@ -710,7 +710,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         let snapshot = self.disk.read(|t| current_snapshot(&t.snapshot));
         if let Err(e @ StoreError::Corrupt { .. }) = &snapshot {
-            self.disk.damaged(crate::ipvs::chain(e));
+            self.disk.damaged(crate::errors::chain(e));
         }
         snapshot.map_err(snapshot_error(None, ErrorVerb::Read))
     }

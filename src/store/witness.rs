@@ -206,7 +206,7 @@ fn decode_slot(bytes: &[u8]) -> Result<Slot, String> {
             "checksum mismatch (stored {crc:08x}, computed {computed:08x})"
         ));
     }
-    decode_json(json, String::new).map_err(|e| crate::ipvs::chain(&e).to_string())
+    decode_json(json, String::new).map_err(|e| crate::errors::chain(&e).to_string())
 }
 
 /// The valid slot with the highest sequence number; if neither is valid,
@@ -274,7 +274,7 @@ mod tests {
         bytes[SLOT + 40] ^= 0x20;
         std::fs::write(&path, &bytes).unwrap();
         let err = Witness::open(dir.path(), "node1").map(|_| ()).unwrap_err();
-        let text = crate::ipvs::chain(&err);
+        let text = crate::errors::chain(&err);
         assert!(
             text.contains(FILE) && text.contains("checksum mismatch"),
             "{text}"
@@ -282,7 +282,7 @@ mod tests {
 
         std::fs::write(&path, &bytes[..100]).unwrap();
         let err = Witness::open(dir.path(), "node1").map(|_| ()).unwrap_err();
-        let text = crate::ipvs::chain(&err);
+        let text = crate::errors::chain(&err);
         assert!(text.contains("truncated"), "{text}");
     }
 

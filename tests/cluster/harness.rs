@@ -1,42 +1,68 @@
 //! Starts real `ipvs-manager` processes exactly as operators do (the
-//! documented environment variables, `IPVS_KERNEL=memory`), each test on ports
-//! of its own, and talks to them over HTTP.
+//! documented environment variables, `IPVS_KERNEL=memory`), and talks to
+//! them over HTTP. A node first starts on port 0 for both listeners and the
+//! harness reads the ports it got from its start-up line (`listening …
+//! api=ADDR … raft=ADDR`); a restart asks for the same ports, which its
+//! membership names. No port is picked here and released for a node to
+//! take (another test could take it first).
 
 // Shared by several test binaries; each uses a part of it.
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ipvs-manager");
 
-/// A free TCP port on loopback (bound, then released for the node to take).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+/// The member a node joins through (`RAFT_LEADER`), by index in the
+/// cluster: its API or its Raft port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    Api(usize),
+    Raft(usize),
 }
+
+/// Every node's ports `(http, raft)` once it has started, by index.
+type Ports = Arc<Mutex<Vec<Option<(u16, u16)>>>>;
 
 /// One node: its process (if running), ports and data directory.
 pub struct Node {
     pub name: String,
-    pub http_port: u16,
-    pub raft_port: u16,
+    index: usize,
+    ports: Ports,
     pub dir: PathBuf,
-    /// HTTP port of the member named in RAFT_LEADER.
-    pub join: Option<u16>,
+    /// The member named in RAFT_LEADER.
+    pub join: Option<Join>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
     /// `http`, or `https` for a node whose API serves TLS.
     pub scheme: &'static str,
     child: Option<Child>,
+    /// Where this run's lines begin in the (appended) log.
+    log_start: usize,
 }
 
 impl Node {
+    /// The ports the node bound: `(http, raft)`, once it has started.
+    fn bound(&self) -> Option<(u16, u16)> {
+        self.ports.lock().expect("ports")[self.index]
+    }
+
+    /// The API's port (the node must have started once).
+    pub fn http_port(&self) -> u16 {
+        self.bound().expect("the node has not started yet").0
+    }
+
+    /// The Raft port (the node must have started once).
+    pub fn raft_port(&self) -> u16 {
+        self.bound().expect("the node has not started yet").1
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("{}://127.0.0.1:{}{path}", self.scheme, self.http_port)
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.http_port())
     }
 
     /// The process id, while it runs.
@@ -44,7 +70,8 @@ impl Node {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Starts the process with the documented variables.
+    /// Starts the process with the documented variables, and waits until
+    /// it listens (or exits).
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} already running", self.name);
         // Appended: a node restarted in a test keeps the log of each run.
@@ -53,10 +80,12 @@ impl Node {
             .append(true)
             .open(self.dir.with_extension("log"))
             .expect("log file");
+        self.log_start = self.log().len();
+        let (http, raft) = self.bound().unwrap_or((0, 0));
         let mut cmd = Command::new(BINARY);
-        cmd.env("SERVER_PORT", self.http_port.to_string())
+        cmd.env("SERVER_PORT", http.to_string())
             .env("RAFT_NODE_ID", &self.name)
-            .env("RAFT_PORT", self.raft_port.to_string())
+            .env("RAFT_PORT", raft.to_string())
             .env("RAFT_VOL_DIR", &self.dir)
             .env("IPVS_KERNEL", "memory")
             .env("RUST_LOG", "info")
@@ -66,10 +95,44 @@ impl Node {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        if let Some(port) = self.join {
+        if let Some(join) = self.join {
+            let ports = self.ports.lock().expect("ports").clone();
+            let (member, port) = match join {
+                Join::Api(i) => (i, ports[i].map(|p| p.0)),
+                Join::Raft(i) => (i, ports[i].map(|p| p.1)),
+            };
+            let port = port.unwrap_or_else(|| panic!("node {member} has not started yet"));
             cmd.env("RAFT_LEADER", format!("127.0.0.1:{port}"));
         }
         self.child = Some(cmd.spawn().expect("start ipvs-manager"));
+        self.wait_listening();
+    }
+
+    /// Waits for the start-up line that names the bound ports, and records
+    /// them; returns early when the process exits first.
+    fn wait_listening(&mut self) {
+        let limit = Duration::from_secs(60);
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let log = self.log();
+            if let Some(ports) = listening(log.get(self.log_start..).unwrap_or_default()) {
+                self.ports.lock().expect("ports")[self.index] = Some(ports);
+                return;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if exited {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "{} did not listen within {limit:?}\n{}",
+            self.name,
+            self.log()
+        );
     }
 
     /// kill -9.
@@ -194,17 +257,18 @@ impl Cluster {
     pub fn new(n: usize) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes: Vec<Node> = Vec::new();
+        let ports: Ports = Arc::new(Mutex::new(vec![None; n]));
         for i in 0..n {
-            let join = nodes.first().map(|first: &Node| first.http_port);
             nodes.push(Node {
                 name: format!("node{}", i + 1),
-                http_port: free_port(),
-                raft_port: free_port(),
+                index: i,
+                ports: ports.clone(),
                 dir: dir.path().join(format!("node_{}_data", i + 1)),
-                join,
+                join: (i > 0).then_some(Join::Api(0)),
                 env: Vec::new(),
                 scheme: "http",
                 child: None,
+                log_start: 0,
             });
         }
         let http = reqwest::blocking::Client::builder()
@@ -275,6 +339,34 @@ impl Cluster {
         req.send().expect("request")
     }
 
+    /// [`Cluster::send`], sent again while the answer is the API's "try
+    /// again" (503 with Retry-After: no leader during an election, which a
+    /// loaded host can cause at any moment), for 20 s at most; the last
+    /// answer's status and body.
+    pub fn send_retrying(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, String) {
+        let start = Instant::now();
+        loop {
+            let r = self.send(i, method, path, body);
+            let status = r.status().as_u16();
+            let again = status == 503 && r.headers().contains_key("retry-after");
+            let text = r.text().unwrap_or_default();
+            if !again || start.elapsed() > Duration::from_secs(20) {
+                return (status, text);
+            }
+            eprintln!(
+                "{method} {path} on {}: 503 {text}; again",
+                self.nodes[i].name
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// GET /api/v1/config on node `i`, consistent with the leader.
     pub fn config(&self, i: usize) -> Value {
         self.get(i, "/api/v1/config?consistent=true")
@@ -327,4 +419,41 @@ impl Cluster {
             .collect();
         panic!("timed out after {limit:?} waiting for {what}\n{logs}");
     }
+}
+
+/// The ports `(http, raft)` of a node's start-up line: `listening …
+/// api=127.0.0.1:41235 … raft=127.0.0.1:41236` (with the log's colour
+/// codes taken out).
+fn listening(log: &str) -> Option<(u16, u16)> {
+    let line = log
+        .lines()
+        .map(strip_ansi)
+        .find(|l| l.contains(": listening "))?;
+    let port = |name: &str| -> Option<u16> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))?
+            .rsplit(':')
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((port("api=")?, port("raft=")?))
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: up to and including the final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -41,7 +41,7 @@ fn connect() -> NetlinkKernel {
 fn ok_all(results: Vec<Result<(), KernelError>>) {
     for r in results {
         if let Err(e) = r {
-            panic!("{}", ipvs_manager::ipvs::chain(&e));
+            panic!("{}", ipvs_manager::errors::chain(&e));
         }
     }
 }
@@ -330,22 +330,21 @@ pub fn sync_daemon() -> Result<(), Failed> {
     ns.run(|| {
         let mut k = connect();
         assert!(k.daemons().unwrap().is_empty());
-        k.start_daemon(vec![
-            DaemonAttr::State(IP_VS_STATE_BACKUP),
-            DaemonAttr::McastIfn("sync0".into()),
-            DaemonAttr::SyncId(42),
-        ])
-        .unwrap();
+        // The daemon of the committed captures: its reply is compared with
+        // them byte for byte here (the capture trial cannot start a second
+        // daemon in the same VM run).
+        k.start_daemon(crate::capture::daemon_attrs()).unwrap();
         let daemons = k.daemons().unwrap();
         assert_eq!(daemons.len(), 1);
         assert!(daemons[0].contains(&DaemonAttr::State(IP_VS_STATE_BACKUP)));
         assert!(daemons[0].contains(&DaemonAttr::McastIfn("sync0".into())));
-        assert!(daemons[0].contains(&DaemonAttr::SyncId(42)));
-        let dup = k.start_daemon(vec![
-            DaemonAttr::State(IP_VS_STATE_BACKUP),
-            DaemonAttr::McastIfn("sync0".into()),
-            DaemonAttr::SyncId(42),
-        ]);
+        assert!(daemons[0].contains(&DaemonAttr::SyncId(7)));
+        assert_eq!(
+            crate::capture::daemon_section(&mut k).unwrap(),
+            crate::capture::committed_section("get_daemon_dump").unwrap(),
+            "the daemon dump differs from tests/data/captures/replies.hex"
+        );
+        let dup = k.start_daemon(crate::capture::daemon_attrs());
         assert!(dup.is_err(), "a second backup daemon is refused");
         k.stop_daemon(IP_VS_STATE_BACKUP).unwrap();
         assert!(k.daemons().unwrap().is_empty());
@@ -397,7 +396,7 @@ pub fn errors_are_typed_and_per_change() -> Result<(), Failed> {
                 Some(Reason::NoSuchService),
             ]
         );
-        let message = ipvs_manager::ipvs::chain(results[1].as_ref().unwrap_err());
+        let message = ipvs_manager::errors::chain(results[1].as_ref().unwrap_err());
         assert_eq!(
             message,
             "failed to add service TCP 10.50.0.1:80: service already exists (EEXIST)"

@@ -9,7 +9,7 @@ use libtest_mimic::Failed;
 use serde_json::Value;
 
 use crate::support::Netns;
-use ipvs_manager::ipvs::chain;
+use ipvs_manager::errors::chain;
 use ipvs_manager::ipvs::vip::{LinkVips, VipError, VipReport, VipTable};
 
 fn ip(s: &str) -> IpAddr {

@@ -14,7 +14,7 @@ use crate::api::json::{ClusterView, HealthView, MemberView};
 use crate::api::openapi::{document, DOCUMENT};
 use crate::api::routes::{Method, ROUTES};
 use crate::api::validate::{
-    self, parse_config, parse_join, parse_service_create, CHECK_FIELDS, CONFIG_FIELDS, FLAGS,
+    self, flag_table, parse_config, parse_join, parse_service_create, CHECK_FIELDS, CONFIG_FIELDS,
     JOIN_FIELDS, PERSISTENCE_ENGINES, PERSISTENCE_FIELDS, POLICY_FIELDS, SERVER_FIELDS,
     SERVICE_FIELDS, TUNNEL_FIELDS,
 };
@@ -458,7 +458,7 @@ fn enumerations_are_the_codes() {
         .map(|c| c.as_str().to_string())
         .collect();
     assert_eq!(enum_strings(&schema("ErrorCode")), codes);
-    let flags: BTreeSet<String> = FLAGS.iter().map(|(n, _, _)| n.to_string()).collect();
+    let flags: BTreeSet<String> = flag_table().map(|(n, _, _)| n.to_string()).collect();
     for s in ["Service", "ServiceInput"] {
         let props = &schema(s)["properties"];
         assert_eq!(
@@ -649,7 +649,7 @@ fn response_samples() -> Vec<(&'static str, Value)> {
                     term: 3,
                     leader_id: Some("node1".into()),
                     last_applied: 120,
-                    reconcile: crate::reconcile::ReconcileStatus {
+                    reconcile: crate::api::json::ReconcileStatus {
                         kernel: "on".into(),
                         ownership: "managed".into(),
                         seen_index: 120,
@@ -660,7 +660,7 @@ fn response_samples() -> Vec<(&'static str, Value)> {
                         changes: 300,
                         drift_repaired: 2,
                         pending: 1,
-                        failed: vec![crate::reconcile::FailedChange {
+                        failed: vec![crate::api::json::FailedChange {
                             service: "tcp-192.0.2.10-443".into(),
                             change: "add destination 198.51.100.13:443 to service TCP \
                                      192.0.2.10:443"
@@ -769,6 +769,11 @@ fn response_samples() -> Vec<(&'static str, Value)> {
                     destinations: vec![crate::model::DestEntry::new(dest("198.51.100.11", 443))],
                 }],
                 owned: vec![web.service.key],
+                target: [(
+                    crate::api::service_id(&web.service.key),
+                    [("198.51.100.11-443".to_string(), 1)].into(),
+                )]
+                .into(),
             }),
         ),
         (

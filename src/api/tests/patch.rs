@@ -3,10 +3,10 @@
 //! validation after it.
 
 use super::*;
-use crate::api::body::merge_patch;
 use crate::api::validate::{self, parse_server_patch, parse_server_replace};
 use crate::api::view::service_view;
 use crate::model::{Forward, Netmask, Persistence, Scheduler, Tunnel, TunnelType};
+use json_patch::merge as merge_patch;
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 

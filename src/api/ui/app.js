@@ -610,55 +610,48 @@ function activeFallback(s, node) {
 }
 
 /** Differences between what one node's kernel should hold for a service
- *  (the desired state, with that node's health checks applied: the weight
- *  its own report gives each probed server) and what it holds. */
+ *  and what it holds. What it should hold is the node's own answer (the
+ *  `target` of its kernel table: the weight it programs for each server,
+ *  drains and its health checks applied), never worked out here. */
 function serviceDrift(s, entry, node) {
   const out = [];
-  const now = Date.now();
-  const gone = (d) => d && new Date(d.until).getTime() <= now;
+  const target = state.kernels.get(node)?.table?.target?.[s.id];
   if (!entry) {
-    if (!gone(s.draining)) out.push(`${s.id} is not in the kernel`);
+    if (target) out.push(`${s.id} is not in the kernel`);
     return out;
   }
-  const health = state.health.get(node);
-  const fallback = activeFallback(s, node);
+  const configured = new Map(s.servers.map((r) => [r.id, r]));
+  const fb = s.health_policy?.fallback;
+  const fallbackId = fb ? `${idAddress(fb.address)}-${fb.port}` : null;
+  const name = (id) => (id === fallbackId && !configured.has(id) ? `the fallback server ${id}` : `server ${id}`);
+  const probes = state.health.get(node)?.probes;
   const slowStart = (s.health_policy?.slow_start ?? 0) * 1000;
+  const now = Date.now();
   const dests = new Map(entry.destinations.map((d) => [kernelServerId(d.dest), d]));
-  for (const r of s.servers) {
-    const drain = r.draining ?? s.draining;
-    const d = dests.get(r.id);
-    dests.delete(r.id);
-    // The weight the node should program; null: not in its kernel.
-    let want = drain ? 0 : r.weight;
-    const probe = health?.probes.get(`${s.id} ${r.id}`);
-    if (probe) want = probe.weight;
-    else if (fallback) want = s.health_policy.unhealthy === 'remove' ? null : 0;
-    if (!d) {
-      if (want !== null && !gone(drain)) out.push(`${s.id}: server ${r.id} is not in the kernel`);
-      continue;
-    }
-    if (want === null) {
-      out.push(`${s.id}: server ${r.id} is in the kernel, though this node's health checks take it out`);
-      continue;
-    }
-    // A recovering server's weight ramps up while the kernel is read.
-    const ramping = probe?.state === 'up' && slowStart > 0 && probe.since
-      && now - new Date(probe.since).getTime() < slowStart + POLL_MS
-      && d.dest.weight > 0 && d.dest.weight <= r.weight;
-    if (d.dest.weight !== want && !ramping) {
-      const why = probe ? ' with this node\'s health checks' : '';
-      out.push(`${s.id}: server ${r.id} has weight ${d.dest.weight}, desired ${want}${why}`);
-    }
-  }
-  if (fallback) {
-    const id = `${idAddress(fallback.address)}-${fallback.port}`;
+  for (const [id, want] of Object.entries(target ?? {})) {
     const d = dests.get(id);
     dests.delete(id);
-    const want = Math.max(1, fallback.weight ?? 1);
-    if (!d) out.push(`${s.id}: the fallback server ${id} is not in the kernel`);
-    else if (d.dest.weight !== want) out.push(`${s.id}: the fallback server ${id} has weight ${d.dest.weight}, desired ${want}`);
+    if (!d) {
+      out.push(`${s.id}: ${name(id)} is not in the kernel`);
+      continue;
+    }
+    // A recovering server's weight ramps up between the kernel's read and
+    // the target's.
+    const probe = probes?.get(`${s.id} ${id}`);
+    const ramping = probe?.state === 'up' && slowStart > 0 && probe.since
+      && now - new Date(probe.since).getTime() < slowStart + POLL_MS
+      && d.dest.weight > 0 && d.dest.weight <= (configured.get(id)?.weight ?? want);
+    if (d.dest.weight !== want && !ramping) {
+      const why = probe ? ' with this node\'s health checks' : '';
+      out.push(`${s.id}: ${name(id)} has weight ${d.dest.weight}, desired ${want}${why}`);
+    }
   }
-  for (const id of dests.keys()) out.push(`${s.id}: server ${id} is in the kernel but not desired`);
+  for (const id of dests.keys()) {
+    const r = configured.get(id);
+    out.push(!r ? `${s.id}: server ${id} is in the kernel but not desired`
+      : r.draining || s.draining ? `${s.id}: server ${id} is in the kernel after its drain ended`
+        : `${s.id}: server ${id} is in the kernel, though this node's health checks take it out`);
+  }
   return out;
 }
 

@@ -49,7 +49,7 @@
 //! through its servers routes or `PUT /api/v1/config`; a service PUT or
 //! PATCH may carry them only unchanged.
 
-use super::body::{merge_patch, read_json};
+use super::body::read_json;
 use super::error::{ApiError, ErrorCode, MAX_BODY_BYTES, MAX_CONFIG_BODY_BYTES};
 use super::ids;
 use super::json::JoinRequest;
@@ -59,6 +59,7 @@ use crate::model::{
     ServiceConfig, ServiceFlags, ServiceKey, ServiceOptions, ServiceSpec, Tunnel, TunnelChecksum,
     TunnelType, VirtualService,
 };
+use json_patch::merge as merge_patch;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -113,21 +114,23 @@ pub const CONFIG_FIELDS: &[&str] = &["services"];
 /// Fields of the `POST /api/v1/cluster/join` body.
 pub const JOIN_FIELDS: &[&str] = &["id", "raft_addr", "api_addr"];
 
-/// The service flags by name: the bit, and the scheduler it needs (`None`:
-/// any scheduler, but see `one-packet`).
-pub const FLAGS: &[(&str, u32, Option<&str>)] = &[
-    ("one-packet", ServiceFlags::ONE_PACKET, None),
-    ("sh-fallback", ServiceFlags::SCHED1, Some("sh")),
-    ("sh-port", ServiceFlags::SCHED2, Some("sh")),
-    ("mh-fallback", ServiceFlags::SCHED1, Some("mh")),
-    ("mh-port", ServiceFlags::SCHED2, Some("mh")),
-];
+/// The service flags by name: `one-packet`, and the scheduler flags that
+/// sh and mh name ([`crate::model::rules::SCHED_FLAGS`]; the API has no
+/// use for the generic flag-N), each with its bit and the scheduler it
+/// needs (`None`: any scheduler, but see `one-packet`).
+pub fn flag_table() -> impl Iterator<Item = (&'static str, u32, Option<&'static str>)> {
+    let sched = crate::model::rules::SCHED_FLAGS
+        .iter()
+        .filter(|f| f.scheduler.is_some())
+        .map(|f| (f.name, f.bit, f.scheduler));
+    std::iter::once(("one-packet", ServiceFlags::ONE_PACKET, None)).chain(sched)
+}
 
 /// The only persistence engine mainline Linux ships.
 pub const PERSISTENCE_ENGINES: &[&str] = &["sip"];
 
-/// ipvsadm's MAX_TIMEOUT for `-p`: 31 days.
-pub const MAX_PERSISTENCE_TIMEOUT: u32 = 86400 * 31;
+/// The longest persistence timeout: ipvsadm's limit.
+pub const MAX_PERSISTENCE_TIMEOUT: u32 = crate::model::rules::MAX_TIMEOUT;
 
 /// Longest node name (as `RAFT_NODE_ID` allows).
 const MAX_NODE_ID: usize = 64;
@@ -231,17 +234,12 @@ const PROTOCOLS: &[(&str, Protocol)] = &[
 ];
 const FAMILIES: &[(&str, Family)] = &[("ipv4", Family::Ipv4), ("ipv6", Family::Ipv6)];
 
-/// The forwarding methods by name, without their tunnel options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Method {
-    Masq,
-    Dr,
-    Tunnel,
-}
-const METHODS: &[(&str, Method)] = &[
-    ("masq", Method::Masq),
-    ("dr", Method::Dr),
-    ("tunnel", Method::Tunnel),
+/// The forwarding methods by name, without their tunnel options (read
+/// from `tunnel` once the method is known).
+const METHODS: &[(&str, Forward)] = &[
+    ("masq", Forward::Masq),
+    ("dr", Forward::Route),
+    ("tunnel", Forward::TUNNEL),
 ];
 const TUNNEL_TYPES: &[(&str, TunnelType)] = &[
     ("ipip", TunnelType::Ipip),
@@ -714,8 +712,8 @@ fn flags(
             );
             continue;
         };
-        let Some(&(_, bit, needs)) = FLAGS.iter().find(|(n, _, _)| n == name) else {
-            let names: Vec<&str> = FLAGS.iter().map(|(n, _, _)| *n).collect();
+        let Some((_, bit, needs)) = flag_table().find(|(n, _, _)| n == name) else {
+            let names: Vec<&str> = flag_table().map(|(n, _, _)| n).collect();
             p.push(
                 ErrorCode::UnknownFlag,
                 &here,
@@ -1036,7 +1034,7 @@ fn server(
     let addr = address(&obj, "address", p);
     let addr = obj.require("address", addr, "", p);
     if let Some(addr) = addr {
-        if let Some(why) = refused_destination(&addr) {
+        if let Some(why) = crate::model::rules::refused_destination(&addr) {
             p.push(
                 ErrorCode::InvalidAddress,
                 &obj.path("address"),
@@ -1089,15 +1087,15 @@ fn server(
     }
     let method = one_of(&obj, "forward", METHODS, p);
     let forward = match method {
-        Got::Ok(Method::Masq) | Got::Absent => forward_plain(&obj, Forward::Masq, p),
-        Got::Ok(Method::Dr) => forward_plain(&obj, Forward::Route, p),
-        Got::Ok(Method::Tunnel) => tunnel(&obj, p).map(Forward::Tunnel),
+        Got::Ok(Forward::Tunnel(_)) => tunnel(&obj, p).map(Forward::Tunnel),
+        Got::Ok(plain) => forward_plain(&obj, plain, p),
+        Got::Absent => forward_plain(&obj, Forward::Masq, p),
         Got::Bad => None,
     };
     if let (Some(service), Some(addr), Got::Ok(method)) = (service, addr, method_or_default(method))
     {
         let (service_family, family) = (service.family(), Family::of(&addr));
-        if family != service_family && method != Method::Tunnel {
+        if family != service_family && !method.is_tunnel() {
             p.push(
                 ErrorCode::WrongFamily,
                 &obj.path("address"),
@@ -1130,9 +1128,9 @@ fn server(
     })
 }
 
-fn method_or_default(method: Got<Method>) -> Got<Method> {
+fn method_or_default(method: Got<Forward>) -> Got<Forward> {
     match method {
-        Got::Absent => Got::Ok(Method::Masq),
+        Got::Absent => Got::Ok(Forward::Masq),
         other => other,
     }
 }
@@ -1235,25 +1233,6 @@ fn tunnel(obj: &Obj<'_>, p: &mut Problems) -> Option<Tunnel> {
         port: port?,
         checksum,
     })
-}
-
-/// Why the kernel refuses `addr` as a destination whatever the host's
-/// addresses (`ip_vs_new_dest`; see [`crate::ipvs::memory`]).
-fn refused_destination(addr: &IpAddr) -> Option<&'static str> {
-    match addr {
-        IpAddr::V4(a) if a.octets()[0] == 0 => Some("0.0.0.0/8 is not a host address"),
-        IpAddr::V4(a) if a.is_broadcast() => Some("it is the broadcast address"),
-        IpAddr::V4(a) if a.is_multicast() => Some("it is a multicast address"),
-        IpAddr::V6(a) if a.is_unspecified() => Some(":: is not a host address"),
-        IpAddr::V6(a) if a.is_multicast() => Some("it is a multicast address"),
-        IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80 => {
-            Some("the kernel refuses link-local real servers")
-        }
-        IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => {
-            Some("an IPv4-mapped address: give the IPv4 address instead")
-        }
-        _ => None,
-    }
 }
 
 // --- config and join ---

@@ -4,7 +4,7 @@
 //!
 //! Two layers, like ipvsadm itself: `popt::tokenize` splits the words into
 //! options and arguments with popt's rules (popt decides things such as
-//! whether the word after `-p` is its timeout), then `Command` applies
+//! whether the word after `-p` is its timeout), then `CommandLine` applies
 //! ipvsadm's meaning, defaults and checks to them, option by option and then
 //! as a whole.
 //!
@@ -14,14 +14,14 @@
 use super::popt::{tokenize, Id, Opt, Word};
 use super::{CommandError, ParseError};
 use crate::ipvs::{Change, Timeouts};
+use crate::model::rules::{sched_flag, SchedFlag, SCHED_FLAGS};
 use crate::model::{
     DestKey, Destination, Family, Forward, Netmask, Persistence, Protocol, Scheduler, ServiceFlags,
     ServiceKey, Tunnel, TunnelChecksum, TunnelType, VirtualService,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// ipvsadm's `MAX_TIMEOUT`: 31 days, the largest `-p` and `--set` value.
-pub(super) const MAX_TIMEOUT: u32 = 86400 * 31;
+pub(super) use crate::model::rules::MAX_TIMEOUT;
 
 /// Parses `ipvsadm -R` input: one command per line, as ipvsadm reads it (words
 /// separated by spaces, tabs or carriage returns; a word `ipvsadm` is dropped
@@ -70,7 +70,7 @@ fn restore_words(line: &str) -> Vec<&str> {
 /// 1.31 accepts for them, long or short, clustered (`-At`) or with `=`.
 pub fn parse_command(args: &[&str]) -> Result<Change, CommandError> {
     let words = tokenize(args)?;
-    let mut cmd = Command::default();
+    let mut cmd = CommandLine::default();
     let mut positional = Vec::new();
     for word in words {
         match word {
@@ -334,14 +334,6 @@ enum ServiceArg {
     Fwmark(u32),
 }
 
-/// Forwarding method as `-m`, `-g`, `-i` choose it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Method {
-    Masq,
-    Route,
-    Tunnel,
-}
-
 /// For each option class given: how it was written.
 #[derive(Debug)]
 struct Seen([Option<String>; Class::ALL.len()]);
@@ -373,7 +365,7 @@ impl Seen {
 
 /// Everything one command line says, gathered option by option.
 #[derive(Debug, Default)]
-struct Command {
+struct CommandLine {
     cmd: Option<(Cmd, String)>,
     seen: Seen,
     service: Option<ServiceArg>,
@@ -387,7 +379,8 @@ struct Command {
     /// `-b` as written; read once the scheduler is known.
     sched_flags: Option<(String, String)>,
     server: Option<(IpAddr, Option<u16>)>,
-    method: Option<Method>,
+    /// `-m`, `-g` or `-i`; the tunnel options are read once all are seen.
+    method: Option<Forward>,
     weight: Option<u32>,
     u_threshold: u32,
     l_threshold: u32,
@@ -396,7 +389,7 @@ struct Command {
     tun_checksum: TunnelChecksum,
 }
 
-impl Command {
+impl CommandLine {
     fn option(&mut self, opt: Opt<'_>) -> Result<(), CommandError> {
         let Some((cmd, cmd_name)) = &self.cmd else {
             return self.first(opt);
@@ -493,9 +486,9 @@ impl Command {
                 })?;
                 self.server = Some(server);
             }
-            Id::Masquerading => self.method = Some(Method::Masq),
-            Id::Gatewaying => self.method = Some(Method::Route),
-            Id::Ipip => self.method = Some(Method::Tunnel),
+            Id::Masquerading => self.method = Some(Forward::Masq),
+            Id::Gatewaying => self.method = Some(Forward::Route),
+            Id::Ipip => self.method = Some(Forward::TUNNEL),
             Id::Weight => {
                 // Upstream ipvsadm stops at 65535; Debian's (the one we test
                 // against) and the kernel take any non-negative int.
@@ -800,15 +793,15 @@ impl Command {
 
     fn destination(&self, key: &ServiceKey) -> Result<Destination, CommandError> {
         let (addr, mut port) = self.server()?;
-        let method = self.method.unwrap_or(Method::Route);
+        let method = self.method.unwrap_or(Forward::Route);
         let fwmark = matches!(key, ServiceKey::Fwmark { .. });
         // The kernel forwards direct-routed and tunnelled packets to the
         // service port, so ipvsadm overrides whatever port -r gave.
-        if !fwmark && matches!(method, Method::Route | Method::Tunnel) {
+        if !fwmark && matches!(method, Forward::Route | Forward::Tunnel(_)) {
             port = self.service_port();
         }
         let family = Family::of(&addr);
-        if family != key.family() && method != Method::Tunnel {
+        if family != key.family() && !method.is_tunnel() {
             return fail(format!(
                 "real server {} is {} but service {key} is {}: only tunnelled (-i) real \
                  servers may differ in address family",
@@ -818,11 +811,10 @@ impl Command {
             ));
         }
         let forward = match method {
-            Method::Masq => Forward::Masq,
-            Method::Route => Forward::Route,
-            Method::Tunnel => Forward::Tunnel(self.tunnel()?),
+            Forward::Tunnel(_) => Forward::Tunnel(self.tunnel()?),
+            plain => plain,
         };
-        if method != Method::Tunnel {
+        if !method.is_tunnel() {
             let tunnel_opts = [
                 Class::TunType,
                 Class::TunPort,
@@ -1064,20 +1056,18 @@ fn parse_sched_flags(scheduler: &str, text: &str) -> Result<u32, String> {
     let mut any = false;
     for flag in text.split(',').filter(|f| !f.is_empty()) {
         any = true;
-        let (bit, only_for) = match flag {
-            "flag-1" => (ServiceFlags::SCHED1, None),
-            "flag-2" => (ServiceFlags::SCHED2, None),
-            "flag-3" => (ServiceFlags::SCHED3, None),
-            "sh-fallback" => (ServiceFlags::SCHED1, Some("sh")),
-            "sh-port" => (ServiceFlags::SCHED2, Some("sh")),
-            "mh-fallback" => (ServiceFlags::SCHED1, Some("mh")),
-            "mh-port" => (ServiceFlags::SCHED2, Some("mh")),
-            _ => {
-                return Err(format!(
-                    "invalid scheduler flag {flag:?} (expected sh-fallback, sh-port, \
-                     mh-fallback, mh-port, flag-1, flag-2 or flag-3)"
-                ))
-            }
+        let Some(SchedFlag {
+            bit,
+            scheduler: only_for,
+            ..
+        }) = sched_flag(flag)
+        else {
+            let names: Vec<&str> = SCHED_FLAGS.iter().map(|f| f.name).collect();
+            let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+            return Err(format!(
+                "invalid scheduler flag {flag:?} (expected {} or {last})",
+                rest.join(", ")
+            ));
         };
         if let Some(needed) = only_for {
             if scheduler != needed {

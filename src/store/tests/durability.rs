@@ -411,7 +411,7 @@ fn the_scrub_finds_a_damaged_record_while_running() {
         value[7] ^= 0x10;
         log_tree.insert(codec::log_key(4), value).unwrap();
         let err = scrubber.pass().await.expect_err("the flipped byte");
-        assert!(crate::ipvs::chain(&err).contains("log record"), "{err}");
+        assert!(crate::errors::chain(&err).contains("log record"), "{err}");
         let damaged = sm.disk_status().borrow().damaged.clone().expect("reported");
         assert!(damaged.contains("checksum mismatch"), "{damaged}");
     });

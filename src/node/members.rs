@@ -1,0 +1,131 @@
+//! Membership changes asked of this node: the leader performs them, any
+//! other member forwards them to the leader's Raft port and passes its
+//! answer back.
+
+use super::{Node, Relayed};
+use crate::api::{self, ApiError};
+use crate::cluster::membership::{self, JoinRequest, MembershipError};
+use crate::cluster::{leader, MEMBERS_PATH};
+use std::time::Duration;
+
+/// What a membership change answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// This node (the leader) made the change.
+    Done,
+    /// The leader's answer to the forwarded request.
+    Relayed(Relayed),
+}
+
+/// `POST /api/v1/cluster/join` (and the leader's side on the Raft port):
+/// adds the node as a learner, then a voter once it has caught up.
+pub async fn join(node: &Node, join: &JoinRequest) -> Result<Changed, ApiError> {
+    if node.is_leader() {
+        membership::add_member(node.raft(), join)
+            .await
+            .map_err(membership_error)?;
+        return Ok(Changed::Done);
+    }
+    let url = format!(
+        "http://{}{}",
+        leader_raft_addr(node)?,
+        membership::JOIN_PATH
+    );
+    let resp = node
+        .peers
+        .post_json(&url, join)
+        .map_err(ApiError::internal)?
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .map_err(|e| ApiError::unavailable(1, e))?;
+    relay(resp).await.map(Changed::Relayed)
+}
+
+/// `DELETE /api/v1/cluster/members/{node_id}` (and the leader's side on the
+/// Raft port).
+pub async fn remove(node: &Node, name: &str) -> Result<Changed, ApiError> {
+    if node.is_leader() {
+        membership::remove_member(node.raft(), name)
+            .await
+            .map_err(membership_error)?;
+        return Ok(Changed::Done);
+    }
+    let resp = node
+        .peers
+        .delete(&format!(
+            "http://{}{MEMBERS_PATH}/{name}",
+            leader_raft_addr(node)?
+        ))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| ApiError::unavailable(1, e))?;
+    relay(resp).await.map(Changed::Relayed)
+}
+
+/// `POST /raft/members/{name}/rejoin` on the Raft port: node `name` is about
+/// to rejoin with an empty store (`STORE_DAMAGE=rejoin`), so the leader
+/// removes it first (forwarded there from any member): neither its vote
+/// nor its old log — the leader's replication state of it — may count any
+/// more. A node that is no member is fine. It then joins anew.
+pub async fn forget(node: &Node, name: &str) -> Result<Changed, ApiError> {
+    if node.is_leader() {
+        match membership::remove_member(node.raft(), name).await {
+            Ok(()) => tracing::info!(node = name, "removed: it rejoins with an empty store"),
+            Err(MembershipError::NotMember(_)) => {}
+            Err(e) => return Err(membership_error(e)),
+        }
+        return Ok(Changed::Done);
+    }
+    let resp = node
+        .peers
+        .request(
+            reqwest::Method::POST,
+            &format!(
+                "http://{}{MEMBERS_PATH}/{name}/rejoin",
+                leader_raft_addr(node)?
+            ),
+            Vec::new(),
+        )
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| ApiError::unavailable(1, e))?;
+    relay(resp).await.map(Changed::Relayed)
+}
+
+/// Where to forward a membership change: the leader's Raft port.
+fn leader_raft_addr(node: &Node) -> Result<String, ApiError> {
+    leader(node.raft())
+        .map(|(_, leader)| leader.raft_addr)
+        .ok_or_else(|| ApiError::no_leader(1))
+}
+
+/// A peer's answer, read whole.
+pub(super) async fn relay(resp: reqwest::Response) -> Result<Relayed, ApiError> {
+    let status = resp.status().as_u16();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| ApiError::unavailable(1, e))?;
+    Ok(Relayed {
+        status,
+        body: body.to_vec(),
+    })
+}
+
+fn membership_error(e: MembershipError) -> ApiError {
+    use MembershipError::*;
+    match e {
+        NotMember(name) => ApiError::new(
+            api::ErrorCode::NotFound,
+            format!("{name:?} is not a member of this cluster"),
+        ),
+        IdCollision { .. } | LastVoter(_) => {
+            ApiError::new(api::ErrorCode::AlreadyExists, e.to_string())
+        }
+        NotLeader => ApiError::no_leader(1),
+        Raft(_) => ApiError::unavailable(1, crate::errors::chain(&e)),
+    }
+}

@@ -1,0 +1,283 @@
+//! The write protocol against an in-process node: a one-voter Raft on the
+//! real store in a temporary directory, the reconciler programming a
+//! `MemoryKernel`. Nothing here speaks HTTP: the node is called as the
+//! adapter calls it.
+
+use super::*;
+use crate::api::ErrorCode;
+use crate::cluster::network::Network;
+use crate::cluster::peer_auth::PeerAuth;
+use crate::config::Ownership;
+use crate::ipvs::memory::MemoryKernel;
+use crate::reconcile::{Engine, Outputs, Owned, Settings};
+use std::time::Duration;
+
+struct TestNode {
+    node: Arc<Node>,
+    stop: watch::Sender<bool>,
+    reconciler: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    async fn start() -> TestNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, sm) = crate::store::open(&dir.path().join("raft"), "node1").expect("store");
+        let state = sm.watch();
+        let disk = sm.disk_status();
+        let peers = Peers::new(reqwest::Client::new(), PeerAuth::new(None));
+        // Never dialled: a one-voter cluster sends no RPCs.
+        let me = NodeInfo {
+            name: "node1".into(),
+            raft_addr: "127.0.0.1:9".into(),
+            api_addr: "127.0.0.1:9".into(),
+        };
+        let id = node_id(&me.name);
+        let config = openraft::Config {
+            heartbeat_interval: 50,
+            election_timeout_min: 150,
+            election_timeout_max: 300,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate().expect("raft config"));
+        let raft = openraft::Raft::new(id, config, Network::new(peers.clone()), log, sm)
+            .await
+            .expect("raft");
+        raft.initialize(BTreeMap::from([(id, me.clone())]))
+            .await
+            .expect("initialize");
+        raft.wait(Some(Duration::from_secs(10)))
+            .current_leader(id, "leads")
+            .await
+            .expect("a leader");
+        let (status_tx, status_rx) = watch::channel(ReconcileStatus::default());
+        let (publisher, reader) = crate::reconcile::table::channel();
+        let health = crate::health::Health::new(None);
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let owned = Owned::load(dir.path()).expect("owned set");
+        let engine = Engine::new(MemoryKernel::new(), owned, Ownership::Managed);
+        let (stop, mut stopped) = watch::channel(false);
+        let reconciler = tokio::spawn(crate::reconcile::run(
+            engine,
+            state.clone(),
+            health.subscribe(),
+            Settings {
+                kernel: "memory".into(),
+                ownership: Ownership::Managed,
+                resync: Duration::from_secs(3600),
+            },
+            Outputs {
+                status: status_tx,
+                table: publisher,
+                metrics: metrics.clone(),
+            },
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
+        let node = Arc::new(Node {
+            writer: Writer::start(raft, peers.clone()),
+            state,
+            peers,
+            me,
+            drain_grace: 0,
+            reconcile: status_rx,
+            kernel: Some(reader),
+            metrics,
+            health,
+            peer_health: Default::default(),
+            disk,
+            // One voter: it is the leader, caught up by definition.
+            caught_up: watch::channel(true).1,
+            vol_dir: dir.path().to_path_buf(),
+        });
+        TestNode {
+            node,
+            stop,
+            reconciler,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.reconciler.await;
+        self.node.raft().shutdown().await.expect("raft stops");
+    }
+
+    fn last_log_index(&self) -> Option<u64> {
+        self.node.raft().metrics().borrow().last_log_index
+    }
+
+    /// The weights in this node's kernel, by server port, of the service
+    /// on port `port`.
+    async fn kernel_weights(&self, port: u16) -> Vec<(u16, u32)> {
+        let table = reports::kernel_table(&self.node)
+            .await
+            .expect("kernel table");
+        table
+            .services
+            .iter()
+            .filter(|e| e.service.key == key(port))
+            .flat_map(|e| e.destinations.iter().map(|d| (d.dest.port, d.dest.weight)))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+}
+
+fn key(port: u16) -> crate::model::ServiceKey {
+    crate::model::ServiceKey::Inet {
+        protocol: crate::model::Protocol::Tcp,
+        addr: "192.0.2.10".parse().expect("address"),
+        port,
+    }
+}
+
+fn spec(port: u16) -> crate::model::ServiceSpec {
+    let body = format!(
+        r#"{{"protocol":"tcp","address":"192.0.2.10","port":{port},"scheduler":"wrr",
+            "servers":[{{"address":"198.51.100.11","port":8080,"weight":3}},
+                       {{"address":"198.51.100.11","port":8081}}]}}"#
+    );
+    crate::api::validate::parse_service_create(body.as_bytes()).expect("valid service")
+}
+
+fn server(port: u16) -> crate::model::DestKey {
+    crate::model::DestKey {
+        addr: "198.51.100.11".parse().expect("address"),
+        port,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_with_wait_is_in_the_kernel_when_it_answers() {
+    let t = TestNode::start().await;
+    let cfg = writes::create_service(&t.node, spec(80), Some(Wait::All))
+        .await
+        .expect("created");
+    assert_eq!(cfg.servers.len(), 2);
+    assert_eq!(t.kernel_weights(80).await, vec![(8080, 3), (8081, 1)]);
+    assert!(t.node.reconcile.borrow().programmed_index >= cfg.revision);
+    // The node's own table lists it as owned.
+    let table = reports::kernel_table(&t.node).await.expect("kernel table");
+    assert_eq!(table.owned, vec![key(80)]);
+
+    let cfg = writes::create_service(&t.node, spec(81), Some(Wait::Quorum))
+        .await
+        .expect("created");
+    assert!(t.node.reconcile.borrow().programmed_index >= cfg.revision);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_never_reaches_the_log() {
+    let t = TestNode::start().await;
+    writes::create_service(&t.node, spec(80), None)
+        .await
+        .expect("created");
+    let before = t.last_log_index();
+    let dup = writes::create_service(&t.node, spec(80), None).await;
+    assert_eq!(
+        dup.expect_err("a duplicate").code(),
+        ErrorCode::AlreadyExists
+    );
+    let stale = writes::replace_service(&t.node, key(80), br#"{"scheduler":"rr"}"#, Some(1), None);
+    assert_eq!(
+        stale.await.expect_err("a stale If-Match").code(),
+        ErrorCode::RevisionMismatch
+    );
+    let missing = writes::delete_service(&t.node, key(99), None, None, None).await;
+    assert_eq!(
+        missing.expect_err("no such service").code(),
+        ErrorCode::NotFound
+    );
+    assert_eq!(t.last_log_index(), before, "nothing was proposed");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_merges_onto_the_committed_service_and_moves_its_revision() {
+    let t = TestNode::start().await;
+    let created = writes::create_service(&t.node, spec(80), None)
+        .await
+        .expect("created");
+    let patched = writes::patch_service(&t.node, key(80), br#"{"scheduler":"rr"}"#, None, None)
+        .await
+        .expect("patched");
+    assert!(patched.revision > created.revision);
+    assert_eq!(patched.service.scheduler.to_string(), "rr");
+    assert_eq!(
+        patched.servers, created.servers,
+        "the merge kept the servers"
+    );
+    let w = writes::patch_server(
+        &t.node,
+        key(80),
+        server(8080),
+        br#"{"weight":7}"#,
+        Some(patched.revision),
+        Some(Wait::All),
+    )
+    .await
+    .expect("patched the server");
+    assert_eq!(w.service.servers[&server(8080)].weight, 7);
+    assert_eq!(t.kernel_weights(80).await, vec![(8080, 7), (8081, 1)]);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_server_drains_at_weight_zero_and_grace_zero_removes_at_once() {
+    let t = TestNode::start().await;
+    writes::create_service(&t.node, spec(80), None)
+        .await
+        .expect("created");
+    let draining = writes::delete_server(
+        &t.node,
+        key(80),
+        server(8080),
+        Some(60),
+        None,
+        Some(Wait::All),
+    )
+    .await
+    .expect("drains")
+    .expect("still there while it drains");
+    assert!(draining
+        .service
+        .draining_servers
+        .contains_key(&server(8080)));
+    assert_eq!(t.kernel_weights(80).await, vec![(8080, 0), (8081, 1)]);
+    let gone = writes::delete_server(
+        &t.node,
+        key(80),
+        server(8081),
+        Some(0),
+        None,
+        Some(Wait::All),
+    )
+    .await
+    .expect("removed");
+    assert!(gone.is_none());
+    assert_eq!(t.kernel_weights(80).await, vec![(8080, 0)]);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_of_a_configuration_plans_without_writing() {
+    let t = TestNode::start().await;
+    let body = br#"{"services":[{"protocol":"tcp","address":"192.0.2.10","port":80}]}"#;
+    let before = t.last_log_index();
+    let plan = writes::replace_config(&t.node, body, true, None)
+        .await
+        .expect("planned");
+    assert_eq!(plan.added, vec!["tcp-192.0.2.10-80".to_string()]);
+    assert_eq!(t.last_log_index(), before);
+    assert!(reads::list_services(&t.node).is_empty());
+    writes::replace_config(&t.node, body, false, Some(Wait::All))
+        .await
+        .expect("replaced");
+    assert_eq!(reads::list_services(&t.node).len(), 1);
+    assert_eq!(t.kernel_weights(80).await, vec![]);
+    t.stop().await;
+}

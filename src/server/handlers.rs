@@ -1,0 +1,248 @@
+//! One handler per operation of [`api::ROUTES`]: read the request's parts
+//! ([`Request`]), call the application layer ([`crate::node`]), render the
+//! answer ([`body`]). [`handle`] maps each [`Operation`] to its handler, so
+//! a route without one does not compile.
+
+use super::body::{self, json, with_etag};
+use super::request::Request;
+use super::AppState;
+use crate::api::{self, http, ApiError, Operation};
+use crate::cluster::peer_auth;
+use crate::node::{self, members, reads, reports, writes, Readiness};
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+
+pub type Reply = Result<HttpResponse, ApiError>;
+
+/// Answers one admitted request whose body has been read.
+pub async fn handle(op: Operation, r: &Request<'_>, app: &AppState) -> Reply {
+    use Operation::*;
+    let node = &app.node;
+    let reads_state = matches!(
+        op,
+        ListServices | GetService | ListServers | GetServer | GetConfig
+    );
+    let writes_state = matches!(
+        op,
+        CreateService
+            | ReplaceService
+            | PatchService
+            | DeleteService
+            | CreateServer
+            | ReplaceServer
+            | PatchServer
+            | DeleteServer
+            | ReplaceConfig
+    );
+    // The desired state, read or written: not from a node that cannot
+    // follow the log.
+    if reads_state || writes_state {
+        node.vouch()?;
+    }
+    let consistent = r.flag("consistent")?;
+    if reads_state && consistent {
+        reads::linearize(node).await?;
+    } else if reads_state {
+        node.fresh_enough()?;
+    }
+    match op {
+        Health => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        Ready => ready(app),
+        OpenApi => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(api::openapi::DOCUMENT)),
+        ListServices => Ok(json(StatusCode::OK, &reads::list_services(node))),
+        GetService => get_service(r, app),
+        CreateService => create_service(r, app).await,
+        ReplaceService => replace_service(r, app).await,
+        PatchService => patch_service(r, app).await,
+        DeleteService => delete_service(r, app).await,
+        ListServers => Ok(json(
+            StatusCode::OK,
+            &reads::list_servers(node, &r.service()?)?,
+        )),
+        GetServer => get_server(r, app),
+        CreateServer => create_server(r, app).await,
+        ReplaceServer => replace_server(r, app).await,
+        PatchServer => patch_server(r, app).await,
+        DeleteServer => delete_server(r, app).await,
+        GetConfig => Ok(json(StatusCode::OK, &reads::config(node))),
+        ReplaceConfig => replace_config(r, app).await,
+        GetCluster => Ok(json(StatusCode::OK, &reports::cluster(node).await)),
+        GetNode => get_node(r, app).await,
+        GetNodeKernel => Ok(json(StatusCode::OK, &reports::kernel_table(node).await?)),
+        GetMemberKernel => member_kernel(r, app).await,
+        Metrics => Ok(HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(reports::metrics(node).await)),
+        JoinCluster => join_cluster(r, app).await,
+        RemoveMember => changed(members::remove(node, r.param("node_id")).await?),
+        Ui => ui(r, None),
+        UiAsset => ui(r, Some(r.param("asset"))),
+    }
+}
+
+/// `GET /readyz`.
+fn ready(app: &AppState) -> Reply {
+    match node::ready(&app.node) {
+        Readiness::Ready => Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ready"}),
+        )),
+        Readiness::NotReady(problems) => Err(ApiError::not_ready(&problems)),
+    }
+}
+
+/// `GET /api/v1/services/{id}`.
+fn get_service(r: &Request<'_>, app: &AppState) -> Reply {
+    let (revision, view) = reads::get_service(&app.node, &r.service()?)?;
+    Ok(body::json_with(with_etag(StatusCode::OK, revision), &view))
+}
+
+/// `POST /api/v1/services`.
+async fn create_service(r: &Request<'_>, app: &AppState) -> Reply {
+    let spec = api::validate::parse_service_create(r.body)?;
+    let cfg = writes::create_service(&app.node, spec, r.wait()?).await?;
+    Ok(body::service(StatusCode::CREATED, &cfg, true))
+}
+
+/// `PUT /api/v1/services/{id}`.
+async fn replace_service(r: &Request<'_>, app: &AppState) -> Reply {
+    let (key, if_match, wait) = (r.service()?, r.if_match()?, r.wait()?);
+    let cfg = writes::replace_service(&app.node, key, r.body, if_match, wait).await?;
+    Ok(body::service(StatusCode::OK, &cfg, false))
+}
+
+/// `PATCH /api/v1/services/{id}`.
+async fn patch_service(r: &Request<'_>, app: &AppState) -> Reply {
+    let (key, if_match, wait) = (r.service()?, r.if_match()?, r.wait()?);
+    let cfg = writes::patch_service(&app.node, key, r.body, if_match, wait).await?;
+    Ok(body::service(StatusCode::OK, &cfg, false))
+}
+
+/// `DELETE /api/v1/services/{id}`: 202 with the service while it drains,
+/// 204 once it is gone.
+async fn delete_service(r: &Request<'_>, app: &AppState) -> Reply {
+    let (key, grace, if_match, wait) = (r.service()?, r.grace()?, r.if_match()?, r.wait()?);
+    match writes::delete_service(&app.node, key, grace, if_match, wait).await? {
+        Some(draining) => Ok(body::service(StatusCode::ACCEPTED, &draining, false)),
+        None => Ok(HttpResponse::NoContent().finish()),
+    }
+}
+
+/// `GET /api/v1/services/{id}/servers/{server_id}`.
+fn get_server(r: &Request<'_>, app: &AppState) -> Reply {
+    let (revision, view) = reads::get_server(&app.node, &r.service()?, &r.server()?)?;
+    Ok(body::json_with(with_etag(StatusCode::OK, revision), &view))
+}
+
+/// `POST /api/v1/services/{id}/servers`: 201 with `Location`.
+async fn create_server(r: &Request<'_>, app: &AppState) -> Reply {
+    let (key, if_match, wait) = (r.service()?, r.if_match()?, r.wait()?);
+    let w = writes::create_server(&app.node, key, r.body, if_match, wait).await?;
+    let mut reply = with_etag(StatusCode::CREATED, w.revision);
+    reply.insert_header(("Location", http::server_location(&key, &w.server)));
+    Ok(body::server(reply, &w))
+}
+
+/// `PUT /api/v1/services/{id}/servers/{server_id}`.
+async fn replace_server(r: &Request<'_>, app: &AppState) -> Reply {
+    let (key, server, if_match, wait) = (r.service()?, r.server()?, r.if_match()?, r.wait()?);
+    let w = writes::replace_server(&app.node, key, server, r.body, if_match, wait).await?;
+    Ok(body::server(with_etag(StatusCode::OK, w.revision), &w))
+}
+
+/// `PATCH /api/v1/services/{id}/servers/{server_id}`.
+async fn patch_server(r: &Request<'_>, app: &AppState) -> Reply {
+    let (key, server, if_match, wait) = (r.service()?, r.server()?, r.if_match()?, r.wait()?);
+    let w = writes::patch_server(&app.node, key, server, r.body, if_match, wait).await?;
+    Ok(body::server(with_etag(StatusCode::OK, w.revision), &w))
+}
+
+/// `DELETE /api/v1/services/{id}/servers/{server_id}`: 202 with the server
+/// while it drains, 204 once it is gone.
+async fn delete_server(r: &Request<'_>, app: &AppState) -> Reply {
+    let (key, server) = (r.service()?, r.server()?);
+    let (grace, if_match, wait) = (r.grace()?, r.if_match()?, r.wait()?);
+    match writes::delete_server(&app.node, key, server, grace, if_match, wait).await? {
+        Some(w) => Ok(body::server(
+            with_etag(StatusCode::ACCEPTED, w.revision),
+            &w,
+        )),
+        None => Ok(HttpResponse::NoContent().finish()),
+    }
+}
+
+/// `PUT /api/v1/config` (`?dry_run=true`: the plan only).
+async fn replace_config(r: &Request<'_>, app: &AppState) -> Reply {
+    let (dry_run, wait) = (r.flag("dry_run")?, r.wait()?);
+    let plan = writes::replace_config(&app.node, r.body, dry_run, wait).await?;
+    Ok(json(StatusCode::OK, &plan))
+}
+
+/// `GET /api/v1/node` (`?programmed=N&timeout_ms=T`: a long poll).
+async fn get_node(r: &Request<'_>, app: &AppState) -> Reply {
+    let (programmed, timeout_ms) = (r.number("programmed")?, r.number("timeout_ms")?);
+    let report = reports::report_when(&app.node, programmed, timeout_ms).await;
+    Ok(json(StatusCode::OK, &report))
+}
+
+/// `GET /api/v1/cluster/members/{node_id}/kernel`.
+async fn member_kernel(r: &Request<'_>, app: &AppState) -> Reply {
+    match reports::member_kernel(&app.node, r.param("node_id")).await? {
+        reports::MemberKernel::Mine(table) => Ok(json(StatusCode::OK, &table)),
+        reports::MemberKernel::Relayed(answer) => Ok(body::relayed(answer)),
+    }
+}
+
+/// `POST /api/v1/cluster/join`.
+async fn join_cluster(r: &Request<'_>, app: &AppState) -> Reply {
+    // With a cluster secret, only a node that holds it may join (the node
+    // itself, signing its request), whatever the token.
+    peer_auth::verify_http(app.node.peers.auth(), r.http, r.body).map_err(|refusal| {
+        ApiError::new(
+            api::ErrorCode::Unauthorized,
+            format!(
+                "this cluster has a CLUSTER_SECRET and only a node holding it may join: {refusal}"
+            ),
+        )
+    })?;
+    let join = api::validate::parse_join(r.body)?;
+    joined(&join, members::join(&app.node, &join).await?)
+}
+
+/// The answer to a join: the leader's own, or relayed from it.
+pub(super) fn joined(
+    join: &crate::cluster::membership::JoinRequest,
+    done: members::Changed,
+) -> Reply {
+    match done {
+        members::Changed::Done => Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({"joined": join.id}),
+        )),
+        members::Changed::Relayed(answer) => Ok(body::relayed(answer)),
+    }
+}
+
+/// The answer to a removal: 204 from the leader, or relayed from it.
+pub(super) fn changed(done: members::Changed) -> Reply {
+    match done {
+        members::Changed::Done => Ok(HttpResponse::NoContent().finish()),
+        members::Changed::Relayed(answer) => Ok(body::relayed(answer)),
+    }
+}
+
+/// `GET /` and `GET /ui/{asset}`: an embedded file of the web UI.
+fn ui(r: &Request<'_>, asset: Option<&str>) -> Reply {
+    let served = api::ui::serve(asset, r.header("If-None-Match"))?;
+    let mut reply = HttpResponse::build(
+        StatusCode::from_u16(served.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    for (name, value) in api::ui::HEADERS {
+        reply.insert_header((*name, *value));
+    }
+    reply.insert_header(("ETag", served.asset.etag()));
+    reply.content_type(served.asset.content_type);
+    Ok(reply.body(served.body()))
+}

@@ -1,0 +1,81 @@
+//! The routes peers use on RAFT_PORT (beside the Raft RPCs): this node's
+//! report and kernel table, and the leader's side of joins and removals.
+//! A new node joins through either port: `RAFT_LEADER` may name a member's
+//! API or its Raft address. The Raft port's `guard` has checked the
+//! request's signature before these run.
+
+use super::handlers::{changed, joined};
+use super::{body, AppState};
+use crate::api::{self, ApiError};
+use crate::cluster::{membership, MEMBERS_PATH, NODE_KERNEL_PATH, NODE_PATH};
+use crate::node::{members, reports};
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Data, Payload};
+use actix_web::{HttpRequest, HttpResponse};
+
+pub fn peer_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(NODE_PATH, web::get().to(node))
+        .route(NODE_KERNEL_PATH, web::get().to(kernel))
+        .route(membership::JOIN_PATH, web::post().to(join))
+        .route(
+            &format!("{MEMBERS_PATH}/{{name}}"),
+            web::delete().to(remove),
+        )
+        .route(
+            &format!("{MEMBERS_PATH}/{{name}}/rejoin"),
+            web::post().to(forget),
+        );
+}
+
+/// [`NODE_PATH`]: this node's report (`?programmed=N&timeout_ms=T`: a long
+/// poll, for a writer's `?wait=`).
+async fn node(req: HttpRequest, app: Data<AppState>) -> HttpResponse {
+    let r = super::request::Request::new(&req, Vec::new(), &[]);
+    let answered = async {
+        let (programmed, timeout_ms) = (r.number("programmed")?, r.number("timeout_ms")?);
+        Ok::<_, ApiError>(reports::report_when(&app.node, programmed, timeout_ms).await)
+    };
+    match answered.await {
+        Ok(view) => body::json(StatusCode::OK, &view),
+        Err(e) => body::error(&e),
+    }
+}
+
+/// [`NODE_KERNEL_PATH`]: this node's kernel table, for the member relaying
+/// it to its web UI.
+async fn kernel(app: Data<AppState>) -> HttpResponse {
+    match reports::kernel_table(&app.node).await {
+        Ok(table) => body::json(StatusCode::OK, &table),
+        Err(e) => body::error(&e),
+    }
+}
+
+async fn join(payload: Payload, app: Data<AppState>) -> HttpResponse {
+    let joined = async {
+        let bytes = body::read(payload, api::MAX_BODY_BYTES).await?;
+        let join = api::validate::parse_join(&bytes)?;
+        joined(&join, members::join(&app.node, &join).await?)
+    };
+    joined.await.unwrap_or_else(|e| body::error(&e))
+}
+
+/// A node about to rejoin with an empty store: removed first.
+async fn forget(name: web::Path<String>, app: Data<AppState>) -> HttpResponse {
+    let forgotten = async {
+        match members::forget(&app.node, &name).await? {
+            members::Changed::Done => Ok(body::json(
+                StatusCode::OK,
+                &serde_json::json!({"removed": &*name}),
+            )),
+            members::Changed::Relayed(answer) => Ok(body::relayed(answer)),
+        }
+    };
+    forgotten
+        .await
+        .unwrap_or_else(|e: ApiError| body::error(&e))
+}
+
+async fn remove(name: web::Path<String>, app: Data<AppState>) -> HttpResponse {
+    let removed = async { changed(members::remove(&app.node, &name).await?) };
+    removed.await.unwrap_or_else(|e| body::error(&e))
+}
