@@ -253,7 +253,12 @@ async fn read_index(raft: &Raft, peers: &Peers) -> Option<u64> {
     if let Some(index) = leader_read_index(raft).await {
         return Some(index);
     }
-    let (_, leader_node) = leader(raft)?;
+    let (leader_id, leader_node) = leader(raft)?;
+    if leader_id == raft.metrics().borrow().id {
+        // This node leads but could not confirm it: asking itself over
+        // HTTP would queue behind this very lookup (and prove nothing).
+        return None;
+    }
     let index: Option<u64> = peers
         .get(&format!(
             "http://{}{READ_INDEX_PATH}",
