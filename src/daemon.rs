@@ -32,6 +32,7 @@ use crate::reconcile::{Engine, Outputs, Owned, ReconcileStatus, Settings};
 use crate::sd_notify::Notifier;
 use crate::server::{self, AppState};
 use crate::store::{LogStore, StateMachineStore, StoreError};
+use crate::tasks::{Died, Essential};
 use crate::tls::CertStore;
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
@@ -299,7 +300,8 @@ async fn scrub(scrubber: crate::store::Scrubber, stop: impl Future<Output = ()>)
         }
         match scrubber.pass().await {
             Ok(()) => tracing::debug!("the store's records passed their checksums"),
-            Err(StoreError::Corrupt { .. }) => return,
+            // Reported in the disk status, which stops the node.
+            Err(StoreError::Corrupt { .. }) => return stop.await,
             Err(e) => {
                 tracing::warn!(error = %crate::errors::chain(&e), "the store's scrub did not run")
             }
@@ -311,6 +313,8 @@ async fn scrub(scrubber: crate::store::Scrubber, stop: impl Future<Output = ()>)
 enum Fatal {
     Damaged(String),
     RaftStopped(String),
+    TaskDied(Died),
+    NotInCluster(String),
 }
 
 /// Resolves when the node must stop: its store was found damaged, or its
@@ -684,26 +688,29 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         r = enter => Some(r),
         _ = &mut shutdown => None,
     };
-    let in_cluster = entered.is_some();
+    let mut fatal_stop = None;
+    let in_cluster = matches!(entered, Some(Ok(_)));
     match entered {
         Some(Ok(Start::Resumed)) => {
             tracing::info!("resumed the cluster from {}", cfg.vol_dir.display())
         }
         Some(Ok(Start::Bootstrapped)) => tracing::info!("bootstrapped a new cluster"),
         Some(Ok(Start::Joined)) => tracing::info!("joined the cluster"),
+        // Never READY=1 outside a cluster: stop, and say why.
         Some(Err(e)) => {
-            tracing::error!(error = %crate::errors::chain(&e), "could not enter the cluster");
+            fatal_stop = Some(Fatal::NotInCluster(crate::errors::chain(&e).to_string()))
         }
         None => {}
     }
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(keep_members(
-        raft.clone(),
-        cfg.vol_dir.clone(),
-        stopped(),
-    )));
-    tasks.push(tokio::spawn(scrub(scrubber, stopped())));
-    let mut fatal_stop = None;
+    let mut essential = Essential::default();
+    // Tasks that end when their work is done (not watched).
+    let mut helpers = Vec::new();
+    let (mut api_task, mut raft_task) = (Some(api_task), Some(raft_task));
+    essential.spawn(
+        "member list keeper",
+        keep_members(raft.clone(), cfg.vol_dir.clone(), stopped()),
+    );
+    essential.spawn("store scrub", scrub(scrubber, stopped()));
     if in_cluster {
         // A joining node first catches up with the leader, so its first pass
         // works from the cluster's state, not from an empty one.
@@ -712,7 +719,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             caught_up_tx.send_replace(true);
         } else {
             tracing::warn!("could not catch up with the leader yet; reconciling from the local state meanwhile");
-            tasks.push(tokio::spawn(keep_catching_up(
+            helpers.push(tokio::spawn(keep_catching_up(
                 writer.clone(),
                 state.clone(),
                 caught_up_tx,
@@ -720,71 +727,100 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             )));
         }
         notifier.status("reconciling the kernel");
-        tasks.push(tokio::spawn(crate::cluster::drains::run(
-            writer.clone(),
-            cfg.name.clone(),
-            state.clone(),
-            stopped(),
-        )));
-        let reconciler = match kernel.zip(vip_table).zip(table_publisher) {
+        essential.spawn(
+            "drain janitor",
+            crate::cluster::drains::run(writer.clone(), cfg.name.clone(), state.clone(), stopped()),
+        );
+        match kernel.zip(vip_table).zip(table_publisher) {
             Some((((kernel, mode), vip_table), table_publisher)) => {
                 // Health checks matter only where a kernel is programmed.
-                tasks.push(tokio::spawn(crate::health::run(
-                    health.clone(),
-                    state.subscribe(),
-                    crate::health::probe::Prober::new(),
-                    stopped(),
-                )));
-                tasks.push(tokio::spawn(crate::node::health::poll_peers(
-                    node.clone(),
-                    Box::pin(stopped()),
-                )));
+                essential.spawn(
+                    "health monitor",
+                    crate::health::run(
+                        health.clone(),
+                        state.subscribe(),
+                        crate::health::probe::Prober::new(),
+                        stopped(),
+                    ),
+                );
+                essential.spawn(
+                    "peer health poller",
+                    crate::node::health::poll_peers(node.clone(), Box::pin(stopped())),
+                );
                 let engine = Engine::new(kernel, owned, cfg.ownership).with_vips(vip_table);
                 let settings = Settings {
                     kernel: mode.into(),
                     ownership: cfg.ownership,
                     resync: cfg.resync_interval,
                 };
-                tokio::spawn(crate::reconcile::run(
-                    engine,
-                    state.clone(),
-                    health.subscribe(),
-                    settings,
-                    Outputs {
-                        status: status_tx,
-                        table: table_publisher,
-                        metrics: metrics.clone(),
-                    },
-                    stopped(),
-                ))
+                essential.spawn(
+                    "reconciler",
+                    crate::reconcile::run(
+                        engine,
+                        state.clone(),
+                        health.subscribe(),
+                        settings,
+                        Outputs {
+                            status: status_tx,
+                            table: table_publisher,
+                            metrics: metrics.clone(),
+                        },
+                        stopped(),
+                    ),
+                );
             }
-            None => tokio::spawn(crate::reconcile::follow_applied(
-                state.clone(),
-                status_tx,
-                stopped(),
-            )),
-        };
-        tasks.push(reconciler);
+            None => essential.spawn(
+                "reconciler",
+                crate::reconcile::follow_applied(state.clone(), status_tx, stopped()),
+            ),
+        }
         // Ready means: in the cluster, serving, and the kernel reconciled
         // once; a pass with failures counts (they are retried and reported,
         // and withholding readiness would only get the node restarted).
         let ready = tokio::select! {
             _ = first_reconcile(status_rx.clone()) => true,
             _ = &mut shutdown => false,
+            died = essential.died() => {
+                fatal_stop = Some(Fatal::TaskDied(died));
+                false
+            }
         };
         if ready {
             let line = summary(&node, &status_rx.borrow());
             tracing::info!(status = %line, "ready");
             notifier.ready(&line);
-            tasks.push(tokio::spawn(watchdog(
-                notifier.clone(),
-                notifier.watchdog_interval(),
-                node.clone(),
-                stopped(),
-            )));
+            essential.spawn(
+                "watchdog",
+                watchdog(
+                    notifier.clone(),
+                    notifier.watchdog_interval(),
+                    node.clone(),
+                    stopped(),
+                ),
+            );
+            let listener =
+                |name: &'static str, r: Result<std::io::Result<()>, tokio::task::JoinError>| {
+                    Fatal::TaskDied(Died {
+                        task: name,
+                        why: match r {
+                            Ok(Ok(())) => "it ended on its own".into(),
+                            Ok(Err(e)) => e.to_string(),
+                            Err(e) => e.to_string(),
+                        },
+                    })
+                };
             tokio::select! {
                 _ = &mut shutdown => {}
                 f = fatal(disk.clone(), raft.clone()) => fatal_stop = Some(f),
+                died = essential.died() => fatal_stop = Some(Fatal::TaskDied(died)),
+                r = async { api_task.as_mut().expect("the API task").await } => {
+                    api_task = None;
+                    fatal_stop = Some(listener("API listener", r));
+                }
+                r = async { raft_task.as_mut().expect("the Raft listener task").await } => {
+                    raft_task = None;
+                    fatal_stop = Some(listener("Raft listener", r));
+                }
             }
         }
     }
@@ -795,6 +831,12 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         Some(Fatal::RaftStopped(e)) => {
             tracing::error!(error = %e, "the Raft core stopped: stopping, so that the service manager restarts the node");
         }
+        Some(Fatal::TaskDied(died)) => {
+            tracing::error!(%died, "an essential task stopped: stopping, so that the service manager restarts the node");
+        }
+        Some(Fatal::NotInCluster(e)) => {
+            tracing::error!(error = %e, "could not enter the cluster: stopping");
+        }
         None => {}
     }
 
@@ -803,14 +845,17 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     // The kernel table stays as it is: traffic keeps flowing while the
     // agent is down.
     let _ = stop_tx.send(true);
-    for task in tasks {
+    essential.join().await;
+    for task in helpers {
         let _ = task.await;
     }
     let _ = reloads.await;
     // No new API requests; those in flight (writes among them) finish,
     // with Raft still running to commit them.
     api_handle.stop(true).await;
-    let _ = api_task.await;
+    if let Some(task) = api_task {
+        let _ = task.await;
+    }
     // The Raft listener stays up for the handover: the follower that takes
     // over asks this node for its vote. A node stopping on its own has
     // nothing trustworthy to hand over.
@@ -820,11 +865,15 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         }
     }
     raft_handle.stop(true).await;
-    let _ = raft_task.await;
+    if let Some(task) = raft_task {
+        let _ = task.await;
+    }
     let stopped_raft = raft.shutdown().await;
     match fatal_stop {
         Some(Fatal::Damaged(d)) => return Err(DamagedStore::new(&cfg.vol_dir, d).into()),
         Some(Fatal::RaftStopped(e)) => anyhow::bail!("the Raft core stopped: {e}"),
+        Some(Fatal::TaskDied(died)) => anyhow::bail!("{died}"),
+        Some(Fatal::NotInCluster(e)) => anyhow::bail!("could not enter the cluster: {e}"),
         None => {}
     }
     stopped_raft.context("raft did not shut down cleanly")?;

@@ -39,4 +39,5 @@ pub mod reconcile;
 pub mod sd_notify;
 pub mod server;
 pub mod store;
+pub mod tasks;
 pub mod tls;
