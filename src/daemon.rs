@@ -20,6 +20,7 @@ use crate::cluster::membership::{self, Start};
 use crate::cluster::network::Network;
 use crate::cluster::peer_auth::{self, PeerAuth, Peers};
 use crate::cluster::rejoin::{self, KnownMembers, Rejoin};
+use crate::cluster::removal::{self, NotAMember, Removal};
 use crate::cluster::{rpc, Writer};
 use crate::config::{KernelMode, NodeConfig, StoreDamage};
 use crate::ipvs::memory::MemoryKernel;
@@ -204,6 +205,26 @@ async fn open_store(
     let dir = &cfg.vol_dir;
     let pending = Rejoin::pending(dir);
     let damage = match crate::store::open(dir, &cfg.name) {
+        // Removed before it stopped, and started again: it joins anew from
+        // an empty store (its old log and term must not count).
+        Ok(store) if pending.is_none() && removal::marked(dir).is_some() => {
+            drop(store);
+            let notice = removal::marked(dir).map(|n| n.by).unwrap_or_default();
+            tracing::info!(by = %notice, "this node was removed from the cluster before it stopped: it joins again as a new member, its old state set aside");
+            let rejoin = Rejoin::begin(
+                dir,
+                &cfg.name,
+                cfg.join.as_deref(),
+                format!("removed by {notice}"),
+            )?;
+            let through = rejoin.forget(peers, &cfg.name).await?;
+            let aside = rejoin::set_aside(dir, &crate::store::files(dir))?;
+            removal::unmark(dir);
+            tracing::info!(aside = %aside.display(), "the old state is kept there");
+            let (log, sm) = crate::store::open(dir, &cfg.name)
+                .with_context(|| format!("failed to open a new state in {}", dir.display()))?;
+            return Ok((log, sm, Some(through)));
+        }
         Ok((log, sm)) => {
             let mut through = None;
             if let Some(rejoin) = &pending {
@@ -315,14 +336,22 @@ enum Fatal {
     RaftStopped(String),
     TaskDied(Died),
     NotInCluster(String),
+    Removed(NotAMember),
 }
 
-/// Resolves when the node must stop: its store was found damaged, or its
-/// Raft core stopped.
+/// Resolves when the node must stop: its store was found damaged, its
+/// Raft core stopped, or it was removed from the cluster.
 async fn fatal(
     mut disk: watch::Receiver<crate::store::DiskStatus>,
     raft: crate::raft::Raft,
+    removal: Removal,
 ) -> Fatal {
+    let mine = {
+        let raft = raft.clone();
+        move || *raft.metrics().borrow().membership_config.log_id()
+    };
+    let removed = removal.proven(mine);
+    tokio::pin!(removed);
     let mut metrics = raft.metrics();
     loop {
         if let Some(d) = disk.borrow_and_update().damaged.clone() {
@@ -336,6 +365,7 @@ async fn fatal(
             r = metrics.changed() => if r.is_err() {
                 return Fatal::RaftStopped("the Raft core ended".into());
             },
+            notice = &mut removed => return Fatal::Removed(notice),
         }
     }
 }
@@ -543,10 +573,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let disk = sm.disk_status();
     let scrubber = sm.scrubber();
     let owned = load_owned(&cfg)?;
+    let removal = Removal::default();
     let raft = openraft::Raft::new(
         id,
         raft_config(cfg.snapshot_logs)?,
-        Network::new(peers.clone()),
+        Network::new(peers.clone(), removal.clone()),
         log,
         sm,
     )
@@ -575,6 +606,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         limits: server::Limits::new(cfg.api_max_requests as usize),
     });
     let raft_data = web::Data::new(raft.clone());
+    let removal_data = web::Data::new(removal.clone());
     let batcher_data = web::Data::new(writer.batcher().clone());
     let writer_data = web::Data::new(writer.clone());
     let handover = Handover::default();
@@ -584,6 +616,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let raft_server = HttpServer::new(move || {
         App::new()
             .app_data(raft_data.clone())
+            .app_data(removal_data.clone())
             .app_data(batcher_data.clone())
             .app_data(writer_data.clone())
             .app_data(handover_data.clone())
@@ -811,7 +844,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                 };
             tokio::select! {
                 _ = &mut shutdown => {}
-                f = fatal(disk.clone(), raft.clone()) => fatal_stop = Some(f),
+                f = fatal(disk.clone(), raft.clone(), removal.clone()) => fatal_stop = Some(f),
                 died = essential.died() => fatal_stop = Some(Fatal::TaskDied(died)),
                 r = async { api_task.as_mut().expect("the API task").await } => {
                     api_task = None;
@@ -836,6 +869,17 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         }
         Some(Fatal::NotInCluster(e)) => {
             tracing::error!(error = %e, "could not enter the cluster: stopping");
+        }
+        Some(Fatal::Removed(notice)) => {
+            tracing::warn!(
+                by = %notice.by,
+                "this node was removed from the cluster: it stops taking part and exits; started \
+                 again, it joins as a new member with an empty store"
+            );
+            if let Err(e) = removal::mark(&cfg.vol_dir, notice) {
+                tracing::warn!(error = %e, "could not note the removal in RAFT_VOL_DIR");
+            }
+            notifier.status(&format!("removed from the cluster by {}", notice.by));
         }
         None => {}
     }
@@ -874,6 +918,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         Some(Fatal::RaftStopped(e)) => anyhow::bail!("the Raft core stopped: {e}"),
         Some(Fatal::TaskDied(died)) => anyhow::bail!("{died}"),
         Some(Fatal::NotInCluster(e)) => anyhow::bail!("could not enter the cluster: {e}"),
+        // A clean stop: the operator's decision, not a failure to restart.
+        Some(Fatal::Removed(_)) => {
+            tracing::info!("stopped");
+            return Ok(());
+        }
         None => {}
     }
     stopped_raft.context("raft did not shut down cleanly")?;

@@ -1322,3 +1322,77 @@ fn dying_port(id: &str) -> u16 {
         .and_then(|p| p.parse().ok())
         .expect("a port")
 }
+
+/// A second process under a member's name is refused, naming the member
+/// and how to replace a host; the membership does not change.
+#[test]
+fn a_second_node_of_a_members_name_is_refused() {
+    let c = Cluster::start(3);
+    let members = |c: &Cluster| -> Vec<String> {
+        c.cluster_view(0).expect("cluster view")["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} {} {} {}",
+                    m["id"], m["raft_addr"], m["api_addr"], m["voter"]
+                )
+            })
+            .collect()
+    };
+    let before = members(&c);
+    let impostor = json!({"id": "node3", "raft_addr": "127.0.0.1:1", "api_addr": "127.0.0.1:2"});
+    let r = c.send(1, "POST", "/api/v1/cluster/join", Some(&impostor));
+    assert_eq!(r.status().as_u16(), 409);
+    let body = r.text().unwrap_or_default();
+    assert!(
+        body.contains("already a member") && body.contains("cluster remove node3"),
+        "{body}"
+    );
+    assert_eq!(members(&c), before);
+}
+
+/// A removed node learns it was removed, stops taking part (exit 0, no
+/// campaigning), and started again joins anew without an election.
+#[test]
+fn a_removed_node_stops_and_joins_again_without_an_election() {
+    let mut c = Cluster::start(3);
+    let term = |c: &Cluster| c.cluster_view(0).and_then(|v| v["term"].as_u64());
+    let before = term(&c).expect("a term");
+    let (removed, body) = c.send_retrying(0, "DELETE", "/api/v1/cluster/members/node3", None);
+    assert_eq!(removed, 204, "{body}");
+    let exit = c.nodes[2].exit_within(Duration::from_secs(15));
+    assert_eq!(
+        exit.and_then(|s| s.code()),
+        Some(0),
+        "the removed node exits cleanly\n{}",
+        c.nodes[2].log()
+    );
+    assert!(
+        c.nodes[2]
+            .log()
+            .contains("this node was removed from the cluster"),
+        "{}",
+        c.nodes[2].log()
+    );
+    c.wait_voters(2);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(term(&c), Some(before), "no election");
+
+    c.nodes[2].start();
+    c.wait_ready(2);
+    c.wait_voters(3);
+    assert!(
+        c.nodes[2].log().contains("joins again as a new member"),
+        "{}",
+        c.nodes[2].log()
+    );
+    assert_eq!(term(&c), Some(before), "adding it back forced no election");
+    assert!(c.nodes[2].dir.read_dir().expect("dir").any(|e| e
+        .expect("entry")
+        .file_name()
+        .to_string_lossy()
+        .starts_with("damaged-")));
+    c.converged(0);
+}

@@ -22,6 +22,12 @@ pub enum MembershipError {
     IdCollision { name: String, existing: String },
     #[error("{0:?} is not a member of this cluster")]
     NotMember(String),
+    #[error(
+        "{name:?} is already a member, at {existing}; a second node of that name cannot join. \
+         To replace that host: remove it (ipvs-manager cluster remove {name}), then start the new \
+         one with RAFT_LEADER"
+    )]
+    NameTaken { name: String, existing: NodeInfo },
     #[error("removing {0:?} would leave the cluster without voters")]
     LastVoter(String),
     #[error("this node is not the leader")]
@@ -128,7 +134,13 @@ pub async fn add_member(raft: &Raft, req: &JoinRequest) -> Result<(), Membership
                 existing: existing.name.clone(),
             });
         }
-        if membership.voter_ids().any(|v| v == id) && *existing == node {
+        if *existing != node {
+            return Err(MembershipError::NameTaken {
+                name: req.id.clone(),
+                existing: existing.clone(),
+            });
+        }
+        if membership.voter_ids().any(|v| v == id) {
             return Ok(());
         }
     }
@@ -139,14 +151,15 @@ pub async fn add_member(raft: &Raft, req: &JoinRequest) -> Result<(), Membership
     Ok(())
 }
 
-/// On the leader: removes the member named `name` (voter and node).
-pub async fn remove_member(raft: &Raft, name: &str) -> Result<(), MembershipError> {
+/// On the leader: removes the member named `name` (voter and node), and
+/// returns what the cluster knew of it.
+pub async fn remove_member(raft: &Raft, name: &str) -> Result<NodeInfo, MembershipError> {
     let id: NodeId = node_id(name);
     let metrics: typ::RaftMetrics = raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
-    if membership.get_node(&id).is_none() {
+    let Some(removed) = membership.get_node(&id).cloned() else {
         return Err(MembershipError::NotMember(name.to_string()));
-    }
+    };
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     if voters.contains(&id) {
         if voters.len() == 1 {
@@ -159,5 +172,5 @@ pub async fn remove_member(raft: &Raft, name: &str) -> Result<(), MembershipErro
     raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
         .await
         .map_err(raft_err)?;
-    Ok(())
+    Ok(removed)
 }

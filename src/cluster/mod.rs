@@ -9,6 +9,7 @@ pub mod membership;
 pub mod network;
 pub mod peer_auth;
 pub mod rejoin;
+pub mod removal;
 pub mod rpc;
 
 use crate::model::Command;

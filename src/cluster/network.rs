@@ -4,6 +4,7 @@
 //! one each time.
 
 use super::peer_auth::Peers;
+use super::removal::{NotAMember, Removal};
 use crate::raft::{NodeId, NodeInfo, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -25,11 +26,13 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 #[derive(Clone)]
 pub struct Network {
     peers: Peers,
+    removal: Removal,
 }
 
 impl Network {
-    pub fn new(peers: Peers) -> Network {
-        Network { peers }
+    /// `removal` hears a peer's answer that this node is no member.
+    pub fn new(peers: Peers, removal: Removal) -> Network {
+        Network { peers, removal }
     }
 }
 
@@ -39,6 +42,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
         PeerClient {
             peers: self.peers.clone(),
+            removal: self.removal.clone(),
             target,
             base: format!("http://{}", node.raft_addr),
         }
@@ -48,6 +52,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// Sends RPCs to one peer.
 pub struct PeerClient {
     peers: Peers,
+    removal: Removal,
     target: NodeId,
     base: String,
 }
@@ -87,6 +92,20 @@ impl PeerClient {
             let err = std::io::Error::other(format!(
                 "{path}: the peer refused our cluster secret (401): CLUSTER_SECRET differs"
             ));
+            return Err(RPCError::Network(NetworkError::new(&err)));
+        }
+        if status == reqwest::StatusCode::GONE {
+            // A member that has no such member as this node.
+            if let Ok(notice) = resp.json::<NotAMember>().await {
+                let err = std::io::Error::other(format!(
+                    "{path}: {} says this node is no member (membership {})",
+                    notice.by,
+                    notice.membership.map_or("-".to_string(), |l| l.to_string())
+                ));
+                self.removal.heard(notice);
+                return Err(RPCError::Network(NetworkError::new(&err)));
+            }
+            let err = std::io::Error::other(format!("{path} answered HTTP {status}"));
             return Err(RPCError::Network(NetworkError::new(&err)));
         }
         if !status.is_success() {

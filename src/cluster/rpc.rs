@@ -6,6 +6,7 @@
 use super::batch::{Batcher, MAX_BATCH};
 use super::handover::{Handover, ELECT_PATH};
 use super::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
+use super::removal::{NotAMember, Removal, REMOVED_PATH};
 use super::{READ_INDEX_PATH, WRITE_PATH};
 use crate::model::Command;
 use crate::raft::{Raft, TypeConfig, WriteResult};
@@ -21,7 +22,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(SNAPSHOT_PATH, web::post().to(snapshot))
         .route(WRITE_PATH, web::post().to(write))
         .route(READ_INDEX_PATH, web::get().to(read_index))
-        .route(ELECT_PATH, web::post().to(elect));
+        .route(ELECT_PATH, web::post().to(elect))
+        .route(REMOVED_PATH, web::post().to(removed));
 }
 
 async fn append(
@@ -31,8 +33,32 @@ async fn append(
     Json(raft.append_entries(req.into_inner()).await)
 }
 
-async fn vote(raft: Data<Raft>, req: Json<VoteRequest<u64>>) -> impl actix_web::Responder {
-    Json(raft.vote(req.into_inner()).await)
+/// A vote request, from a member: to Raft. From a node that is no member
+/// of this node's (initialised) membership: 410 with that membership's log
+/// id, which tells a removed node it was removed (see `removal`); its
+/// request never reaches Raft.
+async fn vote(raft: Data<Raft>, req: Json<VoteRequest<u64>>) -> actix_web::HttpResponse {
+    let metrics = raft.metrics().borrow().clone();
+    let membership = &metrics.membership_config;
+    let candidate = req.vote.leader_id.node_id;
+    if membership.log_id().is_some() && membership.membership().get_node(&candidate).is_none() {
+        let by = membership
+            .membership()
+            .get_node(&metrics.id)
+            .map_or_else(|| metrics.id.to_string(), |n| n.name.clone());
+        return actix_web::HttpResponse::Gone().json(NotAMember {
+            by,
+            membership: *membership.log_id(),
+        });
+    }
+    actix_web::HttpResponse::Ok().json(raft.vote(req.into_inner()).await)
+}
+
+/// [`REMOVED_PATH`]: the leader says this node was removed.
+async fn removed(removal: Data<Removal>, notice: Json<NotAMember>) -> actix_web::HttpResponse {
+    tracing::info!(by = %notice.by, "told this node was removed from the cluster");
+    removal.heard(notice.into_inner());
+    actix_web::HttpResponse::Ok().finish()
 }
 
 async fn snapshot(

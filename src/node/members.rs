@@ -5,6 +5,7 @@
 use super::{Node, Relayed};
 use crate::api::{self, ApiError};
 use crate::cluster::membership::{self, JoinRequest, MembershipError};
+use crate::cluster::removal::{NotAMember, REMOVED_PATH};
 use crate::cluster::{leader, MEMBERS_PATH};
 use std::time::Duration;
 
@@ -46,9 +47,10 @@ pub async fn join(node: &Node, join: &JoinRequest) -> Result<Changed, ApiError> 
 /// Raft port).
 pub async fn remove(node: &Node, name: &str) -> Result<Changed, ApiError> {
     if node.is_leader() {
-        membership::remove_member(node.raft(), name)
+        let removed = membership::remove_member(node.raft(), name)
             .await
             .map_err(membership_error)?;
+        tell_removed(node, &removed).await;
         return Ok(Changed::Done);
     }
     let resp = node
@@ -72,7 +74,7 @@ pub async fn remove(node: &Node, name: &str) -> Result<Changed, ApiError> {
 pub async fn forget(node: &Node, name: &str) -> Result<Changed, ApiError> {
     if node.is_leader() {
         match membership::remove_member(node.raft(), name).await {
-            Ok(()) => tracing::info!(node = name, "removed: it rejoins with an empty store"),
+            Ok(_) => tracing::info!(node = name, "removed: it rejoins with an empty store"),
             Err(MembershipError::NotMember(_)) => {}
             Err(e) => return Err(membership_error(e)),
         }
@@ -93,6 +95,27 @@ pub async fn forget(node: &Node, name: &str) -> Result<Changed, ApiError> {
         .await
         .map_err(|e| ApiError::unavailable(1, e))?;
     relay(resp).await.map(Changed::Relayed)
+}
+
+/// Tells a removed node so, at once: it stops taking part before its
+/// election timeout would have it campaign (see `cluster::removal`). One
+/// attempt; a node that does not hear it learns at its first vote request.
+async fn tell_removed(node: &Node, removed: &crate::raft::NodeInfo) {
+    let metrics = node.raft().metrics().borrow().clone();
+    let notice = NotAMember {
+        by: node.me.name.clone(),
+        membership: *metrics.membership_config.log_id(),
+    };
+    let url = format!("http://{}{REMOVED_PATH}", removed.raft_addr);
+    let told = match node.peers.post_json(&url, &notice) {
+        Ok(request) => request
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success()),
+        Err(_) => false,
+    };
+    tracing::info!(node = %removed.name, told, "removed from the cluster");
 }
 
 /// Where to forward a membership change: the leader's Raft port.
@@ -122,7 +145,7 @@ fn membership_error(e: MembershipError) -> ApiError {
             api::ErrorCode::NotFound,
             format!("{name:?} is not a member of this cluster"),
         ),
-        IdCollision { .. } | LastVoter(_) => {
+        IdCollision { .. } | LastVoter(_) | NameTaken { .. } => {
             ApiError::new(api::ErrorCode::AlreadyExists, e.to_string())
         }
         NotLeader => ApiError::no_leader(1),

@@ -40,9 +40,15 @@ impl TestNode {
             ..Default::default()
         };
         let config = Arc::new(config.validate().expect("raft config"));
-        let raft = openraft::Raft::new(id, config, Network::new(peers.clone()), log, sm)
-            .await
-            .expect("raft");
+        let raft = openraft::Raft::new(
+            id,
+            config,
+            Network::new(peers.clone(), Default::default()),
+            log,
+            sm,
+        )
+        .await
+        .expect("raft");
         raft.initialize(BTreeMap::from([(id, me.clone())]))
             .await
             .expect("initialize");
