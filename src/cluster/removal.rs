@@ -64,7 +64,10 @@ impl Removal {
     pub async fn proven(&self, mine: impl Fn() -> Option<LogId>) -> NotAMember {
         let mut rx = self.tx.subscribe();
         loop {
-            if let Some(notice) = rx.borrow_and_update().clone() {
+            // Cloned out first: the borrow's read lock must be gone before
+            // `send_replace` takes the write lock.
+            let heard = rx.borrow_and_update().clone();
+            if let Some(notice) = heard {
                 if proves(&notice, mine()) {
                     return notice;
                 }
