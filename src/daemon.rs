@@ -204,26 +204,26 @@ async fn open_store(
 ) -> anyhow::Result<(LogStore, StateMachineStore, Option<String>)> {
     let dir = &cfg.vol_dir;
     let pending = Rejoin::pending(dir);
+    let removed_before = removal::marked(dir);
     let damage = match crate::store::open(dir, &cfg.name) {
         // Removed before it stopped, and started again: it joins anew from
         // an empty store (its old log and term must not count).
-        Ok(store) if pending.is_none() && removal::marked(dir).is_some() => {
+        Ok(store) if pending.is_none() && removed_before.is_some() => {
             drop(store);
-            let notice = removal::marked(dir).map(|n| n.by).unwrap_or_default();
-            tracing::info!(by = %notice, "this node was removed from the cluster before it stopped: it joins again as a new member, its old state set aside");
+            let by = removed_before.map(|n| n.by).unwrap_or_default();
+            tracing::info!(%by, "this node was removed from the cluster before it stopped: it joins again as a new member, its old state set aside");
             let rejoin = Rejoin::begin(
                 dir,
                 &cfg.name,
                 cfg.join.as_deref(),
-                format!("removed by {notice}"),
+                format!("removed by {by}"),
             )?;
-            let through = rejoin.forget(peers, &cfg.name).await?;
-            let aside = rejoin::set_aside(dir, &crate::store::files(dir))?;
-            removal::unmark(dir);
-            tracing::info!(aside = %aside.display(), "the old state is kept there");
-            let (log, sm) = crate::store::open(dir, &cfg.name)
-                .with_context(|| format!("failed to open a new state in {}", dir.display()))?;
-            return Ok((log, sm, Some(through)));
+            let started =
+                start_afresh(cfg, peers, notifier, &rejoin, "the old state is kept there").await;
+            if started.is_ok() {
+                removal::unmark(dir);
+            }
+            return started;
         }
         Ok((log, sm)) => {
             let mut through = None;
@@ -248,11 +248,32 @@ async fn open_store(
         Some(rejoin) => rejoin,
         None => Rejoin::begin(dir, &cfg.name, cfg.join.as_deref(), damage.to_string())?,
     };
+    start_afresh(
+        cfg,
+        peers,
+        notifier,
+        &rejoin,
+        "the damaged state is kept there, for inspection",
+    )
+    .await
+}
+
+/// The rejoin's second half: once the cluster no longer counts this node,
+/// its state is set aside (`kept` says why it is kept) and an empty store
+/// opened, to join through the member that removed it.
+async fn start_afresh(
+    cfg: &NodeConfig,
+    peers: &Peers,
+    notifier: &Notifier,
+    rejoin: &Rejoin,
+    kept: &str,
+) -> anyhow::Result<(LogStore, StateMachineStore, Option<String>)> {
+    let dir = &cfg.vol_dir;
     notifier.status("rejoining: waiting for the leader to remove this node first");
     let through = rejoin.forget(peers, &cfg.name).await?;
     tracing::info!(member = %through, "removed from the cluster, to rejoin with an empty store");
     let aside = rejoin::set_aside(dir, &crate::store::files(dir))?;
-    tracing::warn!(aside = %aside.display(), "the damaged state is kept there, for inspection");
+    tracing::warn!(aside = %aside.display(), "{kept}");
     let (log, sm) = crate::store::open(dir, &cfg.name)
         .with_context(|| format!("failed to open a new state in {}", dir.display()))?;
     Ok((log, sm, Some(through)))

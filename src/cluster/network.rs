@@ -95,17 +95,15 @@ impl PeerClient {
             return Err(RPCError::Network(NetworkError::new(&err)));
         }
         if status == reqwest::StatusCode::GONE {
-            // A member that has no such member as this node.
+            // A member that has no such member as this node: the notice
+            // goes to `removal`; the RPC fails as any refusal does.
             if let Ok(notice) = resp.json::<NotAMember>().await {
-                let err = std::io::Error::other(format!(
-                    "{path}: {} says this node is no member (membership {})",
-                    notice.by,
-                    notice.membership.map_or("-".to_string(), |l| l.to_string())
-                ));
                 self.removal.heard(notice);
-                return Err(RPCError::Network(NetworkError::new(&err)));
             }
-            let err = std::io::Error::other(format!("{path} answered HTTP {status}"));
+            let err = std::io::Error::other(format!(
+                "{path}: this node is no member of {}'s cluster (HTTP {status})",
+                self.base
+            ));
             return Err(RPCError::Network(NetworkError::new(&err)));
         }
         if !status.is_success() {
