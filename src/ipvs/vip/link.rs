@@ -35,7 +35,19 @@ pub struct LinkVips {
     ifname: String,
     // Declared before the runtime so it is dropped first.
     handle: rtnetlink::Handle,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for LinkVips {
+    /// The table may be dropped anywhere, an async task included (the
+    /// reconciler's, as the node stops), where dropping a runtime panics:
+    /// it is shut down without waiting instead.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for LinkVips {
@@ -87,7 +99,7 @@ impl LinkVips {
         Ok(LinkVips {
             ifname: ifname.to_owned(),
             handle,
-            runtime,
+            runtime: Some(runtime),
         })
     }
 
@@ -100,7 +112,10 @@ impl LinkVips {
         &self,
         request: impl Future<Output = Result<T, rtnetlink::Error>>,
     ) -> Result<T, io::Error> {
-        self.runtime.block_on(async {
+        let Some(runtime) = &self.runtime else {
+            return Err(io::Error::other("the VIP table is closed"));
+        };
+        runtime.block_on(async {
             match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
                 Ok(answer) => answer.map_err(cause),
                 Err(_) => Err(io::Error::new(
