@@ -308,6 +308,8 @@ async fn keep_members(
 ) {
     tokio::pin!(stop);
     let mut metrics = raft.metrics();
+    // The metrics change every tick; the membership seldom.
+    let mut last = Vec::new();
     loop {
         let members: Vec<NodeInfo> = metrics
             .borrow_and_update()
@@ -316,9 +318,15 @@ async fn keep_members(
             .nodes()
             .map(|(_, n)| n.clone())
             .collect();
-        if !members.is_empty() {
-            if let Err(e) = KnownMembers::new(members).save(&dir) {
-                tracing::warn!(error = %crate::errors::chain(&e), "could not record the cluster's members");
+        if !members.is_empty() && members != last {
+            for member in &members {
+                crate::logging::name_node(node_id(&member.name), &member.name);
+            }
+            match KnownMembers::new(members.clone()).save(&dir) {
+                Ok(()) => last = members,
+                Err(e) => {
+                    tracing::warn!(error = %crate::errors::chain(&e), "could not record the cluster's members")
+                }
             }
         }
         tokio::select! {
@@ -579,6 +587,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         api_addr: SocketAddr::new(cfg.http_advertise.ip(), http_bound.port()).to_string(),
     };
     let id = node_id(&cfg.name);
+    crate::logging::name_node(id, &cfg.name);
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         // Below actix-web's 5 s keep-alive, so that a pooled connection is

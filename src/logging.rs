@@ -1,14 +1,23 @@
-//! The process's log: tracing to stderr (the journal, under systemd), with
-//! the level from RUST_LOG (default `info`, openraft's internals at `warn`),
-//! and repeats of openraft's messages held back.
+//! The process's log: tracing to stderr (the journal, under systemd) as
+//! plain text, colours only on a terminal, or JSON lines for log shippers
+//! (`LOG_FORMAT=json`); the level from `LOG_LEVEL` (default `info`, with
+//! openraft's internals at `warn`) or a whole `RUST_LOG` filter; repeats
+//! of openraft's messages held back; and node names instead of their
+//! numeric Raft ids.
 //!
 //! openraft logs some failures once per attempt: with a member down, every
 //! leadership confirmation logs an ERROR per unreachable member, thousands
 //! a minute under reads. Each of openraft's messages (its call site) is
 //! shown the first time and then at most once per [`REPEAT_WINDOW`].
+//!
+//! openraft knows members by their 64-bit ids (a hash of `RAFT_NODE_ID`)
+//! and prints them (`T3-N14577794042753658644`); every line is written
+//! with each id of a known member replaced by its name
+//! ([`name_node`]), in both formats.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::io::Write;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tracing::callsite::Identifier;
 use tracing::{Event, Subscriber};
@@ -19,8 +28,121 @@ use tracing_subscriber::EnvFilter;
 /// How often the same openraft message is shown at most.
 pub const REPEAT_WINDOW: Duration = Duration::from_secs(60);
 
-/// The filter when RUST_LOG is not set.
-pub const DEFAULT_FILTER: &str = "info,openraft=warn";
+/// The level when neither `LOG_LEVEL` nor `RUST_LOG` is set.
+pub const DEFAULT_LEVEL: &str = "info";
+
+/// The filter for `LOG_LEVEL=level`: openraft's internals one level
+/// quieter than `warn` unless the level asks for more detail.
+fn filter_for(level: &str) -> Result<EnvFilter, String> {
+    let level = level.trim().to_ascii_lowercase();
+    let openraft = match level.as_str() {
+        "error" | "warn" | "info" => "warn",
+        "debug" | "trace" => level.as_str(),
+        other => {
+            return Err(format!(
+                "LOG_LEVEL {other:?}: expected error, warn, info, debug or trace (or set RUST_LOG \
+                 to a whole filter, e.g. info,openraft=debug)"
+            ))
+        }
+    };
+    EnvFilter::try_new(format!("{level},openraft={openraft}")).map_err(|e| e.to_string())
+}
+
+/// How lines are written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One line of text per event (colours only on a terminal).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl Format {
+    fn parse(value: &str) -> Result<Format, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "text" => Ok(Format::Text),
+            "json" => Ok(Format::Json),
+            other => Err(format!("LOG_FORMAT {other:?}: expected text or json")),
+        }
+    }
+}
+
+/// The names of the members whose Raft ids appear in log lines.
+static NAMES: RwLock<Vec<(String, String)>> = RwLock::new(Vec::new());
+
+/// Lets the log show `name` wherever openraft prints `id`.
+pub fn name_node(id: u64, name: &str) {
+    let id = id.to_string();
+    let mut names = NAMES.write().unwrap_or_else(|e| e.into_inner());
+    if !names.iter().any(|(known, _)| *known == id) {
+        names.push((id, name.to_string()));
+    }
+}
+
+/// `line` with every known member id replaced by its name. Ids are the
+/// long digit runs (a 64-bit hash has 15 digits or more), so timestamps,
+/// ports and indexes are left alone.
+fn with_names(line: &str) -> std::borrow::Cow<'_, str> {
+    let names = NAMES.read().unwrap_or_else(|e| e.into_inner());
+    if names.is_empty()
+        || !line
+            .as_bytes()
+            .windows(15)
+            .any(|w| w.iter().all(u8::is_ascii_digit))
+    {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
+        out.push_str(&rest[..start]);
+        let digits = &rest[start..];
+        let end = digits
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(digits.len());
+        let run = &digits[..end];
+        match names.iter().find(|(id, _)| id == run) {
+            Some((_, name)) => out.push_str(name),
+            None => out.push_str(run),
+        }
+        rest = &digits[end..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
+/// Writes each formatted event to stderr once it is whole, with member ids
+/// replaced by names.
+struct NamedLines;
+
+/// One event's line as it is formatted.
+struct Line(Vec<u8>);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for NamedLines {
+    type Writer = Line;
+    fn make_writer(&'a self) -> Line {
+        Line(Vec::with_capacity(256))
+    }
+}
+
+impl Write for Line {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        // Nowhere to report a failure to write the log.
+        let _ = std::io::stderr().write_all(with_names(&text).as_bytes());
+    }
+}
 
 /// When each message was last shown.
 struct Shown<K> {
@@ -60,25 +182,77 @@ impl<S: Subscriber> Layer<S> for Repeats {
     }
 }
 
-/// Installs the log for the binary.
-pub fn init() {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    tracing_subscriber::registry()
+/// Installs the log for the binary from `LOG_FORMAT`, `LOG_LEVEL` and
+/// `RUST_LOG` (which, when set, is the whole filter); a bad value is an
+/// error that names the variable.
+pub fn init() -> Result<(), String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let format = Format::parse(&var("LOG_FORMAT").unwrap_or_default())?;
+    let filter = match (var("RUST_LOG"), var("LOG_LEVEL")) {
+        (Some(filter), _) => {
+            EnvFilter::try_new(&filter).map_err(|e| format!("RUST_LOG {filter:?}: {e}"))?
+        }
+        (None, level) => filter_for(level.as_deref().unwrap_or(DEFAULT_LEVEL))?,
+    };
+    let registry = tracing_subscriber::registry()
         .with(filter)
-        .with(Repeats(Shown::new()))
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                // Colour codes only for a terminal, not for files and the journal.
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
-        .init();
+        .with(Repeats(Shown::new()));
+    match format {
+        Format::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(NamedLines)
+                    // Colour codes only for a terminal, not for files and
+                    // the journal.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .init(),
+        Format::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_writer(NamedLines),
+            )
+            .init(),
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_ids_become_names_and_other_numbers_stay() {
+        name_node(14577794042753658644, "node1");
+        let line = "2026-12-07T00:57:57.694500Z  INFO vote T1-N14577794042753658644:committed \
+                    id=14577794042753658644 index=123456 port=2221 other=14577794042753658645";
+        assert_eq!(
+            with_names(line),
+            "2026-12-07T00:57:57.694500Z  INFO vote T1-Nnode1:committed \
+             id=node1 index=123456 port=2221 other=14577794042753658645"
+        );
+        assert!(matches!(
+            with_names("no ids here 12"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn settings_are_checked_by_name() {
+        assert_eq!(Format::parse("JSON"), Ok(Format::Json));
+        assert_eq!(Format::parse(""), Ok(Format::Text));
+        assert!(Format::parse("xml")
+            .unwrap_err()
+            .starts_with("LOG_FORMAT \"xml\""));
+        assert!(filter_for("debug").is_ok());
+        assert!(filter_for("verbose")
+            .unwrap_err()
+            .starts_with("LOG_LEVEL \"verbose\""));
+    }
 
     #[test]
     fn a_repeat_is_shown_again_only_after_the_window() {

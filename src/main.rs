@@ -9,7 +9,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    ipvs_manager::logging::init();
+    if let Err(e) = ipvs_manager::logging::init() {
+        eprintln!("ipvs-manager: {e}");
+        return ExitCode::from(2);
+    }
     // sled panics on some damaged files; the store turns those panics into
     // errors that name the file, so the default report ("thread 'main'
     // panicked at ...") would only look like a crash of ours.
