@@ -604,17 +604,18 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let scrubber = sm.scrubber();
     let owned = load_owned(&cfg)?;
     let removal = Removal::default();
+    let contact = crate::cluster::quorum::Contact::new();
     let raft = openraft::Raft::new(
         id,
         raft_config(cfg.snapshot_logs)?,
-        Network::new(peers.clone(), removal.clone()),
+        Network::new(peers.clone(), removal.clone(), contact.clone()),
         log,
         sm,
     )
     .await
     .context("failed to start raft")?;
 
-    let writer = Writer::start(raft.clone(), peers.clone());
+    let writer = Writer::start(raft.clone(), peers.clone(), contact.clone());
     let node = Arc::new(Node {
         writer: writer.clone(),
         state: state.clone(),
@@ -637,6 +638,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     });
     let raft_data = web::Data::new(raft.clone());
     let removal_data = web::Data::new(removal.clone());
+    let contact_data = web::Data::new(contact.clone());
     let batcher_data = web::Data::new(writer.batcher().clone());
     let writer_data = web::Data::new(writer.clone());
     let handover = Handover::default();
@@ -647,6 +649,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         App::new()
             .app_data(raft_data.clone())
             .app_data(removal_data.clone())
+            .app_data(contact_data.clone())
             .app_data(batcher_data.clone())
             .app_data(writer_data.clone())
             .app_data(handover_data.clone())
@@ -774,6 +777,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         keep_members(raft.clone(), cfg.vol_dir.clone(), stopped()),
     );
     essential.spawn("store scrub", scrub(scrubber, stopped()));
+    essential.spawn(
+        "quorum watch",
+        crate::cluster::watch_quorum(raft.clone(), contact.clone(), stopped()),
+    );
     if in_cluster {
         // A joining node first catches up with the leader, so its first pass
         // works from the cluster's state, not from an empty one.

@@ -337,11 +337,11 @@ fn store_gauges(r: &mut Registry, scrape: &Scrape<'_>) {
         i64::from(scrape.problems.is_empty()),
     );
     let not_ready = Family::<CheckLabels, Gauge>::default();
-    for check in ["membership", "sync", "disk", "store", "raft"] {
-        let failing = scrape.problems.iter().any(|p| p.check.name() == check);
+    for check in crate::readiness::Check::ALL {
+        let failing = scrape.problems.iter().any(|p| p.check == check);
         not_ready
             .get_or_create(&CheckLabels {
-                check: check.to_string(),
+                check: check.name().to_string(),
             })
             .set(i64::from(failing));
     }

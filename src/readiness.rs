@@ -7,6 +7,7 @@
 //! the watchdog stops being fed. Others are the cluster's (no leader yet):
 //! a restart cures nothing there, so they only make the node not ready.
 
+use crate::cluster::quorum::QuorumState;
 use crate::raft::typ::RaftMetrics;
 use crate::raft::NodeId;
 use crate::store::DiskStatus;
@@ -16,6 +17,10 @@ use crate::store::DiskStatus;
 pub enum Check {
     /// Not (yet) a member of a cluster with a leader.
     Membership,
+    /// No contact with a quorum for longer than an election takes: writes
+    /// cannot commit and reads cannot be confirmed, even if a leader is
+    /// still named.
+    Quorum,
     /// Started (or rejoined) but not caught up with the leader yet: its
     /// state may be far behind.
     Sync,
@@ -28,9 +33,20 @@ pub enum Check {
 }
 
 impl Check {
+    /// Every check, in the order problems are listed.
+    pub const ALL: [Check; 6] = [
+        Check::Raft,
+        Check::Store,
+        Check::Disk,
+        Check::Membership,
+        Check::Quorum,
+        Check::Sync,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Check::Membership => "membership",
+            Check::Quorum => "quorum",
             Check::Sync => "sync",
             Check::Disk => "disk",
             Check::Store => "store",
@@ -40,7 +56,7 @@ impl Check {
 
     /// Whether the node itself is at fault (the watchdog then starves).
     pub fn is_own(self) -> bool {
-        !matches!(self, Check::Membership | Check::Sync)
+        !matches!(self, Check::Membership | Check::Quorum | Check::Sync)
     }
 }
 
@@ -52,12 +68,14 @@ pub struct Problem {
 }
 
 /// The reasons node `me` cannot serve correctly now; empty when it can.
-/// `caught_up`: whether it has caught up with the leader since it started.
+/// `caught_up`: whether it has caught up with the leader since it started;
+/// `quorum`: what it knows of its contact with a quorum.
 pub fn problems(
     raft: &RaftMetrics,
     me: NodeId,
     disk: &DiskStatus,
     caught_up: bool,
+    quorum: &QuorumState,
 ) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut problem = |check, detail: String| problems.push(Problem { check, detail });
@@ -91,6 +109,12 @@ pub fn problems(
             } else {
                 "not yet a member of a cluster with a leader".into()
             },
+        );
+    }
+    if let Some(why) = quorum.problem(|id| crate::cluster::member_name(raft, id)) {
+        problem(
+            Check::Quorum,
+            format!("{why}; writes are refused and consistent reads fail until it is back"),
         );
     }
     if !caught_up {
@@ -132,7 +156,13 @@ mod tests {
             }),
             ..Default::default()
         };
-        let found = problems(&metrics, 1, &disk, true);
+        let quorum = QuorumState {
+            ok: true,
+            age: Some(std::time::Duration::ZERO),
+            leader: None,
+            uptime: std::time::Duration::ZERO,
+        };
+        let found = problems(&metrics, 1, &disk, true, &quorum);
         let checks: Vec<Check> = found.iter().map(|p| p.check).collect();
         assert_eq!(checks, vec![Check::Disk, Check::Membership]);
         assert!(
@@ -140,7 +170,7 @@ mod tests {
             "{found:?}"
         );
         assert!(found[0].check.is_own() && !found[1].check.is_own());
-        let found = problems(&metrics, 1, &DiskStatus::default(), false);
+        let found = problems(&metrics, 1, &DiskStatus::default(), false, &quorum);
         let checks: Vec<Check> = found.iter().map(|p| p.check).collect();
         assert_eq!(checks, vec![Check::Membership, Check::Sync]);
         assert!(!found[1].check.is_own());

@@ -90,6 +90,8 @@ pub enum ErrorCode {
     RevisionMismatch,
     BodyTooLarge,
     UnsupportedMediaType,
+    /// The `Idempotency-Key` was used before with another request (422).
+    IdempotencyKeyReused,
     // --- the node (500, 503) ---
     /// No leader is known (election under way, or no quorum).
     NoLeader,
@@ -98,6 +100,17 @@ pub enum ErrorCode {
     Unavailable,
     /// A failure of this node (its storage), never of the request.
     Internal,
+    /// The write may or may not have been committed (a quorum out of reach
+    /// while it waited, the leader's answer lost): never "failed". Retried
+    /// with the same `Idempotency-Key`, it answers the first outcome.
+    OutcomeUnknown,
+    /// The write was committed, but this node has not applied it in time
+    /// (it is behind the leader): it will take effect; nothing is wrong
+    /// with the request.
+    NotApplied,
+    /// This node knows it cannot reach a quorum (no contact for longer than
+    /// an election takes): the write was not sent. Nothing was written.
+    NoQuorum,
     /// `?wait=applied`: the write committed, but not every node (or not a
     /// quorum) programmed it into its kernel in time.
     NotProgrammed,
@@ -156,9 +169,13 @@ impl ErrorCode {
         ErrorCode::RevisionMismatch,
         ErrorCode::BodyTooLarge,
         ErrorCode::UnsupportedMediaType,
+        ErrorCode::IdempotencyKeyReused,
         ErrorCode::NoLeader,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::OutcomeUnknown,
+        ErrorCode::NotApplied,
+        ErrorCode::NoQuorum,
         ErrorCode::NotProgrammed,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -179,8 +196,10 @@ impl ErrorCode {
             RevisionMismatch => 412,
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,
+            IdempotencyKeyReused => 422,
             Internal => 500,
-            NoLeader | Unavailable | Overloaded | NotReady | StoreUnavailable => 503,
+            NoLeader | Unavailable | Overloaded | NotReady | StoreUnavailable | OutcomeUnknown
+            | NotApplied | NoQuorum => 503,
             NotProgrammed => 504,
             MalformedJson
             | DuplicateKey
@@ -254,6 +273,10 @@ impl ErrorCode {
             RevisionMismatch => "revision_mismatch",
             BodyTooLarge => "body_too_large",
             UnsupportedMediaType => "unsupported_media_type",
+            IdempotencyKeyReused => "idempotency_key_reused",
+            OutcomeUnknown => "outcome_unknown",
+            NotApplied => "not_applied",
+            NoQuorum => "no_quorum",
             NoLeader => "no_leader",
             Unavailable => "unavailable",
             Internal => "internal",
@@ -455,6 +478,62 @@ impl ApiError {
         }
     }
 
+    /// 503 for a write whose fate is not known: it may have been committed
+    /// (and may still be). Never "failed": `how_to_check` says how to find
+    /// out; a retry with the same `Idempotency-Key` answers the first
+    /// outcome.
+    pub fn outcome_unknown(why: impl fmt::Display, how_to_check: &str) -> ApiError {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                ErrorCode::OutcomeUnknown,
+                format!(
+                    "outcome unknown: {why}; the write may have been committed, or may still be. \
+                     Retry it with the same Idempotency-Key to get its outcome (a retry without \
+                     one may apply it twice), or {how_to_check}"
+                ),
+            )
+        }
+    }
+
+    /// 503 for a write the leader committed (its outcome known: `revision`)
+    /// that this node has not applied in time.
+    pub fn committed_elsewhere(index: u64, revision: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                ErrorCode::NotApplied,
+                format!(
+                    "the write was committed at log index {index} (revision {revision}) and takes \
+                     effect, but this node has not applied it yet (it is behind the leader), so it \
+                     cannot show the result: read it from another node, or retry with the same \
+                     Idempotency-Key once this node catches up"
+                ),
+            )
+        }
+    }
+
+    /// 503 when this node knows it cannot reach a quorum: nothing was sent.
+    pub fn no_quorum(why: &str) -> ApiError {
+        ApiError {
+            retry_after: Some(2),
+            ..ApiError::new(
+                ErrorCode::NoQuorum,
+                format!("{why}: nothing was written; retry once a quorum is back, or ask a node that has one"),
+            )
+        }
+    }
+
+    /// 422 for an `Idempotency-Key` sent before with another request.
+    pub fn key_reused() -> ApiError {
+        ApiError::at(
+            ErrorCode::IdempotencyKeyReused,
+            "Idempotency-Key",
+            "this Idempotency-Key was used before with another request: nothing was done; \
+             use a new key for each distinct write (a retry must repeat the request exactly)",
+        )
+    }
+
     /// 503 from `/readyz`: every reason the node cannot serve correctly,
     /// each under the name of its check.
     pub fn not_ready(problems: &[crate::readiness::Problem]) -> ApiError {
@@ -530,6 +609,8 @@ impl ApiError {
             ),
             // The batcher answers each write with its own result.
             CommandResult::Batch(_) => ApiError::internal("a batch result reached a single write"),
+            CommandResult::Replayed { first, .. } => return ApiError::from_refusal(first),
+            CommandResult::KeyReused => ApiError::key_reused(),
         })
     }
 
@@ -606,6 +687,7 @@ impl std::error::Error for ApiError {}
 pub fn outcome(result: CommandResult) -> Result<u64, ApiError> {
     match result {
         CommandResult::Applied { revision } => Ok(revision),
+        CommandResult::Replayed { first, .. } => outcome(*first),
         refused => Err(ApiError::from_refusal(&refused)
             .unwrap_or_else(|| ApiError::internal("unexpected command result"))),
     }

@@ -165,6 +165,65 @@ pub struct ConfigPlan {
     pub unchanged: usize,
 }
 
+/// The answer to a write with `?dry_run=true`: nothing was committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DryRun {
+    /// Always true: tells a rehearsal from the write's own answer.
+    pub dry_run: bool,
+    /// The status the write would answer (201, 200, 202, 204).
+    pub status: u16,
+    /// The body the write would answer: the object as it would be (its
+    /// `revision` 0, since nothing was committed), or `null` when the write
+    /// would leave none (a deletion at once).
+    pub result: serde_json::Value,
+    /// What the desired state would change.
+    pub desired: ConfigPlan,
+    /// What each member's kernel would change, as its reconciler would
+    /// program it now (its kernel table, its health checks, its drains).
+    pub kernels: Vec<NodePlan>,
+}
+
+/// One member's kernel changes for a dry run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePlan {
+    /// `RAFT_NODE_ID`.
+    pub node: String,
+    /// In the order the reconciler would make them; empty when the kernel
+    /// already matches.
+    pub changes: Vec<KernelChange>,
+    /// Why this member's plan is not known (it did not answer, programs no
+    /// kernel, or its table could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One kernel change, as `diff` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelChange {
+    /// `+` add, `~` edit in place, `-` delete.
+    pub op: String,
+    pub change: String,
+}
+
+impl From<&crate::ipvs::Change> for KernelChange {
+    fn from(change: &crate::ipvs::Change) -> KernelChange {
+        KernelChange {
+            op: change.sign().to_string(),
+            change: change.to_string(),
+        }
+    }
+}
+
+/// What a member is asked to plan for a dry run: the touched services as
+/// the write would leave them (`null`: gone).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRequest {
+    pub services: Vec<(
+        crate::model::ServiceKey,
+        Option<crate::model::ServiceConfig>,
+    )>,
+}
+
 /// How one service would change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceChange {
@@ -179,11 +238,28 @@ pub struct ServiceChange {
 /// `GET /api/v1/cluster`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterView {
-    /// `RAFT_NODE_ID` of the leader; `null` while there is none.
+    /// `RAFT_NODE_ID` of the leader; `null` while there is none, and while
+    /// this node knows no quorum has acknowledged one lately (see `quorum`).
     pub leader_id: Option<String>,
     pub term: u64,
     pub commit_index: u64,
+    /// This node's contact with a quorum.
+    pub quorum: QuorumView,
     pub members: Vec<MemberView>,
+}
+
+/// What a node knows of its contact with a quorum.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumView {
+    /// A quorum acknowledged the leader within the last 2 s.
+    pub ok: bool,
+    /// Milliseconds since a quorum last acknowledged the leader, as this
+    /// node knows; `null`: not since it started.
+    pub last_contact_ms: Option<u64>,
+    /// The leader that acknowledgement was for.
+    pub last_leader: Option<String>,
+    /// Why the node has no quorum (`null` when it has one).
+    pub problem: Option<String>,
 }
 
 /// One member of the cluster.

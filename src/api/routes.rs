@@ -77,6 +77,26 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Whether it changes the desired state or the membership (an answer
+    /// that does not come may hide a change that happened).
+    pub fn writes(self) -> bool {
+        use Operation::*;
+        matches!(
+            self,
+            CreateService
+                | ReplaceService
+                | PatchService
+                | DeleteService
+                | CreateServer
+                | ReplaceServer
+                | PatchServer
+                | DeleteServer
+                | ReplaceConfig
+                | JoinCluster
+                | RemoveMember
+        )
+    }
+
     /// The `operationId` in the OpenAPI document.
     pub fn id(self) -> &'static str {
         use Operation::*;
@@ -119,15 +139,38 @@ pub struct Route {
     pub operation: Operation,
     /// Largest body accepted (413 above); 0 for routes without a body.
     pub max_body: usize,
+    /// The query parameters it takes; any other is refused (400), so that
+    /// a misspelt `?dry-run` cannot turn a rehearsal into a change.
+    pub query: &'static [&'static str],
 }
 
-const fn route(method: Method, path: &'static str, operation: Operation, max_body: usize) -> Route {
+const fn route(
+    method: Method,
+    path: &'static str,
+    operation: Operation,
+    max_body: usize,
+    query: &'static [&'static str],
+) -> Route {
     Route {
         method,
         path,
         operation,
         max_body,
+        query,
     }
+}
+
+/// The query parameters of each kind of route.
+mod query {
+    /// Reads of the desired state.
+    pub const READ: &[&str] = &["consistent"];
+    /// Writes of the desired state.
+    pub const WRITE: &[&str] = &["dry_run", "wait"];
+    /// Removals, which drain.
+    pub const REMOVE: &[&str] = &["dry_run", "grace", "wait"];
+    /// A node's report, as a long poll.
+    pub const NODE: &[&str] = &["programmed", "timeout_ms"];
+    pub const NONE: &[&str] = &[];
 }
 
 const SERVICES: &str = "/api/v1/services";
@@ -142,37 +185,50 @@ pub const ROUTES: &[Route] = {
     use Operation::*;
     const B: usize = MAX_BODY_BYTES;
     &[
-        route(Get, "/healthz", Health, 0),
-        route(Get, "/readyz", Ready, 0),
-        route(Get, "/api/v1/openapi.json", OpenApi, 0),
-        route(Get, "/metrics", Metrics, 0),
-        route(Get, SERVICES, ListServices, 0),
-        route(Post, SERVICES, CreateService, B),
-        route(Get, SERVICE, GetService, 0),
-        route(Put, SERVICE, ReplaceService, B),
-        route(Patch, SERVICE, PatchService, B),
-        route(Delete, SERVICE, DeleteService, 0),
-        route(Get, SERVERS, ListServers, 0),
-        route(Post, SERVERS, CreateServer, B),
-        route(Get, SERVER, GetServer, 0),
-        route(Put, SERVER, ReplaceServer, B),
-        route(Patch, SERVER, PatchServer, B),
-        route(Delete, SERVER, DeleteServer, 0),
-        route(Get, "/api/v1/config", GetConfig, 0),
-        route(Put, "/api/v1/config", ReplaceConfig, MAX_CONFIG_BODY_BYTES),
-        route(Get, "/api/v1/cluster", GetCluster, 0),
-        route(Get, "/api/v1/node", GetNode, 0),
-        route(Get, "/api/v1/node/kernel", GetNodeKernel, 0),
-        route(Post, "/api/v1/cluster/join", JoinCluster, B),
-        route(Delete, "/api/v1/cluster/members/{node_id}", RemoveMember, 0),
+        route(Get, "/healthz", Health, 0, query::NONE),
+        route(Get, "/readyz", Ready, 0, query::NONE),
+        route(Get, "/api/v1/openapi.json", OpenApi, 0, query::NONE),
+        route(Get, "/metrics", Metrics, 0, query::NONE),
+        route(Get, SERVICES, ListServices, 0, query::READ),
+        route(Post, SERVICES, CreateService, B, query::WRITE),
+        route(Get, SERVICE, GetService, 0, query::READ),
+        route(Put, SERVICE, ReplaceService, B, query::WRITE),
+        route(Patch, SERVICE, PatchService, B, query::WRITE),
+        route(Delete, SERVICE, DeleteService, 0, query::REMOVE),
+        route(Get, SERVERS, ListServers, 0, query::READ),
+        route(Post, SERVERS, CreateServer, B, query::WRITE),
+        route(Get, SERVER, GetServer, 0, query::READ),
+        route(Put, SERVER, ReplaceServer, B, query::WRITE),
+        route(Patch, SERVER, PatchServer, B, query::WRITE),
+        route(Delete, SERVER, DeleteServer, 0, query::REMOVE),
+        route(Get, "/api/v1/config", GetConfig, 0, query::READ),
+        route(
+            Put,
+            "/api/v1/config",
+            ReplaceConfig,
+            MAX_CONFIG_BODY_BYTES,
+            query::WRITE,
+        ),
+        route(Get, "/api/v1/cluster", GetCluster, 0, query::NONE),
+        route(Get, "/api/v1/node", GetNode, 0, query::NODE),
+        route(Get, "/api/v1/node/kernel", GetNodeKernel, 0, query::NONE),
+        route(Post, "/api/v1/cluster/join", JoinCluster, B, query::NONE),
+        route(
+            Delete,
+            "/api/v1/cluster/members/{node_id}",
+            RemoveMember,
+            0,
+            query::NONE,
+        ),
         route(
             Get,
             "/api/v1/cluster/members/{node_id}/kernel",
             GetMemberKernel,
             0,
+            query::NONE,
         ),
-        route(Get, "/", Ui, 0),
-        route(Get, "/ui/{asset}", UiAsset, 0),
+        route(Get, "/", Ui, 0, query::NONE),
+        route(Get, "/ui/{asset}", UiAsset, 0, query::NONE),
     ]
 };
 
@@ -201,6 +257,41 @@ pub fn match_route<'p>(
     } else {
         Err(ApiError::method_not_allowed(method, &allowed))
     }
+}
+
+/// Refuses a query parameter `route` does not take (400 naming it and
+/// those it takes); repeated parameters are left to the handler.
+pub fn check_query<S: AsRef<str>>(
+    route: &Route,
+    names: impl IntoIterator<Item = S>,
+) -> Result<(), ApiError> {
+    let Some(unknown) = names
+        .into_iter()
+        .find(|n| !route.query.contains(&n.as_ref()))
+    else {
+        return Ok(());
+    };
+    let unknown = unknown.as_ref();
+    let takes = match route.query {
+        [] => "takes no query parameters".to_string(),
+        [one] => format!("takes only ?{one}"),
+        [init @ .., last] => format!(
+            "takes {} and ?{last}",
+            init.iter()
+                .map(|n| format!("?{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Err(ApiError::at(
+        super::ErrorCode::InvalidQuery,
+        format!("?{unknown}"),
+        format!(
+            "unknown query parameter ?{unknown}: {} {} {takes}",
+            route.method.as_str(),
+            route.path
+        ),
+    ))
 }
 
 fn match_path<'p>(template: &'static str, path: &'p str) -> Option<PathParams<'p>> {

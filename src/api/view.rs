@@ -1,6 +1,7 @@
 //! Model → response JSON: services with their id, revision and servers
-//! (sorted), the whole configuration, request bodies for clients, and the
-//! plan of a configuration replacement (`PUT /api/v1/config?dry_run=true`).
+//! (sorted), the whole configuration, request bodies for clients, and what
+//! a write changes in the desired state (the plan of a dry run, and of
+//! `PUT /api/v1/config`).
 //!
 //! Every view is total: the model can hold values the API never accepts
 //! (`Local` and `Bypass` forwarding, scheduler flag bits without a name for
@@ -19,6 +20,8 @@ use crate::model::{
     VirtualService,
 };
 use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// A service as responses show it.
 pub fn service_view(cfg: &ServiceConfig) -> ServiceView {
@@ -203,11 +206,34 @@ pub fn config_request(specs: &[ServiceSpec]) -> Value {
 /// services that keep their revision, count as unchanged).
 pub fn plan_config(current: &DesiredState, next: &[ServiceSpec]) -> ConfigPlan {
     let next = current.replaced(next, u64::MAX);
+    let keys: BTreeSet<ServiceKey> = current
+        .services
+        .keys()
+        .chain(next.keys())
+        .copied()
+        .collect();
+    plan_changes(current, &next, &keys)
+}
+
+/// What the services `keys` change from `before` to `after`.
+pub fn plan_changes(
+    before: &DesiredState,
+    after: &BTreeMap<ServiceKey, Arc<ServiceConfig>>,
+    keys: &BTreeSet<ServiceKey>,
+) -> ConfigPlan {
     let mut plan = ConfigPlan::default();
-    for (key, new) in &next {
-        let Some(old) = current.services.get(key) else {
-            plan.added.push(ids::service_id(key));
-            continue;
+    for key in keys {
+        let (old, new) = match (before.services.get(key), after.get(key)) {
+            (None, None) => continue,
+            (None, Some(_)) => {
+                plan.added.push(ids::service_id(key));
+                continue;
+            }
+            (Some(_), None) => {
+                plan.removed.push(ids::service_id(key));
+                continue;
+            }
+            (Some(old), Some(new)) => (old, new),
         };
         let mut change = ServiceChange {
             id: ids::service_id(key),
@@ -221,7 +247,8 @@ pub fn plan_config(current: &DesiredState, next: &[ServiceSpec]) -> ConfigPlan {
                 None => change.servers_added.push(ids::server_id(dkey)),
                 Some(was)
                     if was != dest
-                        || old.draining_servers.get(dkey) != new.draining_servers.get(dkey) =>
+                        || old.draining_servers.get(dkey) != new.draining_servers.get(dkey)
+                        || old.server_checks.get(dkey) != new.server_checks.get(dkey) =>
                 {
                     change.servers_changed.push(ids::server_id(dkey))
                 }
@@ -241,11 +268,6 @@ pub fn plan_config(current: &DesiredState, next: &[ServiceSpec]) -> ConfigPlan {
             plan.changed.push(change);
         } else {
             plan.unchanged += 1;
-        }
-    }
-    for key in current.services.keys() {
-        if !next.contains_key(key) {
-            plan.removed.push(ids::service_id(key));
         }
     }
     plan

@@ -7,7 +7,7 @@ use crate::api::{parse_server_id, parse_service_id};
 use crate::config::Ownership;
 use crate::health::{HealthTable, ServerState};
 use crate::ipvs::text;
-use crate::ipvs::{Change, Info};
+use crate::ipvs::Info;
 use crate::model::{Command, DesiredState, DestEntry, Drain, ServiceEntry, ServiceKey};
 use crate::reconcile::plan;
 use anyhow::{bail, Context};
@@ -331,11 +331,6 @@ pub fn diff(api: &Api, args: &OutputArgs) -> anyhow::Result<ExitCode> {
     let health = health_table(&node.health)?;
     let plan = plan::plan(&desired, &kernel, None, &owned, ownership, &health, now);
     let mut out = std::io::stdout().lock();
-    let sign = |change: &Change| match change {
-        Change::AddService(_) | Change::AddDest(..) => '+',
-        Change::EditService(_) | Change::EditDest(..) => '~',
-        _ => '-',
-    };
     let code = if plan.changes.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -345,7 +340,7 @@ pub fn diff(api: &Api, args: &OutputArgs) -> anyhow::Result<ExitCode> {
         let changes: Vec<_> = plan
             .changes
             .iter()
-            .map(|c| serde_json::json!({"op": sign(c).to_string(), "change": c.to_string()}))
+            .map(|c| serde_json::json!({"op": c.sign().to_string(), "change": c.to_string()}))
             .collect();
         let foreign: Vec<String> = plan.foreign.iter().map(|k| k.to_string()).collect();
         let report = serde_json::json!({
@@ -357,7 +352,7 @@ pub fn diff(api: &Api, args: &OutputArgs) -> anyhow::Result<ExitCode> {
         return Ok(code);
     }
     for change in &plan.changes {
-        writeln!(out, "{} {change}", sign(change))?;
+        writeln!(out, "{} {change}", change.sign())?;
     }
     for key in &plan.foreign {
         writeln!(
@@ -443,6 +438,9 @@ pub fn cluster(api: &Api, cmd: &ClusterCommand) -> anyhow::Result<ExitCode> {
                 view.term,
                 view.commit_index
             )?;
+            if let Some(problem) = &view.quorum.problem {
+                writeln!(out, "NO QUORUM: {problem}")?;
+            }
             writeln!(
                 out,
                 "{:<16} {:<22} {:<8} {:<9} {:>8} {:>10}  kernel",

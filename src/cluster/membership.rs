@@ -32,10 +32,29 @@ pub enum MembershipError {
     LastVoter(String),
     #[error("this node is not the leader")]
     NotLeader,
+    /// Another membership change is being committed (openraft takes one
+    /// at a time): nothing was done.
+    #[error("another membership change is in progress; nothing was done, retry in a moment")]
+    Busy,
 }
 
 fn raft_err(e: impl std::error::Error + Send + Sync + 'static) -> MembershipError {
     MembershipError::Raft(Box::new(e))
+}
+
+/// A refused membership change in the operator's terms; openraft's own
+/// messages carry raw log ids and node hashes.
+fn change_err(
+    e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, NodeInfo>>,
+) -> MembershipError {
+    use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => MembershipError::NotLeader,
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(_),
+        )) => MembershipError::Busy,
+        other => raft_err(other),
+    }
 }
 
 /// How this node entered the cluster.
@@ -144,10 +163,10 @@ pub async fn add_member(raft: &Raft, req: &JoinRequest) -> Result<(), Membership
             return Ok(());
         }
     }
-    raft.add_learner(id, node, true).await.map_err(raft_err)?;
+    raft.add_learner(id, node, true).await.map_err(change_err)?;
     raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
         .await
-        .map_err(raft_err)?;
+        .map_err(change_err)?;
     Ok(())
 }
 
@@ -167,10 +186,10 @@ pub async fn remove_member(raft: &Raft, name: &str) -> Result<NodeInfo, Membersh
         }
         raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
             .await
-            .map_err(raft_err)?;
+            .map_err(change_err)?;
     }
     raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
         .await
-        .map_err(raft_err)?;
+        .map_err(change_err)?;
     Ok(removed)
 }

@@ -8,6 +8,7 @@ pub mod handover;
 pub mod membership;
 pub mod network;
 pub mod peer_auth;
+pub mod quorum;
 pub mod rejoin;
 pub mod removal;
 pub mod rpc;
@@ -26,6 +27,11 @@ pub const NODE_PATH: &str = "/raft/node";
 /// A node's kernel table (`json::KernelTable`) on its Raft port, for the
 /// member that relays it to its web UI.
 pub const NODE_KERNEL_PATH: &str = "/raft/node/kernel";
+
+/// `POST` on a node's Raft port, for a dry run: what its reconciler would
+/// change in its kernel were the services as the request says
+/// (`json::PlanRequest` → a list of `json::KernelChange`).
+pub const NODE_PLAN_PATH: &str = "/raft/node/plan";
 
 /// `GET` on the leader's Raft port: the log index a linearizable read on
 /// another member waits for (JSON `null` when this node does not lead).
@@ -57,6 +63,9 @@ pub enum WriteError {
     /// still commit later.
     #[error("the write was not committed within {0:?} (is a quorum of nodes reachable?); it may still commit")]
     Timeout(Duration),
+    /// This node knows it has no quorum: the write was not proposed.
+    #[error("{0}")]
+    NoQuorum(String),
 }
 
 /// How long a proposal may wait for a quorum.
@@ -74,18 +83,25 @@ pub struct Writer {
     batcher: Batcher,
     forwarder: Forwarder,
     reads: ReadIndex,
+    contact: quorum::Contact,
 }
 
 impl Writer {
     /// Starts the queues that batch this node's writes (see [`batch`]);
     /// clones share them.
-    pub fn start(raft: Raft, peers: Peers) -> Writer {
+    pub fn start(raft: Raft, peers: Peers, contact: quorum::Contact) -> Writer {
         Writer {
             batcher: Batcher::start(raft.clone()),
             reads: ReadIndex::start(raft.clone(), peers.clone()),
             forwarder: Forwarder::start(peers, COMMIT_WAIT + Duration::from_secs(1)),
             raft,
+            contact,
         }
+    }
+
+    /// What this node knows of its contact with a quorum.
+    pub fn contact(&self) -> &quorum::Contact {
+        &self.contact
     }
 
     /// The log index a linearizable read must wait for (see [`ReadIndex`]).
@@ -114,6 +130,13 @@ impl Writer {
     /// whose answer was lost is reported as an error, never retried (it may
     /// have committed).
     pub async fn write(&self, cmd: Command) -> Result<WriteOutcome, WriteError> {
+        // Known lost: refused before anything is sent, so the answer is
+        // definite (nothing written) and immediate.
+        if let Some(lost) = self.contact.lost() {
+            let metrics = self.raft.metrics().borrow().clone();
+            let why = lost.problem(|id| member_name(&metrics, id));
+            return Err(WriteError::NoQuorum(why.unwrap_or_default()));
+        }
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         loop {
             // Where another node is known to lead, straight there; otherwise
@@ -287,6 +310,48 @@ async fn leader_read_index(raft: &Raft) -> Option<u64> {
     let last_log = raft.metrics().borrow().last_log_index.unwrap_or(0);
     let confirmed = raft.ensure_linearizable().await.ok()?;
     Some(confirmed.map_or(0, |l| l.index).max(last_log))
+}
+
+/// The name of member `id`, as the membership has it (its numeric id
+/// otherwise).
+pub fn member_name(metrics: &typ::RaftMetrics, id: NodeId) -> String {
+    metrics
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .map_or_else(|| id.to_string(), |n| n.name.clone())
+}
+
+/// Feeds `contact` with the leader's own view of its quorum, from every
+/// change of its Raft metrics (openraft reports them each tick) and at
+/// least every 250 ms (a lone leader's metrics may not change at all),
+/// until `stopped`.
+pub async fn watch_quorum(
+    raft: Raft,
+    contact: quorum::Contact,
+    stopped: impl std::future::Future<Output = ()>,
+) {
+    let mut metrics = raft.metrics();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let watch = async {
+        loop {
+            contact.observe(&metrics.borrow_and_update());
+            tokio::select! {
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        // Raft has stopped: readiness says so through its
+                        // metrics.
+                        std::future::pending::<()>().await;
+                    }
+                }
+                _ = tick.tick() => {}
+            }
+        }
+    };
+    tokio::select! {
+        () = watch => {}
+        () = stopped => {}
+    }
 }
 
 /// The current leader's id and node info, if known.

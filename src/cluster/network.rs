@@ -4,6 +4,7 @@
 //! one each time.
 
 use super::peer_auth::Peers;
+use super::quorum::{Contact, QUORUM_AGE_HEADER};
 use super::removal::{NotAMember, Removal};
 use crate::raft::{NodeId, NodeInfo, TypeConfig};
 use openraft::error::{
@@ -27,12 +28,19 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 pub struct Network {
     peers: Peers,
     removal: Removal,
+    contact: Contact,
 }
 
 impl Network {
-    /// `removal` hears a peer's answer that this node is no member.
-    pub fn new(peers: Peers, removal: Removal) -> Network {
-        Network { peers, removal }
+    /// `removal` hears a peer's answer that this node is no member;
+    /// `contact` is what this node knows of its quorum, told to followers
+    /// with every append.
+    pub fn new(peers: Peers, removal: Removal, contact: Contact) -> Network {
+        Network {
+            peers,
+            removal,
+            contact,
+        }
     }
 }
 
@@ -43,6 +51,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerClient {
             peers: self.peers.clone(),
             removal: self.removal.clone(),
+            contact: self.contact.clone(),
             target,
             base: format!("http://{}", node.raft_addr),
         }
@@ -53,6 +62,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerClient {
     peers: Peers,
     removal: Removal,
+    contact: Contact,
     target: NodeId,
     base: String,
 }
@@ -72,10 +82,15 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let request = self
+        let mut request = self
             .peers
             .post_json(&format!("{}{path}", self.base), req)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if path == APPEND_PATH {
+            if let Some(age) = self.contact.state().age {
+                request = request.header(QUORUM_AGE_HEADER, age.as_millis().to_string());
+            }
+        }
         let resp = request
             .timeout(option.hard_ttl())
             .send()

@@ -6,16 +6,19 @@
 use super::batch::{Batcher, MAX_BATCH};
 use super::handover::{Handover, ELECT_PATH};
 use super::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
+use super::quorum::{Contact, QUORUM_AGE_HEADER};
 use super::removal::{NotAMember, Removal, REMOVED_PATH};
 use super::{READ_INDEX_PATH, WRITE_PATH};
 use crate::model::Command;
 use crate::raft::{Raft, TypeConfig, WriteResult};
 use actix_web::web::{self, Data, Json};
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 
-/// Registers the RPC routes; they need `Data<Raft>`, `Data<Batcher>` and
-/// `Data<Handover>`.
+/// Registers the RPC routes; they need `Data<Raft>`, `Data<Batcher>`,
+/// `Data<Handover>` and `Data<Contact>`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route(APPEND_PATH, web::post().to(append))
         .route(VOTE_PATH, web::post().to(vote))
@@ -26,11 +29,33 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(REMOVED_PATH, web::post().to(removed));
 }
 
+/// An append from the leader, to Raft. One Raft accepts (it did not see a
+/// newer leader) also tells this node when the leader last had a quorum
+/// ([`QUORUM_AGE_HEADER`]).
 async fn append(
     raft: Data<Raft>,
+    contact: Data<Contact>,
+    http: actix_web::HttpRequest,
     req: Json<AppendEntriesRequest<TypeConfig>>,
 ) -> impl actix_web::Responder {
-    Json(raft.append_entries(req.into_inner()).await)
+    let leader = req.vote.leader_id.node_id;
+    let age = http
+        .headers()
+        .get(QUORUM_AGE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis);
+    let answer = raft.append_entries(req.into_inner()).await;
+    let accepted = matches!(
+        answer,
+        Ok(AppendEntriesResponse::Success
+            | AppendEntriesResponse::PartialSuccess(_)
+            | AppendEntriesResponse::Conflict)
+    );
+    if let (true, Some(age)) = (accepted, age) {
+        contact.acknowledged(leader, age);
+    }
+    Json(answer)
 }
 
 /// A vote request, from a member: to Raft. From a node that is no member

@@ -61,6 +61,19 @@ pub enum Change {
     SetTimeouts(Timeouts),
 }
 
+impl Change {
+    /// `+` for what it adds, `~` for what it edits in place, `-` for what
+    /// it removes (the marks of `diff` and of a dry run's kernel plan).
+    pub fn sign(&self) -> char {
+        match self {
+            Change::AddService(_) | Change::AddDest(..) => '+',
+            Change::EditService(_) | Change::EditDest(..) | Change::SetTimeouts(_) => '~',
+            Change::Zero(_) => '~',
+            Change::DelService(_) | Change::DelDest(..) | Change::Flush => '-',
+        }
+    }
+}
+
 impl fmt::Display for Change {
     /// What the change does, for error messages: "add service TCP 10.0.0.1:80".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

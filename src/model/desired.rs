@@ -345,6 +345,18 @@ pub enum Command {
     /// Replaces the whole configuration in one entry (`PUT /api/v1/config`,
     /// `restore`). Services whose content is unchanged keep their revision.
     ReplaceAll(Vec<ServiceSpec>),
+    /// A client's write under an `Idempotency-Key`: applied once; a later
+    /// write with the same key gets the first outcome (see
+    /// [`super::requests`]). Applied by [`super::requests::Requests::apply`].
+    Keyed {
+        key: String,
+        /// Digest of the request, to tell a retry from a reused key.
+        fingerprint: String,
+        /// When the accepting node took it (unix ms): the clock expiry
+        /// runs on.
+        at_ms: u64,
+        command: Box<Command>,
+    },
     /// Concurrent writes the leader coalesced into one log entry, applied in
     /// order, each with its own result. A batch names every service at most
     /// once and holds no `ReplaceAll` (see `cluster::batch`), so a revision
@@ -365,7 +377,16 @@ impl Command {
             | Command::DeleteServer { service, .. }
             | Command::FinishDrain { service, .. } => vec![*service],
             Command::ReplaceAll(specs) => specs.iter().map(|s| s.service.key).collect(),
+            Command::Keyed { command, .. } => command.services(),
             Command::Batch(cmds) => cmds.iter().flat_map(Command::services).collect(),
+        }
+    }
+
+    /// The command itself, without the `Idempotency-Key` it was sent with.
+    pub fn unkeyed(&self) -> &Command {
+        match self {
+            Command::Keyed { command, .. } => command.unkeyed(),
+            other => other,
         }
     }
 
@@ -374,6 +395,7 @@ impl Command {
     pub fn replaces_all(&self) -> bool {
         match self {
             Command::ReplaceAll(_) => true,
+            Command::Keyed { command, .. } => command.replaces_all(),
             Command::Batch(cmds) => cmds.iter().any(Command::replaces_all),
             _ => false,
         }
@@ -404,6 +426,16 @@ pub enum CommandResult {
     NotDraining,
     /// The results of a [`Command::Batch`], in its order.
     Batch(Vec<CommandResult>),
+    /// A [`Command::Keyed`] whose key was seen before with the same
+    /// request: nothing was applied; this is what the first write gave, at
+    /// log index `index`.
+    Replayed {
+        index: u64,
+        first: Box<CommandResult>,
+    },
+    /// A [`Command::Keyed`] whose key was seen before with another request:
+    /// nothing was applied.
+    KeyReused,
 }
 
 impl CommandResult {
@@ -415,6 +447,7 @@ impl CommandResult {
                 .zip(results)
                 .flat_map(|(cmd, result)| result.changed(cmd))
                 .collect(),
+            (Command::Keyed { command, .. }, result) => result.changed(command),
             (_, CommandResult::Applied { .. }) => cmd.services(),
             _ => Vec::new(),
         }
@@ -571,6 +604,10 @@ impl DesiredState {
                 Applied { revision: index }
             }
             Command::Batch(cmds) => Batch(cmds.iter().map(|c| self.apply(c, index)).collect()),
+            // Its key is the state machine's to check (requests::Requests
+            // applies keyed commands); here it is the command alone, as in a
+            // rehearsal.
+            Command::Keyed { command, .. } => self.apply(command, index),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod clock;
 mod desired;
 mod health;
 pub mod ids;
+pub mod requests;
 pub mod rules;
 mod stats;
 

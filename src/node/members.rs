@@ -149,6 +149,11 @@ fn membership_error(e: MembershipError) -> ApiError {
             ApiError::new(api::ErrorCode::AlreadyExists, e.to_string())
         }
         NotLeader => ApiError::no_leader(1),
-        Raft(_) => ApiError::unavailable(1, crate::errors::chain(&e)),
+        Busy => ApiError::unavailable(1, e.to_string()),
+        // Proposed, then no answer: it may have been made.
+        Raft(_) => ApiError::outcome_unknown(
+            crate::errors::chain(&e),
+            "run `ipvs-manager cluster status` to check",
+        ),
     }
 }

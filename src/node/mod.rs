@@ -94,6 +94,7 @@ impl Node {
             node_id(&self.me.name),
             &self.disk.borrow(),
             *self.caught_up.borrow(),
+            &self.writer.contact().state(),
         )
     }
 

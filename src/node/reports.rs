@@ -4,7 +4,9 @@
 
 use super::{Node, Relayed};
 use crate::api::{self, json, ApiError};
-use crate::cluster::{NODE_KERNEL_PATH, NODE_PATH};
+use crate::cluster::{NODE_KERNEL_PATH, NODE_PATH, NODE_PLAN_PATH};
+use crate::config::Ownership;
+use crate::model::{DesiredState, ServiceEntry, ServiceKey};
 use crate::raft::{node_id, NodeInfo};
 use crate::reconcile::TableError;
 use std::collections::{BTreeMap, BTreeSet};
@@ -156,13 +158,29 @@ pub async fn cluster(node: &Node) -> json::ClusterView {
             node: report,
         })
         .collect();
+    let quorum = quorum_view(node, &metrics);
     json::ClusterView {
+        // A leader no quorum has acknowledged lately leads nothing.
         leader_id: metrics
             .current_leader
+            .filter(|_| quorum.ok)
             .and_then(|id| names.get(&id).map(|n| n.name.clone())),
         term: metrics.current_term,
         commit_index: metrics.last_applied.map_or(0, |l| l.index),
+        quorum,
         members,
+    }
+}
+
+/// This node's contact with a quorum, as the API shows it.
+pub fn quorum_view(node: &Node, metrics: &crate::raft::typ::RaftMetrics) -> json::QuorumView {
+    let state = node.writer.contact().state();
+    let name = |id| crate::cluster::member_name(metrics, id);
+    json::QuorumView {
+        ok: state.ok,
+        last_contact_ms: state.age.map(|a| a.as_millis() as u64),
+        last_leader: state.leader.map(name),
+        problem: state.problem(name),
     }
 }
 
@@ -208,6 +226,110 @@ fn target(node: &Node) -> BTreeMap<String, BTreeMap<String, u32>> {
             Some((api::service_id(&cfg.service.key), servers))
         })
         .collect()
+}
+
+/// How long a dry run waits for a member's kernel plan.
+const PLAN_WAIT: Duration = Duration::from_secs(3);
+
+/// Every member's kernel plan for a dry run (`request`: the touched
+/// services as the write would leave them), asked of all at once; a member
+/// that does not answer in time is named with the reason.
+pub async fn kernel_plans(node: &Node, request: json::PlanRequest) -> Vec<json::NodePlan> {
+    let request = &request;
+    let asked = node
+        .members()
+        .into_iter()
+        .map(|(name, raft_addr)| async move {
+            let planned = if name == node.me.name {
+                kernel_plan(node, request).await
+            } else {
+                peer_plan(node, &raft_addr, request).await
+            };
+            match planned {
+                Ok(changes) => json::NodePlan {
+                    node: name,
+                    changes,
+                    error: None,
+                },
+                Err(error) => json::NodePlan {
+                    node: name,
+                    changes: Vec::new(),
+                    error: Some(error),
+                },
+            }
+        });
+    let mut plans = futures_util::future::join_all(asked).await;
+    plans.sort_by(|a, b| a.node.cmp(&b.node));
+    plans
+}
+
+/// What this node's reconciler would change in its kernel if the services
+/// of `request` were as it says: its kernel table read now, its owned set,
+/// its health checks and the drains' deadlines as of now.
+pub async fn kernel_plan(
+    node: &Node,
+    request: &json::PlanRequest,
+) -> Result<Vec<json::KernelChange>, String> {
+    let Some(kernel) = &node.kernel else {
+        return Err("this node programs no kernel (IPVS_KERNEL=off)".into());
+    };
+    let table = kernel.read(TABLE_WAIT).await.map_err(|e| e.to_string())?;
+    let scope: BTreeSet<ServiceKey> = request.services.iter().map(|(key, _)| *key).collect();
+    let desired: DesiredState = request
+        .services
+        .iter()
+        .filter_map(|(_, cfg)| cfg.clone())
+        .collect();
+    let in_kernel: BTreeMap<ServiceKey, ServiceEntry> = table
+        .services
+        .iter()
+        .filter(|e| scope.contains(&e.service.key))
+        .map(|e| (e.service.key, e.clone()))
+        .collect();
+    let owned: BTreeSet<ServiceKey> = table.owned.iter().copied().collect();
+    let ownership = match node.reconcile.borrow().ownership.as_str() {
+        "all" => Ownership::All,
+        _ => Ownership::Managed,
+    };
+    let plan = crate::reconcile::plan::plan(
+        &desired,
+        &in_kernel,
+        Some(&scope),
+        &owned,
+        ownership,
+        &node.health.table(),
+        crate::model::clock::unix_ms(),
+    );
+    Ok(plan.changes.iter().map(json::KernelChange::from).collect())
+}
+
+/// A member's kernel plan, asked on its Raft port ([`NODE_PLAN_PATH`]).
+async fn peer_plan(
+    node: &Node,
+    raft_addr: &str,
+    request: &json::PlanRequest,
+) -> Result<Vec<json::KernelChange>, String> {
+    let url = format!("http://{raft_addr}{NODE_PLAN_PATH}");
+    let sent = node
+        .peers
+        .post_json(&url, request)
+        .map_err(|e| e.to_string())?
+        .timeout(PLAN_WAIT)
+        .send()
+        .await
+        .map_err(|e| format!("did not answer: {}", crate::errors::chain(&e)))?;
+    let status = sent.status();
+    let body = sent
+        .bytes()
+        .await
+        .map_err(|e| format!("did not answer: {}", crate::errors::chain(&e)))?;
+    if !status.is_success() {
+        let why = serde_json::from_slice::<api::error::ErrorBody>(&body)
+            .map(|b| b.error.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+        return Err(why);
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("answered something else: {e}"))
 }
 
 /// A member's kernel table, for a kernel-table answer: this node's own, or

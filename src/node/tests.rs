@@ -4,6 +4,7 @@
 //! adapter calls it.
 
 use super::*;
+use crate::api::json::{KernelChange, NodePlan};
 use crate::api::ErrorCode;
 use crate::cluster::network::Network;
 use crate::cluster::peer_auth::PeerAuth;
@@ -11,6 +12,12 @@ use crate::config::Ownership;
 use crate::ipvs::memory::MemoryKernel;
 use crate::reconcile::{Engine, Outputs, Owned, Settings};
 use std::time::Duration;
+use writes::WriteOptions;
+
+/// The options of a plain write.
+fn opts(wait: Option<Wait>) -> WriteOptions {
+    WriteOptions::wait(wait)
+}
 
 struct TestNode {
     node: Arc<Node>,
@@ -40,10 +47,11 @@ impl TestNode {
             ..Default::default()
         };
         let config = Arc::new(config.validate().expect("raft config"));
+        let contact = crate::cluster::quorum::Contact::new();
         let raft = openraft::Raft::new(
             id,
             config,
-            Network::new(peers.clone(), Default::default()),
+            Network::new(peers.clone(), Default::default(), contact.clone()),
             log,
             sm,
         )
@@ -56,6 +64,11 @@ impl TestNode {
             .current_leader(id, "leads")
             .await
             .expect("a leader");
+        tokio::spawn(crate::cluster::watch_quorum(
+            raft.clone(),
+            contact.clone(),
+            std::future::pending(),
+        ));
         let (status_tx, status_rx) = watch::channel(ReconcileStatus::default());
         let (publisher, reader) = crate::reconcile::table::channel();
         let health = crate::health::Health::new(None);
@@ -82,7 +95,7 @@ impl TestNode {
             },
         ));
         let node = Arc::new(Node {
-            writer: Writer::start(raft, peers.clone()),
+            writer: Writer::start(raft, peers.clone(), contact),
             state,
             peers,
             me,
@@ -159,9 +172,10 @@ fn server(port: u16) -> crate::model::DestKey {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_with_wait_is_in_the_kernel_when_it_answers() {
     let t = TestNode::start().await;
-    let cfg = writes::create_service(&t.node, spec(80), Some(Wait::All))
+    let cfg = writes::create_service(&t.node, spec(80), &opts(Some(Wait::All)))
         .await
-        .expect("created");
+        .expect("created")
+        .value;
     assert_eq!(cfg.servers.len(), 2);
     assert_eq!(t.kernel_weights(80).await, vec![(8080, 3), (8081, 1)]);
     assert!(t.node.reconcile.borrow().programmed_index >= cfg.revision);
@@ -169,9 +183,10 @@ async fn a_write_with_wait_is_in_the_kernel_when_it_answers() {
     let table = reports::kernel_table(&t.node).await.expect("kernel table");
     assert_eq!(table.owned, vec![key(80)]);
 
-    let cfg = writes::create_service(&t.node, spec(81), Some(Wait::Quorum))
+    let cfg = writes::create_service(&t.node, spec(81), &opts(Some(Wait::Quorum)))
         .await
-        .expect("created");
+        .expect("created")
+        .value;
     assert!(t.node.reconcile.borrow().programmed_index >= cfg.revision);
     t.stop().await;
 }
@@ -179,21 +194,23 @@ async fn a_write_with_wait_is_in_the_kernel_when_it_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_write_never_reaches_the_log() {
     let t = TestNode::start().await;
-    writes::create_service(&t.node, spec(80), None)
+    writes::create_service(&t.node, spec(80), &opts(None))
         .await
         .expect("created");
     let before = t.last_log_index();
-    let dup = writes::create_service(&t.node, spec(80), None).await;
+    let dup = writes::create_service(&t.node, spec(80), &opts(None)).await;
     assert_eq!(
         dup.expect_err("a duplicate").code(),
         ErrorCode::AlreadyExists
     );
-    let stale = writes::replace_service(&t.node, key(80), br#"{"scheduler":"rr"}"#, Some(1), None);
+    let plain = opts(None);
+    let stale =
+        writes::replace_service(&t.node, key(80), br#"{"scheduler":"rr"}"#, Some(1), &plain);
     assert_eq!(
         stale.await.expect_err("a stale If-Match").code(),
         ErrorCode::RevisionMismatch
     );
-    let missing = writes::delete_service(&t.node, key(99), None, None, None).await;
+    let missing = writes::delete_service(&t.node, key(99), None, None, &opts(None)).await;
     assert_eq!(
         missing.expect_err("no such service").code(),
         ErrorCode::NotFound
@@ -205,12 +222,20 @@ async fn a_refused_write_never_reaches_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patch_merges_onto_the_committed_service_and_moves_its_revision() {
     let t = TestNode::start().await;
-    let created = writes::create_service(&t.node, spec(80), None)
+    let created = writes::create_service(&t.node, spec(80), &opts(None))
         .await
-        .expect("created");
-    let patched = writes::patch_service(&t.node, key(80), br#"{"scheduler":"rr"}"#, None, None)
-        .await
-        .expect("patched");
+        .expect("created")
+        .value;
+    let patched = writes::patch_service(
+        &t.node,
+        key(80),
+        br#"{"scheduler":"rr"}"#,
+        None,
+        &opts(None),
+    )
+    .await
+    .expect("patched")
+    .value;
     assert!(patched.revision > created.revision);
     assert_eq!(patched.service.scheduler.to_string(), "rr");
     assert_eq!(
@@ -223,10 +248,11 @@ async fn a_patch_merges_onto_the_committed_service_and_moves_its_revision() {
         server(8080),
         br#"{"weight":7}"#,
         Some(patched.revision),
-        Some(Wait::All),
+        &opts(Some(Wait::All)),
     )
     .await
-    .expect("patched the server");
+    .expect("patched the server")
+    .value;
     assert_eq!(w.service.servers[&server(8080)].weight, 7);
     assert_eq!(t.kernel_weights(80).await, vec![(8080, 7), (8081, 1)]);
     t.stop().await;
@@ -235,7 +261,7 @@ async fn a_patch_merges_onto_the_committed_service_and_moves_its_revision() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_server_drains_at_weight_zero_and_grace_zero_removes_at_once() {
     let t = TestNode::start().await;
-    writes::create_service(&t.node, spec(80), None)
+    writes::create_service(&t.node, spec(80), &opts(None))
         .await
         .expect("created");
     let draining = writes::delete_server(
@@ -244,10 +270,11 @@ async fn a_removed_server_drains_at_weight_zero_and_grace_zero_removes_at_once()
         server(8080),
         Some(60),
         None,
-        Some(Wait::All),
+        &opts(Some(Wait::All)),
     )
     .await
     .expect("drains")
+    .value
     .expect("still there while it drains");
     assert!(draining
         .service
@@ -260,11 +287,11 @@ async fn a_removed_server_drains_at_weight_zero_and_grace_zero_removes_at_once()
         server(8081),
         Some(0),
         None,
-        Some(Wait::All),
+        &opts(Some(Wait::All)),
     )
     .await
     .expect("removed");
-    assert!(gone.is_none());
+    assert!(gone.value.is_none());
     assert_eq!(t.kernel_weights(80).await, vec![(8080, 0)]);
     t.stop().await;
 }
@@ -274,13 +301,30 @@ async fn a_dry_run_of_a_configuration_plans_without_writing() {
     let t = TestNode::start().await;
     let body = br#"{"services":[{"protocol":"tcp","address":"192.0.2.10","port":80}]}"#;
     let before = t.last_log_index();
-    let plan = writes::replace_config(&t.node, body, true, None)
+    let dry_run = WriteOptions {
+        dry_run: true,
+        ..WriteOptions::default()
+    };
+    let plan = writes::replace_config(&t.node, body, &dry_run)
         .await
         .expect("planned");
-    assert_eq!(plan.added, vec!["tcp-192.0.2.10-80".to_string()]);
+    assert_eq!(plan.value.added, vec!["tcp-192.0.2.10-80".to_string()]);
+    let rehearsal = plan.rehearsal.expect("a rehearsal");
+    assert_eq!(rehearsal.desired, plan.value);
+    assert_eq!(
+        rehearsal.kernels,
+        vec![NodePlan {
+            node: "node1".into(),
+            changes: vec![KernelChange {
+                op: "+".into(),
+                change: "add service TCP 192.0.2.10:80".into()
+            }],
+            error: None
+        }]
+    );
     assert_eq!(t.last_log_index(), before);
     assert!(reads::list_services(&t.node).is_empty());
-    writes::replace_config(&t.node, body, false, Some(Wait::All))
+    writes::replace_config(&t.node, body, &opts(Some(Wait::All)))
         .await
         .expect("replaced");
     assert_eq!(reads::list_services(&t.node).len(), 1);

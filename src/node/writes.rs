@@ -4,6 +4,14 @@
 //! leader), and answered once this node has applied it, so a client reads
 //! its own writes on the node it wrote to; with `?wait=` also once the
 //! nodes have programmed it into their kernels.
+//!
+//! Every write also takes [`WriteOptions`]: `?dry_run=true` rehearses it
+//! on a copy of the committed state and asks every member what its kernel
+//! would change ([`rehearse`]), committing nothing; an `Idempotency-Key`
+//! makes a retry answer the first outcome instead of applying twice
+//! ([`crate::model::requests`]). A write whose fate is unknown (a quorum
+//! out of reach while it waited, the leader's answer lost) is answered as
+//! such, never as a failure.
 
 use super::reads::linearize;
 use super::Node;
@@ -11,9 +19,11 @@ use crate::api::validate::{self, MAX_DRAIN_GRACE};
 use crate::api::{self, json, view, ApiError};
 use crate::cluster::WriteError;
 use crate::model::{
-    Command, DesiredState, DestKey, DrainRequest, ServiceConfig, ServiceKey, ServiceSpec,
+    Command, CommandResult, DesiredState, DestKey, DrainRequest, ServiceConfig, ServiceKey,
+    ServiceSpec,
 };
 use crate::raft::NodeInfo;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +50,65 @@ impl Wait {
             )),
         }
     }
+}
+
+/// What every write takes besides its own arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// `?wait=`: also wait until the nodes programmed it.
+    pub wait: Option<Wait>,
+    /// `?dry_run=true`: rehearse, commit nothing.
+    pub dry_run: bool,
+    /// `Idempotency-Key`: a retry answers the first outcome.
+    pub key: Option<RequestKey>,
+}
+
+impl WriteOptions {
+    /// A plain write, optionally waiting for the kernels.
+    pub fn wait(wait: Option<Wait>) -> WriteOptions {
+        WriteOptions {
+            wait,
+            ..WriteOptions::default()
+        }
+    }
+}
+
+/// A client's `Idempotency-Key` and the fingerprint of the request it came
+/// with (the same key on another request is refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+/// What a write did, for its answer.
+#[derive(Debug, Clone)]
+pub struct Written<T> {
+    /// The object as the write left it (or would leave it).
+    pub value: T,
+    /// Set by `?dry_run=true`: what the write would change. Nothing was
+    /// committed, and `value` is a rehearsal.
+    pub rehearsal: Option<Rehearsal>,
+    /// The `Idempotency-Key` named a write made before: this answers its
+    /// first outcome, and `value` is the object as it is now.
+    pub replayed: bool,
+}
+
+impl<T> Written<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Written<U> {
+        Written {
+            value: f(self.value),
+            rehearsal: self.rehearsal,
+            replayed: self.replayed,
+        }
+    }
+}
+
+/// What a write would change, found without committing it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rehearsal {
+    pub desired: json::ConfigPlan,
+    pub kernels: Vec<json::NodePlan>,
 }
 
 /// A real server just written: the service as the write left it.
@@ -71,11 +140,11 @@ async fn confirmed<T>(
 pub async fn create_service(
     node: &Node,
     spec: ServiceSpec,
-    wait: Option<Wait>,
-) -> Result<Arc<ServiceConfig>, ApiError> {
+    opts: &WriteOptions,
+) -> Result<Written<Arc<ServiceConfig>>, ApiError> {
     let key = spec.service.key;
-    let (_, desired) = write(node, Command::CreateService(spec), wait).await?;
-    service(&desired, &key)
+    let done = write(node, Command::CreateService(spec), opts).await?;
+    done.service(&key)
 }
 
 /// `PUT /api/v1/services/{id}`: the body replaces the service's settings.
@@ -84,8 +153,8 @@ pub async fn replace_service(
     key: ServiceKey,
     body: &[u8],
     if_match: Option<u64>,
-    wait: Option<Wait>,
-) -> Result<Arc<ServiceConfig>, ApiError> {
+    opts: &WriteOptions,
+) -> Result<Written<Arc<ServiceConfig>>, ApiError> {
     let current = confirmed(node, |d| service(d, &key)).await?;
     let (service_cfg, options) = validate::parse_service_replace(body, &current)?;
     let cmd = Command::UpdateService {
@@ -93,8 +162,7 @@ pub async fn replace_service(
         options,
         if_revision: if_match,
     };
-    let (_, desired) = write(node, cmd, wait).await?;
-    service(&desired, &key)
+    write(node, cmd, opts).await?.service(&key)
 }
 
 /// `PATCH /api/v1/services/{id}`: a JSON merge patch onto the service as
@@ -105,8 +173,8 @@ pub async fn patch_service(
     key: ServiceKey,
     patch: &[u8],
     if_match: Option<u64>,
-    wait: Option<Wait>,
-) -> Result<Arc<ServiceConfig>, ApiError> {
+    opts: &WriteOptions,
+) -> Result<Written<Arc<ServiceConfig>>, ApiError> {
     linearize(node).await?;
     let current = service(&node.desired(), &key)?;
     let (service_cfg, options) = validate::parse_service_patch(patch, &current)?;
@@ -115,8 +183,7 @@ pub async fn patch_service(
         options,
         if_revision: if_match.or(Some(current.revision)),
     };
-    let (_, desired) = write(node, cmd, wait).await?;
-    service(&desired, &key)
+    write(node, cmd, opts).await?.service(&key)
 }
 
 /// `DELETE /api/v1/services/{id}`: the service while it drains, or `None`
@@ -126,15 +193,16 @@ pub async fn delete_service(
     key: ServiceKey,
     grace: Option<u32>,
     if_match: Option<u64>,
-    wait: Option<Wait>,
-) -> Result<Option<Arc<ServiceConfig>>, ApiError> {
+    opts: &WriteOptions,
+) -> Result<Written<Option<Arc<ServiceConfig>>>, ApiError> {
     let cmd = Command::DeleteService {
         key,
         if_revision: if_match,
         drain: drain(node, grace),
     };
-    let (_, desired) = write(node, cmd, wait).await?;
-    Ok(desired.services.get(&key).cloned())
+    let done = write(node, cmd, opts).await?;
+    let left = done.desired.services.get(&key).cloned();
+    Ok(done.written(left))
 }
 
 /// `POST /api/v1/services/{id}/servers`.
@@ -143,8 +211,8 @@ pub async fn create_server(
     key: ServiceKey,
     body: &[u8],
     if_match: Option<u64>,
-    wait: Option<Wait>,
-) -> Result<ServerWritten, ApiError> {
+    opts: &WriteOptions,
+) -> Result<Written<ServerWritten>, ApiError> {
     let (dest, health_check) = validate::parse_server_create(body, &key)?;
     if let Some(cfg) = node.desired().services.get(&key) {
         validate::not_the_fallback(&cfg.options, &dest.key())?;
@@ -156,7 +224,7 @@ pub async fn create_server(
         if_revision: if_match,
         health_check,
     };
-    write_server(node, cmd, wait, key, server).await
+    write_server(node, cmd, opts, key, server).await
 }
 
 /// `PUT /api/v1/services/{id}/servers/{server_id}`.
@@ -166,8 +234,8 @@ pub async fn replace_server(
     server: DestKey,
     body: &[u8],
     if_match: Option<u64>,
-    wait: Option<Wait>,
-) -> Result<ServerWritten, ApiError> {
+    opts: &WriteOptions,
+) -> Result<Written<ServerWritten>, ApiError> {
     confirmed(node, |d| existing_server(d, &key, &server).map(drop)).await?;
     let (dest, health_check) = validate::parse_server_replace(body, &key, &server)?;
     let cmd = Command::UpdateServer {
@@ -176,7 +244,7 @@ pub async fn replace_server(
         if_revision: if_match,
         health_check,
     };
-    write_server(node, cmd, wait, key, server).await
+    write_server(node, cmd, opts, key, server).await
 }
 
 /// `PATCH /api/v1/services/{id}/servers/{server_id}`: a merge patch onto
@@ -188,8 +256,8 @@ pub async fn patch_server(
     server: DestKey,
     patch: &[u8],
     if_match: Option<u64>,
-    wait: Option<Wait>,
-) -> Result<ServerWritten, ApiError> {
+    opts: &WriteOptions,
+) -> Result<Written<ServerWritten>, ApiError> {
     linearize(node).await?;
     let desired = node.desired();
     let (cfg, current) = existing_server(&desired, &key, &server)?;
@@ -201,7 +269,7 @@ pub async fn patch_server(
         if_revision: if_match.or(Some(cfg.revision)),
         health_check,
     };
-    write_server(node, cmd, wait, key, server).await
+    write_server(node, cmd, opts, key, server).await
 }
 
 /// `DELETE /api/v1/services/{id}/servers/{server_id}`: the server while it
@@ -212,23 +280,24 @@ pub async fn delete_server(
     server: DestKey,
     grace: Option<u32>,
     if_match: Option<u64>,
-    wait: Option<Wait>,
-) -> Result<Option<ServerWritten>, ApiError> {
+    opts: &WriteOptions,
+) -> Result<Written<Option<ServerWritten>>, ApiError> {
     let cmd = Command::DeleteServer {
         service: key,
         server,
         if_revision: if_match,
         drain: drain(node, grace),
     };
-    let (revision, desired) = write(node, cmd, wait).await?;
-    Ok(match desired.services.get(&key) {
+    let done = write(node, cmd, opts).await?;
+    let left = match done.desired.services.get(&key) {
         Some(cfg) if cfg.draining_servers.contains_key(&server) => Some(ServerWritten {
-            revision,
+            revision: done.revision,
             service: cfg.clone(),
             server,
         }),
         _ => None,
-    })
+    };
+    Ok(done.written(left))
 }
 
 /// `PUT /api/v1/config`: what replacing the whole desired set changes;
@@ -236,15 +305,12 @@ pub async fn delete_server(
 pub async fn replace_config(
     node: &Node,
     body: &[u8],
-    dry_run: bool,
-    wait: Option<Wait>,
-) -> Result<json::ConfigPlan, ApiError> {
+    opts: &WriteOptions,
+) -> Result<Written<json::ConfigPlan>, ApiError> {
     let specs = validate::parse_config(body)?;
     let plan = view::plan_config(&node.desired(), &specs);
-    if !dry_run {
-        commit(node, Command::ReplaceAll(specs), wait).await?;
-    }
-    Ok(plan)
+    let done = write(node, Command::ReplaceAll(specs), opts).await?;
+    Ok(done.written(plan))
 }
 
 /// The `?grace=` of a removal, checked.
@@ -290,26 +356,129 @@ fn existing_server(
 async fn write_server(
     node: &Node,
     cmd: Command,
-    wait: Option<Wait>,
+    opts: &WriteOptions,
     key: ServiceKey,
     server: DestKey,
-) -> Result<ServerWritten, ApiError> {
-    let (revision, desired) = write(node, cmd, wait).await?;
-    Ok(ServerWritten {
+) -> Result<Written<ServerWritten>, ApiError> {
+    let done = write(node, cmd, opts).await?;
+    let service = service(&done.desired, &key)?;
+    let revision = done.revision;
+    Ok(done.written(ServerWritten {
         revision,
-        service: service(&desired, &key)?,
+        service,
         server,
-    })
+    }))
 }
 
-/// [`precheck`], then [`commit`].
-async fn write(
-    node: &Node,
-    cmd: Command,
-    wait: Option<Wait>,
-) -> Result<(u64, Arc<DesiredState>), ApiError> {
-    precheck(node, &cmd).await?;
-    commit(node, cmd, wait).await
+/// What a write did, before its answer is shaped.
+struct Done {
+    /// The revision the write gave (0 in a rehearsal).
+    revision: u64,
+    /// The desired state after it (as this node applied it, or rehearsed).
+    desired: Arc<DesiredState>,
+    rehearsal: Option<Rehearsal>,
+    replayed: bool,
+}
+
+impl Done {
+    fn written<T>(self, value: T) -> Written<T> {
+        Written {
+            value,
+            rehearsal: self.rehearsal,
+            replayed: self.replayed,
+        }
+    }
+
+    /// The service `key` as the write left it.
+    fn service(self, key: &ServiceKey) -> Result<Written<Arc<ServiceConfig>>, ApiError> {
+        let cfg = service(&self.desired, key)?;
+        Ok(self.written(()).map(|()| cfg))
+    }
+}
+
+/// A write: the first outcome of a write made before under the same key,
+/// or [`precheck`], then a rehearsal ([`rehearse`]) or [`commit`].
+async fn write(node: &Node, cmd: Command, opts: &WriteOptions) -> Result<Done, ApiError> {
+    // A dry run rehearses what the command would do now; it is never
+    // remembered under a key, nor answered from one.
+    let key = opts.key.as_ref().filter(|_| !opts.dry_run);
+    if let Some(done) = replay(node, key)? {
+        return Ok(done);
+    }
+    if let Err(refused) = precheck(node, &cmd).await {
+        // Refused on state caught up with the leader: maybe by this very
+        // write, made before under the same key, whose answer was lost.
+        return match replay(node, key)? {
+            Some(done) => Ok(done),
+            None => Err(refused),
+        };
+    }
+    if opts.dry_run {
+        return rehearse(node, &cmd).await;
+    }
+    let cmd = match key {
+        Some(k) => Command::Keyed {
+            key: k.key.clone(),
+            fingerprint: k.fingerprint.clone(),
+            at_ms: crate::model::clock::unix_ms(),
+            command: Box::new(cmd),
+        },
+        None => cmd,
+    };
+    commit(node, cmd, opts.wait).await
+}
+
+/// The first outcome of the write remembered under `key`, if there is one
+/// (as of the state this node has applied).
+fn replay(node: &Node, key: Option<&RequestKey>) -> Result<Option<Done>, ApiError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let Some(first) = node.state.remembered(&key.key) else {
+        return Ok(None);
+    };
+    if first.fingerprint != key.fingerprint {
+        return Err(ApiError::key_reused());
+    }
+    Ok(Some(Done {
+        revision: api::outcome(first.result)?,
+        desired: node.desired(),
+        rehearsal: None,
+        replayed: true,
+    }))
+}
+
+/// The revision a rehearsed write shows: nothing was committed.
+const REHEARSAL_REVISION: u64 = 0;
+
+/// `cmd` applied to a copy of the committed state, and what it would
+/// change there and in every member's kernel; nothing is committed.
+async fn rehearse(node: &Node, cmd: &Command) -> Result<Done, ApiError> {
+    let before = node.desired();
+    let mut after = DesiredState::clone(&before);
+    let revision = api::outcome(after.apply(cmd, REHEARSAL_REVISION))?;
+    let keys: BTreeSet<ServiceKey> = if cmd.replaces_all() {
+        before
+            .services
+            .keys()
+            .chain(after.services.keys())
+            .copied()
+            .collect()
+    } else {
+        cmd.services().into_iter().collect()
+    };
+    let desired = view::plan_changes(&before, &after.services, &keys);
+    let services: Vec<_> = keys
+        .iter()
+        .map(|k| (*k, after.services.get(k).map(|c| ServiceConfig::clone(c))))
+        .collect();
+    let kernels = super::reports::kernel_plans(node, json::PlanRequest { services }).await;
+    Ok(Done {
+        revision,
+        desired: Arc::new(after),
+        rehearsal: Some(Rehearsal { desired, kernels }),
+        replayed: false,
+    })
 }
 
 /// Refuses, without writing to the log, a command that the committed state
@@ -327,7 +496,8 @@ async fn precheck(node: &Node, cmd: &Command) -> Result<(), ApiError> {
 }
 
 fn refusal(state: &DesiredState, cmd: &Command) -> Result<(), ApiError> {
-    if let Command::ReplaceAll(_) | Command::FinishDrain { .. } | Command::Batch(_) = cmd {
+    if let Command::ReplaceAll(_) | Command::FinishDrain { .. } | Command::Batch(_) = cmd.unkeyed()
+    {
         return Ok(());
     }
     // Only the touched service matters: share just that one.
@@ -346,12 +516,17 @@ pub(super) const APPLY_WAIT: Duration = Duration::from_secs(5);
 /// Commits `cmd`, waits until this node has applied it (and, with `wait`,
 /// until the nodes have programmed it into their kernels), and returns the
 /// state machine's answer (a refusal as an error) with the state after it.
-async fn commit(
-    node: &Node,
-    cmd: Command,
-    wait: Option<Wait>,
-) -> Result<(u64, Arc<DesiredState>), ApiError> {
-    let outcome = node.writer.write(cmd).await.map_err(write_error)?;
+async fn commit(node: &Node, cmd: Command, wait: Option<Wait>) -> Result<Done, ApiError> {
+    let check = how_to_check(&cmd);
+    let outcome = node
+        .writer
+        .write(cmd)
+        .await
+        .map_err(|e| write_error(e, &check))?;
+    let replayed = matches!(outcome.result, CommandResult::Replayed { .. });
+    // The state machine's answer is final whether or not this node has
+    // applied the entry yet: a refusal is answered as such.
+    let revision = api::outcome(outcome.result)?;
     let mut rx = node.state.subscribe();
     let applied = tokio::time::timeout(
         APPLY_WAIT,
@@ -360,24 +535,38 @@ async fn commit(
     .await;
     let desired = match applied {
         Ok(Ok(c)) => c.desired.clone(),
-        _ => {
-            return Err(ApiError::unavailable(
-                1,
-                "the write committed but this node has not applied it yet",
-            ))
-        }
+        _ => return Err(ApiError::committed_elsewhere(outcome.index, revision)),
     };
-    let revision = api::outcome(outcome.result)?;
     if let Some(wait) = wait {
         wait_programmed(node, outcome.index, wait).await?;
     }
-    Ok((revision, desired))
+    Ok(Done {
+        revision,
+        desired,
+        rehearsal: None,
+        replayed,
+    })
 }
 
-fn write_error(e: WriteError) -> ApiError {
+/// How a client finds out whether `cmd` took effect: the resource to read.
+fn how_to_check(cmd: &Command) -> String {
+    match cmd.unkeyed().services().as_slice() {
+        [key] => format!(
+            "read GET {}?consistent=true to check",
+            api::http::service_location(key)
+        ),
+        _ => "read GET /api/v1/config?consistent=true to check".into(),
+    }
+}
+
+/// A write that did not commit as far as this node knows: refused before
+/// anything was proposed (no leader, no quorum: definite, nothing written),
+/// or proposed or sent and not answered (unknown).
+fn write_error(e: WriteError, how_to_check: &str) -> ApiError {
     match e {
         WriteError::NoLeader => ApiError::no_leader(1),
-        other => ApiError::unavailable(1, crate::errors::chain(&other)),
+        WriteError::NoQuorum(why) => ApiError::no_quorum(&why),
+        unknown => ApiError::outcome_unknown(crate::errors::chain(&unknown), how_to_check),
     }
 }
 

@@ -2,9 +2,10 @@
 //! the answers the handlers build (JSON, errors, ETag and Location).
 
 use crate::api::error::check_body_size;
+use crate::api::json::DryRun;
 use crate::api::{self, auth, http, view, ApiError};
 use crate::model::ServiceConfig;
-use crate::node::writes::ServerWritten;
+use crate::node::writes::{ServerWritten, Written};
 use crate::node::Relayed;
 use actix_web::http::header::WWW_AUTHENTICATE;
 use actix_web::http::StatusCode;
@@ -79,24 +80,108 @@ pub fn with_etag(status: StatusCode, revision: u64) -> HttpResponseBuilder {
     r
 }
 
-/// A service as the answer to a write, with its `ETag` (and `Location`
-/// when it was created).
-pub fn service(status: StatusCode, cfg: &ServiceConfig, location: bool) -> HttpResponse {
-    let mut r = with_etag(status, cfg.revision);
-    if location {
-        r.insert_header(("Location", http::service_location(&cfg.service.key)));
-    }
-    json_with(r, &view::service_view(cfg))
+/// The answer to a write, before it is sent: its status, `ETag`,
+/// `Location` and JSON body.
+pub struct Answer {
+    status: StatusCode,
+    etag: Option<u64>,
+    location: Option<String>,
+    body: Option<Vec<u8>>,
 }
 
-/// A server just written as the body of `r`.
-pub fn server(r: HttpResponseBuilder, written: &ServerWritten) -> HttpResponse {
-    let (cfg, server) = (&written.service, &written.server);
-    match view::server_of(cfg, server) {
-        Some(view) => json_with(r, &view),
-        None => error(&ApiError::no_such_server(&cfg.service.key, server)),
+impl Answer {
+    /// An answer without a body (204).
+    pub fn empty(status: StatusCode) -> Answer {
+        Answer {
+            status,
+            etag: None,
+            location: None,
+            body: None,
+        }
+    }
+
+    /// `value` as the JSON body.
+    pub fn json(status: StatusCode, value: &impl Serialize) -> Result<Answer, ApiError> {
+        Ok(Answer {
+            body: Some(serde_json::to_vec(value).map_err(ApiError::internal)?),
+            ..Answer::empty(status)
+        })
+    }
+
+    /// A service as the answer to a write, with its `ETag` (and `Location`
+    /// when it was created).
+    pub fn service(
+        status: StatusCode,
+        cfg: &ServiceConfig,
+        location: bool,
+    ) -> Result<Answer, ApiError> {
+        Ok(Answer {
+            etag: Some(cfg.revision),
+            location: location.then(|| http::service_location(&cfg.service.key)),
+            ..Answer::json(status, &view::service_view(cfg))?
+        })
+    }
+
+    /// A server just written, with its service's `ETag` (and `Location`
+    /// when it was created).
+    pub fn server(
+        status: StatusCode,
+        written: &ServerWritten,
+        location: bool,
+    ) -> Result<Answer, ApiError> {
+        let (cfg, server) = (&written.service, &written.server);
+        let view = view::server_of(cfg, server)
+            .ok_or_else(|| ApiError::no_such_server(&cfg.service.key, server))?;
+        Ok(Answer {
+            etag: Some(written.revision),
+            location: location.then(|| http::server_location(&cfg.service.key, server)),
+            ..Answer::json(status, &view)?
+        })
+    }
+
+    /// The response: as it is; marked `Idempotent-Replayed: true` when it
+    /// repeats the first outcome of a write made before under the same
+    /// `Idempotency-Key`; or, for a dry run, the rehearsal (200, with the
+    /// status and body the write would answer), without `ETag` or
+    /// `Location`, since nothing was written.
+    pub fn send<T>(self, written: &Written<T>) -> HttpResponse {
+        if let Some(rehearsal) = &written.rehearsal {
+            let result = match &self.body {
+                Some(bytes) => match serde_json::from_slice(bytes) {
+                    Ok(value) => value,
+                    Err(e) => return error(&ApiError::internal(e)),
+                },
+                None => serde_json::Value::Null,
+            };
+            let dry_run = DryRun {
+                dry_run: true,
+                status: self.status.as_u16(),
+                result,
+                desired: rehearsal.desired.clone(),
+                kernels: rehearsal.kernels.clone(),
+            };
+            return json(StatusCode::OK, &dry_run);
+        }
+        let mut r = HttpResponse::build(self.status);
+        if let Some(revision) = self.etag {
+            r.insert_header(("ETag", http::etag(revision)));
+        }
+        if let Some(location) = self.location {
+            r.insert_header(("Location", location));
+        }
+        if written.replayed {
+            r.insert_header((REPLAYED_HEADER, "true"));
+        }
+        match self.body {
+            Some(body) => r.content_type("application/json").body(body),
+            None => r.finish(),
+        }
     }
 }
+
+/// Marks the answer to a write that repeats a write made before under the
+/// same `Idempotency-Key`: its first outcome, not a second application.
+pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
 
 /// A peer's answer passed back to the client.
 pub fn relayed(answer: Relayed) -> HttpResponse {

@@ -3,10 +3,10 @@
 //! answer ([`body`]). [`handle`] maps each [`Operation`] to its handler, so
 //! a route without one does not compile.
 
-use super::body::{self, json, with_etag};
+use super::body::{self, json, with_etag, Answer};
 use super::request::Request;
 use super::AppState;
-use crate::api::{self, http, ApiError, Operation};
+use crate::api::{self, ApiError, Operation};
 use crate::cluster::peer_auth;
 use crate::node::{self, members, reads, reports, writes, Readiness};
 use actix_web::http::StatusCode;
@@ -22,18 +22,7 @@ pub async fn handle(op: Operation, r: &Request<'_>, app: &AppState) -> Reply {
         op,
         ListServices | GetService | ListServers | GetServer | GetConfig
     );
-    let writes_state = matches!(
-        op,
-        CreateService
-            | ReplaceService
-            | PatchService
-            | DeleteService
-            | CreateServer
-            | ReplaceServer
-            | PatchServer
-            | DeleteServer
-            | ReplaceConfig
-    );
+    let writes_state = op.writes() && !matches!(op, JoinCluster | RemoveMember);
     // The desired state, read or written: not from a node that cannot
     // follow the log.
     if reads_state || writes_state {
@@ -102,32 +91,35 @@ fn get_service(r: &Request<'_>, app: &AppState) -> Reply {
 /// `POST /api/v1/services`.
 async fn create_service(r: &Request<'_>, app: &AppState) -> Reply {
     let spec = api::validate::parse_service_create(r.body)?;
-    let cfg = writes::create_service(&app.node, spec, r.wait()?).await?;
-    Ok(body::service(StatusCode::CREATED, &cfg, true))
+    let w = writes::create_service(&app.node, spec, &r.write_options()?).await?;
+    Ok(Answer::service(StatusCode::CREATED, &w.value, true)?.send(&w))
 }
 
 /// `PUT /api/v1/services/{id}`.
 async fn replace_service(r: &Request<'_>, app: &AppState) -> Reply {
-    let (key, if_match, wait) = (r.service()?, r.if_match()?, r.wait()?);
-    let cfg = writes::replace_service(&app.node, key, r.body, if_match, wait).await?;
-    Ok(body::service(StatusCode::OK, &cfg, false))
+    let (key, if_match, opts) = (r.service()?, r.if_match()?, r.write_options()?);
+    let w = writes::replace_service(&app.node, key, r.body, if_match, &opts).await?;
+    Ok(Answer::service(StatusCode::OK, &w.value, false)?.send(&w))
 }
 
 /// `PATCH /api/v1/services/{id}`.
 async fn patch_service(r: &Request<'_>, app: &AppState) -> Reply {
-    let (key, if_match, wait) = (r.service()?, r.if_match()?, r.wait()?);
-    let cfg = writes::patch_service(&app.node, key, r.body, if_match, wait).await?;
-    Ok(body::service(StatusCode::OK, &cfg, false))
+    let (key, if_match, opts) = (r.service()?, r.if_match()?, r.write_options()?);
+    let w = writes::patch_service(&app.node, key, r.body, if_match, &opts).await?;
+    Ok(Answer::service(StatusCode::OK, &w.value, false)?.send(&w))
 }
 
 /// `DELETE /api/v1/services/{id}`: 202 with the service while it drains,
 /// 204 once it is gone.
 async fn delete_service(r: &Request<'_>, app: &AppState) -> Reply {
-    let (key, grace, if_match, wait) = (r.service()?, r.grace()?, r.if_match()?, r.wait()?);
-    match writes::delete_service(&app.node, key, grace, if_match, wait).await? {
-        Some(draining) => Ok(body::service(StatusCode::ACCEPTED, &draining, false)),
-        None => Ok(HttpResponse::NoContent().finish()),
-    }
+    let (key, grace, if_match) = (r.service()?, r.grace()?, r.if_match()?);
+    let opts = r.write_options()?;
+    let w = writes::delete_service(&app.node, key, grace, if_match, &opts).await?;
+    let answer = match &w.value {
+        Some(draining) => Answer::service(StatusCode::ACCEPTED, draining, false)?,
+        None => Answer::empty(StatusCode::NO_CONTENT),
+    };
+    Ok(answer.send(&w))
 }
 
 /// `GET /api/v1/services/{id}/servers/{server_id}`.
@@ -138,46 +130,44 @@ fn get_server(r: &Request<'_>, app: &AppState) -> Reply {
 
 /// `POST /api/v1/services/{id}/servers`: 201 with `Location`.
 async fn create_server(r: &Request<'_>, app: &AppState) -> Reply {
-    let (key, if_match, wait) = (r.service()?, r.if_match()?, r.wait()?);
-    let w = writes::create_server(&app.node, key, r.body, if_match, wait).await?;
-    let mut reply = with_etag(StatusCode::CREATED, w.revision);
-    reply.insert_header(("Location", http::server_location(&key, &w.server)));
-    Ok(body::server(reply, &w))
+    let (key, if_match, opts) = (r.service()?, r.if_match()?, r.write_options()?);
+    let w = writes::create_server(&app.node, key, r.body, if_match, &opts).await?;
+    Ok(Answer::server(StatusCode::CREATED, &w.value, true)?.send(&w))
 }
 
 /// `PUT /api/v1/services/{id}/servers/{server_id}`.
 async fn replace_server(r: &Request<'_>, app: &AppState) -> Reply {
-    let (key, server, if_match, wait) = (r.service()?, r.server()?, r.if_match()?, r.wait()?);
-    let w = writes::replace_server(&app.node, key, server, r.body, if_match, wait).await?;
-    Ok(body::server(with_etag(StatusCode::OK, w.revision), &w))
+    let (key, server, if_match) = (r.service()?, r.server()?, r.if_match()?);
+    let opts = r.write_options()?;
+    let w = writes::replace_server(&app.node, key, server, r.body, if_match, &opts).await?;
+    Ok(Answer::server(StatusCode::OK, &w.value, false)?.send(&w))
 }
 
 /// `PATCH /api/v1/services/{id}/servers/{server_id}`.
 async fn patch_server(r: &Request<'_>, app: &AppState) -> Reply {
-    let (key, server, if_match, wait) = (r.service()?, r.server()?, r.if_match()?, r.wait()?);
-    let w = writes::patch_server(&app.node, key, server, r.body, if_match, wait).await?;
-    Ok(body::server(with_etag(StatusCode::OK, w.revision), &w))
+    let (key, server, if_match) = (r.service()?, r.server()?, r.if_match()?);
+    let opts = r.write_options()?;
+    let w = writes::patch_server(&app.node, key, server, r.body, if_match, &opts).await?;
+    Ok(Answer::server(StatusCode::OK, &w.value, false)?.send(&w))
 }
 
 /// `DELETE /api/v1/services/{id}/servers/{server_id}`: 202 with the server
 /// while it drains, 204 once it is gone.
 async fn delete_server(r: &Request<'_>, app: &AppState) -> Reply {
     let (key, server) = (r.service()?, r.server()?);
-    let (grace, if_match, wait) = (r.grace()?, r.if_match()?, r.wait()?);
-    match writes::delete_server(&app.node, key, server, grace, if_match, wait).await? {
-        Some(w) => Ok(body::server(
-            with_etag(StatusCode::ACCEPTED, w.revision),
-            &w,
-        )),
-        None => Ok(HttpResponse::NoContent().finish()),
-    }
+    let (grace, if_match, opts) = (r.grace()?, r.if_match()?, r.write_options()?);
+    let w = writes::delete_server(&app.node, key, server, grace, if_match, &opts).await?;
+    let answer = match &w.value {
+        Some(draining) => Answer::server(StatusCode::ACCEPTED, draining, false)?,
+        None => Answer::empty(StatusCode::NO_CONTENT),
+    };
+    Ok(answer.send(&w))
 }
 
 /// `PUT /api/v1/config` (`?dry_run=true`: the plan only).
 async fn replace_config(r: &Request<'_>, app: &AppState) -> Reply {
-    let (dry_run, wait) = (r.flag("dry_run")?, r.wait()?);
-    let plan = writes::replace_config(&app.node, r.body, dry_run, wait).await?;
-    Ok(json(StatusCode::OK, &plan))
+    let w = writes::replace_config(&app.node, r.body, &r.write_options()?).await?;
+    Ok(Answer::json(StatusCode::OK, &w.value)?.send(&w))
 }
 
 /// `GET /api/v1/node` (`?programmed=N&timeout_ms=T`: a long poll).

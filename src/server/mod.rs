@@ -65,9 +65,11 @@ pub async fn dispatch(req: HttpRequest, body: Payload, app: Data<AppState>) -> H
             // Before the body is read: a caller without the right token
             // gets nothing, not even a parse of what it sent; then the
             // limits, so that only admitted requests hold a body.
+            let query = form_urlencoded::parse(req.query_string().as_bytes());
             let admitted = app
                 .policy()
                 .check(route.operation.access(), authorization)
+                .and_then(|()| api::routes::check_query(route, query.map(|(k, _)| k)))
                 .and_then(|()| app.limits.admit(route));
             match admitted {
                 Ok(_permits) => {
@@ -77,10 +79,13 @@ pub async fn dispatch(req: HttpRequest, body: Payload, app: Data<AppState>) -> H
                         handlers::handle(route.operation, &request, &app).await
                     });
                     answered.await.unwrap_or_else(|_| {
-                        Err(ApiError::unavailable(
-                            1,
-                            format!("the request took more than {} s", REQUEST_TIMEOUT.as_secs()),
-                        ))
+                        let why =
+                            format!("the request took more than {} s", REQUEST_TIMEOUT.as_secs());
+                        Err(if route.operation.writes() {
+                            ApiError::outcome_unknown(why, "read what it changes to check")
+                        } else {
+                            ApiError::unavailable(1, why)
+                        })
                     })
                 }
                 Err(e) => Err(e),

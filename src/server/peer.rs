@@ -7,7 +7,7 @@
 use super::handlers::{changed, joined};
 use super::{body, AppState};
 use crate::api::{self, ApiError};
-use crate::cluster::{membership, MEMBERS_PATH, NODE_KERNEL_PATH, NODE_PATH};
+use crate::cluster::{membership, MEMBERS_PATH, NODE_KERNEL_PATH, NODE_PATH, NODE_PLAN_PATH};
 use crate::node::{members, reports};
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Data, Payload};
@@ -16,6 +16,7 @@ use actix_web::{HttpRequest, HttpResponse};
 pub fn peer_routes(cfg: &mut web::ServiceConfig) {
     cfg.route(NODE_PATH, web::get().to(node))
         .route(NODE_KERNEL_PATH, web::get().to(kernel))
+        .route(NODE_PLAN_PATH, web::post().to(plan))
         .route(membership::JOIN_PATH, web::post().to(join))
         .route(
             &format!("{MEMBERS_PATH}/{{name}}"),
@@ -46,6 +47,27 @@ async fn node(req: HttpRequest, app: Data<AppState>) -> HttpResponse {
 async fn kernel(app: Data<AppState>) -> HttpResponse {
     match reports::kernel_table(&app.node).await {
         Ok(table) => body::json(StatusCode::OK, &table),
+        Err(e) => body::error(&e),
+    }
+}
+
+/// [`NODE_PLAN_PATH`]: this node's kernel plan for a dry run on another
+/// member.
+async fn plan(payload: Payload, app: Data<AppState>) -> HttpResponse {
+    let planned = async {
+        let bytes = body::read(payload, api::MAX_CONFIG_BODY_BYTES).await?;
+        let request: api::json::PlanRequest = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(
+                api::ErrorCode::MalformedJson,
+                format!("not a plan request: {e}"),
+            )
+        })?;
+        reports::kernel_plan(&app.node, &request)
+            .await
+            .map_err(|why| ApiError::unavailable(1, why))
+    };
+    match planned.await {
+        Ok(changes) => body::json(StatusCode::OK, &changes),
         Err(e) => body::error(&e),
     }
 }

@@ -4,7 +4,12 @@
 
 use crate::api::{self, http, ApiError};
 use crate::model::{DestKey, ServiceKey};
+use crate::node::writes::{RequestKey, WriteOptions};
 use crate::node::Wait;
+
+/// The header that makes a write safe to retry (see
+/// [`crate::model::requests`]).
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 use actix_web::HttpRequest;
 
 /// One routed request.
@@ -84,6 +89,58 @@ impl<'a> Request<'a> {
     /// `?wait=applied|quorum`.
     pub fn wait(&self) -> Result<Option<Wait>, ApiError> {
         Wait::parse(self.query("wait"))
+    }
+
+    /// What every write takes: `?wait=`, `?dry_run=`, `Idempotency-Key`.
+    pub fn write_options(&self) -> Result<WriteOptions, ApiError> {
+        Ok(WriteOptions {
+            wait: self.wait()?,
+            dry_run: self.flag("dry_run")?,
+            key: self.idempotency_key()?,
+        })
+    }
+
+    /// The `Idempotency-Key` header, with the fingerprint of the request it
+    /// came with: a digest of the method, the path, the query parameters
+    /// that change what the write does (not `?wait` or `?dry_run`),
+    /// `If-Match` and the body.
+    fn idempotency_key(&self) -> Result<Option<RequestKey>, ApiError> {
+        let Some(value) = self.http.headers().get(IDEMPOTENCY_KEY) else {
+            return Ok(None);
+        };
+        let invalid = |why: String| {
+            ApiError::at(
+                api::ErrorCode::InvalidHeader,
+                IDEMPOTENCY_KEY,
+                format!("Idempotency-Key {why}"),
+            )
+        };
+        let key = value
+            .to_str()
+            .map_err(|_| invalid("is not text".into()))?
+            .trim();
+        crate::model::requests::check_key(key).map_err(invalid)?;
+        let mut query: Vec<&(String, String)> = self
+            .query
+            .iter()
+            .filter(|(k, _)| k != "wait" && k != "dry_run")
+            .collect();
+        query.sort();
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for part in [self.http.method().as_str(), self.http.path()] {
+            ctx.update(part.as_bytes());
+            ctx.update(b"\n");
+        }
+        for (k, v) in query {
+            ctx.update(format!("{k}={v}\n").as_bytes());
+        }
+        ctx.update(self.header("If-Match").unwrap_or("").as_bytes());
+        ctx.update(b"\n");
+        ctx.update(self.body);
+        Ok(Some(RequestKey {
+            key: key.to_string(),
+            fingerprint: hex::encode(ctx.finish().as_ref()),
+        }))
     }
 
     /// `?grace=` seconds of a removal.

@@ -61,6 +61,19 @@ pub(crate) fn service_key(key: &ServiceKey) -> Vec<u8> {
     out
 }
 
+/// The first byte of a remembered request's record key (see
+/// [`request_key`]); service keys start with `i` or `f`.
+pub(crate) const REQUEST_RECORD: u8 = b'r';
+
+/// A remembered request's record key, in the tree of the service records:
+/// `b'r'` and the client's `Idempotency-Key`. Stable: it is on disk.
+pub(crate) fn request_key(key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + key.len());
+    out.push(REQUEST_RECORD);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
 /// The first byte of a sealed value: the layout of what follows (a CRC-32
 /// of the payload, little-endian, then the payload). JSON never starts with
 /// it, so values written before sealing are told apart.

@@ -3,7 +3,9 @@
 //!
 //! Trees:
 //! - `services`: one record per virtual service, key `codec::service_key`,
-//!   value the [`ServiceConfig`] (JSON);
+//!   value the [`ServiceConfig`] (JSON); and one per write remembered under
+//!   its `Idempotency-Key` ([`crate::model::requests`]), key
+//!   `codec::request_key`, value the [`Remembered`] write;
 //! - `state`: the last applied log id and the last applied membership;
 //! - `snapshot`: the current snapshot (`meta`, `data`) and the counter that
 //!   makes snapshot ids unique (`seq`).
@@ -20,14 +22,15 @@
 //! are flushed, and with them the checkpoint before them, because openraft
 //! purges the log they cover.
 //!
-//! Each checkpoint also stores the [`Digest`] of the service records (their
-//! count and a sum of their hashes), so that the start-up check finds a
-//! record that vanished, not only one whose checksum fails.
+//! Each checkpoint also stores the [`Digest`] of the records of that tree
+//! (their count and a sum of their hashes), so that the start-up check
+//! finds a record that vanished, not only one whose checksum fails.
 
 use super::codec::{self, decode, encode, get, unseal};
 use super::disk::Disk;
 use super::error::transaction_error;
 use super::StoreError;
+use crate::model::requests::{Remembered, Requests};
 use crate::model::{CommandResult, DesiredState, ServiceConfig, ServiceKey};
 use crate::raft::typ::{
     Entry, EntryPayload, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
@@ -40,7 +43,7 @@ use sled::transaction::{ConflictableTransactionError, Transactional};
 use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::io::Cursor;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -116,6 +119,7 @@ impl Committed {
 #[derive(Debug, Clone)]
 pub struct StateWatch {
     rx: watch::Receiver<Committed>,
+    requests: Arc<RwLock<Requests>>,
 }
 
 impl StateWatch {
@@ -132,6 +136,25 @@ impl StateWatch {
     pub fn current(&self) -> Committed {
         self.rx.borrow().clone()
     }
+
+    /// The write remembered under `key`, as of the last apply.
+    pub fn remembered(&self, key: &str) -> Option<Remembered> {
+        read(&self.requests).get(key).cloned()
+    }
+}
+
+/// The table of remembered writes, read; a panic elsewhere while holding
+/// the lock leaves a table that is still whole (every change is one call).
+fn read(requests: &RwLock<Requests>) -> std::sync::RwLockReadGuard<'_, Requests> {
+    requests
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write(requests: &RwLock<Requests>) -> std::sync::RwLockWriteGuard<'_, Requests> {
+    requests
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The snapshot data, as stored and as sent to followers (JSON).
@@ -141,6 +164,7 @@ struct SnapshotOut<'a> {
     last_applied: &'a Option<LogId>,
     last_membership: &'a StoredMembership,
     desired: &'a DesiredState,
+    requests: &'a Requests,
 }
 
 #[derive(Deserialize)]
@@ -149,6 +173,9 @@ struct SnapshotIn {
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     desired: DesiredState,
+    /// Absent from snapshots taken before writes were remembered.
+    #[serde(default)]
+    requests: Requests,
 }
 
 /// The state machine: typed records in sled, mirrored in memory.
@@ -160,14 +187,18 @@ pub struct StateMachineStore {
     /// and snapshot builders, copied on write.
     desired: Arc<DesiredState>,
     published: watch::Sender<Committed>,
+    /// The writes remembered under their keys; shared with [`StateWatch`].
+    requests: Arc<RwLock<Requests>>,
     /// Services changed since the last checkpoint.
     dirty: BTreeSet<ServiceKey>,
+    /// Remembered writes added or forgotten since the last checkpoint.
+    dirty_requests: BTreeSet<String>,
     /// Index of the last applied entry at the last checkpoint, and when it
     /// was written.
     checkpoint: (u64, Instant),
-    /// The hash of each record as the last checkpoint wrote it, and their
-    /// digest.
-    hashes: HashMap<ServiceKey, u64>,
+    /// The hash of each record (by record key) as the last checkpoint wrote
+    /// it, and their digest.
+    hashes: HashMap<Vec<u8>, u64>,
     digest: Digest,
 }
 
@@ -180,35 +211,45 @@ pub struct SnapshotBuilder {
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     desired: Arc<DesiredState>,
+    requests: Requests,
     disk: Disk,
 }
 
 impl StateMachineStore {
     /// Loads the state machine from the store (checked by `verify` first).
     pub(crate) fn load(disk: Disk) -> Result<StateMachineStore, StoreError> {
-        let (last_applied, last_membership, desired, hashes, digest) = disk.read(|t| {
-            let last_applied: Option<LogId> = get(&t.state, LAST_APPLIED)?.flatten();
-            let last_membership: StoredMembership =
-                get(&t.state, LAST_MEMBERSHIP)?.unwrap_or_default();
-            let mut desired = DesiredState::default();
-            let mut hashes = HashMap::new();
-            let mut digest = Digest::default();
-            for item in t.services.iter() {
-                let (key, value) = item.map_err(StoreError::read("service records"))?;
-                let cfg: ServiceConfig = decode(&value, || format!("service record {key:02x?}"))?;
-                if codec::service_key(&cfg.service.key) != *key {
-                    return Err(StoreError::Corrupt {
-                        what: format!("service record {key:02x?}"),
-                        problem: format!("it holds service {}", cfg.service.key),
-                    });
+        let (last_applied, last_membership, desired, mut requests, hashes, digest) =
+            disk.read(|t| {
+                let last_applied: Option<LogId> = get(&t.state, LAST_APPLIED)?.flatten();
+                let last_membership: StoredMembership =
+                    get(&t.state, LAST_MEMBERSHIP)?.unwrap_or_default();
+                let mut desired = DesiredState::default();
+                let mut requests = Requests::default();
+                let mut hashes = HashMap::new();
+                let mut digest = Digest::default();
+                for item in t.services.iter() {
+                    let (key, value) = item.map_err(StoreError::read("service records"))?;
+                    match decode_record(&key, &value)? {
+                        Record::Service(cfg) => {
+                            desired.services.insert(cfg.service.key, Arc::new(*cfg));
+                        }
+                        Record::Request(entry) => requests.insert(entry),
+                    }
+                    let hash = record_hash(&key, &value);
+                    digest.add_hash(hash);
+                    hashes.insert(key.to_vec(), hash);
                 }
-                let hash = record_hash(&key, &value);
-                digest.add_hash(hash);
-                hashes.insert(cfg.service.key, hash);
-                desired.services.insert(cfg.service.key, Arc::new(cfg));
-            }
-            Ok((last_applied, last_membership, desired, hashes, digest))
-        })?;
+                Ok((
+                    last_applied,
+                    last_membership,
+                    desired,
+                    requests,
+                    hashes,
+                    digest,
+                ))
+            })?;
+        // What was read is what the disk holds: nothing to write back.
+        requests.take_changed();
         let desired = Arc::new(desired);
         let (published, _) = watch::channel(Committed {
             applied: last_applied,
@@ -220,7 +261,9 @@ impl StateMachineStore {
             last_membership,
             desired,
             published,
+            requests: Arc::new(RwLock::new(requests)),
             dirty: BTreeSet::new(),
+            dirty_requests: BTreeSet::new(),
             checkpoint: (last_applied.map_or(0, |id| id.index), Instant::now()),
             hashes,
             digest,
@@ -234,6 +277,7 @@ impl StateMachineStore {
     /// Records that the disk now holds the applied state.
     fn checkpointed(&mut self) {
         self.dirty.clear();
+        self.dirty_requests.clear();
         self.checkpoint = (self.applied_index(), Instant::now());
     }
 
@@ -263,6 +307,7 @@ impl StateMachineStore {
     pub fn watch(&self) -> StateWatch {
         StateWatch {
             rx: self.published.subscribe(),
+            requests: self.requests.clone(),
         }
     }
 
@@ -291,6 +336,7 @@ impl StateMachineStore {
     ) -> (Vec<CommandResult>, BTreeSet<ServiceKey>) {
         let mut results = Vec::new();
         let mut touched = BTreeSet::new();
+        let mut requests = write(&self.requests);
         for entry in entries {
             let index = entry.log_id.index;
             self.last_applied = Some(entry.log_id);
@@ -309,12 +355,13 @@ impl StateMachineStore {
                     if cmd.replaces_all() {
                         touched.extend(desired.services.keys().copied());
                     }
-                    let result = desired.apply(&cmd, index);
+                    let result = requests.apply(desired, &cmd, index);
                     touched.extend(result.changed(&cmd));
                     results.push(result);
                 }
             }
         }
+        self.dirty_requests.extend(requests.take_changed());
         (results, touched)
     }
 
@@ -331,25 +378,39 @@ impl StateMachineStore {
         let mut services = sled::Batch::default();
         let mut hashes = Vec::new();
         let mut digest = self.digest;
-        for key in &self.dirty {
-            let record = codec::service_key(key);
-            if let Some(old) = self.hashes.get(key) {
+        let mut put = |record: Vec<u8>, value: Option<Vec<u8>>| {
+            if let Some(old) = self.hashes.get(&record) {
                 digest.remove_hash(*old);
             }
-            match self.desired.services.get(key) {
-                Some(cfg) => {
-                    let value = encode(cfg, || format!("service {key}"))?;
+            match value {
+                Some(value) => {
                     let hash = record_hash(&record, &value);
                     digest.add_hash(hash);
-                    hashes.push((*key, Some(hash)));
+                    hashes.push((record.clone(), Some(hash)));
                     services.insert(record, value);
                 }
                 None => {
-                    hashes.push((*key, None));
+                    hashes.push((record.clone(), None));
                     services.remove(record);
                 }
             }
+        };
+        for key in &self.dirty {
+            let value = match self.desired.services.get(key) {
+                Some(cfg) => Some(encode(cfg, || format!("service {key}"))?),
+                None => None,
+            };
+            put(codec::service_key(key), value);
         }
+        let requests = read(&self.requests);
+        for key in &self.dirty_requests {
+            let value = match requests.get(key) {
+                Some(entry) => Some(encode(entry, || format!("remembered request {key:?}"))?),
+                None => None,
+            };
+            put(codec::request_key(key), value);
+        }
+        drop(requests);
         let state = state_batch(&self.last_applied, &self.last_membership, &digest)?;
         Ok(Checkpoint {
             services,
@@ -360,7 +421,7 @@ impl StateMachineStore {
     }
 
     /// Remembers what a checkpoint wrote.
-    fn checkpoint_written(&mut self, hashes: Vec<(ServiceKey, Option<u64>)>, digest: Digest) {
+    fn checkpoint_written(&mut self, hashes: Vec<(Vec<u8>, Option<u64>)>, digest: Digest) {
         for (key, hash) in hashes {
             match hash {
                 Some(h) => self.hashes.insert(key, h),
@@ -414,12 +475,21 @@ impl StateMachineStore {
         let mut hashes = HashMap::new();
         let mut digest = Digest::default();
         for (key, cfg) in &snap.desired.services {
-            let record = codec::service_key(key);
-            let value = encode(cfg, || format!("service {key}"))?;
-            let hash = record_hash(&record, &value);
+            services.push((
+                codec::service_key(key),
+                encode(cfg, || format!("service {key}"))?,
+            ));
+        }
+        for entry in snap.requests.iter() {
+            services.push((
+                codec::request_key(&entry.key),
+                encode(entry, || format!("remembered request {:?}", entry.key))?,
+            ));
+        }
+        for (record, value) in &services {
+            let hash = record_hash(record, value);
             digest.add_hash(hash);
-            hashes.insert(*key, hash);
-            services.push((record, value));
+            hashes.insert(record.clone(), hash);
         }
         let state = state_batch(&snap.last_applied, &snap.last_membership, &digest)?;
         let meta_bytes = sled::IVec::from(encode(meta, what)?);
@@ -449,6 +519,9 @@ impl StateMachineStore {
         self.last_applied = snap.last_applied;
         self.last_membership = snap.last_membership;
         self.desired = Arc::new(snap.desired);
+        let mut requests = snap.requests;
+        requests.take_changed();
+        *write(&self.requests) = requests;
         self.hashes = hashes;
         self.digest = digest;
         self.checkpointed();
@@ -462,8 +535,36 @@ impl StateMachineStore {
 struct Checkpoint {
     services: sled::Batch,
     state: sled::Batch,
-    hashes: Vec<(ServiceKey, Option<u64>)>,
+    hashes: Vec<(Vec<u8>, Option<u64>)>,
     digest: Digest,
+}
+
+/// One record of the `services` tree.
+pub(crate) enum Record {
+    Service(Box<ServiceConfig>),
+    Request(Remembered),
+}
+
+/// Decodes a record of the `services` tree, checking that it is stored
+/// under its own key.
+pub(crate) fn decode_record(key: &[u8], value: &[u8]) -> Result<Record, StoreError> {
+    let what = || format!("service record {key:02x?}");
+    let misplaced = |holds: String| StoreError::Corrupt {
+        what: what(),
+        problem: format!("it holds {holds}"),
+    };
+    if key.first() == Some(&codec::REQUEST_RECORD) {
+        let entry: Remembered = decode(value, what)?;
+        if codec::request_key(&entry.key) != key {
+            return Err(misplaced(format!("the remembered request {:?}", entry.key)));
+        }
+        return Ok(Record::Request(entry));
+    }
+    let cfg: ServiceConfig = decode(value, what)?;
+    if codec::service_key(&cfg.service.key) != key {
+        return Err(misplaced(format!("service {}", cfg.service.key)));
+    }
+    Ok(Record::Service(Box::new(cfg)))
 }
 
 /// A checkpoint's records and applied state, in one transaction.
@@ -591,6 +692,7 @@ impl SnapshotBuilder {
             last_applied: &self.last_applied,
             last_membership: &self.last_membership,
             desired: &self.desired,
+            requests: &self.requests,
         })
         .map_err(|source| StoreError::Encode {
             what: "snapshot".into(),
@@ -688,6 +790,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
             desired: self.desired.clone(),
+            requests: read(&self.requests).clone(),
             disk: self.disk.clone(),
         }
     }

@@ -24,7 +24,6 @@ use super::log::{LAST_PURGED, VOTE};
 use super::state_machine::{self, Digest};
 use super::witness::Acknowledged;
 use super::StoreError;
-use crate::model::ServiceConfig;
 use crate::raft::typ::{Entry, LogId, SnapshotMeta, StoredMembership, Vote};
 
 /// What a passed check saw, for the start-up log line.
@@ -153,14 +152,7 @@ pub(crate) fn check(
     let mut digest = Digest::default();
     for item in trees.services.iter() {
         let (key, value) = item.map_err(StoreError::read("service records"))?;
-        let what = || format!("service record {key:02x?}");
-        let cfg: ServiceConfig = decode(&value, what).map_err(as_damage)?;
-        if codec::service_key(&cfg.service.key) != *key {
-            return Err(damaged(
-                what(),
-                format!("it holds service {}", cfg.service.key),
-            ));
-        }
+        state_machine::decode_record(&key, &value).map_err(as_damage)?;
         digest.add(&key, &value);
         checked.services += 1;
     }

@@ -3,10 +3,12 @@
 //! returned and what it answered — the history the checks run on.
 //!
 //! An answer is definite when it says what happened: 2xx, 412 and other
-//! refusals, `store_unavailable` and `overloaded` (refused before anything
-//! was proposed), a refused connection. Anything else (a timeout, other
-//! 5xx, a connection cut) is unknown: the write may or may not have
-//! happened, and the checks allow both.
+//! refusals, the 503s the API gives only before anything was proposed
+//! (`store_unavailable`, `overloaded`, `no_leader`, `no_quorum`,
+//! `unavailable`), a refused connection. Anything else (`outcome_unknown`,
+//! a timeout, a connection cut) is unknown: the write may or may not have
+//! happened, and the checks allow both. So the checks also hold the API to
+//! its word that those 503s wrote nothing.
 
 use super::checker::Op;
 use super::disk::Rng;
@@ -101,9 +103,15 @@ fn outcome(r: &Result<reqwest::blocking::Response, reqwest::Error>) -> Outcome {
 
 /// A 503 that says nothing was done.
 fn refused_before_proposing(body: &str) -> bool {
-    ["\"store_unavailable\"", "\"overloaded\""]
-        .iter()
-        .any(|code| body.contains(code))
+    [
+        "\"store_unavailable\"",
+        "\"overloaded\"",
+        "\"no_leader\"",
+        "\"no_quorum\"",
+        "\"unavailable\"",
+    ]
+    .iter()
+    .any(|code| body.contains(code))
 }
 
 impl Clients {

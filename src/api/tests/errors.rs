@@ -5,7 +5,7 @@
 use super::*;
 use crate::api::error::{check_body_size, outcome, ErrorBody, MAX_BODY_BYTES};
 use crate::api::http::{etag, parse_if_match, query_flag, server_location, service_location};
-use crate::api::routes::{match_route, Method, Operation, ROUTES};
+use crate::api::routes::{check_query, match_route, Method, Operation, ROUTES};
 use crate::model::CommandResult;
 use serde_json::json;
 use std::collections::HashSet;
@@ -51,20 +51,24 @@ fn every_code_is_listed_once_with_its_json_name() {
             RevisionMismatch => 31,
             BodyTooLarge => 32,
             UnsupportedMediaType => 33,
-            NoLeader => 34,
-            Unavailable => 35,
-            Internal => 36,
-            NotProgrammed => 37,
-            Unauthorized => 38,
-            Forbidden => 39,
-            Overloaded => 40,
-            NotReady => 41,
-            StoreUnavailable => 42,
+            IdempotencyKeyReused => 34,
+            NoLeader => 35,
+            Unavailable => 36,
+            Internal => 37,
+            OutcomeUnknown => 38,
+            NotApplied => 39,
+            NoQuorum => 40,
+            NotProgrammed => 41,
+            Unauthorized => 42,
+            Forbidden => 43,
+            Overloaded => 44,
+            NotReady => 45,
+            StoreUnavailable => 46,
         };
         assert_eq!(i, position, "{code}");
         assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
     }
-    assert_eq!(ErrorCode::ALL.len(), 43);
+    assert_eq!(ErrorCode::ALL.len(), 47);
 }
 
 #[test]
@@ -91,6 +95,10 @@ fn statuses() {
         (Overloaded, 503),
         (NotReady, 503),
         (StoreUnavailable, 503),
+        (IdempotencyKeyReused, 422),
+        (OutcomeUnknown, 503),
+        (NotApplied, 503),
+        (NoQuorum, 503),
     ] {
         assert_eq!(code.status(), status, "{code}");
     }
@@ -105,6 +113,9 @@ fn statuses() {
                 | Overloaded
                 | NotReady
                 | StoreUnavailable
+                | OutcomeUnknown
+                | NotApplied
+                | NoQuorum
         );
         assert_eq!(code.status() >= 500, server_side, "{code}");
     }
@@ -318,6 +329,37 @@ fn matching() {
     let err = match_route("POST", "/api/v1/services/x").unwrap_err();
     assert!(
         err.message().contains("GET, PUT, PATCH, DELETE"),
+        "{}",
+        err.message()
+    );
+}
+
+#[test]
+fn unknown_query_parameters_are_refused_by_name() {
+    let (create, _) = match_route("POST", "/api/v1/services").unwrap();
+    assert!(check_query(create, ["dry_run", "wait"]).is_ok());
+    let err = check_query(create, ["wait", "foo"]).unwrap_err();
+    assert_eq!((err.status(), err.field()), (400, Some("?foo")));
+    assert_eq!(
+        err.message(),
+        "unknown query parameter ?foo: POST /api/v1/services takes ?dry_run and ?wait"
+    );
+    // A misspelt flag is the case that matters: it must not be a change.
+    let err = check_query(create, ["dry-run"]).unwrap_err();
+    assert_eq!(err.field(), Some("?dry-run"));
+    let (ready, _) = match_route("GET", "/readyz").unwrap();
+    assert!(check_query(ready, Vec::<String>::new()).is_ok());
+    let err = check_query(ready, ["verbose"]).unwrap_err();
+    assert!(
+        err.message()
+            .ends_with("GET /readyz takes no query parameters"),
+        "{}",
+        err.message()
+    );
+    let (delete, _) = match_route("DELETE", "/api/v1/services/x").unwrap();
+    let err = check_query(delete, ["now"]).unwrap_err();
+    assert!(
+        err.message().ends_with("takes ?dry_run, ?grace and ?wait"),
         "{}",
         err.message()
     );

@@ -39,6 +39,7 @@ const SCHEMA_KEYWORDS: &[&str] = &[
     "description",
     "default",
     "$ref",
+    "oneOf",
 ];
 
 fn schema_ptr(name: &str) -> String {
@@ -101,6 +102,28 @@ impl<'d> Checker<'d> {
         if let Some(r) = obj.get("$ref").and_then(Value::as_str) {
             assert_eq!(obj.len(), 1, "{ptr}: $ref with siblings");
             return self.check(r, value, at);
+        }
+        if let Some(Value::Array(alternatives)) = obj.get("oneOf") {
+            // The alternatives are told apart by their required properties:
+            // exactly one must have all of them in the value.
+            let doc = self.doc;
+            let fitting: Vec<&Value> = alternatives
+                .iter()
+                .filter(|alt| {
+                    let required = deref(doc, alt)["required"].as_array().cloned();
+                    required
+                        .unwrap_or_default()
+                        .iter()
+                        .all(|name| name.as_str().is_some_and(|n| value.get(n).is_some()))
+                })
+                .collect();
+            assert_eq!(
+                fitting.len(),
+                1,
+                "{at}: {value} fits {} of oneOf ({ptr})",
+                fitting.len()
+            );
+            return self.check_schema(&format!("{ptr}/oneOf"), fitting[0], value, at);
         }
         if let Some(t) = obj.get("type") {
             let types: Vec<&str> = match t {
@@ -352,6 +375,14 @@ fn routes_document_their_parameters_headers_and_errors() {
             .map(|p| p["name"].as_str().unwrap())
             .collect();
         assert_eq!(template, declared, "{method} {path}");
+        // Query parameters: exactly those the route takes (others are 400).
+        let query: BTreeSet<&str> = params
+            .iter()
+            .filter(|p| p["in"] == "query")
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        let takes: BTreeSet<&str> = route.query.iter().copied().collect();
+        assert_eq!(query, takes, "{method} {path}: query parameters");
         let resps = responses(&doc, path, &method);
         let status = |s: &str| resps.iter().find(|(code, _)| code == s).map(|(_, r)| *r);
         // Every error response is the error body.
@@ -377,7 +408,7 @@ fn routes_document_their_parameters_headers_and_errors() {
             assert!(status("412").is_some(), "{method} {path}: no 412");
         }
         if is_resource && route.method != Method::Delete {
-            let ok = status("200").or(status("201")).unwrap();
+            let ok = status("201").or(status("200")).unwrap();
             assert!(has_header(ok, "ETag"), "{method} {path}: no ETag");
         }
         if route.method == Method::Post && path.starts_with("/api/v1/services") {
@@ -633,6 +664,12 @@ fn response_samples() -> Vec<(&'static str, Value)> {
         leader_id: Some("node1".into()),
         term: 3,
         commit_index: 120,
+        quorum: crate::api::json::QuorumView {
+            ok: true,
+            last_contact_ms: Some(40),
+            last_leader: Some("node1".into()),
+            problem: None,
+        },
         members: vec![
             MemberView {
                 id: "node1".into(),
@@ -723,6 +760,12 @@ fn response_samples() -> Vec<(&'static str, Value)> {
     };
     let no_leader = ClusterView {
         leader_id: None,
+        quorum: crate::api::json::QuorumView {
+            ok: false,
+            last_contact_ms: None,
+            last_leader: None,
+            problem: Some("no contact with a quorum since this node started 3.1 s ago".into()),
+        },
         ..cluster.clone()
     };
     vec![
@@ -754,6 +797,30 @@ fn response_samples() -> Vec<(&'static str, Value)> {
         }),
         ("Config", to(&config_view(&state))),
         ("ConfigPlan", to(&plan)),
+        (
+            "DryRun",
+            to(&crate::api::json::DryRun {
+                dry_run: true,
+                status: 201,
+                result: to(&service_view(&web)),
+                desired: plan.clone(),
+                kernels: vec![
+                    crate::api::json::NodePlan {
+                        node: "node1".into(),
+                        changes: vec![crate::api::json::KernelChange {
+                            op: "+".into(),
+                            change: "add service TCP 192.0.2.30:80".into(),
+                        }],
+                        error: None,
+                    },
+                    crate::api::json::NodePlan {
+                        node: "node2".into(),
+                        changes: vec![],
+                        error: Some("did not answer".into()),
+                    },
+                ],
+            }),
+        ),
         ("Cluster", to(&cluster)),
         ("Cluster", to(&no_leader)),
         (

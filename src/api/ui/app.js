@@ -395,6 +395,11 @@ function renderSummary() {
   $('summary').textContent =
     `${n.id} (${n.role}) · leader ${c.leader_id ?? 'none'} · term ${c.term} · ` +
     `${c.members.length} member${c.members.length === 1 ? '' : 's'}`;
+  // A node that knows it has no quorum says so: its writes are refused.
+  const quorum = $('quorum');
+  const lost = c.quorum && !c.quorum.ok && c.quorum.problem;
+  quorum.hidden = !lost;
+  quorum.textContent = lost ? `No quorum: ${c.quorum.problem}. Changes are refused until it is back.` : '';
 }
 
 // --- services

@@ -645,3 +645,83 @@ fn a_crash_loses_nothing_acknowledged() {
         assert_eq!(sm.applied_state().await.unwrap().0, current.applied);
     });
 }
+
+fn keyed(key: &str, cmd: Command) -> Command {
+    Command::Keyed {
+        key: key.into(),
+        fingerprint: "f".into(),
+        at_ms: 1_000,
+        command: Box::new(cmd),
+    }
+}
+
+/// Writes remembered under their Idempotency-Key are records like the
+/// services: checkpointed, checked at start-up, reloaded, and carried by
+/// snapshots (which replace them).
+#[test]
+fn remembered_writes_survive_a_restart_and_travel_in_snapshots() {
+    let dir = TempDir::new().unwrap();
+    let follower_dir = TempDir::new().unwrap();
+    rt().block_on(async {
+        {
+            let (_log, mut sm) = open(dir.path(), "node1").unwrap();
+            let results = sm
+                .apply(vec![
+                    membership(1),
+                    normal(2, keyed("k1", create(80))),
+                    normal(3, keyed("k2", create(80))),
+                ])
+                .await
+                .unwrap();
+            assert!(matches!(results[2], CommandResult::ServiceExists(_)));
+        }
+        let (_log, mut sm) = open(dir.path(), "node1").unwrap();
+        let watch = sm.watch();
+        let k1 = watch
+            .remembered("k1")
+            .expect("k1 remembered after a restart");
+        assert_eq!(
+            (k1.index, k1.result),
+            (2, CommandResult::Applied { revision: 2 })
+        );
+        let k2 = watch.remembered("k2").expect("k2 remembered");
+        assert!(matches!(k2.result, CommandResult::ServiceExists(_)));
+        let again = sm.apply(vec![normal(4, keyed("k1", create(80)))]).await;
+        assert_eq!(
+            again.unwrap(),
+            vec![CommandResult::Replayed {
+                index: 2,
+                first: Box::new(CommandResult::Applied { revision: 2 })
+            }]
+        );
+        let snapshot = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+
+        // A follower with a remembered write of its own installs it.
+        {
+            let (_flog, mut follower) = open(follower_dir.path(), "node1").unwrap();
+            follower
+                .apply(vec![normal(1, keyed("kx", create(99)))])
+                .await
+                .unwrap();
+            let mut data = follower.begin_receiving_snapshot().await.unwrap();
+            *data = *snapshot.snapshot;
+            follower
+                .install_snapshot(&snapshot.meta, data)
+                .await
+                .unwrap();
+            let watch = follower.watch();
+            assert!(watch.remembered("k1").is_some());
+            assert!(watch.remembered("kx").is_none(), "replaced");
+        }
+        let (_flog, follower) = open(follower_dir.path(), "node1").unwrap();
+        let watch = follower.watch();
+        assert_eq!(watch.remembered("k1").map(|r| r.index), Some(2));
+        assert!(watch.remembered("k2").is_some());
+        assert!(watch.remembered("kx").is_none());
+    });
+}
