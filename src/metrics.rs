@@ -1,11 +1,16 @@
-//! Prometheus metrics (`GET /metrics`, text exposition by the
-//! prometheus-client crate): the kernel's counters per virtual service and
-//! real server, the reconciler, Raft, and the API.
+//! Prometheus metrics (`GET /metrics`, encoded by the prometheus-client
+//! crate in the format the scraper asks for: [`Format`]): the kernel's
+//! counters per virtual service and real server, the reconciler, Raft, and
+//! the API.
 //!
 //! Events (API requests, reconcile passes) are counted as they happen in
 //! [`Metrics`]; values that belong to a moment (kernel counters, Raft
 //! state, the reconcile status) are read at scrape time into a registry
 //! built for that scrape, so a removed service's series disappear with it.
+
+mod format;
+
+pub use format::Format;
 
 use crate::api::json::ReconcileStatus;
 use crate::model::ids::{server_id, service_id};
@@ -158,8 +163,8 @@ impl Metrics {
         }
     }
 
-    /// The exposition text for one scrape.
-    pub fn render(&self, scrape: &Scrape<'_>) -> String {
+    /// The exposition for one scrape, in `format`.
+    pub fn render(&self, scrape: &Scrape<'_>, format: Format) -> String {
         let mut r = Registry::default();
         r.register(
             "ipvs_manager_api_requests",
@@ -213,10 +218,7 @@ impl Metrics {
         if let Some(kernel) = scrape.kernel {
             kernel_series(&mut r, kernel);
         }
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
-        out
+        format.encode(&r)
     }
 }
 
