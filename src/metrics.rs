@@ -1,16 +1,19 @@
 //! Prometheus metrics (`GET /metrics`, encoded by the prometheus-client
 //! crate in the format the scraper asks for: [`Format`]): the kernel's
-//! counters per virtual service and real server, the reconciler, Raft, and
-//! the API.
+//! counters per virtual service and real server, the reconciler, Raft, the
+//! API, and the process (`process_*`).
 //!
 //! Events (API requests, reconcile passes) are counted as they happen in
 //! [`Metrics`]; values that belong to a moment (kernel counters, Raft
-//! state, the reconcile status) are read at scrape time into a registry
-//! built for that scrape, so a removed service's series disappear with it.
+//! state, the reconcile status, the process) are read at scrape time into a
+//! registry built for that scrape, so a removed service's series disappear
+//! with it.
 
 mod format;
+mod process;
 
 pub use format::Format;
+pub use process::ProcessStats;
 
 use crate::api::json::ReconcileStatus;
 use crate::model::ids::{server_id, service_id};
@@ -128,6 +131,8 @@ pub struct Scrape<'a> {
     pub free_bytes: Option<u64>,
     /// Why the node is not ready, by check (empty: ready).
     pub problems: &'a [crate::readiness::Problem],
+    /// This process's CPU, memory and file descriptors.
+    pub process: &'a ProcessStats,
 }
 
 impl Metrics {
@@ -218,6 +223,7 @@ impl Metrics {
         if let Some(kernel) = scrape.kernel {
             kernel_series(&mut r, kernel);
         }
+        scrape.process.register(&mut r);
         format.encode(&r)
     }
 }

@@ -261,6 +261,7 @@ pub async fn metrics(node: &Node, format: crate::metrics::Format) -> String {
     let all_down = super::health::all_down(&node.desired(), &node.health.table());
     let store = node.disk.borrow().clone();
     let problems = node.problems();
+    let process = crate::metrics::ProcessStats::read();
     node.metrics.render(
         &crate::metrics::Scrape {
             raft: &raft,
@@ -271,6 +272,7 @@ pub async fn metrics(node: &Node, format: crate::metrics::Format) -> String {
             store: &store,
             free_bytes: crate::store::free_bytes(&node.vol_dir),
             problems: &problems,
+            process: &process,
         },
         format,
     )
