@@ -1,7 +1,7 @@
 //! Prometheus metrics (`GET /metrics`, encoded by the prometheus-client
 //! crate in the format the scraper asks for: [`Format`]): the kernel's
 //! counters per virtual service and real server, the reconciler, Raft, the
-//! API, and the process (`process_*`).
+//! API, the process (`process_*`) and the build.
 //!
 //! Events (API requests, reconcile passes) are counted as they happen in
 //! [`Metrics`]; values that belong to a moment (kernel counters, Raft
@@ -23,6 +23,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use std::time::Duration;
 
@@ -224,6 +225,7 @@ impl Metrics {
             kernel_series(&mut r, kernel);
         }
         scrape.process.register(&mut r);
+        build_info(&mut r);
         format.encode(&r)
     }
 }
@@ -243,6 +245,27 @@ impl crate::health::ProbeObserver for Metrics {
             }
         }
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    revision: &'static str,
+}
+
+/// `ipvs_manager_build_info{version,revision} 1`: which build a node runs
+/// (an info metric: OpenMetrics' `info` type, a gauge named `…_info` in the
+/// Prometheus format).
+fn build_info(r: &mut Registry) {
+    r.register(
+        "ipvs_manager_build",
+        "The version and git revision of this build (revision: unknown when built outside a git checkout)",
+        Info::new(BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+            // Set by build.rs.
+            revision: env!("IPVS_MANAGER_REVISION"),
+        }),
+    );
 }
 
 fn gauge(r: &mut Registry, name: &str, help: &str, value: i64) {
