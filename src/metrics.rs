@@ -18,7 +18,7 @@ pub use process::ProcessStats;
 use crate::api::json::ReconcileStatus;
 use crate::model::ids::{server_id, service_id};
 use crate::model::{ServiceEntry, ServiceKey};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -44,13 +44,37 @@ struct ChangeLabels {
     result: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// A virtual service's labels; those a kind of service does not have are
+/// empty, and left out (see the `EncodeLabelSet` impl).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct ServiceLabels {
     service: String,
     protocol: String,
     address: String,
     port: String,
     fwmark: String,
+}
+
+/// Writes only the labels that have a value: an inet service has no fwmark
+/// and a fwmark service no address or port, and a label with an empty value
+/// is one Prometheus treats as absent, which would only clutter the series
+/// (and queries like `{fwmark=""}`).
+impl EncodeLabelSet for ServiceLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let labels = [
+            ("service", &self.service),
+            ("protocol", &self.protocol),
+            ("address", &self.address),
+            ("port", &self.port),
+            ("fwmark", &self.fwmark),
+        ];
+        for (name, value) in labels {
+            if !value.is_empty() {
+                EncodeLabel::encode(&(name, value.as_str()), encoder.encode_label())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
