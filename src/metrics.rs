@@ -627,3 +627,6 @@ fn kernel_series(r: &mut Registry, kernel: &[ServiceEntry]) {
         weight,
     );
 }
+
+#[cfg(test)]
+mod tests;
