@@ -1,20 +1,29 @@
-//! Prometheus metrics (`GET /metrics`, text exposition by the
-//! prometheus-client crate): the kernel's counters per virtual service and
-//! real server, the reconciler, Raft, and the API.
+//! Prometheus metrics (`GET /metrics`, encoded by the prometheus-client
+//! crate in the format the scraper asks for: [`Format`]): the kernel's
+//! counters per virtual service and real server, the reconciler, Raft, the
+//! API, the process (`process_*`) and the build.
 //!
 //! Events (API requests, reconcile passes) are counted as they happen in
 //! [`Metrics`]; values that belong to a moment (kernel counters, Raft
-//! state, the reconcile status) are read at scrape time into a registry
-//! built for that scrape, so a removed service's series disappear with it.
+//! state, the reconcile status, the process) are read at scrape time into a
+//! registry built for that scrape, so a removed service's series disappear
+//! with it.
+
+mod format;
+mod process;
+
+pub use format::Format;
+pub use process::ProcessStats;
 
 use crate::api::json::ReconcileStatus;
 use crate::model::ids::{server_id, service_id};
 use crate::model::{ServiceEntry, ServiceKey};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use std::time::Duration;
 
@@ -35,13 +44,37 @@ struct ChangeLabels {
     result: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// A virtual service's labels; those a kind of service does not have are
+/// empty, and left out (see the `EncodeLabelSet` impl).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct ServiceLabels {
     service: String,
     protocol: String,
     address: String,
     port: String,
     fwmark: String,
+}
+
+/// Writes only the labels that have a value: an inet service has no fwmark
+/// and a fwmark service no address or port, and a label with an empty value
+/// is one Prometheus treats as absent, which would only clutter the series
+/// (and queries like `{fwmark=""}`).
+impl EncodeLabelSet for ServiceLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let labels = [
+            ("service", &self.service),
+            ("protocol", &self.protocol),
+            ("address", &self.address),
+            ("port", &self.port),
+            ("fwmark", &self.fwmark),
+        ];
+        for (name, value) in labels {
+            if !value.is_empty() {
+                EncodeLabel::encode(&(name, value.as_str()), encoder.encode_label())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,6 +156,8 @@ pub struct Scrape<'a> {
     pub free_bytes: Option<u64>,
     /// Why the node is not ready, by check (empty: ready).
     pub problems: &'a [crate::readiness::Problem],
+    /// This process's CPU, memory and file descriptors.
+    pub process: &'a ProcessStats,
 }
 
 impl Metrics {
@@ -158,8 +193,8 @@ impl Metrics {
         }
     }
 
-    /// The exposition text for one scrape.
-    pub fn render(&self, scrape: &Scrape<'_>) -> String {
+    /// The exposition for one scrape, in `format`.
+    pub fn render(&self, scrape: &Scrape<'_>, format: Format) -> String {
         let mut r = Registry::default();
         r.register(
             "ipvs_manager_api_requests",
@@ -213,10 +248,9 @@ impl Metrics {
         if let Some(kernel) = scrape.kernel {
             kernel_series(&mut r, kernel);
         }
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
-        out
+        scrape.process.register(&mut r);
+        build_info(&mut r);
+        format.encode(&r)
     }
 }
 
@@ -235,6 +269,27 @@ impl crate::health::ProbeObserver for Metrics {
             }
         }
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    revision: &'static str,
+}
+
+/// `ipvs_manager_build_info{version,revision} 1`: which build a node runs
+/// (an info metric: OpenMetrics' `info` type, a gauge named `…_info` in the
+/// Prometheus format).
+fn build_info(r: &mut Registry) {
+    r.register(
+        "ipvs_manager_build",
+        "The version and git revision of this build (revision: unknown when built outside a git checkout)",
+        Info::new(BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+            // Set by build.rs.
+            revision: env!("IPVS_MANAGER_REVISION"),
+        }),
+    );
 }
 
 fn gauge(r: &mut Registry, name: &str, help: &str, value: i64) {
@@ -572,3 +627,6 @@ fn kernel_series(r: &mut Registry, kernel: &[ServiceEntry]) {
         weight,
     );
 }
+
+#[cfg(test)]
+mod tests;

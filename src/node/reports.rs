@@ -369,10 +369,10 @@ pub async fn member_kernel(node: &Node, name: &str) -> Result<MemberKernel, ApiE
     super::members::relay(resp).await.map(MemberKernel::Relayed)
 }
 
-/// `GET /metrics`: the exposition, with this node's kernel table read now
-/// (when it programs one; a failed read leaves the kernel series out,
-/// never the scrape).
-pub async fn metrics(node: &Node) -> String {
+/// `GET /metrics`: the exposition in `format`, with this node's kernel
+/// table read now (when it programs one; a failed read leaves the kernel
+/// series out, never the scrape).
+pub async fn metrics(node: &Node, format: crate::metrics::Format) -> String {
     let kernel = match &node.kernel {
         Some(kernel) => kernel.read(TABLE_WAIT).await.ok(),
         None => None,
@@ -383,14 +383,19 @@ pub async fn metrics(node: &Node) -> String {
     let all_down = super::health::all_down(&node.desired(), &node.health.table());
     let store = node.disk.borrow().clone();
     let problems = node.problems();
-    node.metrics.render(&crate::metrics::Scrape {
-        raft: &raft,
-        reconcile: &reconcile,
-        kernel: kernel.as_deref().map(|t| t.services.as_slice()),
-        health: &health,
-        all_down: &all_down,
-        store: &store,
-        free_bytes: crate::store::free_bytes(&node.vol_dir),
-        problems: &problems,
-    })
+    let process = crate::metrics::ProcessStats::read();
+    node.metrics.render(
+        &crate::metrics::Scrape {
+            raft: &raft,
+            reconcile: &reconcile,
+            kernel: kernel.as_deref().map(|t| t.services.as_slice()),
+            health: &health,
+            all_down: &all_down,
+            store: &store,
+            free_bytes: crate::store::free_bytes(&node.vol_dir),
+            problems: &problems,
+            process: &process,
+        },
+        format,
+    )
 }

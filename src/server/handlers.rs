@@ -8,8 +8,9 @@ use super::request::Request;
 use super::AppState;
 use crate::api::{self, ApiError, Operation};
 use crate::cluster::peer_auth;
+use crate::metrics::Format;
 use crate::node::{self, members, reads, reports, writes, Readiness};
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::HttpResponse;
 
 pub type Reply = Result<HttpResponse, ApiError>;
@@ -61,14 +62,25 @@ pub async fn handle(op: Operation, r: &Request<'_>, app: &AppState) -> Reply {
         GetNode => get_node(r, app).await,
         GetNodeKernel => Ok(json(StatusCode::OK, &reports::kernel_table(node).await?)),
         GetMemberKernel => member_kernel(r, app).await,
-        Metrics => Ok(HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4; charset=utf-8")
-            .body(reports::metrics(node).await)),
+        Metrics => metrics(r, app).await,
         JoinCluster => join_cluster(r, app).await,
         RemoveMember => changed(members::remove(node, r.param("node_id")).await?),
         Ui => ui(r, None),
         UiAsset => ui(r, Some(r.param("asset"))),
     }
+}
+
+/// `GET /metrics`, in the format the `Accept` header prefers.
+async fn metrics(r: &Request<'_>, app: &AppState) -> Reply {
+    let accept = r.http.headers().get_all(header::ACCEPT);
+    // A value that is not text cannot name a format: skipped.
+    let format = Format::negotiate(accept.filter_map(|v| v.to_str().ok()));
+    Ok(HttpResponse::Ok()
+        .content_type(format.content_type())
+        // The answer depends on Accept: caches must not hand one format to
+        // a client that asked for the other.
+        .insert_header((header::VARY, "Accept"))
+        .body(reports::metrics(&app.node, format).await))
 }
 
 /// `GET /readyz`.

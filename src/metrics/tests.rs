@@ -1,0 +1,254 @@
+//! The exposition in both formats, from a scrape with a service of each
+//! kind: each format's layout, the build and process metrics, and no empty
+//! label.
+
+use super::*;
+use crate::model::{DestEntry, Destination, Family as IpFamily, Protocol, VirtualService};
+use std::net::IpAddr;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("fixture address")
+}
+
+fn inet() -> ServiceKey {
+    ServiceKey::Inet {
+        protocol: Protocol::Tcp,
+        addr: ip("192.0.2.10"),
+        port: 80,
+    }
+}
+
+fn fwmark() -> ServiceKey {
+    ServiceKey::Fwmark {
+        family: IpFamily::Ipv4,
+        mark: 7,
+    }
+}
+
+fn entry(key: ServiceKey, server: &str, port: u16) -> ServiceEntry {
+    ServiceEntry {
+        service: VirtualService::new(key),
+        stats: Default::default(),
+        destinations: vec![DestEntry::new(Destination::new(ip(server), port))],
+    }
+}
+
+fn process() -> ProcessStats {
+    ProcessStats {
+        cpu_seconds: Some(1.25),
+        resident_memory_bytes: Some(20 << 20),
+        virtual_memory_bytes: Some(900 << 20),
+        start_time_seconds: Some(1_700_000_000.5),
+        open_fds: Some(12),
+        max_fds: Some(65536.0),
+    }
+}
+
+/// An exposition with a sample in every kind of family: counters (with and
+/// without labels), gauges, histograms, the build info; an inet and a
+/// fwmark service in the kernel and all down.
+fn render(format: Format) -> String {
+    let m = Metrics::default();
+    m.request("metrics", 200, Duration::from_millis(3));
+    m.pass(&PassMetrics {
+        elapsed: Duration::from_millis(2),
+        changes: &[("add_service", true)],
+        resync: false,
+    });
+    let kernel = [
+        entry(inet(), "198.51.100.11", 8080),
+        entry(fwmark(), "198.51.100.12", 0),
+    ];
+    m.render(
+        &Scrape {
+            raft: &crate::raft::typ::RaftMetrics::new_initial(1),
+            reconcile: &ReconcileStatus::default(),
+            kernel: Some(&kernel),
+            health: &[],
+            all_down: &[inet(), fwmark()],
+            store: &Default::default(),
+            free_bytes: Some(1 << 30),
+            problems: &[],
+            process: &process(),
+        },
+        format,
+    )
+}
+
+/// The sample lines (not comments).
+fn samples(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+}
+
+/// A sample line's metric name.
+fn name(sample: &str) -> &str {
+    sample.split(['{', ' ']).next().unwrap_or_default()
+}
+
+/// Checks that each sample belongs to the family of the `# TYPE` line above
+/// it, named the way `format` names samples; returns the families by type.
+fn families(text: &str, format: Format) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (family, kind) = rest.split_once(' ').expect("# TYPE name type");
+            found.push((family.to_string(), kind.to_string()));
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (family, kind) = found.last().expect("a sample before any # TYPE");
+        let allowed: Vec<String> = match (format, kind.as_str()) {
+            (Format::OpenMetrics, "counter") => vec![format!("{family}_total")],
+            (Format::OpenMetrics, "info") => vec![format!("{family}_info")],
+            (_, "histogram") => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|s| format!("{family}{s}"))
+                .collect(),
+            (_, "counter" | "gauge") => vec![family.clone()],
+            other => panic!("unexpected type {other:?} in {format:?}"),
+        };
+        assert!(
+            allowed.iter().any(|a| a == name(line)),
+            "{format:?}: sample {line:?} under # TYPE {family} {kind}"
+        );
+    }
+    found
+}
+
+#[test]
+fn prometheus_text_names_the_samples_in_its_type_lines() {
+    let text = render(Format::Prometheus);
+    let families = families(&text, Format::Prometheus);
+    let has = |name: &str, kind: &str| families.contains(&(name.to_string(), kind.to_string()));
+    assert!(has("ipvs_manager_api_requests_total", "counter"), "{text}");
+    assert!(has("ipvs_service_connections_total", "counter"), "{text}");
+    assert!(has(
+        "ipvs_manager_api_request_duration_seconds",
+        "histogram"
+    ));
+    assert!(has("ipvs_server_weight", "gauge"));
+    // The info metric is a gauge named for its sample.
+    assert!(has("ipvs_manager_build_info", "gauge"), "{text}");
+    assert!(
+        text.contains("# HELP ipvs_manager_api_requests_total API requests"),
+        "{text}"
+    );
+    // OpenMetrics only.
+    assert!(!text.contains("# EOF"), "{text}");
+    assert!(!text.contains("# UNIT"), "{text}");
+    assert!(!families.iter().any(|(_, kind)| kind == "info"));
+}
+
+#[test]
+fn openmetrics_names_the_family_and_ends_with_eof() {
+    let text = render(Format::OpenMetrics);
+    let families = families(&text, Format::OpenMetrics);
+    let has = |name: &str, kind: &str| families.contains(&(name.to_string(), kind.to_string()));
+    assert!(has("ipvs_manager_api_requests", "counter"), "{text}");
+    assert!(has("ipvs_manager_build", "info"), "{text}");
+    assert!(has("process_cpu_seconds", "counter"), "{text}");
+    assert!(text.ends_with("\n# EOF\n"), "{text}");
+    assert_eq!(text.matches("# EOF").count(), 1);
+}
+
+/// Both formats carry the same samples; only the comments differ, and how
+/// a histogram's buckets are written (where `le` goes, `5e-05` or
+/// `0.00005`). Series come in no fixed order.
+#[test]
+fn both_formats_carry_the_same_samples() {
+    let sorted = |text: &str, buckets: bool| {
+        let mut lines: Vec<String> = samples(text)
+            .filter(|l| buckets == name(l).ends_with("_bucket"))
+            .map(|l| {
+                if buckets {
+                    name(l).to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    let prom = render(Format::Prometheus);
+    let om = render(Format::OpenMetrics);
+    assert_eq!(sorted(&prom, false), sorted(&om, false));
+    assert_eq!(sorted(&prom, true), sorted(&om, true));
+}
+
+#[test]
+fn build_info_and_process_metrics() {
+    let text = render(Format::Prometheus);
+    let build = samples(&text)
+        .find(|l| name(l) == "ipvs_manager_build_info")
+        .expect("build info");
+    let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert!(build.contains(&version), "{build}");
+    assert!(build.contains("revision=\""), "{build}");
+    assert!(build.ends_with("} 1"), "{build}");
+    for want in [
+        "process_cpu_seconds_total 1.25",
+        "process_resident_memory_bytes 20971520",
+        "process_virtual_memory_bytes 943718400",
+        "process_start_time_seconds 1700000000.5",
+        "process_open_fds 12",
+        "process_max_fds 65536",
+    ] {
+        assert!(
+            samples(&text).any(|l| l == want || l == format!("{want}.0")),
+            "{want} in\n{text}"
+        );
+    }
+    assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
+    assert!(text.contains("# TYPE process_open_fds gauge"));
+}
+
+/// A figure /proc did not give is left out, not reported as 0.
+#[test]
+fn unread_process_figures_are_left_out() {
+    let mut r = Registry::default();
+    ProcessStats {
+        open_fds: Some(5),
+        ..Default::default()
+    }
+    .register(&mut r);
+    let text = Format::Prometheus.encode(&r);
+    let names: Vec<&str> = samples(&text).map(name).collect();
+    assert_eq!(names, ["process_open_fds"], "{text}");
+}
+
+/// An inet service has no fwmark label, a fwmark service no address or
+/// port; no series anywhere has a label with an empty value.
+#[test]
+fn no_label_is_empty() {
+    for format in [Format::Prometheus, Format::OpenMetrics] {
+        let text = render(format);
+        assert!(!text.contains("=\"\""), "{format:?}:\n{text}");
+        for family in [
+            "ipvs_service_connections_total",
+            "ipvs_manager_health_all_down",
+        ] {
+            let lines: Vec<&str> = samples(&text).filter(|l| name(l) == family).collect();
+            assert!(
+                lines.contains(&format!(
+                    "{family}{{service=\"tcp-192.0.2.10-80\",protocol=\"tcp\",address=\"192.0.2.10\",port=\"80\"}} {}",
+                    if family.ends_with("_total") { "0" } else { "1" }
+                ).as_str()),
+                "{format:?}: {lines:?}"
+            );
+            assert!(
+                lines.contains(
+                    &format!(
+                        "{family}{{service=\"fwmark-ipv4-7\",protocol=\"ipv4\",fwmark=\"7\"}} {}",
+                        if family.ends_with("_total") { "0" } else { "1" }
+                    )
+                    .as_str()
+                ),
+                "{format:?}: {lines:?}"
+            );
+        }
+    }
+}
