@@ -25,6 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -158,6 +159,8 @@ pub struct Scrape<'a> {
     pub problems: &'a [crate::readiness::Problem],
     /// This process's CPU, memory and file descriptors.
     pub process: &'a ProcessStats,
+    /// This node's contact with a quorum.
+    pub quorum: &'a crate::cluster::quorum::QuorumState,
 }
 
 impl Metrics {
@@ -391,6 +394,21 @@ fn store_gauges(r: &mut Registry, scrape: &Scrape<'_>) {
         "1 while the node can serve correctly (what /readyz answers)",
         i64::from(scrape.problems.is_empty()),
     );
+    gauge(
+        r,
+        "ipvs_manager_quorum",
+        "1 while a quorum acknowledged the leader within the last 2 s, as this node knows",
+        i64::from(scrape.quorum.ok),
+    );
+    if let Some(age) = scrape.quorum.age {
+        let g = Gauge::<f64, AtomicU64>::default();
+        g.set(age.as_secs_f64());
+        r.register(
+            "ipvs_manager_quorum_contact_age_seconds",
+            "Seconds since a quorum last acknowledged the leader, as this node knows",
+            g,
+        );
+    }
     let not_ready = Family::<CheckLabels, Gauge>::default();
     for check in crate::readiness::Check::ALL {
         let failing = scrape.problems.iter().any(|p| p.check == check);

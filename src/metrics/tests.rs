@@ -70,6 +70,12 @@ fn render(format: Format) -> String {
             free_bytes: Some(1 << 30),
             problems: &[],
             process: &process(),
+            quorum: &crate::cluster::quorum::QuorumState {
+                ok: true,
+                age: Some(Duration::from_millis(40)),
+                leader: Some(1),
+                uptime: Duration::from_secs(60),
+            },
         },
         format,
     )

@@ -395,6 +395,7 @@ pub async fn metrics(node: &Node, format: crate::metrics::Format) -> String {
             free_bytes: crate::store::free_bytes(&node.vol_dir),
             problems: &problems,
             process: &process,
+            quorum: &node.writer.contact().state(),
         },
         format,
     )
