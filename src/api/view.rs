@@ -202,7 +202,7 @@ pub fn config_request(specs: &[ServiceSpec]) -> Value {
 /// `ReplaceAll` result compared with `current` (so drains that go on, and
 /// services that keep their revision, count as unchanged).
 pub fn plan_config(current: &DesiredState, next: &[ServiceSpec]) -> ConfigPlan {
-    let next = current.replaced(next, u64::MAX);
+    let next = current.replaced(next, u64::MAX, None, false);
     let mut plan = ConfigPlan::default();
     for (key, new) in &next {
         let Some(old) = current.services.get(key) else {
