@@ -118,7 +118,11 @@ fn every_write_replicates_to_every_node() {
         .expect("plan");
     assert_eq!(plan["added"], json!(["sctp-192.0.2.20-3868"]), "{plan}");
     assert_eq!(c.cluster_view(0).expect("cluster")["commit_index"], before);
-    assert_eq!(status(c.send(2, "PUT", "/api/v1/config", Some(&next))), 200);
+    // (?grace=0: what it leaves out goes at once rather than draining.)
+    assert_eq!(
+        status(c.send(2, "PUT", "/api/v1/config?grace=0", Some(&next))),
+        200
+    );
     let config = c.converged(1);
     assert_eq!(
         config["services"].as_array().map(Vec::len),

@@ -14,11 +14,12 @@ use super::json::{
 };
 use crate::model::clock::rfc3339_ms;
 use crate::model::{
-    DesiredState, DestKey, Destination, Drain, Forward, HealthCheck, HealthPolicy, Netmask,
-    ServiceConfig, ServiceFlags, ServiceKey, ServiceSpec, TunnelChecksum, TunnelType,
+    DesiredState, DestKey, Destination, Drain, DrainRequest, Forward, HealthCheck, HealthPolicy,
+    Netmask, ServiceConfig, ServiceFlags, ServiceKey, ServiceSpec, TunnelChecksum, TunnelType,
     VirtualService,
 };
 use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A service as responses show it.
 pub fn service_view(cfg: &ServiceConfig) -> ServiceView {
@@ -198,17 +199,45 @@ pub fn config_request(specs: &[ServiceSpec]) -> Value {
     serde_json::json!({ "services": services })
 }
 
-/// What replacing `current` with `next` changes: the state machine's own
-/// `ReplaceAll` result compared with `current` (so drains that go on, and
-/// services that keep their revision, count as unchanged).
+/// What replacing `current` with `next` changes, removals at once (as
+/// `PUT /api/v1/config?grace=0`): see [`plan_replacement`].
 pub fn plan_config(current: &DesiredState, next: &[ServiceSpec]) -> ConfigPlan {
-    let next = current.replaced(next, u64::MAX, None, false);
+    plan_replacement(current, next, None, false)
+}
+
+/// What replacing `current` with `next` changes: the state machine's own
+/// result (`ReplaceAll`, or `Replace` with `drain` and `undrain`) compared
+/// with `current` (so drains that go on, and services that keep their
+/// revision, count as unchanged). A service or server `next` leaves out is
+/// `removed` whether it goes at once or starts draining; one taken back
+/// from a drain is changed.
+pub fn plan_replacement(
+    current: &DesiredState,
+    next: &[ServiceSpec],
+    drain: Option<&DrainRequest>,
+    undrain: bool,
+) -> ConfigPlan {
+    let given: BTreeMap<ServiceKey, &ServiceSpec> =
+        next.iter().map(|s| (s.service.key, s)).collect();
+    let next = current.replaced(next, u64::MAX, drain, undrain);
     let mut plan = ConfigPlan::default();
+    let mut removed = BTreeSet::new();
     for (key, new) in &next {
         let Some(old) = current.services.get(key) else {
             plan.added.push(ids::service_id(key));
             continue;
         };
+        let Some(spec) = given.get(key) else {
+            // Left out: draining already (it goes on, unchanged), or
+            // starting to drain now.
+            if old == new {
+                plan.unchanged += 1;
+            } else {
+                removed.insert(*key);
+            }
+            continue;
+        };
+        let listed: BTreeSet<DestKey> = spec.servers.iter().map(Destination::key).collect();
         let mut change = ServiceChange {
             id: ids::service_id(key),
             settings: old.service != new.service
@@ -216,20 +245,20 @@ pub fn plan_config(current: &DesiredState, next: &[ServiceSpec]) -> ConfigPlan {
                 || old.draining != new.draining,
             ..ServiceChange::default()
         };
+        let drain_changed =
+            |dkey: &DestKey| old.draining_servers.get(dkey) != new.draining_servers.get(dkey);
         for (dkey, dest) in &new.servers {
             match old.servers.get(dkey) {
                 None => change.servers_added.push(ids::server_id(dkey)),
-                Some(was)
-                    if was != dest
-                        || old.draining_servers.get(dkey) != new.draining_servers.get(dkey) =>
-                {
+                Some(was) if listed.contains(dkey) && (was != dest || drain_changed(dkey)) => {
                     change.servers_changed.push(ids::server_id(dkey))
                 }
                 Some(_) => {}
             }
         }
         for dkey in old.servers.keys() {
-            if !new.servers.contains_key(dkey) {
+            // Gone, or left out and draining from now on.
+            if !new.servers.contains_key(dkey) || (!listed.contains(dkey) && drain_changed(dkey)) {
                 change.servers_removed.push(ids::server_id(dkey));
             }
         }
@@ -243,11 +272,8 @@ pub fn plan_config(current: &DesiredState, next: &[ServiceSpec]) -> ConfigPlan {
             plan.unchanged += 1;
         }
     }
-    for key in current.services.keys() {
-        if !next.contains_key(key) {
-            plan.removed.push(ids::service_id(key));
-        }
-    }
+    removed.extend(current.services.keys().filter(|k| !next.contains_key(k)));
+    plan.removed = removed.iter().map(ids::service_id).collect();
     plan
 }
 

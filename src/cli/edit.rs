@@ -185,7 +185,12 @@ fn send_change(api: &Api, change: &Change) -> anyhow::Result<()> {
             )?;
         }
         Change::Flush => {
-            api.send(Method::PUT, "/api/v1/config", Some(&config_request(&[])))?;
+            // At once, as before; asking and draining come with `clear`.
+            api.send(
+                Method::PUT,
+                "/api/v1/config?grace=0",
+                Some(&config_request(&[])),
+            )?;
         }
         Change::Zero(_) | Change::SetTimeouts(_) => bail!(NODE_LOCAL),
     }
@@ -221,10 +226,11 @@ pub fn restore(api: &Api, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         .context("cannot read the rules from stdin")?;
     let current = api.desired()?;
     let specs = restored(&current, &input, args.merge)?;
+    // At once, as before; asking and draining come with the next change.
     let path = if args.dry_run {
-        "/api/v1/config?dry_run=true"
+        "/api/v1/config?dry_run=true&grace=0"
     } else {
-        "/api/v1/config"
+        "/api/v1/config?grace=0"
     };
     let body = api.send(Method::PUT, path, Some(&config_request(&specs)))?;
     let mut out = std::io::stdout().lock();

@@ -173,10 +173,15 @@ async fn delete_server(r: &Request<'_>, app: &AppState) -> Reply {
     }
 }
 
-/// `PUT /api/v1/config` (`?dry_run=true`: the plan only).
+/// `PUT /api/v1/config` (`?dry_run=true`: the plan only; `?grace=N`: how
+/// long what it removes drains; `?undrain=true`: what it gives serves).
 async fn replace_config(r: &Request<'_>, app: &AppState) -> Reply {
+    let replacing = writes::Replacing {
+        grace: r.grace()?,
+        undrain: r.flag("undrain")?,
+    };
     let (dry_run, wait) = (r.flag("dry_run")?, r.wait()?);
-    let plan = writes::replace_config(&app.node, r.body, dry_run, wait).await?;
+    let plan = writes::replace_config(&app.node, r.body, replacing, dry_run, wait).await?;
     Ok(json(StatusCode::OK, &plan))
 }
 
