@@ -53,8 +53,10 @@ ipvsadm's editing commands change the cluster's desired state, with ipvsadm's op
   ipvs-manager -D -t|-u|-f SERVICE
   ipvs-manager -a|-e -t|-u|-f SERVICE -r SERVER [-g|-i|-m] [-w WEIGHT] [-x UPPER] [-y LOWER] [--tun-type …]
   ipvs-manager -d -t|-u|-f SERVICE -r SERVER
-  ipvs-manager -C
+  ipvs-manager -C [--yes] [--now | --grace SECONDS]
 Removals (-D, -d) are immediate, as in ipvsadm; `ipvs-manager drain` removes gracefully.
+-C empties the desired state of every node: it asks first (--yes: it does not), and the
+services drain as a `drain` does (--now: removed at once).
 ";
 
 // The subcommands (`ipvs-manager list`, …); the ipvsadm-style editing
@@ -80,8 +82,11 @@ pub enum CliCommand {
     /// when they differ.
     Diff(cluster::OutputArgs),
     /// Read `ipvsadm -R` syntax on stdin and make it the cluster's desired
-    /// state in one Raft entry (`ipvsadm -Sn | ipvs-manager restore`).
+    /// state in one Raft entry (`ipvsadm -Sn | ipvs-manager restore`). What
+    /// it removes drains first (`--now`: at once); removing more than 3
+    /// services asks first (`--yes`: it does not).
     Restore(edit::RestoreArgs),
+
     /// Take a real server (`-r`) or a whole service out of rotation: weight
     /// 0 on every node for the grace period, then removed.
     Drain(edit::DrainArgs),
