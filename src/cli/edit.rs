@@ -1,5 +1,5 @@
 //! Changing the cluster's desired state in ipvsadm's words: `restore` (a
-//! whole `ipvsadm -R` input in one Raft entry), the ipvsadm
+//! whole `ipvsadm -R` input, or a backup, in one Raft entry), the ipvsadm
 //! editing commands (`ipvs-manager -A/-E/-D/-a/-e/-d/-C …`, one REST call
 //! each) and `drain`. One parser, `ipvs::text`, reads all of them, as it
 //! reads `kernel restore`. `-C` and a `restore` that removes more than a
@@ -19,19 +19,24 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
-/// `restore`: ipvsadm -R input on stdin becomes the desired state.
+/// `restore`: ipvsadm -R input on stdin (or a backup) becomes the desired
+/// state.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Print what would change, commit nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Apply only the given lines to the current desired state, instead of
-    /// making the input the whole desired state.
+    /// Apply only the given lines (or the backup's services) to the current
+    /// desired state, instead of making the input the whole desired state.
     #[arg(long)]
     merge: bool,
+    /// Restore this backup (`ipvs-manager backup`; `-`: stdin) instead of
+    /// ipvsadm rules: every setting as it was backed up.
+    #[arg(long, value_name = "FILE")]
+    backup: Option<std::path::PathBuf>,
     /// What the input gives is in service: draining services and servers
-    /// it gives are taken back (undoing a `-C` that still drains). Without
-    /// it, a draining server given as it is
+    /// it gives are taken back (undoing a `-C` that still drains). Always
+    /// so with `--backup`. Without it, a draining server given as it is
     /// (or at the weight 0 `save` prints) drains on.
     #[arg(long)]
     undrain: bool,
@@ -321,16 +326,33 @@ fn clear(api: &Api, removing: &RemovalArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `restore`: reads ipvsadm -R input and makes it (or, with `--merge`, the
-/// current state changed by it) the desired state in one Raft entry.
+/// `restore`: reads ipvsadm -R input (or, with `--backup`, a backup) and
+/// makes it (or, with `--merge`, the current state changed by it) the
+/// desired state in one Raft entry.
 pub fn restore(api: &Api, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    // The input first: a file that cannot be read or rules that do not
+    // parse are reported before the cluster is asked anything.
+    let backup = match &args.backup {
+        Some(path) => Some(super::backup::read_file(path)?.1),
+        None => None,
+    };
     let mut input = String::new();
-    std::io::stdin()
-        .read_to_string(&mut input)
-        .context("cannot read the rules from stdin")?;
+    if backup.is_none() {
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .context("cannot read the rules from stdin")?;
+    }
     let current = api.desired()?;
-    let specs = restored(&current, &input, args.merge)?;
-    let undrain = args.undrain;
+    let (specs, left_out) = match backup {
+        Some(restored) if args.merge => (
+            super::backup::merged(&current, restored.specs),
+            restored.left_out,
+        ),
+        Some(restored) => (restored.specs, restored.left_out),
+        None => (restored(&current, &input, args.merge)?, Vec::new()),
+    };
+    // A backup says what serves: what it lists is taken back from drains.
+    let undrain = args.undrain || args.backup.is_some();
     let replacement = Replacement::new(&specs, &args.removing, undrain);
     let (mut body, mut plan) = replacement.send(api, true)?;
     let removal = Removal::of(&plan, &current);
@@ -345,6 +367,13 @@ pub fn restore(api: &Api, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         out.write_all(&body)?;
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if !left_out.is_empty() {
+        writeln!(
+            out,
+            "not restored, draining when the backup was taken: {}",
+            left_out.join(", ")
+        )?;
     }
     out.write_all(plan_text(&plan, args.dry_run)?.as_bytes())?;
     if !args.dry_run && removal.services + removal.servers > 0 {

@@ -1,5 +1,6 @@
 //! Command-line interface: clap definitions and the commands behind them.
 
+pub mod backup;
 pub mod cluster;
 pub mod edit;
 mod kernel;
@@ -75,18 +76,25 @@ pub enum CliCommand {
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
     /// The cluster's desired state in `ipvsadm -Sn` syntax (plus the
-    /// thresholds and tunnel options ipvsadm's save drops).
+    /// thresholds and tunnel options ipvsadm's save drops; health checks,
+    /// `drain_grace` and `bind_address` it cannot hold: `backup` keeps
+    /// everything).
     Save(cluster::OutputArgs),
     /// What the node's reconciler would change to make its kernel match the
     /// desired state (`+` add, `~` edit in place, `-` delete); exit status 1
     /// when they differ.
     Diff(cluster::OutputArgs),
-    /// Read `ipvsadm -R` syntax on stdin and make it the cluster's desired
-    /// state in one Raft entry (`ipvsadm -Sn | ipvs-manager restore`). What
-    /// it removes drains first (`--now`: at once); removing more than 3
-    /// services asks first (`--yes`: it does not).
+    /// Read `ipvsadm -R` syntax on stdin (or, with `--backup`, a backup)
+    /// and make it the cluster's desired state in one Raft entry (`ipvsadm
+    /// -Sn | ipvs-manager restore`). What it removes drains first (`--now`:
+    /// at once); removing more than 3 services asks first (`--yes`: it does
+    /// not).
     Restore(edit::RestoreArgs),
-
+    /// The cluster's desired state as a JSON backup with every setting
+    /// (`ipvsadm -Sn` cannot express health checks, `drain_grace`,
+    /// `bind_address`): `ipvs-manager backup > backup.json`, then `restore
+    /// --backup backup.json`.
+    Backup(backup::BackupArgs),
     /// Take a real server (`-r`) or a whole service out of rotation: weight
     /// 0 on every node for the grace period, then removed.
     Drain(edit::DrainArgs),
@@ -153,6 +161,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(CliCommand::Save(args)) => cluster::save(&api()?, &args),
         Some(CliCommand::Diff(args)) => cluster::diff(&api()?, &args),
         Some(CliCommand::Restore(args)) => edit::restore(&api()?, &args),
+        Some(CliCommand::Backup(args)) => backup::backup(&api()?, &args),
         Some(CliCommand::Drain(args)) => edit::drain(&api()?, &args),
         Some(CliCommand::Completions { shell }) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
