@@ -118,7 +118,11 @@ fn every_write_replicates_to_every_node() {
         .expect("plan");
     assert_eq!(plan["added"], json!(["sctp-192.0.2.20-3868"]), "{plan}");
     assert_eq!(c.cluster_view(0).expect("cluster")["commit_index"], before);
-    assert_eq!(status(c.send(2, "PUT", "/api/v1/config", Some(&next))), 200);
+    // (?grace=0: what it leaves out goes at once rather than draining.)
+    assert_eq!(
+        status(c.send(2, "PUT", "/api/v1/config?grace=0", Some(&next))),
+        200
+    );
     let config = c.converged(1);
     assert_eq!(
         config["services"].as_array().map(Vec::len),
@@ -1030,15 +1034,17 @@ fn cli_edits_drains_and_restores() {
     );
     assert_eq!(run(&["save"]), before);
 
-    // A plain restore replaces everything.
+    // A plain restore replaces everything (--now: what it removes goes at
+    // once instead of draining; tests/backup.rs has the drains).
     let plan = cli_with_input(
-        &["restore", "--server", &server],
+        &["restore", "--now", "--server", &server],
         "-A -u 10.0.0.2:53 -s rr\n-a -u 10.0.0.2:53 -r 10.1.0.3:53 -m -w 4\n",
     )
     .unwrap();
     assert_eq!(
         plan,
-        "~ UDP 10.0.0.2:53: ~10.1.0.3:53\n- TCP 10.0.0.1:80\n2 services changed, 0 unchanged\n"
+        "~ UDP 10.0.0.2:53: ~10.1.0.3:53\n- TCP 10.0.0.1:80\n2 services changed, 0 unchanged\n\
+         1 service and 1 real server removed at once\n"
     );
     let json: Value = serde_json::from_str(&run(&["list", "--output", "json"])).unwrap();
     assert_eq!(json["services"][0]["servers"][0]["weight"], 4, "{json}");
@@ -1047,7 +1053,7 @@ fn cli_edits_drains_and_restores() {
     run(&["-D", "-u", "10.0.0.2:53"]);
     assert_eq!(run(&["save"]), "");
     run(&["-A", "-f", "7"]);
-    run(&["-C"]);
+    run(&["-C", "--yes", "--now"]);
     assert_eq!(run(&["save"]), "");
 
     // The kernel of the node is programmed to match.

@@ -168,6 +168,9 @@ mod query {
     pub const WRITE: &[&str] = &["dry_run", "wait"];
     /// Removals, which drain.
     pub const REMOVE: &[&str] = &["dry_run", "grace", "wait"];
+    /// The whole configuration: what it leaves out drains, what it gives
+    /// may be taken back from a drain.
+    pub const REPLACE: &[&str] = &["dry_run", "grace", "undrain", "wait"];
     /// A node's report, as a long poll.
     pub const NODE: &[&str] = &["programmed", "timeout_ms"];
     pub const NONE: &[&str] = &[];
@@ -207,7 +210,7 @@ pub const ROUTES: &[Route] = {
             "/api/v1/config",
             ReplaceConfig,
             MAX_CONFIG_BODY_BYTES,
-            query::WRITE,
+            query::REPLACE,
         ),
         route(Get, "/api/v1/cluster", GetCluster, 0, query::NONE),
         route(Get, "/api/v1/node", GetNode, 0, query::NODE),

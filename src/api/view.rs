@@ -1,7 +1,6 @@
 //! Model → response JSON: services with their id, revision and servers
-//! (sorted), the whole configuration, request bodies for clients, and what
-//! a write changes in the desired state (the plan of a dry run, and of
-//! `PUT /api/v1/config`).
+//! (sorted), the whole configuration, request bodies for clients, and the
+//! plan of a configuration replacement (`PUT /api/v1/config?dry_run=true`).
 //!
 //! Every view is total: the model can hold values the API never accepts
 //! (`Local` and `Bypass` forwarding, scheduler flag bits without a name for
@@ -15,8 +14,8 @@ use super::json::{
 };
 use crate::model::clock::rfc3339_ms;
 use crate::model::{
-    DesiredState, DestKey, Destination, Drain, Forward, HealthCheck, HealthPolicy, Netmask,
-    ServiceConfig, ServiceFlags, ServiceKey, ServiceSpec, TunnelChecksum, TunnelType,
+    DesiredState, DestKey, Destination, Drain, DrainRequest, Forward, HealthCheck, HealthPolicy,
+    Netmask, ServiceConfig, ServiceFlags, ServiceKey, ServiceSpec, TunnelChecksum, TunnelType,
     VirtualService,
 };
 use serde_json::Value;
@@ -201,11 +200,23 @@ pub fn config_request(specs: &[ServiceSpec]) -> Value {
     serde_json::json!({ "services": services })
 }
 
-/// What replacing `current` with `next` changes: the state machine's own
-/// `ReplaceAll` result compared with `current` (so drains that go on, and
-/// services that keep their revision, count as unchanged).
+/// What replacing `current` with `next` changes, removals at once (as
+/// `PUT /api/v1/config?grace=0`): see [`plan_replacement`].
 pub fn plan_config(current: &DesiredState, next: &[ServiceSpec]) -> ConfigPlan {
-    let next = current.replaced(next, u64::MAX);
+    plan_replacement(current, next, None, false)
+}
+
+/// What replacing `current` with `next` changes: the state machine's own
+/// result (`ReplaceAll`, or `Replace` with `drain` and `undrain`) compared
+/// with `current` (so drains that go on, and services that keep their
+/// revision, count as unchanged); see [`plan_changes`].
+pub fn plan_replacement(
+    current: &DesiredState,
+    next: &[ServiceSpec],
+    drain: Option<&DrainRequest>,
+    undrain: bool,
+) -> ConfigPlan {
+    let next = current.replaced(next, u64::MAX, drain, undrain);
     let keys: BTreeSet<ServiceKey> = current
         .services
         .keys()
@@ -215,7 +226,9 @@ pub fn plan_config(current: &DesiredState, next: &[ServiceSpec]) -> ConfigPlan {
     plan_changes(current, &next, &keys)
 }
 
-/// What the services `keys` change from `before` to `after`.
+/// What the services `keys` change from `before` to `after`. A service or
+/// server is `removed` when it goes, or when its drain starts (it goes
+/// once the drain is over); one taken back from a drain is changed.
 pub fn plan_changes(
     before: &DesiredState,
     after: &BTreeMap<ServiceKey, Arc<ServiceConfig>>,
@@ -227,6 +240,10 @@ pub fn plan_changes(
             (None, None) => continue,
             (None, Some(_)) => {
                 plan.added.push(ids::service_id(key));
+                continue;
+            }
+            (Some(old), Some(new)) if old.draining.is_none() && new.draining.is_some() => {
+                plan.removed.push(ids::service_id(key));
                 continue;
             }
             (Some(_), None) => {
@@ -242,12 +259,21 @@ pub fn plan_changes(
                 || old.draining != new.draining,
             ..ServiceChange::default()
         };
+        // Gone, or draining from now on, in the servers' order.
+        let mut removed = BTreeSet::new();
         for (dkey, dest) in &new.servers {
+            let (was_draining, draining) = (
+                old.draining_servers.get(dkey),
+                new.draining_servers.get(dkey),
+            );
             match old.servers.get(dkey) {
                 None => change.servers_added.push(ids::server_id(dkey)),
+                Some(_) if was_draining.is_none() && draining.is_some() => {
+                    removed.insert(*dkey);
+                }
                 Some(was)
                     if was != dest
-                        || old.draining_servers.get(dkey) != new.draining_servers.get(dkey)
+                        || was_draining != draining
                         || old.server_checks.get(dkey) != new.server_checks.get(dkey) =>
                 {
                     change.servers_changed.push(ids::server_id(dkey))
@@ -255,11 +281,8 @@ pub fn plan_changes(
                 Some(_) => {}
             }
         }
-        for dkey in old.servers.keys() {
-            if !new.servers.contains_key(dkey) {
-                change.servers_removed.push(ids::server_id(dkey));
-            }
-        }
+        removed.extend(old.servers.keys().filter(|k| !new.servers.contains_key(k)));
+        change.servers_removed = removed.iter().map(ids::server_id).collect();
         if change.settings
             || !change.servers_added.is_empty()
             || !change.servers_changed.is_empty()

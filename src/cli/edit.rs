@@ -1,10 +1,12 @@
 //! Changing the cluster's desired state in ipvsadm's words: `restore` (a
-//! whole `ipvsadm -R` input in one Raft entry), the ipvsadm editing commands
-//! (`ipvs-manager -A/-E/-D/-a/-e/-d/-C …`, one REST call each) and `drain`.
-//! One parser, `ipvs::text`, reads all of them, as it reads `kernel restore`.
+//! whole `ipvsadm -R` input, or a backup, in one Raft entry), the ipvsadm
+//! editing commands (`ipvs-manager -A/-E/-D/-a/-e/-d/-C …`, one REST call
+//! each) and `drain`. One parser, `ipvs::text`, reads all of them, as it
+//! reads `kernel restore`. `-C` and a `restore` that removes more than a
+//! handful of services ask first ([`confirm`]), and what they remove drains.
 
 use super::cluster::{Api, Output};
-use crate::api::json::{ConfigPlan, DrainView, ServiceChange};
+use crate::api::json::{ConfigPlan, DrainView, DryRun, NodePlan, ServiceChange};
 use crate::api::view::{config_request, server_request, service_request};
 use crate::api::{ids, parse_server_id, parse_service_id};
 use crate::ipvs::text;
@@ -17,19 +19,98 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
-/// `restore`: ipvsadm -R input on stdin becomes the desired state.
+/// `restore`: ipvsadm -R input on stdin (or a backup) becomes the desired
+/// state.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Print what would change, commit nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Apply only the given lines to the current desired state, instead of
-    /// making the input the whole desired state.
+    /// Apply only the given lines (or the backup's services) to the current
+    /// desired state, instead of making the input the whole desired state.
     #[arg(long)]
     merge: bool,
+    /// Restore this backup (`ipvs-manager backup`; `-`: stdin) instead of
+    /// ipvsadm rules: every setting as it was backed up.
+    #[arg(long, value_name = "FILE")]
+    backup: Option<std::path::PathBuf>,
+    /// What the input gives is in service: draining services and servers
+    /// it gives are taken back (undoing a `-C` that still drains). Always
+    /// so with `--backup`. Without it, a draining server given as it is
+    /// (or at the weight 0 `save` prints) drains on.
+    #[arg(long)]
+    undrain: bool,
+    #[command(flatten)]
+    removing: RemovalArgs,
     /// `text` (one line per changed service) or `json` (the API's plan).
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
+}
+
+/// How a replacement of the desired state (`restore`, `-C`) treats what it
+/// removes, and whether it may go ahead without asking.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Args)]
+pub struct RemovalArgs {
+    /// Go ahead without asking, however much it removes.
+    #[arg(long)]
+    yes: bool,
+    /// Remove at once what goes, instead of draining it first.
+    #[arg(long, conflicts_with = "grace")]
+    now: bool,
+    /// How long what goes drains at weight 0 before it is deleted (`90`,
+    /// `60s`, `5m`); default: each service's `drain_grace`, else the node's
+    /// `DRAIN_GRACE`.
+    #[arg(long, value_parser = parse_grace)]
+    grace: Option<u32>,
+}
+
+/// A `restore` that removes more services than this asks first.
+pub const RESTORE_ASKS_OVER: usize = 3;
+
+impl RemovalArgs {
+    /// The `?grace=` of the replacement: 0 with `--now`.
+    fn grace(&self) -> Option<u32> {
+        if self.now {
+            Some(0)
+        } else {
+            self.grace
+        }
+    }
+
+    /// Takes `--yes`, `--now` and `--grace N` out of an ipvsadm command line
+    /// (`-C --yes`), where ipvsadm's parser would refuse them; the other
+    /// words, in order.
+    fn take(words: &[String]) -> anyhow::Result<(RemovalArgs, Vec<String>)> {
+        let mut args = RemovalArgs::default();
+        let mut rest = Vec::new();
+        let mut words = words.iter();
+        while let Some(word) = words.next() {
+            match word.as_str() {
+                "--yes" => args.yes = true,
+                "--now" => args.now = true,
+                "--grace" => {
+                    let value = words
+                        .next()
+                        .ok_or_else(|| anyhow!("--grace needs a value (90, 60s, 5m)"))?;
+                    args.grace = Some(parse_grace(value).map_err(|e| anyhow!("--grace: {e}"))?);
+                }
+                other => match other.strip_prefix("--grace=") {
+                    Some(value) => {
+                        args.grace = Some(parse_grace(value).map_err(|e| anyhow!("--grace: {e}"))?);
+                    }
+                    None => rest.push(word.clone()),
+                },
+            }
+        }
+        if args.now && args.grace.is_some() {
+            bail!("--now and --grace exclude each other");
+        }
+        Ok((args, rest))
+    }
+
+    fn given(&self) -> bool {
+        *self != RemovalArgs::default()
+    }
 }
 
 /// `drain`: take a real server (or a whole service) out of rotation, then
@@ -104,8 +185,18 @@ pub fn is_ipvsadm_command(word: &str) -> bool {
 /// `words` without the program name and without `--server`: the change
 /// ipvsadm would make, made to the cluster's desired state.
 pub fn ipvsadm(api: &Api, words: &[String]) -> anyhow::Result<ExitCode> {
+    let (removing, words) = RemovalArgs::take(words)?;
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     let change = text::parse_command(&words)?;
+    if change == Change::Flush {
+        return clear(api, &removing);
+    }
+    if removing.given() {
+        bail!(
+            "--yes, --now and --grace go with -C only (-D and -d remove at once, as in \
+             ipvsadm; `ipvs-manager drain` is the graceful way)"
+        );
+    }
     let done = apply_change(api, &change)?;
     writeln!(std::io::stdout().lock(), "{done}")?;
     Ok(ExitCode::SUCCESS)
@@ -184,9 +275,8 @@ fn send_change(api: &Api, change: &Change) -> anyhow::Result<()> {
                 None,
             )?;
         }
-        Change::Flush => {
-            api.send(Method::PUT, "/api/v1/config", Some(&config_request(&[])))?;
-        }
+        // `clear`, which asks first, sends it.
+        Change::Flush => bail!("-C goes through clear()"),
         Change::Zero(_) | Change::SetTimeouts(_) => bail!(NODE_LOCAL),
     }
     Ok(())
@@ -212,31 +302,237 @@ fn done(change: &Change) -> String {
     what
 }
 
-/// `restore`: reads ipvsadm -R input and makes it (or, with `--merge`, the
-/// current state changed by it) the desired state in one Raft entry.
-pub fn restore(api: &Api, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
-    let mut input = String::new();
-    std::io::stdin()
-        .read_to_string(&mut input)
-        .context("cannot read the rules from stdin")?;
+/// `-C`: every service out of the desired state, draining first (unless
+/// `--now`), after asking (unless `--yes`).
+fn clear(api: &Api, removing: &RemovalArgs) -> anyhow::Result<ExitCode> {
     let current = api.desired()?;
-    let specs = restored(&current, &input, args.merge)?;
-    let path = if args.dry_run {
-        "/api/v1/config?dry_run=true"
-    } else {
-        "/api/v1/config"
+    let replacement = Replacement::new(&[], removing, false);
+    let (_, plan) = replacement.send(api, true)?;
+    let removal = Removal::of(&plan, &current);
+    let mut out = std::io::stdout().lock();
+    if removal.services == 0 {
+        writeln!(
+            out,
+            "nothing to clear: the desired state has no service, or only services draining \
+             already"
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !removing.yes {
+        confirm(&removal)?;
+    }
+    replacement.send(api, false)?;
+    writeln!(out, "cleared the desired state: {}", removal.how(removing))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `restore`: reads ipvsadm -R input (or, with `--backup`, a backup) and
+/// makes it (or, with `--merge`, the current state changed by it) the
+/// desired state in one Raft entry.
+pub fn restore(api: &Api, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    // The input first: a file that cannot be read or rules that do not
+    // parse are reported before the cluster is asked anything.
+    let backup = match &args.backup {
+        Some(path) => Some(super::backup::read_file(path)?.1),
+        None => None,
     };
-    let body = api.send(Method::PUT, path, Some(&config_request(&specs)))?;
+    let mut input = String::new();
+    if backup.is_none() {
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .context("cannot read the rules from stdin")?;
+    }
+    let current = api.desired()?;
+    let (specs, left_out) = match backup {
+        Some(restored) if args.merge => (
+            super::backup::merged(&current, restored.specs),
+            restored.left_out,
+        ),
+        Some(restored) => (restored.specs, restored.left_out),
+        None => (restored(&current, &input, args.merge)?, Vec::new()),
+    };
+    // A backup says what serves: what it lists is taken back from drains.
+    let undrain = args.undrain || args.backup.is_some();
+    let replacement = Replacement::new(&specs, &args.removing, undrain);
+    let (mut body, mut plan) = replacement.send(api, true)?;
+    let removal = Removal::of(&plan, &current);
+    if !args.dry_run {
+        if removal.services > RESTORE_ASKS_OVER && !args.removing.yes {
+            confirm(&removal)?;
+        }
+        (body, plan) = replacement.send(api, false)?;
+    }
     let mut out = std::io::stdout().lock();
     if args.output == Output::Json {
         out.write_all(&body)?;
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let plan: ConfigPlan =
-        serde_json::from_slice(&body).context("unexpected answer to PUT /api/v1/config")?;
+    if !left_out.is_empty() {
+        writeln!(
+            out,
+            "not restored, draining when the backup was taken: {}",
+            left_out.join(", ")
+        )?;
+    }
     out.write_all(plan_text(&plan, args.dry_run)?.as_bytes())?;
+    if args.dry_run {
+        let rehearsal: DryRun = serde_json::from_slice(&body)?;
+        out.write_all(kernel_text(&rehearsal.kernels).as_bytes())?;
+    }
+    if !args.dry_run && removal.services + removal.servers > 0 {
+        writeln!(out, "{}", removal.how(&args.removing))?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One `PUT /api/v1/config`: the body, its `?grace=` and `?undrain=`.
+struct Replacement {
+    body: serde_json::Value,
+    grace: Option<u32>,
+    undrain: bool,
+}
+
+impl Replacement {
+    fn new(specs: &[ServiceSpec], removing: &RemovalArgs, undrain: bool) -> Replacement {
+        Replacement {
+            body: config_request(specs),
+            grace: removing.grace(),
+            undrain,
+        }
+    }
+
+    /// Sends it (`dry_run`: for the plan only); the answer and its plan.
+    fn send(&self, api: &Api, dry_run: bool) -> anyhow::Result<(Vec<u8>, ConfigPlan)> {
+        let mut query = Vec::new();
+        if dry_run {
+            query.push("dry_run=true".to_string());
+        }
+        if let Some(grace) = self.grace {
+            query.push(format!("grace={grace}"));
+        }
+        if self.undrain {
+            query.push("undrain=true".to_string());
+        }
+        let mut path = "/api/v1/config".to_string();
+        if !query.is_empty() {
+            path = format!("{path}?{}", query.join("&"));
+        }
+        let body = api.send(Method::PUT, &path, Some(&self.body))?;
+        let unexpected = || "unexpected answer to PUT /api/v1/config";
+        let plan = if dry_run {
+            let rehearsal: DryRun = serde_json::from_slice(&body).with_context(unexpected)?;
+            rehearsal.desired
+        } else {
+            serde_json::from_slice(&body).with_context(unexpected)?
+        };
+        Ok((body, plan))
+    }
+}
+
+/// What a replacement removes from the desired state: services (with their
+/// servers), and servers of services it keeps; what drains already is not
+/// counted (it goes anyway).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Removal {
+    services: usize,
+    servers: usize,
+}
+
+impl Removal {
+    /// Counted from `plan`, with the servers of the removed services as
+    /// `current` has them.
+    fn of(plan: &ConfigPlan, current: &DesiredState) -> Removal {
+        let of_removed: usize = plan
+            .removed
+            .iter()
+            .filter_map(|id| parse_service_id(id).ok())
+            .filter_map(|key| current.services.get(&key))
+            .map(|cfg| {
+                cfg.servers
+                    .keys()
+                    .filter(|k| !cfg.draining_servers.contains_key(k))
+                    .count()
+            })
+            .sum();
+        let of_changed: usize = plan.changed.iter().map(|c| c.servers_removed.len()).sum();
+        Removal {
+            services: plan.removed.len(),
+            servers: of_removed + of_changed,
+        }
+    }
+
+    /// What happens to them.
+    fn how(&self, removing: &RemovalArgs) -> String {
+        match removing.grace() {
+            Some(0) => format!("{self} removed at once"),
+            Some(grace) => format!("{self} drain (weight 0) for {grace} s, then go"),
+            None => format!(
+                "{self} drain (weight 0) for their service's drain_grace, else the node's \
+                 DRAIN_GRACE, then go"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for Removal {
+    /// `12 services and 96 real servers`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = |n: usize| if n == 1 { "" } else { "s" };
+        write!(
+            f,
+            "{} service{} and {} real server{}",
+            self.services,
+            s(self.services),
+            self.servers,
+            s(self.servers)
+        )
+    }
+}
+
+/// Asks on the terminal whether to go ahead with `removal`, as `sudo` asks:
+/// on `/dev/tty`, since `restore` reads its input on stdin. Without a
+/// terminal (a script, a pipe to stderr) it refuses, naming the counts and
+/// `--yes`: nothing is changed either way unless the answer is yes.
+fn confirm(removal: &Removal) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal};
+    let tty = std::io::stderr()
+        .is_terminal()
+        .then(|| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/tty")
+                .ok()
+        })
+        .flatten();
+    let Some(mut tty) = tty else {
+        bail!(
+            "this would remove {removal} from the cluster's desired state: nothing changed; \
+             add --yes to go ahead (from a terminal, you are asked instead)"
+        );
+    };
+    write!(tty, "{} ", question(removal))?;
+    tty.flush()?;
+    let mut answer = String::new();
+    std::io::BufReader::new(&tty)
+        .read_line(&mut answer)
+        .context("cannot read the answer from the terminal")?;
+    if !is_yes(&answer) {
+        bail!("not confirmed: nothing changed");
+    }
+    Ok(())
+}
+
+/// `remove 12 services and 96 real servers from the cluster's desired
+/// state? [y/N]`.
+fn question(removal: &Removal) -> String {
+    format!("remove {removal} from the cluster's desired state? [y/N]")
+}
+
+/// `y` or `yes`, in any case; anything else (an empty line too) is no.
+fn is_yes(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 /// The desired state `input` describes: the changes applied, line by line,
@@ -337,6 +633,26 @@ fn apply_to(
 }
 
 /// A plan as lines: `+` added, `~` changed (with what), `-` removed.
+/// What each node's kernel would change, as `diff` prints it, node by node.
+pub fn kernel_text(kernels: &[NodePlan]) -> String {
+    let mut text = String::new();
+    for node in kernels {
+        match (&node.error, node.changes.is_empty()) {
+            (Some(error), _) => {
+                text.push_str(&format!("{}: kernel plan unknown: {error}\n", node.node))
+            }
+            (None, true) => text.push_str(&format!("{}: kernel unchanged\n", node.node)),
+            (None, false) => {
+                text.push_str(&format!("{}: kernel\n", node.node));
+                for change in &node.changes {
+                    text.push_str(&format!("  {} {}\n", change.op, change.change));
+                }
+            }
+        }
+    }
+    text
+}
+
 pub fn plan_text(plan: &ConfigPlan, dry_run: bool) -> anyhow::Result<String> {
     let name = |id: &str| -> anyhow::Result<String> {
         let key = parse_service_id(id).map_err(|e| anyhow!("bad id {id}: {}", e.message()))?;
@@ -553,6 +869,104 @@ mod tests {
         for (input, merge, expected) in cases {
             let err = restored(&current, input, merge).unwrap_err().to_string();
             assert!(err.contains(expected), "{input:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn clear_takes_its_own_options_out_of_ipvsadm_words() {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (args, rest) = RemovalArgs::take(&words(&["-C", "--yes", "--grace", "5m"])).unwrap();
+        assert_eq!(rest, words(&["-C"]));
+        assert!(args.yes && !args.now);
+        assert_eq!(args.grace(), Some(300));
+        let (args, rest) = RemovalArgs::take(&words(&["--now", "-C"])).unwrap();
+        assert_eq!((args.grace(), rest), (Some(0), words(&["-C"])));
+        let (args, _) = RemovalArgs::take(&words(&["-C", "--grace=90"])).unwrap();
+        assert_eq!(args.grace(), Some(90));
+        let (args, rest) = RemovalArgs::take(&words(&["-a", "-t", "10.0.0.1:80"])).unwrap();
+        assert!(!args.given());
+        assert_eq!(rest.len(), 3);
+        for (bad, expected) in [
+            (&["-C", "--grace"][..], "--grace needs a value"),
+            (&["-C", "--grace", "soon"][..], "--grace: not a duration"),
+            (&["-C", "--now", "--grace", "9"][..], "exclude each other"),
+        ] {
+            let err = RemovalArgs::take(&words(bad)).unwrap_err().to_string();
+            assert!(err.contains(expected), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn removals_are_counted_and_asked_about_in_words() {
+        let mut current = state();
+        let second = ServiceSpec {
+            server_checks: Default::default(),
+            service: VirtualService::new(key(81)),
+            servers: vec![
+                Destination::new("10.1.0.1".parse().unwrap(), 81),
+                Destination::new("10.1.0.2".parse().unwrap(), 81),
+            ],
+            options: Default::default(),
+        };
+        current.apply(&Command::CreateService(second.clone()), 2);
+        // A server already draining goes anyway: not counted.
+        current.apply(
+            &Command::DeleteServer {
+                service: key(81),
+                server: second.servers[1].key(),
+                if_revision: None,
+                drain: Some(crate::model::DrainRequest {
+                    since_ms: 0,
+                    grace: Some(60),
+                    default_grace: 30,
+                }),
+            },
+            3,
+        );
+        let plan = ConfigPlan {
+            removed: vec![ids::service_id(&key(81))],
+            changed: vec![ServiceChange {
+                id: ids::service_id(&key(80)),
+                servers_removed: vec!["10.1.0.1-80".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let removal = Removal::of(&plan, &current);
+        assert_eq!(
+            removal,
+            Removal {
+                services: 1,
+                servers: 2
+            }
+        );
+        assert_eq!(
+            question(&removal),
+            "remove 1 service and 2 real servers from the cluster's desired state? [y/N]"
+        );
+        let many = Removal {
+            services: 12,
+            servers: 1,
+        };
+        assert_eq!(many.to_string(), "12 services and 1 real server");
+        let how = |args: &[&str]| {
+            let words: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            many.how(&RemovalArgs::take(&words).unwrap().0)
+        };
+        assert_eq!(
+            how(&["--now"]),
+            "12 services and 1 real server removed at once"
+        );
+        assert_eq!(
+            how(&["--grace", "60"]),
+            "12 services and 1 real server drain (weight 0) for 60 s, then go"
+        );
+        assert!(how(&[]).contains("drain_grace, else the node's DRAIN_GRACE"));
+        for yes in ["y\n", "Y", " yes \n", "YES"] {
+            assert!(is_yes(yes), "{yes:?}");
+        }
+        for no in ["", "\n", "n\n", "no", "yep", "y es"] {
+            assert!(!is_yes(no), "{no:?}");
         }
     }
 

@@ -1,5 +1,6 @@
 //! Command-line interface: clap definitions and the commands behind them.
 
+pub mod backup;
 pub mod cluster;
 pub mod edit;
 mod kernel;
@@ -53,8 +54,10 @@ ipvsadm's editing commands change the cluster's desired state, with ipvsadm's op
   ipvs-manager -D -t|-u|-f SERVICE
   ipvs-manager -a|-e -t|-u|-f SERVICE -r SERVER [-g|-i|-m] [-w WEIGHT] [-x UPPER] [-y LOWER] [--tun-type …]
   ipvs-manager -d -t|-u|-f SERVICE -r SERVER
-  ipvs-manager -C
+  ipvs-manager -C [--yes] [--now | --grace SECONDS]
 Removals (-D, -d) are immediate, as in ipvsadm; `ipvs-manager drain` removes gracefully.
+-C empties the desired state of every node: it asks first (--yes: it does not), and the
+services drain as a `drain` does (--now: removed at once).
 ";
 
 // The subcommands (`ipvs-manager list`, …); the ipvsadm-style editing
@@ -73,15 +76,25 @@ pub enum CliCommand {
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
     /// The cluster's desired state in `ipvsadm -Sn` syntax (plus the
-    /// thresholds and tunnel options ipvsadm's save drops).
+    /// thresholds and tunnel options ipvsadm's save drops; health checks,
+    /// `drain_grace` and `bind_address` it cannot hold: `backup` keeps
+    /// everything).
     Save(cluster::OutputArgs),
     /// What the node's reconciler would change to make its kernel match the
     /// desired state (`+` add, `~` edit in place, `-` delete); exit status 1
     /// when they differ.
     Diff(cluster::OutputArgs),
-    /// Read `ipvsadm -R` syntax on stdin and make it the cluster's desired
-    /// state in one Raft entry (`ipvsadm -Sn | ipvs-manager restore`).
+    /// Read `ipvsadm -R` syntax on stdin (or, with `--backup`, a backup)
+    /// and make it the cluster's desired state in one Raft entry (`ipvsadm
+    /// -Sn | ipvs-manager restore`). What it removes drains first (`--now`:
+    /// at once); removing more than 3 services asks first (`--yes`: it does
+    /// not).
     Restore(edit::RestoreArgs),
+    /// The cluster's desired state as a JSON backup with every setting
+    /// (`ipvsadm -Sn` cannot express health checks, `drain_grace`,
+    /// `bind_address`): `ipvs-manager backup > backup.json`, then `restore
+    /// --backup backup.json`.
+    Backup(backup::BackupArgs),
     /// Take a real server (`-r`) or a whole service out of rotation: weight
     /// 0 on every node for the grace period, then removed.
     Drain(edit::DrainArgs),
@@ -148,6 +161,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(CliCommand::Save(args)) => cluster::save(&api()?, &args),
         Some(CliCommand::Diff(args)) => cluster::diff(&api()?, &args),
         Some(CliCommand::Restore(args)) => edit::restore(&api()?, &args),
+        Some(CliCommand::Backup(args)) => backup::backup(&api()?, &args),
         Some(CliCommand::Drain(args)) => edit::drain(&api()?, &args),
         Some(CliCommand::Completions { shell }) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

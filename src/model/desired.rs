@@ -344,7 +344,27 @@ pub enum Command {
     },
     /// Replaces the whole configuration in one entry (`PUT /api/v1/config`,
     /// `restore`). Services whose content is unchanged keep their revision.
+    /// What it leaves out goes at once. Written for `PUT /api/v1/config`
+    /// with `?grace=0` (every version applies it the same way), and by
+    /// every version before [`Command::Replace`].
     ReplaceAll(Vec<ServiceSpec>),
+    /// [`Command::ReplaceAll`] with a say over drains. With `drain`, what it
+    /// removes drains as a `DELETE` drains it: a service it leaves out
+    /// drains whole, a server it leaves out of a service it keeps drains,
+    /// for the request's grace period, else the service's `drain_grace`,
+    /// else the accepting node's `DRAIN_GRACE`, and the leader's drain
+    /// janitor ends them ([`Command::FinishDrain`]); without, it goes at
+    /// once. With `undrain`, what it gives is in service: drains of the
+    /// services and servers it names end (a backup restored, a `-C` undone).
+    /// A variant of its own, not fields added to `ReplaceAll`, so that the
+    /// entries already on disk (`{"ReplaceAll": [...]}`) decode and apply
+    /// as before.
+    Replace {
+        services: Vec<ServiceSpec>,
+        drain: Option<DrainRequest>,
+        #[serde(default)]
+        undrain: bool,
+    },
     /// A client's write under an `Idempotency-Key`: applied once; a later
     /// write with the same key gets the first outcome (see
     /// [`super::requests`]). Applied by [`super::requests::Requests::apply`].
@@ -376,7 +396,10 @@ impl Command {
             | Command::UpdateServer { service, .. }
             | Command::DeleteServer { service, .. }
             | Command::FinishDrain { service, .. } => vec![*service],
-            Command::ReplaceAll(specs) => specs.iter().map(|s| s.service.key).collect(),
+            Command::ReplaceAll(specs)
+            | Command::Replace {
+                services: specs, ..
+            } => specs.iter().map(|s| s.service.key).collect(),
             Command::Keyed { command, .. } => command.services(),
             Command::Batch(cmds) => cmds.iter().flat_map(Command::services).collect(),
         }
@@ -394,7 +417,7 @@ impl Command {
     /// within a batch).
     pub fn replaces_all(&self) -> bool {
         match self {
-            Command::ReplaceAll(_) => true,
+            Command::ReplaceAll(_) | Command::Replace { .. } => true,
             Command::Keyed { command, .. } => command.replaces_all(),
             Command::Batch(cmds) => cmds.iter().any(Command::replaces_all),
             _ => false,
@@ -600,7 +623,15 @@ impl DesiredState {
                 Applied { revision: index }
             }
             Command::ReplaceAll(specs) => {
-                self.services = self.replaced(specs, index);
+                self.services = self.replaced(specs, index, None, false);
+                Applied { revision: index }
+            }
+            Command::Replace {
+                services,
+                drain,
+                undrain,
+            } => {
+                self.services = self.replaced(services, index, drain.as_ref(), *undrain);
                 Applied { revision: index }
             }
             Command::Batch(cmds) => Batch(cmds.iter().map(|c| self.apply(c, index)).collect()),
@@ -611,21 +642,30 @@ impl DesiredState {
         }
     }
 
-    /// The services after `ReplaceAll(specs)` committed at `index`. Services
-    /// whose content is unchanged keep their revision. A replacement never
-    /// cuts a drain short: a draining server or service that `specs` leaves
-    /// out, or gives as configured or at weight 0 (as `save` prints it),
-    /// goes on draining; giving it other settings takes it back into service.
+    /// The services after `ReplaceAll(specs)` (`drain` absent, `undrain`
+    /// false) or `Replace` committed at `index`. Services whose content is
+    /// unchanged keep their revision. A replacement never cuts a drain
+    /// short: a draining server or service that `specs` leaves out, or gives
+    /// as configured or at weight 0 (as `save` prints it), goes on draining;
+    /// giving it other settings takes it back into service, and so does
+    /// giving it at all with `undrain`. With `drain`, what `specs` leaves
+    /// out starts draining as a `DELETE` would drain it (a grace period of 0
+    /// removes it at once); without, it goes at once.
     pub fn replaced(
         &self,
         specs: &[ServiceSpec],
         index: u64,
+        drain: Option<&DrainRequest>,
+        undrain: bool,
     ) -> BTreeMap<ServiceKey, Arc<ServiceConfig>> {
         let mut next = BTreeMap::new();
         for spec in specs {
             let mut cfg = config(spec, index);
             let kept = self.services.get(&spec.service.key).and_then(|old| {
-                carry_drains(old, &mut cfg);
+                carry_drains(old, &mut cfg, undrain);
+                if let Some(drain) = drain {
+                    drain_left_out_servers(old, &mut cfg, drain);
+                }
                 cfg.revision = old.revision;
                 // Unchanged: the same record, revision and all.
                 (**old == cfg).then(|| old.clone())
@@ -637,8 +677,18 @@ impl DesiredState {
             next.insert(spec.service.key, cfg);
         }
         for (key, old) in &self.services {
-            if old.draining.is_some() && !next.contains_key(key) {
+            if next.contains_key(key) {
+                continue;
+            }
+            if old.draining.is_some() {
                 next.insert(*key, old.clone());
+            } else if let Some(drain) = drain.and_then(|d| d.drain_for(old)) {
+                // As DeleteService with a drain: the whole service at
+                // weight 0 until its deadline, its settings as they were.
+                let mut cfg = ServiceConfig::clone(old);
+                cfg.draining = Some(drain);
+                cfg.revision = index;
+                next.insert(*key, Arc::new(cfg));
             }
         }
         next
@@ -697,15 +747,15 @@ fn config(spec: &ServiceSpec, index: u64) -> ServiceConfig {
 }
 
 /// Keeps `old`'s drains in its replacement `new` where the replacement does
-/// not take the drained server (or service) back: see
-/// [`DesiredState::replaced`].
-fn carry_drains(old: &ServiceConfig, new: &mut ServiceConfig) {
+/// not take the drained server (or service) back (with `undrain`, all it
+/// gives it takes back): see [`DesiredState::replaced`].
+fn carry_drains(old: &ServiceConfig, new: &mut ServiceConfig, undrain: bool) {
     // A drained server given as configured, or at the weight 0 it has in
     // the kernels while it drains.
     let as_draining = |was: &Destination, given: &Destination| {
-        given == was || *given == Destination { weight: 0, ..*was }
+        !undrain && (given == was || *given == Destination { weight: 0, ..*was })
     };
-    if let Some(drain) = old.draining {
+    if let (Some(drain), false) = (old.draining, undrain) {
         let servers_as_before = new.servers.len() == old.servers.len()
             && old
                 .servers
@@ -724,10 +774,40 @@ fn carry_drains(old: &ServiceConfig, new: &mut ServiceConfig) {
         };
         match new.servers.get(dkey) {
             Some(given) if !as_draining(was, given) => continue,
-            _ => {
-                new.servers.insert(*dkey, *was);
-                new.draining_servers.insert(*dkey, *drain);
+            Some(_) => {}
+            // Left out: it drains on, with its own health check.
+            None => {
+                if let Some(check) = old.server_checks.get(dkey) {
+                    new.server_checks.insert(*dkey, check.clone());
+                }
             }
+        }
+        new.servers.insert(*dkey, *was);
+        new.draining_servers.insert(*dkey, *drain);
+    }
+}
+
+/// Drains the servers of `old` that its replacement `new` leaves out (and
+/// that are not draining already: [`carry_drains`] kept those), as a
+/// `DeleteServer` would: with the grace period the replacement gives the
+/// service. They stay in `new.servers`, with their own health checks, until
+/// the drain ends.
+fn drain_left_out_servers(old: &ServiceConfig, new: &mut ServiceConfig, drain: &DrainRequest) {
+    if new.draining.is_some() {
+        // The whole service goes on draining, servers and all.
+        return;
+    }
+    let Some(drain) = drain.drain_for(new) else {
+        return;
+    };
+    for (dkey, was) in &old.servers {
+        if new.servers.contains_key(dkey) {
+            continue;
+        }
+        new.servers.insert(*dkey, *was);
+        new.draining_servers.insert(*dkey, drain);
+        if let Some(check) = old.server_checks.get(dkey) {
+            new.server_checks.insert(*dkey, check.clone());
         }
     }
 }
@@ -1105,6 +1185,157 @@ mod tests {
         rr.service.scheduler = crate::model::Scheduler::new("rr").unwrap();
         s.apply(&Command::ReplaceAll(vec![rr]), 7);
         assert_eq!(s.services[&key(80)].draining, None);
+    }
+
+    #[test]
+    fn a_draining_replacement_drains_what_it_leaves_out() {
+        let mut s = DesiredState::default();
+        let mut slow = spec_of(81, vec![server(1)]);
+        slow.options.drain_grace = Some(5);
+        s.apply(
+            &Command::ReplaceAll(vec![
+                spec_of(80, vec![server(1), server(2)]),
+                slow,
+                spec_of(82, vec![server(1)]),
+            ]),
+            1,
+        );
+        let request = |since_ms, grace| DrainRequest {
+            since_ms,
+            grace,
+            default_grace: 30,
+        };
+        let keep_80 = || Command::Replace {
+            services: vec![spec_of(80, vec![server(1)])],
+            undrain: false,
+            drain: Some(request(1_000, None)),
+        };
+        assert_eq!(
+            s.apply(&keep_80(), 2),
+            CommandResult::Applied { revision: 2 }
+        );
+        let drain = |grace| Drain {
+            since_ms: 1_000,
+            grace,
+        };
+        // A server left out drains (the node's default), still a server;
+        // services left out drain whole (their own drain_grace, else the
+        // default), with their settings and servers as they were.
+        let web = &s.services[&key(80)];
+        assert_eq!(web.revision, 2);
+        assert!(web.servers.contains_key(&server(2).key()));
+        assert_eq!(web.draining_servers[&server(2).key()], drain(30));
+        assert_eq!(s.services[&key(81)].draining, Some(drain(5)));
+        assert_eq!(s.services[&key(81)].options.drain_grace, Some(5));
+        assert_eq!(s.services[&key(82)].draining, Some(drain(30)));
+        assert_eq!(s.services[&key(82)].servers.len(), 1);
+        // The same replacement again (a retry, `restore` twice) restarts
+        // no drain and changes nothing.
+        let before = s.clone();
+        s.apply(
+            &Command::Replace {
+                services: vec![spec_of(80, vec![server(1)])],
+                undrain: false,
+                drain: Some(request(9_000, None)),
+            },
+            3,
+        );
+        assert_eq!(s, before);
+        // They end as a DELETE's drains end: by the leader's FinishDrain.
+        assert_eq!(s.services[&key(81)].next_deadline_ms(), Some(6_000));
+        let finish = |port, server: Option<DestKey>| Command::FinishDrain {
+            service: key(port),
+            server,
+            since_ms: 1_000,
+        };
+        s.apply(&finish(81, None), 4);
+        s.apply(&finish(82, None), 5);
+        s.apply(&finish(80, Some(server(2).key())), 6);
+        assert_eq!(
+            s.services.keys().copied().collect::<Vec<_>>(),
+            vec![key(80)]
+        );
+        assert_eq!(s.services[&key(80)].servers.len(), 1);
+        assert!(s.services[&key(80)].draining_servers.is_empty());
+
+        // A grace of 0 asked for: as ReplaceAll, everything at once.
+        let mut a = before.clone();
+        let mut b = before.clone();
+        a.apply(
+            &Command::Replace {
+                services: vec![spec_of(80, vec![server(1)]), spec_of(83, vec![])],
+                undrain: false,
+                drain: Some(request(1_000, Some(0))),
+            },
+            7,
+        );
+        b.apply(
+            &Command::ReplaceAll(vec![spec_of(80, vec![server(1)]), spec_of(83, vec![])]),
+            7,
+        );
+        assert_eq!(a, b);
+
+        // With undrain, what it gives is in service again (an accidental
+        // clear undone); what it leaves out drains on, not restarted.
+        let mut slow = spec_of(81, vec![server(1)]);
+        slow.options.drain_grace = Some(5);
+        let mut back = before.clone();
+        back.apply(
+            &Command::Replace {
+                services: vec![spec_of(80, vec![server(1), server(2)]), slow],
+                drain: Some(request(2_000, None)),
+                undrain: true,
+            },
+            8,
+        );
+        assert!(back.services[&key(80)].draining_servers.is_empty());
+        assert_eq!(back.services[&key(80)].servers.len(), 2);
+        assert_eq!(back.services[&key(81)].draining, None);
+        assert_eq!(back.services[&key(81)].revision, 8);
+        assert_eq!(back.services[&key(82)], before.services[&key(82)]);
+        // A draining server it leaves out drains on too.
+        let mut partly = before.clone();
+        partly.apply(
+            &Command::Replace {
+                services: vec![spec_of(80, vec![server(1)])],
+                drain: None,
+                undrain: true,
+            },
+            9,
+        );
+        assert_eq!(
+            partly.services[&key(80)].draining_servers[&server(2).key()],
+            drain(30)
+        );
+    }
+
+    /// Entries written before `Replace` existed, as they are on
+    /// disk (these bytes are what the version before it wrote), decode as
+    /// they did and still remove at once.
+    #[test]
+    fn replace_all_entries_on_disk_decode_and_apply_as_before() {
+        let on_disk = r#"{"ReplaceAll":[{"service":{"key":{"Inet":{"protocol":"Tcp","addr":"192.0.2.1","port":80}},"scheduler":"wlc","flags":0,"persistence":null,"pe_name":null},"servers":[{"addr":"198.51.100.1","port":80,"forward":"Masq","weight":1,"upper_threshold":0,"lower_threshold":0}],"options":{"bind_address":false,"health_policy":{"remove_unhealthy":false,"slow_start_ms":0}}}]}"#;
+        let cmd: Command = serde_json::from_str(on_disk).expect("an old entry decodes");
+        assert_eq!(cmd, Command::ReplaceAll(vec![spec_of(80, vec![server(1)])]));
+        let mut s = DesiredState::default();
+        s.apply(&create(81), 1);
+        s.apply(&cmd, 2);
+        assert_eq!(
+            s.services.keys().copied().collect::<Vec<_>>(),
+            vec![key(80)]
+        );
+        // And the new variant survives JSON.
+        let new = Command::Replace {
+            services: vec![spec_of(80, vec![])],
+            drain: Some(DrainRequest {
+                since_ms: 1,
+                grace: Some(2),
+                default_grace: 3,
+            }),
+            undrain: true,
+        };
+        let json = serde_json::to_string(&new).expect("encodes");
+        assert_eq!(serde_json::from_str::<Command>(&json).ok(), Some(new));
     }
 
     fn spec_of(port: u16, servers: Vec<Destination>) -> ServiceSpec {

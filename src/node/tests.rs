@@ -305,7 +305,7 @@ async fn a_dry_run_of_a_configuration_plans_without_writing() {
         dry_run: true,
         ..WriteOptions::default()
     };
-    let plan = writes::replace_config(&t.node, body, &dry_run)
+    let plan = writes::replace_config(&t.node, body, Default::default(), &dry_run)
         .await
         .expect("planned");
     assert_eq!(plan.value.added, vec!["tcp-192.0.2.10-80".to_string()]);
@@ -324,10 +324,80 @@ async fn a_dry_run_of_a_configuration_plans_without_writing() {
     );
     assert_eq!(t.last_log_index(), before);
     assert!(reads::list_services(&t.node).is_empty());
-    writes::replace_config(&t.node, body, &opts(Some(Wait::All)))
+    writes::replace_config(&t.node, body, Default::default(), &opts(Some(Wait::All)))
         .await
         .expect("replaced");
     assert_eq!(reads::list_services(&t.node).len(), 1);
     assert_eq!(t.kernel_weights(80).await, vec![]);
+    t.stop().await;
+}
+
+fn grace(seconds: u32) -> writes::Replacing {
+    writes::Replacing {
+        grace: Some(seconds),
+        undrain: false,
+    }
+}
+
+/// A replacement drains what it leaves out, as a DELETE would: a service
+/// whole, a server of a service it keeps; `?grace=0` removes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_drains_what_it_leaves_out() {
+    let t = TestNode::start().await;
+    let two = br#"{"services":[
+        {"protocol":"tcp","address":"192.0.2.10","port":80,"servers":[
+            {"address":"198.51.100.11","port":8080},{"address":"198.51.100.11","port":8081}]},
+        {"protocol":"tcp","address":"192.0.2.10","port":81,"drain_grace":5,"servers":[
+            {"address":"198.51.100.11","port":8080}]}]}"#;
+    writes::replace_config(&t.node, two, Default::default(), &opts(Some(Wait::All)))
+        .await
+        .expect("replaced");
+    let one = br#"{"services":[{"protocol":"tcp","address":"192.0.2.10","port":80,
+        "servers":[{"address":"198.51.100.11","port":8080}]}]}"#;
+    let dry_run = WriteOptions {
+        dry_run: true,
+        ..WriteOptions::default()
+    };
+    let plan = writes::replace_config(&t.node, one, grace(60), &dry_run)
+        .await
+        .expect("planned")
+        .value;
+    assert_eq!(plan.removed, vec!["tcp-192.0.2.10-81".to_string()]);
+    assert_eq!(plan.changed[0].servers_removed, vec!["198.51.100.11-8081"]);
+    writes::replace_config(&t.node, one, grace(60), &opts(Some(Wait::All)))
+        .await
+        .expect("replaced");
+    let desired = t.node.desired();
+    let web = &desired.services[&key(80)];
+    assert_eq!(web.draining_servers[&server(8081)].grace, 60);
+    let gone = &desired.services[&key(81)];
+    assert_eq!(gone.draining.map(|d| d.grace), Some(60));
+    // Draining: weight 0 in the kernel until the deadline.
+    assert_eq!(t.kernel_weights(80).await, vec![(8080, 1), (8081, 0)]);
+    assert_eq!(t.kernel_weights(81).await, vec![(8080, 0)]);
+    // At once with a grace of 0: only what was not draining already goes
+    // (a replacement never cuts a drain short).
+    let none = br#"{"services":[]}"#;
+    writes::replace_config(&t.node, none, grace(0), &opts(Some(Wait::All)))
+        .await
+        .expect("replaced");
+    let desired = t.node.desired();
+    assert_eq!(
+        desired.services.keys().copied().collect::<Vec<_>>(),
+        vec![key(81)]
+    );
+    // ?undrain=true: what the body gives serves again, drains ended.
+    let back = writes::Replacing {
+        grace: None,
+        undrain: true,
+    };
+    let plan = writes::replace_config(&t.node, two, back, &opts(Some(Wait::All)))
+        .await
+        .expect("replaced")
+        .value;
+    assert_eq!(plan.changed[0].id, "tcp-192.0.2.10-81");
+    assert!(plan.changed[0].settings, "its drain ended");
+    assert_eq!(t.node.desired().services[&key(81)].draining, None);
+    assert_eq!(t.kernel_weights(81).await, vec![(8080, 1)]);
     t.stop().await;
 }

@@ -300,16 +300,42 @@ pub async fn delete_server(
     Ok(done.written(left))
 }
 
+/// How `PUT /api/v1/config` treats drains: `?grace=`, `?undrain=`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replacing {
+    /// How long what the body leaves out drains (`None`: the service's
+    /// `drain_grace`, else this node's `DRAIN_GRACE`; 0: removed at once).
+    pub grace: Option<u32>,
+    /// The services and servers the body gives are in service: their
+    /// drains end.
+    pub undrain: bool,
+}
+
 /// `PUT /api/v1/config`: what replacing the whole desired set changes;
-/// committed (one Raft entry) unless `dry_run`.
+/// committed (one Raft entry) unless `dry_run`. What the body leaves out
+/// drains as a `DELETE` drains it.
 pub async fn replace_config(
     node: &Node,
     body: &[u8],
+    replacing: Replacing,
     opts: &WriteOptions,
 ) -> Result<Written<json::ConfigPlan>, ApiError> {
     let specs = validate::parse_config(body)?;
-    let plan = view::plan_config(&node.desired(), &specs);
-    let done = write(node, Command::ReplaceAll(specs), opts).await?;
+    let drain = drain(node, replacing.grace).filter(|d| d.grace != Some(0));
+    let undrain = replacing.undrain;
+    let plan = view::plan_replacement(&node.desired(), &specs, drain.as_ref(), undrain);
+    // Removing at once without undrain is the plain `ReplaceAll`, which
+    // every version applies the same way (a node not yet upgraded cannot
+    // decode `Replace`).
+    let cmd = match (drain, undrain) {
+        (None, false) => Command::ReplaceAll(specs),
+        (drain, undrain) => Command::Replace {
+            services: specs,
+            drain,
+            undrain,
+        },
+    };
+    let done = write(node, cmd, opts).await?;
     Ok(done.written(plan))
 }
 
@@ -496,7 +522,10 @@ async fn precheck(node: &Node, cmd: &Command) -> Result<(), ApiError> {
 }
 
 fn refusal(state: &DesiredState, cmd: &Command) -> Result<(), ApiError> {
-    if let Command::ReplaceAll(_) | Command::FinishDrain { .. } | Command::Batch(_) = cmd.unkeyed()
+    if let Command::ReplaceAll(_)
+    | Command::Replace { .. }
+    | Command::FinishDrain { .. }
+    | Command::Batch(_) = cmd.unkeyed()
     {
         return Ok(());
     }

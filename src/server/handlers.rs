@@ -176,9 +176,14 @@ async fn delete_server(r: &Request<'_>, app: &AppState) -> Reply {
     Ok(answer.send(&w))
 }
 
-/// `PUT /api/v1/config` (`?dry_run=true`: the plan only).
+/// `PUT /api/v1/config` (`?dry_run=true`: the plan only; `?grace=N`: how
+/// long what it removes drains; `?undrain=true`: what it gives serves).
 async fn replace_config(r: &Request<'_>, app: &AppState) -> Reply {
-    let w = writes::replace_config(&app.node, r.body, &r.write_options()?).await?;
+    let replacing = writes::Replacing {
+        grace: r.grace()?,
+        undrain: r.flag("undrain")?,
+    };
+    let w = writes::replace_config(&app.node, r.body, replacing, &r.write_options()?).await?;
     Ok(Answer::json(StatusCode::OK, &w.value)?.send(&w))
 }
 
