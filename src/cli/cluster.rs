@@ -110,18 +110,37 @@ impl Api {
             if let Some(body) = body {
                 req = req.json(body);
             }
-            let r = req
-                .send()
-                .await
-                .with_context(|| format!("cannot reach {}", self.base))?;
+            let r = req.send().await.map_err(|e| unreachable(&self.base, &e))?;
             let status = r.status();
+            let json = r
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("application/json"));
             let body = r.bytes().await.with_context(|| format!("reading {url}"))?;
             if !status.is_success() {
-                let message = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["error"]["message"].as_str().map(String::from))
-                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-                bail!("{status}: {message}");
+                match api_error_message(&body) {
+                    Some(message) if message.starts_with("refused by the cluster secret") => {
+                        bail!("{status}: {message} ({})", not_the_api(&self.base))
+                    }
+                    Some(message) => bail!("{status}: {message}"),
+                    None => bail!(
+                        "{} answered {status} with {}: {}",
+                        self.base,
+                        what_body(&body),
+                        not_the_api(&self.base)
+                    ),
+                }
+            }
+            // Every answer of the API with a body is JSON; anything else is
+            // some other server.
+            if !body.is_empty() && !json {
+                bail!(
+                    "{} answered {status} with {}: {}",
+                    self.base,
+                    what_body(&body),
+                    not_the_api(&self.base)
+                );
             }
             Ok(body.to_vec())
         })
@@ -136,6 +155,60 @@ impl Api {
     pub fn desired(&self) -> anyhow::Result<DesiredState> {
         let body = self.get("/api/v1/config")?;
         desired_from(&body)
+    }
+}
+
+/// `error.message` of an answer that is the API's JSON error.
+fn api_error_message(body: &[u8]) -> Option<String> {
+    let value = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+    value["error"]["message"].as_str().map(String::from)
+}
+
+/// The error for a request that got no answer at all: the address tried,
+/// why (the innermost cause: refused, unknown host, timed out), and where
+/// that address comes from.
+fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let why = if e.is_timeout() {
+        format!("no answer in time: {cause}")
+    } else {
+        cause.to_string()
+    };
+    anyhow::anyhow!(
+        "cannot reach the ipvs-manager API at {base} ({why}): check --server or \
+         IPVS_MANAGER_SERVER (default {}), which must name a running node's API \
+         (host:SERVER_PORT)",
+        super::DEFAULT_SERVER
+    )
+}
+
+/// What to say when `base` answers, but not as the API does.
+fn not_the_api(base: &str) -> String {
+    format!(
+        "{base} does not look like an ipvs-manager API: --server (or IPVS_MANAGER_SERVER) \
+         must name a node's API, host:SERVER_PORT (2221 by default), not its RAFT_PORT or \
+         another service"
+    )
+}
+
+/// A short description of a body that is not the API's: empty, an HTML
+/// page, or its first characters.
+fn what_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        "an empty body".to_string()
+    } else if ["<!doctype html", "<html"].iter().any(|start| {
+        text.get(..start.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(start))
+    }) {
+        "an HTML page".to_string()
+    } else {
+        let first: String = text.chars().take(60).collect();
+        format!("{first:?}")
     }
 }
 
