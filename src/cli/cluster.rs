@@ -6,7 +6,7 @@ use crate::api::json::{ConfigView, DrainView, KernelTable, NodeHealthView, NodeV
 use crate::api::{parse_server_id, parse_service_id};
 use crate::config::Ownership;
 use crate::health::{HealthTable, ServerState};
-use crate::ipvs::text;
+use crate::ipvs::text::{self, ListOptions};
 use crate::ipvs::{Change, Info};
 use crate::model::{Command, DesiredState, DestEntry, Drain, ServiceEntry, ServiceKey};
 use crate::reconcile::plan;
@@ -283,9 +283,43 @@ pub fn list(api: &Api, args: &ClusterListArgs) -> anyhow::Result<ExitCode> {
     if args.columns.output == Output::Json {
         return print_json(&mut out, &body);
     }
-    let desired = desired_from(&body)?;
+    out.write_all(desired_listing(api, &body, &opts, None)?.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ipvs-manager -L [-t|-u|-f SERVICE] [columns]`: the desired state as
+/// `ipvsadm -Ln` shows it, or one service of it as `ipvsadm -Ln -t …` does
+/// (no version line; a service the desired state does not have is an
+/// error, ipvsadm's "No such service").
+pub fn list_desired(
+    api: &Api,
+    opts: &ListOptions,
+    only: Option<&ServiceKey>,
+) -> anyhow::Result<ExitCode> {
+    let body = api.get("/api/v1/config")?;
+    let listing = desired_listing(api, &body, opts, only)?;
+    std::io::stdout().lock().write_all(listing.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The listing of the desired state in `body` (`GET /api/v1/config`), with
+/// the `--server` node's counters and its notes (drains, health), of every
+/// service or of `only`.
+fn desired_listing(
+    api: &Api,
+    body: &[u8],
+    opts: &ListOptions,
+    only: Option<&ServiceKey>,
+) -> anyhow::Result<String> {
+    let desired = desired_from(body)?;
     let now = crate::model::clock::unix_ms();
     let mut entries = desired_entries(&desired, now);
+    if let Some(key) = only {
+        entries.retain(|e| e.service.key == *key);
+        if entries.is_empty() {
+            bail!("no service {key} in the cluster's desired state (ipvsadm: No such service)");
+        }
+    }
     // Counters come from the node's kernel. The plain listing shows
     // connection counts too, but a node that programs no kernel
     // (IPVS_KERNEL=off) still lists the desired state, with zeros.
@@ -330,8 +364,14 @@ pub fn list(api: &Api, args: &ClusterListArgs) -> anyhow::Result<ExitCode> {
         }
         (!notes.is_empty()).then(|| notes.join(" "))
     };
-    out.write_all(text::list_with_notes(&DESIRED_INFO, &entries, &opts, &note).as_bytes())?;
-    Ok(ExitCode::SUCCESS)
+    let listing = text::list_with_notes(&DESIRED_INFO, &entries, opts, &note);
+    Ok(match only {
+        // ipvsadm prints no version line for one service.
+        Some(_) => listing
+            .split_once('\n')
+            .map_or(listing.clone(), |(_, rest)| rest.to_string()),
+        None => listing,
+    })
 }
 
 fn print_json(out: &mut impl Write, body: &[u8]) -> anyhow::Result<ExitCode> {
