@@ -192,9 +192,10 @@ fn send_change(api: &Api, change: &Change) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Why `-Z` and `--set` are not cluster commands.
+/// Why `-Z` and `--set` are not cluster commands, and what does them.
 const NODE_LOCAL: &str = "counters and timeouts belong to each node's kernel, not to the \
-                          cluster's desired state; run ipvsadm on that node";
+                          cluster's desired state; run `ipvsadm -Z [SERVICE]` (counters) or \
+                          `ipvsadm --set TCP TCPFIN UDP` (timeouts) on that node";
 
 /// "added service TCP 10.0.0.1:80", from the change's own description.
 fn done(change: &Change) -> String {
