@@ -190,7 +190,10 @@ fn limits_are_refused_naming_them() {
             "2147483648",
         ],
     );
-    assert_has(&threshold, &["0 to 2147483647 (ipvsadm's limit)"]);
+    assert_has(
+        &threshold,
+        &["0 to 2147483647 (the kernel's and ipvsadm's limit)"],
+    );
     // The kernel takes a mask with holes; the cluster does not, saying why.
     let mask = fails(s, &["-A", "-t", "192.0.2.11:80", "-p", "-M", "255.0.255.0"]);
     assert_has(

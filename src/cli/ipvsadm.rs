@@ -181,7 +181,8 @@ one (-e, unsaid ones to ipvsadm's defaults; its own health check stays).
   -m, --masquerading       NAT
   -w, --weight N           0 to 2147483647 (the kernel's and ipvsadm's limit; default 1;
                            0 takes no new connections)
-  -x, --u-threshold N      upper connection threshold, 0 to 2147483647 (ipvsadm's limit; 0: none)
+  -x, --u-threshold N      upper connection threshold, 0 to 2147483647 (the kernel's and
+                           ipvsadm's limit; 0: none)
   -y, --l-threshold N      lower connection threshold, not above the upper one",
     ),
     (

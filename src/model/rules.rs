@@ -16,9 +16,10 @@ pub const MAX_TIMEOUT: u32 = 86400 * 31;
 pub const MAX_WEIGHT: u32 = i32::MAX as u32;
 
 /// The largest connection threshold (`-x`, `-y`): ipvsadm reads them with
-/// `string_to_number(0, INT_MAX)`. The kernel takes any u32, but a larger
-/// one could not be written back in ipvsadm's syntax (`ipvs-manager save |
-/// ipvsadm -R` would fail), so the cluster refuses it too.
+/// `string_to_number(0, INT_MAX)` (its man page says 65535, wrongly), and
+/// the kernel, although the attribute is a u32, refuses an upper threshold
+/// above `INT_MAX` with EINVAL (6.1.0-57, checked in the VM; a lower one
+/// above it is above the upper one, ERANGE).
 pub const MAX_THRESHOLD: u32 = i32::MAX as u32;
 
 /// Why an IPv4 persistence netmask is refused for the cluster, if it is:

@@ -27,8 +27,8 @@ fn thresholds_stop_at_ipvsadm_s_limit() {
     assert_eq!(MAX_THRESHOLD, 2_147_483_647);
     let ok = parse_service_create(server(r#""upper_threshold":2147483647"#).as_bytes());
     assert_eq!(ok.map(|s| s.servers[0].upper_threshold), Ok(MAX_THRESHOLD));
-    // The kernel would take it, but neither ipvsadm -R nor our own restore
-    // could read `save`'s `-x 2147483648` back.
+    // The kernel refuses an upper threshold above it (EINVAL), and neither
+    // ipvsadm -R nor our own restore could read `-x 2147483648` back.
     for field in ["upper_threshold", "lower_threshold"] {
         let err = refused(&server(&format!(r#""{field}":2147483648"#)));
         assert_eq!(

@@ -36,10 +36,9 @@
 //!   broadcast, multicast; `::`, link-local, IPv4-mapped); `port` defaults
 //!   to the service's (0 for fwmark services), as with ipvsadm's `-r addr`;
 //!   `weight` 0 to 2^31-1 (the kernel's int, and ipvsadm's limit);
-//!   thresholds 0 to 2^31-1 (ipvsadm's limit: the kernel would take any u32,
-//!   but `save` must print what `ipvsadm -R` reads back) with the lower one
-//!   not above the upper one even when the upper one is 0 (the kernel
-//!   refuses that with ERANGE).
+//!   thresholds 0 to 2^31-1 (ipvsadm's limit, and the kernel's: 6.1 refuses
+//!   an upper threshold above it) with the lower one not above the upper one
+//!   even when the upper one is 0 (the kernel refuses that with ERANGE).
 //!
 //! Every problem is reported, not only the first: a rule that needs
 //! another field reads that field itself rather than wait for the whole
@@ -1172,8 +1171,8 @@ fn threshold(obj: &Obj<'_>, name: &str, p: &mut Problems) -> Option<u32> {
         (0, MAX_THRESHOLD.into()),
         ErrorCode::InvalidThreshold,
         &format!(
-            "{name} must be 0 to {MAX_THRESHOLD} (ipvsadm's limit, so that `save` prints \
-             what `ipvsadm -R` reads back; 0: no limit)"
+            "{name} must be 0 to {MAX_THRESHOLD} (the kernel's and ipvsadm's limit; 0: no \
+             limit)"
         ),
         p,
     )

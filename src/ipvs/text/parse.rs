@@ -633,7 +633,7 @@ impl CommandLine {
                 let n = bounded(value, 0, MAX_THRESHOLD).ok_or_else(|| CommandError {
                     message: format!(
                         "invalid connection threshold {value:?} in {name}: expected 0 to \
-                         {MAX_THRESHOLD} (ipvsadm's limit)"
+                         {MAX_THRESHOLD} (the kernel's and ipvsadm's limit)"
                     ),
                 })?;
                 if opt.id == Id::UThreshold {
