@@ -295,6 +295,25 @@ fn a_cli_pointed_elsewhere_says_where_and_what_to_check() {
         );
     }
 
+    // A Raft port that wants the cluster secret answers 401 in the API's
+    // JSON; it is named a Raft port all the same.
+    let mut secret = Cluster::new(1);
+    secret.nodes[0].env.push((
+        "CLUSTER_SECRET".into(),
+        "a-secret-of-more-than-32-characters".into(),
+    ));
+    secret.start_all();
+    let raft = format!("127.0.0.1:{}", secret.nodes[0].raft_port());
+    let err = fails(Some(&raft), &["-Ln"]);
+    assert_has(
+        &err,
+        &[
+            "401 Unauthorized: refused by the cluster secret",
+            &format!("http://{raft} is a node's Raft port, not its API"),
+            "SERVER_PORT",
+        ],
+    );
+
     // Some web server's page.
     let (page, _server) = html_server();
     let err = fails(Some(&page), &["list"]);

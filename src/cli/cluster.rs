@@ -120,15 +120,19 @@ impl Api {
             let body = r.bytes().await.with_context(|| format!("reading {url}"))?;
             if !status.is_success() {
                 match api_error_message(&body) {
+                    // Only the Raft port signs requests between nodes.
                     Some(message) if message.starts_with("refused by the cluster secret") => {
-                        bail!("{status}: {message} ({})", not_the_api(&self.base))
+                        bail!(
+                            "{status}: {message} ({} is a node's Raft port, not its API: {WHAT_SERVER})",
+                            self.base
+                        )
                     }
                     Some(message) => bail!("{status}: {message}"),
                     None => bail!(
-                        "{} answered {status} with {}: {}",
+                        "{} answered {status} with {}, which does not look like an ipvs-manager \
+                         API: {WHAT_SERVER}",
                         self.base,
-                        what_body(&body),
-                        not_the_api(&self.base)
+                        what_body(&body)
                     ),
                 }
             }
@@ -136,10 +140,10 @@ impl Api {
             // some other server.
             if !body.is_empty() && !json {
                 bail!(
-                    "{} answered {status} with {}: {}",
+                    "{} answered {status} with {}, which does not look like an ipvs-manager \
+                     API: {WHAT_SERVER}",
                     self.base,
-                    what_body(&body),
-                    not_the_api(&self.base)
+                    what_body(&body)
                 );
             }
             Ok(body.to_vec())
@@ -185,14 +189,11 @@ fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
     )
 }
 
-/// What to say when `base` answers, but not as the API does.
-fn not_the_api(base: &str) -> String {
-    format!(
-        "{base} does not look like an ipvs-manager API: --server (or IPVS_MANAGER_SERVER) \
-         must name a node's API, host:SERVER_PORT (2221 by default), not its RAFT_PORT or \
-         another service"
-    )
-}
+/// What `--server` must name, for an address that answers but not as the
+/// API does.
+const WHAT_SERVER: &str = "--server (or IPVS_MANAGER_SERVER) must name a node's API, \
+                           host:SERVER_PORT (2221 by default), not its RAFT_PORT or another \
+                           service";
 
 /// A short description of a body that is not the API's: empty, an HTML
 /// page, or its first characters.
