@@ -262,8 +262,8 @@ fn a_cli_pointed_elsewhere_says_where_and_what_to_check() {
         assert_has(
             &err,
             &[
-                &format!("cannot reach the ipvs-manager API at http://127.0.0.1:{port}"),
-                "Connection refused",
+                &format!("cannot reach http://127.0.0.1:{port} (Connection refused"),
+                "no ipvs-manager API answers there",
                 "--server or IPVS_MANAGER_SERVER (default http://127.0.0.1:2221)",
             ],
         );
@@ -314,6 +314,33 @@ fn a_cli_pointed_elsewhere_says_where_and_what_to_check() {
         ],
     );
 
+    // A node serving TLS with a certificate the CLI does not trust: the
+    // address is right, the CA is missing.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = ca();
+    let (cert, key) = server_cert(&ca);
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert).expect("write");
+    std::fs::write(&key_file, key).expect("write");
+    let mut tls = Cluster::new(1);
+    tls.nodes[0].scheme = "https";
+    tls.nodes[0].env = vec![
+        ("TLS_CERT_FILE".into(), cert_file.display().to_string()),
+        ("TLS_KEY_FILE".into(), key_file.display().to_string()),
+    ];
+    tls.configure_client(None, Some(ca.pem().as_bytes()));
+    tls.start_all();
+    let url = tls.nodes[0].url("");
+    let err = fails(Some(&url), &["list"]);
+    assert_has(
+        &err,
+        &[
+            &format!("cannot reach {url}"),
+            "its TLS certificate is not trusted",
+            "--ca-file (or IPVS_MANAGER_CA_FILE)",
+        ],
+    );
+
     // Some web server's page.
     let (page, _server) = html_server();
     let err = fails(Some(&page), &["list"]);
@@ -324,6 +351,25 @@ fn a_cli_pointed_elsewhere_says_where_and_what_to_check() {
             "does not look like an ipvs-manager API",
         ],
     );
+}
+
+/// A test CA.
+fn ca() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ipvs-manager CLI test CA");
+    let key = rcgen::KeyPair::generate().expect("key");
+    rcgen::CertifiedIssuer::self_signed(params, key).expect("CA")
+}
+
+/// A certificate for 127.0.0.1 signed by `ca`, and its key (PEM).
+fn server_cert(ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    let cert = params.signed_by(&key, ca).expect("certificate");
+    (cert.pem(), key.serialize_pem())
 }
 
 /// A server on loopback that answers every request with an HTML page;

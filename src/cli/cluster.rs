@@ -181,8 +181,15 @@ fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
     } else {
         cause.to_string()
     };
+    // rustls names a certificate it does not trust; the address is fine.
+    if why.contains("certificate") {
+        return anyhow::anyhow!(
+            "cannot reach {base} ({why}): its TLS certificate is not trusted; give the CA \
+             that signed it with --ca-file (or IPVS_MANAGER_CA_FILE)"
+        );
+    }
     anyhow::anyhow!(
-        "cannot reach the ipvs-manager API at {base} ({why}): check --server or \
+        "cannot reach {base} ({why}): no ipvs-manager API answers there; check --server or \
          IPVS_MANAGER_SERVER (default {}), which must name a running node's API \
          (host:SERVER_PORT)",
         super::DEFAULT_SERVER
