@@ -39,36 +39,28 @@ pub fn is_ipvsadm_word(word: &str) -> bool {
 /// the commands that need it.
 pub fn run(words: &[String], api: &dyn Fn() -> anyhow::Result<Api>) -> anyhow::Result<ExitCode> {
     let refs: Vec<&str> = words.iter().map(String::as_str).collect();
-    let invocation = text::parse_invocation(&refs)?;
-    let mut out = std::io::stdout().lock();
-    match invocation {
+    match text::parse_invocation(&refs)? {
         Invocation::Help { command } => {
-            out.write_all(help(command).as_bytes())?;
+            std::io::stdout()
+                .lock()
+                .write_all(help(command).as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
         Invocation::Version => {
-            writeln!(out, "ipvs-manager {}", env!("CARGO_PKG_VERSION"))?;
+            let version = env!("CARGO_PKG_VERSION");
+            writeln!(std::io::stdout().lock(), "ipvs-manager {version}")?;
             Ok(ExitCode::SUCCESS)
         }
         // Table changes keep their one path (edit.rs), which reads the
         // words again with the same parser.
-        Invocation::Change(_) => {
-            drop(out);
-            edit::ipvsadm(&api()?, words)
-        }
-        Invocation::List(request) => {
-            drop(out);
-            list(&request, api)
-        }
-        Invocation::Save => {
-            drop(out);
-            cluster::save(
-                &api()?,
-                &OutputArgs {
-                    output: Output::Text,
-                },
-            )
-        }
+        Invocation::Change(_) => edit::ipvsadm(&api()?, words),
+        Invocation::List(request) => list(&request, api),
+        Invocation::Save => cluster::save(
+            &api()?,
+            &OutputArgs {
+                output: Output::Text,
+            },
+        ),
         Invocation::Restore => bail!(
             "-R: `ipvs-manager restore` reads ipvsadm -R input on stdin and makes it the \
              cluster's desired state in one step (`restore --merge` adds the lines to it \
