@@ -17,8 +17,12 @@ mod support;
 
 #[path = "kernel/capture.rs"]
 mod capture;
+#[path = "kernel/connections.rs"]
+mod connections;
 #[path = "kernel/health.rs"]
 mod health;
+#[path = "kernel/limits.rs"]
+mod limits;
 #[path = "kernel/netlink.rs"]
 mod netlink;
 #[path = "kernel/oracle.rs"]
@@ -99,6 +103,8 @@ fn trials() -> Vec<Trial> {
         vip::works_from_spawn_blocking,
         traffic::nat_follows_weights_and_quiesces,
         traffic::director_moves,
+        connections::lnc_matches_ipvsadm,
+        limits::what_ipvsadm_and_the_kernel_accept,
         reconcile::node_refuses_without_cap_net_admin,
         service::unit_starts_signals_and_stops,
     ]);

@@ -646,7 +646,9 @@ impl ApiError {
         let mut message = self.first.message.clone();
         if self.details.len() > 1 || self.omitted > 0 {
             let total = self.details.len() + self.omitted;
-            message.push_str(&format!(" (and {} more problems", total - 1));
+            let more = total - 1;
+            let plural = if more == 1 { "" } else { "s" };
+            message.push_str(&format!(" (and {more} more problem{plural}"));
             if self.omitted > 0 {
                 message.push_str(&format!(", {} of them not listed", self.omitted));
             }

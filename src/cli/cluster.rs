@@ -6,7 +6,7 @@ use crate::api::json::{ConfigView, DrainView, KernelTable, NodeHealthView, NodeV
 use crate::api::{parse_server_id, parse_service_id};
 use crate::config::Ownership;
 use crate::health::{HealthTable, ServerState};
-use crate::ipvs::text;
+use crate::ipvs::text::{self, ListOptions};
 use crate::ipvs::Info;
 use crate::model::{Command, DesiredState, DestEntry, Drain, ServiceEntry, ServiceKey};
 use crate::reconcile::plan;
@@ -110,18 +110,41 @@ impl Api {
             if let Some(body) = body {
                 req = req.json(body);
             }
-            let r = req
-                .send()
-                .await
-                .with_context(|| format!("cannot reach {}", self.base))?;
+            let r = req.send().await.map_err(|e| unreachable(&self.base, &e))?;
             let status = r.status();
+            let json = r
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("application/json"));
             let body = r.bytes().await.with_context(|| format!("reading {url}"))?;
             if !status.is_success() {
-                let message = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["error"]["message"].as_str().map(String::from))
-                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-                bail!("{status}: {message}");
+                match api_error_message(&body) {
+                    // Only the Raft port signs requests between nodes.
+                    Some(message) if message.starts_with("refused by the cluster secret") => {
+                        bail!(
+                            "{status}: {message} ({} is a node's Raft port, not its API: {WHAT_SERVER})",
+                            self.base
+                        )
+                    }
+                    Some(message) => bail!("{status}: {message}"),
+                    None => bail!(
+                        "{} answered {status} with {}, which does not look like an ipvs-manager \
+                         API: {WHAT_SERVER}",
+                        self.base,
+                        what_body(&body)
+                    ),
+                }
+            }
+            // Every answer of the API with a body is JSON; anything else is
+            // some other server.
+            if !body.is_empty() && !json {
+                bail!(
+                    "{} answered {status} with {}, which does not look like an ipvs-manager \
+                     API: {WHAT_SERVER}",
+                    self.base,
+                    what_body(&body)
+                );
             }
             Ok(body.to_vec())
         })
@@ -136,6 +159,64 @@ impl Api {
     pub fn desired(&self) -> anyhow::Result<DesiredState> {
         let body = self.get("/api/v1/config")?;
         desired_from(&body)
+    }
+}
+
+/// `error.message` of an answer that is the API's JSON error.
+fn api_error_message(body: &[u8]) -> Option<String> {
+    let value = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+    value["error"]["message"].as_str().map(String::from)
+}
+
+/// The error for a request that got no answer at all: the address tried,
+/// why (the innermost cause: refused, unknown host, timed out), and where
+/// that address comes from.
+fn unreachable(base: &str, e: &reqwest::Error) -> anyhow::Error {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let why = if e.is_timeout() {
+        format!("no answer in time: {cause}")
+    } else {
+        cause.to_string()
+    };
+    // rustls names a certificate it does not trust; the address is fine.
+    if why.contains("certificate") {
+        return anyhow::anyhow!(
+            "cannot reach {base} ({why}): its TLS certificate is not trusted; give the CA \
+             that signed it with --ca-file (or IPVS_MANAGER_CA_FILE)"
+        );
+    }
+    anyhow::anyhow!(
+        "cannot reach {base} ({why}): no ipvs-manager API answers there; check --server or \
+         IPVS_MANAGER_SERVER (default {}), which must name a running node's API \
+         (host:SERVER_PORT)",
+        super::DEFAULT_SERVER
+    )
+}
+
+/// What `--server` must name, for an address that answers but not as the
+/// API does.
+const WHAT_SERVER: &str = "--server (or IPVS_MANAGER_SERVER) must name a node's API, \
+                           host:SERVER_PORT (2221 by default), not its RAFT_PORT or another \
+                           service";
+
+/// A short description of a body that is not the API's: empty, an HTML
+/// page, or its first characters.
+fn what_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        "an empty body".to_string()
+    } else if ["<!doctype html", "<html"].iter().any(|start| {
+        text.get(..start.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(start))
+    }) {
+        "an HTML page".to_string()
+    } else {
+        let first: String = text.chars().take(60).collect();
+        format!("{first:?}")
     }
 }
 
@@ -210,9 +291,43 @@ pub fn list(api: &Api, args: &ClusterListArgs) -> anyhow::Result<ExitCode> {
     if args.columns.output == Output::Json {
         return print_json(&mut out, &body);
     }
-    let desired = desired_from(&body)?;
+    out.write_all(desired_listing(api, &body, &opts, None)?.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ipvs-manager -L [-t|-u|-f SERVICE] [columns]`: the desired state as
+/// `ipvsadm -Ln` shows it, or one service of it as `ipvsadm -Ln -t …` does
+/// (no version line; a service the desired state does not have is an
+/// error, ipvsadm's "No such service").
+pub fn list_desired(
+    api: &Api,
+    opts: &ListOptions,
+    only: Option<&ServiceKey>,
+) -> anyhow::Result<ExitCode> {
+    let body = api.get("/api/v1/config")?;
+    let listing = desired_listing(api, &body, opts, only)?;
+    std::io::stdout().lock().write_all(listing.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The listing of the desired state in `body` (`GET /api/v1/config`), with
+/// the `--server` node's counters and its notes (drains, health), of every
+/// service or of `only`.
+fn desired_listing(
+    api: &Api,
+    body: &[u8],
+    opts: &ListOptions,
+    only: Option<&ServiceKey>,
+) -> anyhow::Result<String> {
+    let desired = desired_from(body)?;
     let now = crate::model::clock::unix_ms();
     let mut entries = desired_entries(&desired, now);
+    if let Some(key) = only {
+        entries.retain(|e| e.service.key == *key);
+        if entries.is_empty() {
+            bail!("no service {key} in the cluster's desired state (ipvsadm: No such service)");
+        }
+    }
     // Counters come from the node's kernel. The plain listing shows
     // connection counts too, but a node that programs no kernel
     // (IPVS_KERNEL=off) still lists the desired state, with zeros.
@@ -257,8 +372,14 @@ pub fn list(api: &Api, args: &ClusterListArgs) -> anyhow::Result<ExitCode> {
         }
         (!notes.is_empty()).then(|| notes.join(" "))
     };
-    out.write_all(text::list_with_notes(&DESIRED_INFO, &entries, &opts, &note).as_bytes())?;
-    Ok(ExitCode::SUCCESS)
+    let listing = text::list_with_notes(&DESIRED_INFO, &entries, opts, &note);
+    Ok(match only {
+        // ipvsadm prints no version line for one service.
+        Some(_) => listing
+            .split_once('\n')
+            .map_or(listing.clone(), |(_, rest)| rest.to_string()),
+        None => listing,
+    })
 }
 
 fn print_json(out: &mut impl Write, body: &[u8]) -> anyhow::Result<ExitCode> {

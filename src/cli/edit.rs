@@ -64,6 +64,11 @@ pub struct RemovalArgs {
     grace: Option<u32>,
 }
 
+/// The refusal of `--yes`, `--now` or `--grace` with another ipvsadm
+/// command than `-C`.
+pub(super) const ONLY_WITH_CLEAR: &str = "--yes, --now and --grace go with -C only (-D and -d \
+     remove at once, as in ipvsadm; `ipvs-manager drain` is the graceful way)";
+
 /// A `restore` that removes more services than this asks first.
 pub const RESTORE_ASKS_OVER: usize = 3;
 
@@ -80,7 +85,7 @@ impl RemovalArgs {
     /// Takes `--yes`, `--now` and `--grace N` out of an ipvsadm command line
     /// (`-C --yes`), where ipvsadm's parser would refuse them; the other
     /// words, in order.
-    fn take(words: &[String]) -> anyhow::Result<(RemovalArgs, Vec<String>)> {
+    pub(super) fn take(words: &[String]) -> anyhow::Result<(RemovalArgs, Vec<String>)> {
         let mut args = RemovalArgs::default();
         let mut rest = Vec::new();
         let mut words = words.iter();
@@ -108,7 +113,7 @@ impl RemovalArgs {
         Ok((args, rest))
     }
 
-    fn given(&self) -> bool {
+    pub(super) fn given(&self) -> bool {
         *self != RemovalArgs::default()
     }
 }
@@ -192,10 +197,7 @@ pub fn ipvsadm(api: &Api, words: &[String]) -> anyhow::Result<ExitCode> {
         return clear(api, &removing);
     }
     if removing.given() {
-        bail!(
-            "--yes, --now and --grace go with -C only (-D and -d remove at once, as in \
-             ipvsadm; `ipvs-manager drain` is the graceful way)"
-        );
+        bail!(ONLY_WITH_CLEAR);
     }
     let done = apply_change(api, &change)?;
     writeln!(std::io::stdout().lock(), "{done}")?;
@@ -282,9 +284,10 @@ fn send_change(api: &Api, change: &Change) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Why `-Z` and `--set` are not cluster commands.
+/// Why `-Z` and `--set` are not cluster commands, and what does them.
 const NODE_LOCAL: &str = "counters and timeouts belong to each node's kernel, not to the \
-                          cluster's desired state; run ipvsadm on that node";
+                          cluster's desired state; run `ipvsadm -Z [SERVICE]` (counters) or \
+                          `ipvsadm --set TCP TCPFIN UDP` (timeouts) on that node";
 
 /// "added service TCP 10.0.0.1:80", from the change's own description.
 fn done(change: &Change) -> String {

@@ -3,29 +3,48 @@
 pub mod backup;
 pub mod cluster;
 pub mod edit;
+pub mod ipvsadm;
 mod kernel;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+
+/// What the program is, and which of its two roles the help below
+/// configures: the node (no subcommand) or the client (the rest).
+const ABOUT: &str = "\
+ipvs-manager: a control-plane agent for Linux IPVS load balancers.
+
+With no subcommand it runs this host's cluster node, the daemon: it joins or starts the
+cluster and programs this host's IPVS table. Its settings are the \"Node settings\" below, each
+also an environment variable (as the systemd unit sets them).
+
+The subcommands, and ipvsadm's own command line (ipvs-manager -Ln, -A -t …, see the end), are
+the client: they talk to a running node's API, chosen by the \"Client options\".";
+
+/// Headings that keep the node's settings apart from the client's options.
+const CLIENT_OPTIONS: &str = "Client options (the subcommands and ipvsadm's commands)";
+const NODE_SETTINGS: &str = "Node settings (no subcommand: run this host's cluster node)";
 
 /// ipvs-manager: a control-plane agent for Linux IPVS load balancers.
 #[derive(Debug, Parser)]
 #[command(
     name = "ipvs-manager",
     version,
-    about,
+    about = ABOUT,
     propagate_version = true,
     after_help = IPVSADM_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<CliCommand>,
-    /// A node's HTTP API, for the commands that talk to the cluster.
+    /// A node's HTTP API (host:SERVER_PORT), for the commands that talk to
+    /// the cluster.
     #[arg(
         long,
         global = true,
         env = "IPVS_MANAGER_SERVER",
-        default_value = DEFAULT_SERVER
+        default_value = DEFAULT_SERVER,
+        help_heading = CLIENT_OPTIONS
     )]
     pub server: String,
     /// API token for the commands that talk to the cluster (an admin token
@@ -35,29 +54,43 @@ pub struct Cli {
         long,
         global = true,
         env = "IPVS_MANAGER_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        help_heading = CLIENT_OPTIONS
     )]
     pub token: Option<String>,
     /// CA certificates (PEM) trusted for an `https://` --server, besides the
     /// system's.
-    #[arg(long, global = true, env = "IPVS_MANAGER_CA_FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "IPVS_MANAGER_CA_FILE",
+        help_heading = CLIENT_OPTIONS
+    )]
     pub ca_file: Option<std::path::PathBuf>,
     /// Without a subcommand, run this host's cluster node.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = NODE_SETTINGS)]
     pub node: crate::config::NodeArgs,
 }
 
-/// The ipvsadm editing commands, which clap does not see (see [`main`]).
-const IPVSADM_HELP: &str = "\
-ipvsadm's editing commands change the cluster's desired state, with ipvsadm's options:
+/// ipvsadm's command line, which clap does not see (see [`main`] and
+/// [`ipvsadm`]).
+pub(crate) const IPVSADM_HELP: &str = "\
+ipvsadm's command line works against the cluster (`ipvs-manager -A --help`: one command's help):
+  ipvs-manager -L|-l [-n] [-t|-u|-f SERVICE] [--stats|--rate|--thresholds|--persistent-conn|--tun-info] [--exact]
+                                the desired state as ipvsadm -Ln shows a kernel (as `list`)
+  ipvs-manager -L|-l -c [-n]    this host's kernel connection table, as ipvsadm -Lnc
+  ipvs-manager -S [-n]          the desired state in ipvsadm -Sn syntax (as `save`)
   ipvs-manager -A|-E -t|-u|-f SERVICE [-s SCHEDULER] [-p [TIMEOUT]] [-M NETMASK] [-b FLAGS] [--pe ENGINE] [-o]
   ipvs-manager -D -t|-u|-f SERVICE
   ipvs-manager -a|-e -t|-u|-f SERVICE -r SERVER [-g|-i|-m] [-w WEIGHT] [-x UPPER] [-y LOWER] [--tun-type …]
   ipvs-manager -d -t|-u|-f SERVICE -r SERVER
   ipvs-manager -C [--yes] [--now | --grace SECONDS]
+-a defaults to -g (direct routing), as ipvsadm does; the REST API and the web UI default to masq.
 Removals (-D, -d) are immediate, as in ipvsadm; `ipvs-manager drain` removes gracefully.
 -C empties the desired state of every node: it asks first (--yes: it does not), and the
 services drain as a `drain` does (--now: removed at once).
+-R, -Z, --set, --start-daemon, --stop-daemon, -L --timeout and -L --daemon are refused, naming
+what does it (`ipvs-manager restore`; ipvsadm on the node for the kernel's own state).
 ";
 
 // The subcommands (`ipvs-manager list`, …); the ipvsadm-style editing
@@ -107,15 +140,16 @@ pub enum CliCommand {
 }
 
 /// Parses the process's arguments and runs them; the error is printed by
-/// the binary. ipvsadm's editing commands (`-A`, `-a`, … as the first word)
-/// go to ipvsadm's own parser, since their options (`-t`, `-r`, clustered
-/// `-at`, `-p` with an optional value) are not clap's to interpret.
+/// the binary. ipvsadm's command line (`-A`, `-Ln`, `-S`, … as the first
+/// word) goes to ipvsadm's own parser ([`ipvsadm`]), since its options
+/// (`-t`, `-r`, clustered `-Lnc`, `-p` with an optional value) are not
+/// clap's to interpret.
 pub fn main() -> anyhow::Result<ExitCode> {
     let mut words: Vec<String> = std::env::args().skip(1).collect();
     let server = take_option(&mut words, "--server");
     let token = take_option(&mut words, "--token");
     let ca_file = take_option(&mut words, "--ca-file");
-    if words.first().is_some_and(|w| edit::is_ipvsadm_command(w)) {
+    if words.first().is_some_and(|w| ipvsadm::is_ipvsadm_word(w)) {
         let env = |name: &str| std::env::var(name).ok();
         let server = server
             .or_else(|| env("IPVS_MANAGER_SERVER"))
@@ -124,8 +158,9 @@ pub fn main() -> anyhow::Result<ExitCode> {
         let ca_file = ca_file
             .or_else(|| env("IPVS_MANAGER_CA_FILE"))
             .map(std::path::PathBuf::from);
-        let api = cluster::Api::new(&server, token.as_deref(), ca_file.as_deref())?;
-        return edit::ipvsadm(&api, &words);
+        // Only the commands that talk to a node connect (not -h, -v, -Lc).
+        let api = || cluster::Api::new(&server, token.as_deref(), ca_file.as_deref());
+        return ipvsadm::run(&words, &api);
     }
     run(Cli::parse())
 }

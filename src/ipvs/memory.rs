@@ -748,14 +748,18 @@ fn check_attribute_policy(svc: &VirtualService) -> Result<(), i32> {
 
 /// `ip_vs_add_dest` and `ip_vs_edit_dest`, in their order: the weight is a
 /// signed int (above `i32::MAX` it is negative: ERANGE), the lower threshold
-/// may not exceed the upper one even when the upper is 0 (ERANGE), and GUE
-/// needs a tunnel port (EINVAL).
+/// may not exceed the upper one even when the upper is 0 (ERANGE), the
+/// upper one may not exceed `INT_MAX` (EINVAL; checked in the VM on
+/// 6.1.0-57, tests/kernel/limits.rs), and GUE needs a tunnel port (EINVAL).
 fn check_dest_values(dest: &Destination) -> Result<(), i32> {
     if i32::try_from(dest.weight).is_err() {
         return Err(libc::ERANGE);
     }
     if dest.lower_threshold > dest.upper_threshold {
         return Err(libc::ERANGE);
+    }
+    if dest.upper_threshold > crate::model::rules::MAX_THRESHOLD {
+        return Err(libc::EINVAL);
     }
     if let Forward::Tunnel(t) = dest.forward {
         if t.kind == TunnelType::Gue && t.port == 0 {
@@ -1289,13 +1293,25 @@ mod tests {
                     0,
                 ),
                 case(
-                    "upper above i32::MAX accepted by 6.1",
+                    "upper above i32::MAX refused by 6.1.0-57",
                     vec![add_web()],
                     AddDest(
                         web(),
                         dest_with("10.1.0.1", 80, |d| d.upper_threshold = u32::MAX),
                     ),
-                    0,
+                    libc::EINVAL,
+                ),
+                case(
+                    "lower above upper before upper above i32::MAX",
+                    vec![add_web()],
+                    AddDest(
+                        web(),
+                        dest_with("10.1.0.1", 80, |d| {
+                            d.upper_threshold = 1 << 31;
+                            d.lower_threshold = u32::MAX;
+                        }),
+                    ),
+                    libc::ERANGE,
                 ),
                 case(
                     "edit lower above upper",

@@ -1,11 +1,13 @@
 //! The IPVS kernel layer: the generic-netlink codec, the [`Kernel`] trait with
-//! its netlink and in-memory implementations, the ipvsadm text format, and
-//! the virtual IPs bound on the node ([`vip`]).
+//! its netlink and in-memory implementations, the connection table
+//! ([`conn`], from /proc), the ipvsadm text format, and the virtual IPs
+//! bound on the node ([`vip`]).
 //!
 //! Only this module knows netlink. Layers above speak in [`Change`]s and
 //! [`ServiceEntry`]s, and in sets of addresses for [`vip::VipTable`].
 
 pub mod codec;
+pub mod conn;
 mod error;
 pub mod memory;
 pub mod netlink;

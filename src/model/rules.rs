@@ -9,6 +9,43 @@ use std::net::IpAddr;
 /// and the API's `persistence.timeout`) and protocol timeout (`--set`).
 pub const MAX_TIMEOUT: u32 = 86400 * 31;
 
+/// The largest weight: the kernel keeps it in an `int` (a larger value
+/// arrives negative and `ip_vs_add_dest` answers ERANGE), and ipvsadm 1.31
+/// as Debian ships it takes 0 to `INT_MAX` (a Debian patch; upstream's
+/// ipvsadm stops at 65535). Both checked in the VM (tests/kernel/limits.rs).
+pub const MAX_WEIGHT: u32 = i32::MAX as u32;
+
+/// The largest connection threshold (`-x`, `-y`): ipvsadm reads them with
+/// `string_to_number(0, INT_MAX)` (its man page says 65535, wrongly), and
+/// the kernel, although the attribute is a u32, refuses an upper threshold
+/// above `INT_MAX` with EINVAL (6.1.0-57, checked in the VM; a lower one
+/// above it is above the upper one, ERANGE).
+pub const MAX_THRESHOLD: u32 = i32::MAX as u32;
+
+/// Why an IPv4 persistence netmask is refused for the cluster, if it is:
+/// one whose ones are not contiguous (`255.0.255.0`). The kernel and
+/// ipvsadm take any 32 bits (IPVS groups clients by `address & mask`), but
+/// such a mask puts unrelated networks in one group — 10.1.2.3 and 10.9.2.3
+/// share a persistence entry under 255.0.255.0 — which is never what a
+/// persistence granularity means. `kernel restore` still takes what
+/// `ipvsadm -R` takes; only the cluster's desired state refuses it.
+pub fn netmask_with_holes(mask: std::net::Ipv4Addr) -> Option<String> {
+    let bits = u32::from(mask);
+    // Contiguous: the complement is 0…01…1, so adding one gives a power of
+    // two (or 0 for the all-zero mask, whose complement is all ones).
+    let complement = !bits;
+    if complement & complement.wrapping_add(1) == 0 {
+        return None;
+    }
+    let prefix = bits.leading_ones();
+    let example = std::net::Ipv4Addr::from(u32::MAX.checked_shl(32 - prefix).unwrap_or(0));
+    Some(format!(
+        "{mask} has holes (its one bits are not contiguous): IPVS groups clients by \
+         address & mask, so it would put unrelated networks in one persistence group; \
+         give a prefix mask such as {example} (/{prefix})"
+    ))
+}
+
 /// A scheduler flag (ipvsadm's `-b`): its name, its bit, and the scheduler
 /// that gives the bit that name (`None`: the generic name, any scheduler).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +141,29 @@ mod tests {
             Some(ServiceFlags::SCHED2)
         );
         assert_eq!(sched_flag("one-packet"), None);
+    }
+
+    #[test]
+    fn netmasks_with_holes_are_named() {
+        for mask in [
+            "255.255.255.255",
+            "255.255.255.254",
+            "255.255.255.0",
+            "255.128.0.0",
+            "0.0.0.0",
+        ] {
+            assert_eq!(netmask_with_holes(mask.parse().unwrap()), None, "{mask}");
+        }
+        let why = netmask_with_holes("255.0.255.0".parse().unwrap()).unwrap();
+        assert!(why.contains("255.0.255.0 has holes"), "{why}");
+        assert!(why.contains("255.0.0.0 (/8)"), "{why}");
+        for mask in ["0.0.0.10", "255.255.0.255", "0.255.255.255"] {
+            let mask: std::net::Ipv4Addr = mask.parse().unwrap();
+            assert!(netmask_with_holes(mask).is_some(), "{mask}");
+        }
+        // The largest contiguous one before the holes is suggested.
+        let why = netmask_with_holes("0.255.255.255".parse().unwrap()).unwrap();
+        assert!(why.contains("0.0.0.0 (/0)"), "{why}");
     }
 
     #[test]

@@ -21,8 +21,17 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
-    #[error("{dir} is in use by another process (another ipvs-manager on the same RAFT_VOL_DIR?)")]
-    Locked { dir: PathBuf },
+    #[error(
+        "{} holds {dir}: one directory serves one node; stop that process, or give this \
+         node a RAFT_VOL_DIR of its own",
+        LockHolder::describe(holder.as_ref())
+    )]
+    Locked {
+        dir: PathBuf,
+        /// The process holding the lock, when the kernel says
+        /// (`/proc/locks`).
+        holder: Option<LockHolder>,
+    },
     #[error("RAFT_VOL_DIR {dir} belongs to node {owner:?}, not to {node:?}: start it with RAFT_NODE_ID={owner}, or give {node} a directory of its own")]
     OtherNode {
         dir: PathBuf,
@@ -73,6 +82,55 @@ pub enum StoreError {
     },
     #[error("corrupt {what}: {problem}")]
     Corrupt { what: String, problem: String },
+}
+
+/// The process that holds a file lock: its pid and command name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    pub pid: u32,
+    pub name: String,
+}
+
+impl LockHolder {
+    /// Who holds the `flock` on `file`, from `/proc/locks` (`ID: FLOCK
+    /// ADVISORY WRITE PID MAJ:MIN:INODE START END`), which names the file
+    /// by its device and inode; `None` when it cannot be told.
+    pub fn of(file: &std::path::Path) -> Option<LockHolder> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(file).ok()?;
+        let dev = meta.dev();
+        // glibc's major()/minor() of a dev_t.
+        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+        let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+        let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+        let locks = std::fs::read_to_string("/proc/locks").ok()?;
+        let pid = locks.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // "->" marks a waiter, which holds nothing.
+            match fields.as_slice() {
+                [_, "FLOCK", _, _, pid, file, ..] if *file == wanted => pid.parse().ok(),
+                _ => None,
+            }
+        })?;
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|n| n.trim_end().to_string())
+            .unwrap_or_else(|_| "?".to_string());
+        Some(LockHolder { pid, name })
+    }
+
+    /// Who holds a lock, as the subject of a sentence.
+    fn describe(holder: Option<&LockHolder>) -> String {
+        match holder {
+            Some(h) if h.pid == std::process::id() => {
+                format!("this very process (pid {}, the store opened twice)", h.pid)
+            }
+            Some(h) if h.name == "ipvs-manager" => {
+                format!("another ipvs-manager process (pid {})", h.pid)
+            }
+            Some(h) => format!("another process, {} (pid {}),", h.name, h.pid),
+            None => "another process (another ipvs-manager with the same RAFT_VOL_DIR?)".into(),
+        }
+    }
 }
 
 /// A damaged file or record, found by a check: where, and what is wrong.

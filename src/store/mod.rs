@@ -29,7 +29,7 @@ mod verify;
 mod witness;
 
 pub use disk::{DiskStatus, Failing};
-pub use error::{Damage, StoreError};
+pub use error::{Damage, LockHolder, StoreError};
 pub use log::{LogReader, LogStore};
 pub use state_machine::{Committed, SnapshotBuilder, StateMachineStore, StateWatch};
 pub use verify::Checked;
@@ -108,6 +108,7 @@ pub fn open(dir: &Path, node: &str) -> Result<(LogStore, StateMachineStore), Sto
             sled::Error::Io(e) if e.to_string().starts_with("could not acquire lock") => {
                 StoreError::Locked {
                     dir: dir.to_path_buf(),
+                    holder: LockHolder::of(&sled_dir.join("db")),
                 }
             }
             // The device's own I/O errors (permissions, EIO) are not the

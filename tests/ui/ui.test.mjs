@@ -245,7 +245,7 @@ try {
   assert.ok(await page.locator('#srv-address').isDisabled(), 'identity is read-only when editing');
   await page.fill('#srv-weight', '-1');
   await srvDialog.getByRole('button', { name: 'Save' }).click();
-  await expectFieldError(page, 'srv-weight', /weight must be 0 to 2147483647, got -1/);
+  await expectFieldError(page, 'srv-weight', /weight must be 0 to 2147483647 \(the kernel's limit.*, got -1/);
   await page.fill('#srv-weight', '5');
   await srvDialog.getByRole('button', { name: 'Save' }).click();
   await srvDialog.waitFor({ state: 'hidden' });

@@ -5,6 +5,7 @@
 
 mod errors;
 mod ids;
+mod limits;
 mod openapi;
 mod patch;
 mod roundtrip;

@@ -92,8 +92,8 @@ fn server(family: Family) -> impl Strategy<Value = Destination> {
         any::<u16>(),
         forward(),
         0..=i32::MAX as u32,
-        any::<u32>(),
-        any::<u32>(),
+        0..=crate::model::rules::MAX_THRESHOLD,
+        0..=crate::model::rules::MAX_THRESHOLD,
     )
         .prop_map(move |(other, a4, a6, port, forward, weight, t1, t2)| {
             // The other family only with tunnel forwarding.
@@ -117,8 +117,13 @@ fn spec() -> impl Strategy<Value = ServiceSpec> {
     key().prop_flat_map(|key| {
         let family = key.family();
         let netmask = match family {
-            Family::Ipv4 => any::<[u8; 4]>()
-                .prop_map(|o| Netmask::V4(Ipv4Addr::from(o)))
+            // Prefix masks: the API refuses one with holes.
+            Family::Ipv4 => (0..=32u32)
+                .prop_map(|prefix| {
+                    Netmask::V4(Ipv4Addr::from(
+                        u32::MAX.checked_shl(32 - prefix).unwrap_or(0),
+                    ))
+                })
                 .boxed(),
             Family::Ipv6 => (1..=128u8).prop_map(Netmask::V6).boxed(),
         };

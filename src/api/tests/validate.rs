@@ -1080,7 +1080,7 @@ fn everything_set() {
             "persistence":{"timeout":2678400,"netmask":64},"pe":"sip",
             "servers":[
               {"address":"2001:db8::11","port":5061,"weight":2147483647,"forward":"dr",
-               "upper_threshold":4294967295,"lower_threshold":4294967295},
+               "upper_threshold":2147483647,"lower_threshold":2147483647},
               {"address":"198.51.100.12","weight":0,"forward":"tunnel",
                "tunnel":{"type":"gue","port":6080,"checksum":"remcsum"}},
               {"address":"198.51.100.13","forward":"tunnel","tunnel":{"type":"gre","checksum":"csum","port":null}},
@@ -1116,7 +1116,13 @@ fn everything_set() {
             a.upper_threshold,
             a.lower_threshold
         ),
-        (5061, i32::MAX as u32, Forward::Route, u32::MAX, u32::MAX)
+        (
+            5061,
+            i32::MAX as u32,
+            Forward::Route,
+            i32::MAX as u32,
+            i32::MAX as u32
+        )
     );
     let tunnel = |kind, port, checksum| {
         Forward::Tunnel(Tunnel {

@@ -135,8 +135,11 @@ pub(super) fn needs_port(check: &HealthCheck, at: &str, p: &mut Problems) {
 
 /// The request of an http/https check.
 fn http(check: &Obj<'_>, p: &mut Problems) -> Option<HttpCheck> {
+    // Every field is read even after a bad one: each problem is reported.
     let path = match check.str("path", p) {
-        Got::Ok(s) if s.starts_with('/') && !s.chars().any(|c| c.is_whitespace()) => s.to_string(),
+        Got::Ok(s) if s.starts_with('/') && !s.chars().any(|c| c.is_whitespace()) => {
+            Some(s.to_string())
+        }
         Got::Ok(s) => {
             p.push(
                 ErrorCode::InvalidValue,
@@ -146,14 +149,14 @@ fn http(check: &Obj<'_>, p: &mut Problems) -> Option<HttpCheck> {
                     quoted(s)
                 ),
             );
-            return None;
+            None
         }
-        Got::Absent => "/".to_string(),
-        Got::Bad => return None,
+        Got::Absent => Some("/".to_string()),
+        Got::Bad => None,
     };
-    let method = one_of(check, "method", HTTP_METHODS, p).or("GET")?;
+    let method = one_of(check, "method", HTTP_METHODS, p).or("GET");
     let expect = match check.get("expect") {
-        None => vec![200],
+        None => Some(vec![200]),
         Some(Value::Array(items)) if !items.is_empty() => {
             let mut codes = Vec::new();
             for (i, item) in items.iter().enumerate() {
@@ -166,7 +169,7 @@ fn http(check: &Obj<'_>, p: &mut Problems) -> Option<HttpCheck> {
                     ),
                 }
             }
-            codes
+            Some(codes)
         }
         Some(other) => {
             p.push(
@@ -177,15 +180,15 @@ fn http(check: &Obj<'_>, p: &mut Problems) -> Option<HttpCheck> {
                     type_name(other)
                 ),
             );
-            return None;
+            None
         }
     };
     let body = check.str("body", p).ok().map(str::to_string);
     let host = check.str("host", p).ok().map(str::to_string);
     Some(HttpCheck {
-        method: method.to_string(),
-        path,
-        expect,
+        method: method?.to_string(),
+        path: path?,
+        expect: expect?,
         body,
         host,
     })
@@ -284,7 +287,10 @@ pub(super) fn health_policy(
         (Some(true), Some(value)) => {
             super::server(value, &policy.path("fallback"), key, None, p).map(Some)
         }
-        (_, Some(_)) => {
+        // An invalid all_down is reported already; whether it wanted a
+        // fallback is unknown, so the fallback is not a second problem.
+        (None, _) => None,
+        (Some(false), Some(_)) => {
             p.push(
                 ErrorCode::InvalidValue,
                 &policy.path("fallback"),

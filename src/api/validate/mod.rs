@@ -22,7 +22,9 @@
 //! - `persistence`: `timeout` 1 to 2,678,400 s (ipvsadm's `-p` range;
 //!   default 360, ipvsadm's `-p` without a value); `netmask` a dotted IPv4
 //!   mask for IPv4 services, a prefix length 1 to 128 for IPv6 ones (as
-//!   `-M`), default the host mask (one client address per entry).
+//!   `-M`), default the host mask (one client address per entry). An IPv4
+//!   mask with holes (`255.0.255.0`) is refused although the kernel and
+//!   ipvsadm take it ([`crate::model::rules::netmask_with_holes`] says why).
 //! - `pe`: only `sip` (the one engine mainline Linux has), and only with
 //!   persistence: the kernel consults the engine only when it looks up a
 //!   persistence template, so an engine on a non-persistent service would
@@ -33,9 +35,14 @@
 //!   one the kernel refuses as a destination whatever the host (0.0.0.0/8,
 //!   broadcast, multicast; `::`, link-local, IPv4-mapped); `port` defaults
 //!   to the service's (0 for fwmark services), as with ipvsadm's `-r addr`;
-//!   `weight` 0 to 2^31-1 (the kernel's int); thresholds 0 to 2^32-1 with
-//!   the lower one not above the upper one even when the upper one is 0 (the
-//!   kernel refuses that with ERANGE).
+//!   `weight` 0 to 2^31-1 (the kernel's int, and ipvsadm's limit);
+//!   thresholds 0 to 2^31-1 (ipvsadm's limit, and the kernel's: 6.1 refuses
+//!   an upper threshold above it) with the lower one not above the upper one
+//!   even when the upper one is 0 (the kernel refuses that with ERANGE).
+//!
+//! Every problem is reported, not only the first: a rule that needs
+//! another field reads that field itself rather than wait for the whole
+//! identity to be valid (`port` 0 is named even when `address` is bad).
 //! - `tunnel` only with `forward: tunnel` (default then: ipip); per type as
 //!   ipvsadm's `tunnel_types_v_options`: `gue` needs `port` (1 to 65535),
 //!   `ipip` and `gre` take none; `ipip` takes no checksum option, `gre` not
@@ -54,6 +61,7 @@ use super::error::{ApiError, ErrorCode, MAX_BODY_BYTES, MAX_CONFIG_BODY_BYTES};
 use super::ids;
 use super::json::JoinRequest;
 use super::view;
+use crate::model::rules::{MAX_THRESHOLD, MAX_WEIGHT};
 use crate::model::{
     DestKey, Destination, Family, Forward, HealthCheck, Netmask, Persistence, Protocol, Scheduler,
     ServiceConfig, ServiceFlags, ServiceKey, ServiceOptions, ServiceSpec, Tunnel, TunnelChecksum,
@@ -253,7 +261,6 @@ const CHECKSUMS: &[(&str, TunnelChecksum)] = &[
 ];
 
 const PORT: (i128, i128) = (0, 65535);
-const U32: (i128, i128) = (0, u32::MAX as i128);
 
 /// An address as IPVS stores it: a plain IPv4 or IPv6 literal.
 fn address(obj: &Obj<'_>, name: &str, p: &mut Problems) -> Got<IpAddr> {
@@ -377,7 +384,8 @@ fn options(obj: &Obj<'_>, key: Option<&ServiceKey>, p: &mut Problems) -> Option<
             false
         }
     };
-    if bind_address && matches!(key, Some(ServiceKey::Fwmark { .. })) {
+    let fwmark = matches!(key, Some(ServiceKey::Fwmark { .. })) || obj.has("fwmark");
+    if bind_address && fwmark {
         p.push(
             ErrorCode::InvalidValue,
             &obj.path("bind_address"),
@@ -433,9 +441,11 @@ fn service(
         .as_ref()
         .map(Scheduler::clone)
         .or(Scheduler::default());
-    let flags = flags(obj, key.ok().as_ref(), effective.as_ref(), p);
+    let flags = flags(obj, given_protocol(obj), effective.as_ref(), p);
     let pe = pe(obj, persistence, p);
-    if let (Got::Ok(ServiceKey::Inet { port: 0, .. }), Got::Absent) = (key, persistence) {
+    // Read from the field, not the key: a bad address must not hide it.
+    let port_zero = !obj.has("fwmark") && obj.get("port").and_then(integer) == Some(0);
+    if port_zero && persistence == Got::Absent {
         p.push(
             ErrorCode::InvalidPort,
             &obj.path("port"),
@@ -471,6 +481,17 @@ fn service(
         persistence: persistence.or(None)?,
         pe_name: pe?,
     })
+}
+
+/// The protocol of an inet service as the body gives it, whether or not
+/// the rest of the identity is valid (`None` for a fwmark service, or when
+/// `protocol` is absent or invalid, which is reported elsewhere).
+fn given_protocol(obj: &Obj<'_>) -> Option<Protocol> {
+    if obj.has("fwmark") {
+        return None;
+    }
+    let name = obj.get("protocol")?.as_str()?;
+    PROTOCOLS.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
 }
 
 /// `id` in a body must be the id of the identity the body has.
@@ -647,6 +668,10 @@ fn netmask(obj: &Obj<'_>, family: Option<Family>, p: &mut Problems) -> Got<Netma
                      dotted IPv4 mask",
                 );
             }
+            if let Some(why) = crate::model::rules::netmask_with_holes(mask) {
+                p.push(ErrorCode::InvalidNetmask, &at, why);
+                return Got::Bad;
+            }
             Got::Ok(Netmask::V4(mask))
         }
         Value::Number(_) => {
@@ -688,9 +713,11 @@ fn netmask(obj: &Obj<'_>, family: Option<Family>, p: &mut Problems) -> Got<Netma
     }
 }
 
+/// `flags`; `protocol`: the inet service's protocol (`None` for fwmark
+/// services, which take one-packet, or when it is not known).
 fn flags(
     obj: &Obj<'_>,
-    key: Option<&ServiceKey>,
+    protocol: Option<Protocol>,
     scheduler: Option<&Scheduler>,
     p: &mut Problems,
 ) -> Option<ServiceFlags> {
@@ -741,8 +768,8 @@ fn flags(
             }
         }
         if bit == ServiceFlags::ONE_PACKET {
-            if let Some(ServiceKey::Inet { protocol, .. }) = key {
-                if *protocol != Protocol::Udp {
+            if let Some(protocol) = protocol {
+                if protocol != Protocol::Udp {
                     p.push(
                         ErrorCode::FlagNotAllowed,
                         &here,
@@ -1064,9 +1091,12 @@ fn server(
     let weight = obj
         .int_in(
             "weight",
-            (0, i32::MAX.into()),
+            (0, MAX_WEIGHT.into()),
             ErrorCode::InvalidWeight,
-            "weight must be 0 to 2147483647",
+            &format!(
+                "weight must be 0 to {MAX_WEIGHT} (the kernel's limit, a signed 32-bit \
+                 number, and ipvsadm's; 0 takes no new connections)"
+            ),
             p,
         )
         .map(|n| u32::try_from(n).unwrap_or_default())
@@ -1138,9 +1168,12 @@ fn method_or_default(method: Got<Forward>) -> Got<Forward> {
 fn threshold(obj: &Obj<'_>, name: &str, p: &mut Problems) -> Option<u32> {
     obj.int_in(
         name,
-        U32,
+        (0, MAX_THRESHOLD.into()),
         ErrorCode::InvalidThreshold,
-        &format!("{name} must be 0 to 4294967295 (0: no limit)"),
+        &format!(
+            "{name} must be 0 to {MAX_THRESHOLD} (the kernel's and ipvsadm's limit; 0: no \
+             limit)"
+        ),
         p,
     )
     .map(|n| u32::try_from(n).unwrap_or_default())
@@ -1176,10 +1209,19 @@ fn tunnel(obj: &Obj<'_>, p: &mut Problems) -> Option<Tunnel> {
     let kind = one_of(&inner, "type", TUNNEL_TYPES, p).or(TunnelType::Ipip);
     let checksum = one_of(&inner, "checksum", CHECKSUMS, p).or(TunnelChecksum::None);
     let port = inner.int("port", p);
-    let kind = kind?;
+    // An invalid type is reported already; the port and checksum are still
+    // checked as far as they can be without it.
     let port = match (kind, port) {
         (_, Got::Bad) => None,
-        (TunnelType::Gue, Got::Absent | Got::Ok(0)) => {
+        (_, Got::Ok(n)) if u16::try_from(n).is_err() => {
+            p.push(
+                ErrorCode::InvalidPort,
+                &inner.path("port"),
+                format!("the tunnel port must be 1 to 65535, got {n}"),
+            );
+            None
+        }
+        (Some(TunnelType::Gue), Got::Absent | Got::Ok(0)) => {
             p.push(
                 ErrorCode::TunnelPortRequired,
                 &inner.path("port"),
@@ -1187,19 +1229,10 @@ fn tunnel(obj: &Obj<'_>, p: &mut Problems) -> Option<Tunnel> {
             );
             None
         }
-        (TunnelType::Gue, Got::Ok(n)) => match u16::try_from(n) {
-            Ok(port) => Some(port),
-            Err(_) => {
-                p.push(
-                    ErrorCode::InvalidPort,
-                    &inner.path("port"),
-                    format!("the tunnel port must be 1 to 65535, got {n}"),
-                );
-                None
-            }
-        },
-        (_, Got::Absent | Got::Ok(0)) => Some(0),
-        (other, Got::Ok(_)) => {
+        (Some(TunnelType::Gue), Got::Ok(n)) => u16::try_from(n).ok(),
+        (None, _) => None,
+        (Some(_), Got::Absent | Got::Ok(0)) => Some(0),
+        (Some(other), Got::Ok(_)) => {
             p.push(
                 ErrorCode::TunnelOptionNotAllowed,
                 &inner.path("port"),
@@ -1208,12 +1241,11 @@ fn tunnel(obj: &Obj<'_>, p: &mut Problems) -> Option<Tunnel> {
             None
         }
     };
-    let checksum = checksum?;
     let refused = match (kind, checksum) {
-        (TunnelType::Ipip, TunnelChecksum::Csum | TunnelChecksum::RemCsum) => {
+        (Some(TunnelType::Ipip), Some(TunnelChecksum::Csum | TunnelChecksum::RemCsum)) => {
             Some("an ipip tunnel takes no checksum option")
         }
-        (TunnelType::Gre, TunnelChecksum::RemCsum) => {
+        (Some(TunnelType::Gre), Some(TunnelChecksum::RemCsum)) => {
             Some("a gre tunnel takes checksum none or csum, not remcsum")
         }
         _ => None,
@@ -1229,9 +1261,9 @@ fn tunnel(obj: &Obj<'_>, p: &mut Problems) -> Option<Tunnel> {
         return None;
     }
     Some(Tunnel {
-        kind,
+        kind: kind?,
         port: port?,
-        checksum,
+        checksum: checksum?,
     })
 }
 

@@ -4,7 +4,11 @@
 //! byte for byte. Pure code: no I/O, no name resolution (always `-n`).
 //!
 //! - [`parse_restore`] / [`parse_command`]: one parser, for restore input and
-//!   for argv words (`parse`, with popt's word splitting in `popt`).
+//!   for argv words (`parse`, with popt's word splitting in `popt`);
+//!   [`parse_invocation`] reads every other ipvsadm command too (`-L`, `-S`,
+//!   `-R`, `-h`…), for a command line.
+//! - [`list_connections`]: `ipvsadm -Lnc` from the kernel's connection table
+//!   (`conn`).
 //! - [`list`] / [`save`]: the printers (`print`), sorting as ipvsadm does
 //!   (`order`).
 //!
@@ -14,6 +18,7 @@
 //! [`Change`]: crate::ipvs::Change
 //! [`ServiceEntry`]: crate::model::ServiceEntry
 
+mod conn;
 mod order;
 mod parse;
 mod popt;
@@ -21,7 +26,8 @@ mod print;
 #[cfg(test)]
 mod tests;
 
-pub use parse::{parse_command, parse_restore};
+pub use conn::list_connections;
+pub use parse::{parse_command, parse_invocation, parse_restore, Invocation, ListRequest};
 pub use print::{list, list_with_notes, save, ListOptions, Note};
 
 /// What is wrong with one command: names the option and the value.

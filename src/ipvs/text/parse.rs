@@ -11,10 +11,10 @@
 //! We always behave like `ipvsadm -n`: host and service names are refused,
 //! never resolved, so parsing stays pure.
 
-use super::popt::{tokenize, Id, Opt, Word};
-use super::{CommandError, ParseError};
+use super::popt::{leading_option, tokenize, Id, Opt, Word};
+use super::{CommandError, ListOptions, ParseError};
 use crate::ipvs::{Change, Timeouts};
-use crate::model::rules::{sched_flag, SchedFlag, SCHED_FLAGS};
+use crate::model::rules::{sched_flag, SchedFlag, MAX_THRESHOLD, MAX_WEIGHT, SCHED_FLAGS};
 use crate::model::{
     DestKey, Destination, Family, Forward, Netmask, Persistence, Protocol, Scheduler, ServiceFlags,
     ServiceKey, Tunnel, TunnelChecksum, TunnelType, VirtualService,
@@ -69,8 +69,111 @@ fn restore_words(line: &str) -> Vec<&str> {
 /// commands `-A -E -D -a -e -d -C -Z` and `--set`, with every option ipvsadm
 /// 1.31 accepts for them, long or short, clustered (`-At`) or with `=`.
 pub fn parse_command(args: &[&str]) -> Result<Change, CommandError> {
+    match parse_words(args, false)? {
+        Invocation::Change(change) => Ok(change),
+        // Only table changes get past `first` without `listing`.
+        other => fail(format!("not a table change: {other:?}")),
+    }
+}
+
+/// What a whole ipvsadm command line asks for: a table change, or one of
+/// ipvsadm's other commands, each read with ipvsadm's rules for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
+    /// `-A -E -D -a -e -d -C -Z --set`, as [`parse_command`] reads them.
+    Change(Change),
+    /// `-L`, `-l`, `--list` with its options.
+    List(ListRequest),
+    /// `-S`, `--save` (`-n` is the only option it takes).
+    Save,
+    /// `-R`, `--restore`: rules on stdin.
+    Restore,
+    /// `--start-daemon` / `--stop-daemon STATE`.
+    SyncDaemon { start: bool },
+    /// `-h`, `--help`, alone or after a command: `command` is ipvsadm's long
+    /// name of that command (`add-service`, `list`…).
+    Help { command: Option<&'static str> },
+    /// `-v`, `--version`.
+    Version,
+}
+
+/// `-L` and its options, checked as ipvsadm checks them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListRequest {
+    /// `-c`: the connection table instead of the services.
+    pub connections: bool,
+    /// `-t|-u|--sctp-service|-f SERVICE`: that service only.
+    pub service: Option<ServiceKey>,
+    /// `--timeout`: the protocol timeouts.
+    pub timeout: bool,
+    /// `--daemon`: the sync daemons.
+    pub daemon: bool,
+    /// The column options (`--stats`, `--rate`, `--thresholds`,
+    /// `--persistent-conn`, `--tun-info`, `--exact`).
+    pub options: ListOptions,
+    /// `--nosort`: the kernel's order instead of ipvsadm's.
+    pub nosort: bool,
+}
+
+/// Parses a whole ipvsadm command line (without the program name): every
+/// command ipvsadm 1.31 has, with its options and ipvsadm's checks of
+/// them. `-h`/`--help` anywhere asks for help (on the command it follows),
+/// before any other check, so that `-a --help` helps rather than complains
+/// that `-a` needs a service.
+pub fn parse_invocation(args: &[&str]) -> Result<Invocation, CommandError> {
+    let help = |w: &&str| *w == "--help" || *w == "-h";
+    if args.iter().any(help) {
+        let first = args
+            .first()
+            .and_then(|w| leading_option(w))
+            .and_then(command_name);
+        return Ok(Invocation::Help { command: first });
+    }
+    parse_words(args, true)
+}
+
+/// ipvsadm's long name of the command `id` is, if it is one.
+fn command_name(id: Id) -> Option<&'static str> {
+    Some(match id {
+        Id::AddService => "add-service",
+        Id::EditService => "edit-service",
+        Id::DeleteService => "delete-service",
+        Id::Clear => "clear",
+        Id::List => "list",
+        Id::Zero => "zero",
+        Id::AddServer => "add-server",
+        Id::EditServer => "edit-server",
+        Id::DeleteServer => "delete-server",
+        Id::Set => "set",
+        Id::Restore => "restore",
+        Id::Save => "save",
+        Id::StartDaemon => "start-daemon",
+        Id::StopDaemon => "stop-daemon",
+        _ => return None,
+    })
+}
+
+/// The parse of `args`; `listing`: whether ipvsadm's commands other than
+/// table changes are taken (a command line) or refused (restore input).
+fn parse_words(args: &[&str], listing: bool) -> Result<Invocation, CommandError> {
     let words = tokenize(args)?;
-    let mut cmd = CommandLine::default();
+    if listing {
+        // ipvsadm acts on these at once, whatever follows.
+        if let Some(Word::Opt(opt)) = words.first() {
+            match opt.id {
+                Id::Help => return Ok(Invocation::Help { command: None }),
+                Id::Version => return Ok(Invocation::Version),
+                Id::Restore => return Ok(Invocation::Restore),
+                Id::StartDaemon => return Ok(Invocation::SyncDaemon { start: true }),
+                Id::StopDaemon => return Ok(Invocation::SyncDaemon { start: false }),
+                _ => {}
+            }
+        }
+    }
+    let mut cmd = CommandLine {
+        listing,
+        ..CommandLine::default()
+    };
     let mut positional = Vec::new();
     for word in words {
         match word {
@@ -102,6 +205,8 @@ enum Cmd {
     DeleteServer,
     Set,
     Zero,
+    List,
+    Save,
 }
 
 impl Cmd {
@@ -117,6 +222,8 @@ impl Cmd {
             Cmd::DeleteServer => "delete-server",
             Cmd::Set => "set",
             Cmd::Zero => "zero",
+            Cmd::List => "list",
+            Cmd::Save => "save",
         }
     }
 
@@ -124,6 +231,23 @@ impl Cmd {
     fn rule(self, class: Class) -> Rule {
         use Cmd::*;
         match (self, class) {
+            // '1' in ipvsadm's table: optional, and at most one of them.
+            (List, Class::Connection | Class::Service | Class::Timeout | Class::Daemon) => {
+                Rule::Exclusive
+            }
+            (
+                List,
+                Class::Numeric
+                | Class::Stats
+                | Class::Rate
+                | Class::Thresholds
+                | Class::PersistentConn
+                | Class::NoSort
+                | Class::Exact
+                | Class::TunInfo,
+            ) => Rule::Optional,
+            (Save, Class::Numeric) => Rule::Optional,
+            (List | Save, _) => Rule::Illegal,
             (Flush | Set, Class::Service) => Rule::Illegal,
             (Zero, Class::Service) => Rule::Optional,
             (_, Class::Service) => Rule::Required,
@@ -158,6 +282,8 @@ impl Cmd {
 enum Rule {
     Required,
     Optional,
+    /// Optional, but excludes the other options marked so.
+    Exclusive,
     Illegal,
 }
 
@@ -366,6 +492,9 @@ impl Seen {
 /// Everything one command line says, gathered option by option.
 #[derive(Debug, Default)]
 struct CommandLine {
+    /// Whether `-L` and `-S` are taken as commands (a command line), or
+    /// refused (restore input).
+    listing: bool,
     cmd: Option<(Cmd, String)>,
     seen: Seen,
     service: Option<ServiceArg>,
@@ -492,19 +621,19 @@ impl CommandLine {
             Id::Weight => {
                 // Upstream ipvsadm stops at 65535; Debian's (the one we test
                 // against) and the kernel take any non-negative int.
-                let weight = bounded(value, 0, i32::MAX as u32).ok_or_else(|| CommandError {
+                let weight = bounded(value, 0, MAX_WEIGHT).ok_or_else(|| CommandError {
                     message: format!(
-                        "invalid weight {value:?} in {name}: expected 0 to {}",
-                        i32::MAX
+                        "invalid weight {value:?} in {name}: expected 0 to {MAX_WEIGHT} (the \
+                         kernel's and ipvsadm's limit)"
                     ),
                 })?;
                 self.weight = Some(weight);
             }
             Id::UThreshold | Id::LThreshold => {
-                let n = bounded(value, 0, i32::MAX as u32).ok_or_else(|| CommandError {
+                let n = bounded(value, 0, MAX_THRESHOLD).ok_or_else(|| CommandError {
                     message: format!(
-                        "invalid connection threshold {value:?} in {name}: expected 0 to {}",
-                        i32::MAX
+                        "invalid connection threshold {value:?} in {name}: expected 0 to \
+                         {MAX_THRESHOLD} (the kernel's and ipvsadm's limit)"
                     ),
                 })?;
                 if opt.id == Id::UThreshold {
@@ -554,6 +683,16 @@ impl CommandLine {
     /// popt hands ipvsadm the first option first, and it must be a command.
     fn first(&mut self, opt: Opt<'_>) -> Result<(), CommandError> {
         match command_of(opt.id) {
+            Some(Ok(cmd @ (Cmd::List | Cmd::Save))) if !self.listing => fail(format!(
+                "{} {}; only table changes are accepted here \
+                 (-A, -E, -D, -a, -e, -d, -C, -Z, --set)",
+                opt.name,
+                if cmd == Cmd::List {
+                    "lists the table"
+                } else {
+                    "prints the rules"
+                }
+            )),
             Some(Ok(cmd)) => {
                 self.cmd = Some((cmd, opt.name));
                 Ok(())
@@ -571,7 +710,7 @@ impl CommandLine {
         }
     }
 
-    fn finish(mut self, positional: Vec<&str>) -> Result<Change, CommandError> {
+    fn finish(mut self, positional: Vec<&str>) -> Result<Invocation, CommandError> {
         let Some((cmd, cmd_name)) = self.cmd.take() else {
             return fail(
                 "no command given: expected -A, -E, -D, -a, -e, -d, -C, -Z or --set".to_string(),
@@ -618,7 +757,9 @@ impl CommandLine {
 
         self.check_options(cmd, &cmd_name)?;
 
-        match cmd {
+        let change = match cmd {
+            Cmd::List => return self.list_request(&cmd_name).map(Invocation::List),
+            Cmd::Save => return Ok(Invocation::Save),
             Cmd::Flush => Ok(Change::Flush),
             Cmd::Set => Ok(Change::SetTimeouts(timeouts.unwrap_or_default())),
             Cmd::Zero => Ok(Change::Zero(self.key())),
@@ -645,15 +786,71 @@ impl CommandLine {
                     Change::EditDest(key, dest)
                 })
             }
+        };
+        change.map(Invocation::Change)
+    }
+
+    /// `-L`'s options as ipvsadm's `process_options` checks them beyond
+    /// the option table: the connection, timeout and daemon listings have
+    /// no column modes (but `-c` takes `--persistent-conn`, which adds the
+    /// persistence engine's columns).
+    fn list_request(&self, cmd_name: &str) -> Result<ListRequest, CommandError> {
+        let given = |class| self.seen.get(class);
+        let other_listing = [Class::Connection, Class::Timeout, Class::Daemon]
+            .into_iter()
+            .find_map(given);
+        let columns = [Class::Stats, Class::Rate, Class::Thresholds]
+            .into_iter()
+            .find_map(given);
+        let conflict = match (other_listing, columns) {
+            (Some(listing), Some(column)) => Some((listing, column)),
+            _ => [Class::Timeout, Class::Daemon]
+                .into_iter()
+                .find_map(given)
+                .zip(given(Class::PersistentConn)),
+        };
+        if let Some((listing, column)) = conflict {
+            return fail(format!(
+                "{listing} and {column} cannot go together with {cmd_name} (list): {listing} \
+                 prints no columns of services (ipvsadm: options conflicts in the list command)"
+            ));
         }
+        Ok(ListRequest {
+            connections: given(Class::Connection).is_some(),
+            service: self.key(),
+            timeout: given(Class::Timeout).is_some(),
+            daemon: given(Class::Daemon).is_some(),
+            options: ListOptions {
+                stats: given(Class::Stats).is_some(),
+                rate: given(Class::Rate).is_some(),
+                thresholds: given(Class::Thresholds).is_some(),
+                persistent_conn: given(Class::PersistentConn).is_some(),
+                tun_info: given(Class::TunInfo).is_some(),
+                exact: given(Class::Exact).is_some(),
+            },
+            nosort: given(Class::NoSort).is_some(),
+        })
     }
 
     /// ipvsadm's `generic_opt_check`: required options present, no option the
     /// command does not take, checked in ipvsadm's column order.
     fn check_options(&self, cmd: Cmd, cmd_name: &str) -> Result<(), CommandError> {
+        let mut exclusive: Option<(Class, &String)> = None;
         for class in Class::ALL {
             let given = self.seen.get(class);
             match (cmd.rule(class), given) {
+                (Rule::Exclusive, Some(written)) => {
+                    if let Some((first_class, first)) = exclusive {
+                        return fail(format!(
+                            "options {first} ({}) and {written} ({}) exclude each other with \
+                             {cmd_name} ({}): give one",
+                            first_class.name(),
+                            class.name(),
+                            cmd.name()
+                        ));
+                    }
+                    exclusive = Some((class, written));
+                }
                 (Rule::Required, None) => {
                     let what = match class {
                         Class::Service => "a service (-t, -u, --sctp-service or -f)",
@@ -914,11 +1111,11 @@ fn command_of(id: Id) -> Option<Result<Cmd, &'static str>> {
         Id::EditServer => Ok(Cmd::EditServer),
         Id::DeleteServer => Ok(Cmd::DeleteServer),
         Id::Set => Ok(Cmd::Set),
-        Id::List => Err("lists the table"),
+        Id::List => Ok(Cmd::List),
+        Id::Save => Ok(Cmd::Save),
         Id::Help => Err("prints help"),
         Id::Version => Err("prints the version"),
         Id::Restore => Err("reads rules from stdin"),
-        Id::Save => Err("prints the rules"),
         Id::StartDaemon | Id::StopDaemon => Err("controls the sync daemon"),
         _ => return None,
     })

@@ -158,6 +158,22 @@ const SPECS: &[Spec] = &[
     spec("tun-remcsum", None, Arg::None, Id::TunRemcsum),
 ];
 
+/// The option a word starts with, without reading its value or the rest
+/// of a cluster: `--name[=value]`, or the first letter of `-abc`.
+pub(super) fn leading_option(word: &str) -> Option<Id> {
+    let spec = match word.strip_prefix("--") {
+        Some(long) => {
+            let name = long.split('=').next().unwrap_or(long);
+            SPECS.iter().find(|s| s.long == name)
+        }
+        None => {
+            let c = word.strip_prefix('-')?.chars().next()?;
+            SPECS.iter().find(|s| s.short == Some(c))
+        }
+    };
+    spec.map(|s| s.id)
+}
+
 /// One option as written, with its value.
 #[derive(Debug)]
 pub(super) struct Opt<'a> {

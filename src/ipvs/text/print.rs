@@ -523,7 +523,7 @@ fn largenum(out: &mut String, n: u64, exact: bool) {
 }
 
 /// `addr:port`, IPv6 in brackets, as ipvsadm's `addrport_to_anyname` with -n.
-fn addr_port(addr: &IpAddr, port: u16) -> String {
+pub(super) fn addr_port(addr: &IpAddr, port: u16) -> String {
     match addr {
         IpAddr::V4(a) => format!("{a}:{port}"),
         IpAddr::V6(a) => format!("[{}]:{port}", inet_ntop6(a)),
