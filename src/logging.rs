@@ -28,6 +28,10 @@ use tracing_subscriber::EnvFilter;
 /// How often the same openraft message is shown at most.
 pub const REPEAT_WINDOW: Duration = Duration::from_secs(60);
 
+/// The environment variables the log reads (every role reads them, before
+/// the command line is parsed).
+pub const VARIABLES: [&str; 3] = ["LOG_FORMAT", "LOG_LEVEL", "RUST_LOG"];
+
 /// The level when neither `LOG_LEVEL` nor `RUST_LOG` is set.
 pub const DEFAULT_LEVEL: &str = "info";
 

@@ -26,7 +26,15 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ipvs-manager: {e:#}");
-            ExitCode::FAILURE
+            // A write that may have happened is no failure: a status of
+            // its own, so that scripts check before they retry.
+            if e.downcast_ref::<ipvs_manager::cli::cluster::OutcomeUnknown>()
+                .is_some()
+            {
+                ExitCode::from(ipvs_manager::cli::cluster::EXIT_OUTCOME_UNKNOWN)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -116,7 +116,12 @@ fn every_write_replicates_to_every_node() {
         .send(1, "PUT", "/api/v1/config?dry_run=true", Some(&next))
         .json()
         .expect("plan");
-    assert_eq!(plan["added"], json!(["sctp-192.0.2.20-3868"]), "{plan}");
+    assert_eq!(plan["dry_run"], true, "{plan}");
+    assert_eq!(
+        plan["desired"]["added"],
+        json!(["sctp-192.0.2.20-3868"]),
+        "{plan}"
+    );
     assert_eq!(c.cluster_view(0).expect("cluster")["commit_index"], before);
     // (?grace=0: what it leaves out goes at once rather than draining.)
     assert_eq!(
@@ -1007,7 +1012,10 @@ fn cli_edits_drains_and_restores() {
     let plan = cli_with_input(&["restore", "--dry-run", "--server", &server], &saved);
     assert_eq!(
         plan.as_deref(),
-        Ok("0 services would change, 1 unchanged (dry run: nothing committed)\n")
+        Ok(
+            "0 services would change, 1 unchanged (dry run: nothing committed)\n\
+            node1: kernel unchanged\nnode2: kernel unchanged\n"
+        )
     );
     // A merge adds only the lines given and leaves the drain running.
     let merge = "-A -u 10.0.0.2:53 -s rr\n-a -u 10.0.0.2:53 -r 10.1.0.3:53 -m\n";

@@ -140,7 +140,7 @@ fn validate(vars: &[(String, String)]) -> Result<ipvs_manager::config::NodeConfi
     let flags = node_variables();
     let mut argv = vec!["ipvs-manager".to_string()];
     for (name, value) in vars {
-        if name == "RUST_LOG" {
+        if ipvs_manager::logging::VARIABLES.contains(&name.as_str()) {
             continue;
         }
         let (_, long) = flags
@@ -161,7 +161,7 @@ fn validate(vars: &[(String, String)]) -> Result<ipvs_manager::config::NodeConfi
 fn env_files_match_the_settings() {
     let (set, documented) = env_file(&repo("deploy/ipvs-manager.env"));
     let mut known: BTreeSet<String> = node_variables().into_iter().map(|(e, _)| e).collect();
-    known.insert("RUST_LOG".into());
+    known.extend(ipvs_manager::logging::VARIABLES.map(String::from));
     assert_eq!(documented, known, "deploy/ipvs-manager.env vs --help");
     let config = validate(&set).unwrap();
     assert_eq!(config.http_bind.to_string(), "127.0.0.1:2221");

@@ -166,8 +166,9 @@ fn a_dry_run_of_every_write_commits_nothing_and_plans_each_kernel() {
     assert_eq!(v["status"], 202);
     assert!(v["result"]["draining"].is_object(), "{v}");
     assert_eq!(
-        v["desired"]["changed"][0]["servers_changed"],
-        json!(["198.51.100.11-8080"])
+        v["desired"]["changed"][0]["servers_removed"],
+        json!(["198.51.100.11-8080"]),
+        "a drain that starts is a removal"
     );
     assert_eq!(
         kernels(&v),
@@ -435,4 +436,115 @@ fn a_node_without_quorum_says_so_and_refuses_writes_at_once() {
         .count();
     assert_eq!(dns_services, 1);
     assert_eq!(c.cluster_view(leader).unwrap()["quorum"]["ok"], true);
+}
+
+/// The CLI against node `i`: its exit status, stdout and stderr.
+fn cli(c: &Cluster, i: usize, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ipvs-manager"))
+        .args(args)
+        .env("IPVS_MANAGER_SERVER", c.nodes[i].url(""))
+        .output()
+        .expect("run ipvs-manager");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The CLI sends every write with an Idempotency-Key and sends it again
+/// while its outcome is unknown: it succeeds once the quorum is back, and
+/// if it is not back in time it says "outcome unknown" (status 3) and how
+/// to check — never "cannot" for a write that may have happened.
+#[test]
+fn the_cli_never_calls_a_write_that_may_have_happened_failed() {
+    let mut c = Cluster::start(3);
+    let leader = c.leader().expect("a leader");
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &i in &followers {
+        c.nodes[i].kill();
+    }
+    let started = Instant::now();
+    let (code, _, stderr) = cli(
+        &c,
+        leader,
+        &[
+            "-A",
+            "-t",
+            "192.0.2.77:80",
+            "-s",
+            "rr",
+            "--write-timeout",
+            "8s",
+        ],
+    );
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "ipvs-manager: outcome unknown: add service TCP 192.0.2.77:80 may or may not have \
+             been done (it may still be); check with `ipvs-manager -Ln -t 192.0.2.77:80`"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cannot"), "{stderr}");
+    assert!(stderr.contains("Idempotency-Key"), "{stderr}");
+    // The first answer took the 5 s commit timeout; it was sent again.
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "sent again until the limit"
+    );
+    assert!(
+        stderr.contains("no_quorum") || stderr.contains("no contact with a quorum"),
+        "{stderr}"
+    );
+    for &i in &followers {
+        c.nodes[i].start();
+    }
+    for i in 0..3 {
+        c.wait_ready(i);
+    }
+    let count = |c: &Cluster| {
+        services(c, leader)
+            .iter()
+            .filter(|s| s["id"] == "tcp-192.0.2.77-80")
+            .count()
+    };
+    assert!(count(&c) <= 1);
+
+    // Quorum lost again, and back while the CLI is still trying: it gets
+    // the write's one outcome.
+    if count(&c) == 0 {
+        assert_eq!(cli(&c, leader, &["-A", "-t", "192.0.2.77:80"]).0, Some(0));
+    }
+    let leader = c.leader().expect("a leader");
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &i in &followers {
+        c.nodes[i].kill();
+    }
+    let server = c.nodes[leader].url("");
+    let add = std::thread::spawn(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ipvs-manager"))
+            .args(["-a", "-t", "192.0.2.77:80", "-r", "10.1.0.9:80", "-m"])
+            .args(["--server", &server, "--write-timeout", "60s"])
+            .output()
+            .expect("run ipvs-manager")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    for &i in &followers {
+        c.nodes[i].start();
+    }
+    let out = add.join().expect("the CLI ran");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for i in 0..3 {
+        c.wait_ready(i);
+    }
+    let servers = c
+        .get(
+            leader,
+            "/api/v1/services/tcp-192.0.2.77-80/servers?consistent=true",
+        )
+        .json::<Vec<Value>>()
+        .expect("servers");
+    assert_eq!(servers.len(), 1, "{servers:?}");
 }

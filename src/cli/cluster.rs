@@ -42,23 +42,35 @@ const DESIRED_INFO: Info = Info {
     conn_tab_size: 4096,
 };
 
+/// How the client commands reach a node: the client options.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// `http://host:port`, `https://host:port`, or `host:port`.
+    pub server: String,
+    /// The API token sent with every request.
+    pub token: Option<String>,
+    /// CA certificates (PEM) to trust for https besides the system's.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// How long a write is sent again before its outcome is unknown.
+    pub write_timeout: std::time::Duration,
+}
+
 /// A node's REST API.
 pub struct Api {
     base: String,
     http: reqwest::Client,
     runtime: tokio::runtime::Runtime,
     token: Option<String>,
+    write_timeout: std::time::Duration,
 }
 
 impl Api {
-    /// `server`: `http://host:port`, `https://host:port`, or `host:port`;
-    /// `token`: the API token sent with every request; `ca_file`: CA
-    /// certificates (PEM) to trust for https besides the system's.
-    pub fn new(
-        server: &str,
-        token: Option<&str>,
-        ca_file: Option<&std::path::Path>,
-    ) -> anyhow::Result<Api> {
+    pub fn new(client: &Client) -> anyhow::Result<Api> {
+        let (server, token, ca_file) = (
+            client.server.as_str(),
+            client.token.as_deref(),
+            client.ca_file.as_deref(),
+        );
         let base = if server.contains("://") {
             server.trim_end_matches('/').to_string()
         } else {
@@ -85,6 +97,7 @@ impl Api {
             http,
             runtime,
             token: token.filter(|t| !t.is_empty()).map(str::to_string),
+            write_timeout: client.write_timeout,
         })
     }
 
@@ -94,59 +107,203 @@ impl Api {
     }
 
     /// A request with an optional JSON body; the answer's body, or the
-    /// API's error message.
+    /// API's error message. A write (any method but GET) carries an
+    /// `Idempotency-Key` and is sent again, with the same key, while the
+    /// answer says nothing was done yet or its outcome is unknown, until
+    /// a definite answer or [`WRITE_DEADLINE`]; if the outcome is still
+    /// unknown then, the error is [`OutcomeUnknown`], never a failure.
     pub fn send(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> anyhow::Result<Vec<u8>> {
+        if method == reqwest::Method::GET {
+            return match self.attempt(method, path, body, None, None) {
+                Attempt::Answered(body) => Ok(body),
+                Attempt::Refused { error, .. } | Attempt::Unknown { error, .. } => Err(error),
+            };
+        }
+        // Only writes of the desired state are remembered under a key; a
+        // membership change whose outcome is unknown is not sent again.
+        let keyed = path.starts_with("/api/v1/services") || path.starts_with("/api/v1/config");
+        let key = keyed.then(idempotency_key).transpose()?;
+        let deadline = std::time::Instant::now() + self.write_timeout;
+        // The first answer that left the outcome unknown, and the last one.
+        let mut unknown = None;
+        let mut last: Option<String>;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let retry = match self.attempt(method.clone(), path, body, key.as_deref(), Some(left)) {
+                Attempt::Answered(body) => return Ok(body),
+                // Definite, after the key made every earlier attempt count
+                // once: the answer stands.
+                Attempt::Refused { error, retry: None } => return Err(error),
+                Attempt::Refused {
+                    error,
+                    retry: Some(after),
+                } => {
+                    if unknown.is_none() && std::time::Instant::now() + after >= deadline {
+                        return Err(error);
+                    }
+                    last = Some(crate::errors::chain(error.as_ref()).to_string());
+                    after
+                }
+                Attempt::Unknown { error, retry } => {
+                    let answer = crate::errors::chain(error.as_ref()).to_string();
+                    unknown.get_or_insert(answer);
+                    last = None;
+                    if key.is_none() {
+                        break;
+                    }
+                    retry
+                }
+            };
+            if std::time::Instant::now() + retry >= deadline {
+                break;
+            }
+            std::thread::sleep(retry);
+        }
+        Err(OutcomeUnknown {
+            unknown: unknown.unwrap_or_default(),
+            last,
+            retried: key.map(|_| self.write_timeout),
+        }
+        .into())
+    }
+
+    /// One request; `key`: its `Idempotency-Key`; `timeout`: at most this
+    /// long (the client's own limit otherwise).
+    fn attempt(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        key: Option<&str>,
+        timeout: Option<std::time::Duration>,
+    ) -> Attempt {
         let url = format!("{}{path}", self.base);
+        let write = method != reqwest::Method::GET;
         self.runtime.block_on(async {
             let mut req = self.http.request(method, &url);
             if let Some(token) = &self.token {
                 req = req.bearer_auth(token);
             }
+            if let Some(key) = key {
+                req = req.header("Idempotency-Key", key);
+            }
+            if let Some(timeout) = timeout {
+                req = req.timeout(timeout.max(std::time::Duration::from_secs(1)));
+            }
             if let Some(body) = body {
                 req = req.json(body);
             }
-            let r = req.send().await.map_err(|e| unreachable(&self.base, &e))?;
+            let r = match req.send().await {
+                Ok(r) => r,
+                // Nothing was delivered: a node down or restarting.
+                Err(e) if e.is_connect() => {
+                    return Attempt::Refused {
+                        error: unreachable(&self.base, &e),
+                        retry: write.then_some(RETRY_PAUSE),
+                    }
+                }
+                // Sent, perhaps received: the write may have happened.
+                Err(e) if write => {
+                    return Attempt::Unknown {
+                        error: anyhow::anyhow!("no answer from {}: {}", self.base, crate::errors::chain(&e)),
+                        retry: RETRY_PAUSE,
+                    }
+                }
+                Err(e) => {
+                    return Attempt::Refused {
+                        error: unreachable(&self.base, &e),
+                        retry: None,
+                    }
+                }
+            };
             let status = r.status();
+            let retry_after = r
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(RETRY_PAUSE, |s| std::time::Duration::from_secs(s.clamp(1, 5)));
             let json = r
                 .headers()
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|t| t.starts_with("application/json"));
-            let body = r.bytes().await.with_context(|| format!("reading {url}"))?;
-            if !status.is_success() {
-                match api_error_message(&body) {
-                    // Only the Raft port signs requests between nodes.
-                    Some(message) if message.starts_with("refused by the cluster secret") => {
-                        bail!(
-                            "{status}: {message} ({} is a node's Raft port, not its API: {WHAT_SERVER})",
-                            self.base
-                        )
+            let body = match r.bytes().await {
+                Ok(body) => body,
+                Err(e) if write => {
+                    return Attempt::Unknown {
+                        error: anyhow::anyhow!("the answer from {} was cut: {}", self.base, crate::errors::chain(&e)),
+                        retry: RETRY_PAUSE,
                     }
-                    Some(message) => bail!("{status}: {message}"),
-                    None => bail!(
+                }
+                Err(e) => {
+                    return Attempt::Refused {
+                        error: anyhow::anyhow!("reading {url}: {}", crate::errors::chain(&e)),
+                        retry: None,
+                    }
+                }
+            };
+            if status.is_success() {
+                // Every answer of the API with a body is JSON; anything
+                // else is some other server.
+                if !body.is_empty() && !json {
+                    return Attempt::Refused {
+                        error: anyhow::anyhow!(
+                            "{} answered {status} with {}, which does not look like an \
+                             ipvs-manager API: {WHAT_SERVER}",
+                            self.base,
+                            what_body(&body)
+                        ),
+                        retry: None,
+                    };
+                }
+                return Attempt::Answered(body.to_vec());
+            }
+            let Some((code, message)) = api_error(&body) else {
+                return Attempt::Refused {
+                    error: anyhow::anyhow!(
                         "{} answered {status} with {}, which does not look like an ipvs-manager \
                          API: {WHAT_SERVER}",
                         self.base,
                         what_body(&body)
                     ),
+                    retry: None,
+                };
+            };
+            // Only the Raft port signs requests between nodes.
+            if message.starts_with("refused by the cluster secret") {
+                return Attempt::Refused {
+                    error: anyhow::anyhow!(
+                        "{status}: {message} ({} is a node's Raft port, not its API: {WHAT_SERVER})",
+                        self.base
+                    ),
+                    retry: None,
+                };
+            }
+            let error = anyhow::anyhow!("{status}: {message}");
+            match code.as_str() {
+                // The write may have been committed (or was, and this node
+                // lags): the same key tells.
+                "outcome_unknown" | "not_applied" if write => Attempt::Unknown {
+                    error,
+                    retry: retry_after,
+                },
+                // Refused before anything was proposed; may pass later.
+                "no_leader" | "no_quorum" | "unavailable" | "overloaded" | "store_unavailable"
+                    if write =>
+                {
+                    Attempt::Refused {
+                        error,
+                        retry: Some(retry_after),
+                    }
                 }
+                _ => Attempt::Refused { error, retry: None },
             }
-            // Every answer of the API with a body is JSON; anything else is
-            // some other server.
-            if !body.is_empty() && !json {
-                bail!(
-                    "{} answered {status} with {}, which does not look like an ipvs-manager \
-                     API: {WHAT_SERVER}",
-                    self.base,
-                    what_body(&body)
-                );
-            }
-            Ok(body.to_vec())
         })
     }
 
@@ -162,10 +319,96 @@ impl Api {
     }
 }
 
-/// `error.message` of an answer that is the API's JSON error.
-fn api_error_message(body: &[u8]) -> Option<String> {
+/// `error.code` and `error.message` of an answer that is the API's JSON
+/// error.
+fn api_error(body: &[u8]) -> Option<(String, String)> {
     let value = serde_json::from_slice::<serde_json::Value>(body).ok()?;
-    value["error"]["message"].as_str().map(String::from)
+    let error = &value["error"];
+    Some((
+        error["code"].as_str()?.to_string(),
+        error["message"].as_str()?.to_string(),
+    ))
+}
+
+/// How long a write is sent again, with its key, before the CLI gives up
+/// and says its outcome is unknown (`--write-timeout`'s default).
+pub const WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The pause before sending again when the answer gave none.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How one request ended.
+enum Attempt {
+    /// 2xx: the body.
+    Answered(Vec<u8>),
+    /// Nothing was done; `retry`: it may pass if sent again after that long.
+    Refused {
+        error: anyhow::Error,
+        retry: Option<std::time::Duration>,
+    },
+    /// A write that may or may not have happened.
+    Unknown {
+        error: anyhow::Error,
+        retry: std::time::Duration,
+    },
+}
+
+/// A write whose outcome is not known: it may or may not have been
+/// applied (and may still be). The CLI says so, how to check, and exits
+/// with status 3.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no definite answer{}: {unknown}{}",
+    match retried {
+        Some(limit) => format!(
+            " in {} of sending it again with the same Idempotency-Key (--write-timeout)",
+            humantime::format_duration(*limit)
+        ),
+        None => String::new(),
+    },
+    match last {
+        Some(last) => format!("; then: {last}"),
+        None => String::new(),
+    }
+)]
+pub struct OutcomeUnknown {
+    /// The first answer that left the outcome unknown.
+    pub unknown: String,
+    /// The last answer, when it came later and said nothing was done (by
+    /// that attempt: the first may still have been).
+    pub last: Option<String>,
+    /// How long it was sent again (`None`: it could not be, having no key).
+    pub retried: Option<std::time::Duration>,
+}
+
+/// The exit status of a command whose write has an unknown outcome.
+pub const EXIT_OUTCOME_UNKNOWN: u8 = 3;
+
+/// `result` of a write described by `what` ("add service TCP
+/// 192.0.2.10:80"): on failure, "cannot …" only when nothing was done;
+/// "outcome unknown: …" with `check`, the command that shows whether it
+/// was, when that is not known.
+pub fn outcome<T>(result: anyhow::Result<T>, what: &str, check: &str) -> anyhow::Result<T> {
+    result.map_err(|e| {
+        if e.downcast_ref::<OutcomeUnknown>().is_some() {
+            e.context(format!(
+                "outcome unknown: {what} may or may not have been done (it may still be); \
+                 check with `{check}`"
+            ))
+        } else {
+            e.context(format!("cannot {what}"))
+        }
+    })
+}
+
+/// A fresh `Idempotency-Key`: 128 random bits, in hex.
+fn idempotency_key() -> anyhow::Result<String> {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("no random numbers for an Idempotency-Key"))?;
+    Ok(hex::encode(bytes))
 }
 
 /// The error for a request that got no answer at all: the address tried,
@@ -611,14 +854,22 @@ pub fn cluster(api: &Api, cmd: &ClusterCommand) -> anyhow::Result<ExitCode> {
             api_addr,
         } => {
             let body = serde_json::json!({"id": id, "raft_addr": raft_addr, "api_addr": api_addr});
-            api.send(reqwest::Method::POST, "/api/v1/cluster/join", Some(&body))?;
+            outcome(
+                api.send(reqwest::Method::POST, "/api/v1/cluster/join", Some(&body)),
+                &format!("add {id} to the cluster"),
+                "ipvs-manager cluster status",
+            )?;
             writeln!(out, "{id} is a member")?;
         }
         ClusterCommand::Remove { id } => {
-            api.send(
-                reqwest::Method::DELETE,
-                &format!("/api/v1/cluster/members/{id}"),
-                None,
+            outcome(
+                api.send(
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/cluster/members/{id}"),
+                    None,
+                ),
+                &format!("remove {id} from the cluster"),
+                "ipvs-manager cluster status",
             )?;
             writeln!(out, "{id} removed")?;
         }

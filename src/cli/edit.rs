@@ -5,7 +5,7 @@
 //! reads `kernel restore`. `-C` and a `restore` that removes more than a
 //! handful of services ask first ([`confirm`]), and what they remove drains.
 
-use super::cluster::{Api, Output};
+use super::cluster::{outcome, Api, Output};
 use crate::api::json::{ConfigPlan, DrainView, DryRun, NodePlan, ServiceChange};
 use crate::api::view::{config_request, server_request, service_request};
 use crate::api::{ids, parse_server_id, parse_service_id};
@@ -207,8 +207,40 @@ pub fn ipvsadm(api: &Api, words: &[String]) -> anyhow::Result<ExitCode> {
 /// One change as the REST calls that make it; what was done, in a line.
 /// Removals are immediate, as in ipvsadm; `drain` is the graceful way.
 fn apply_change(api: &Api, change: &Change) -> anyhow::Result<String> {
-    send_change(api, change).with_context(|| format!("cannot {change}"))?;
+    let check = match change {
+        Change::AddService(s) | Change::EditService(s) => listing(&s.key),
+        Change::DelService(key) | Change::AddDest(key, _) => listing(key),
+        Change::EditDest(key, _) | Change::DelDest(key, _) => listing(key),
+        _ => "ipvs-manager -Ln".to_string(),
+    };
+    outcome(send_change(api, change), &change.to_string(), &check)?;
     Ok(done(change))
+}
+
+/// The command that lists one service of the desired state
+/// (`ipvs-manager -Ln -t 192.0.2.10:80`).
+fn listing(key: &ServiceKey) -> String {
+    match key {
+        ServiceKey::Inet {
+            protocol,
+            addr,
+            port,
+        } => {
+            let option = match protocol {
+                crate::model::Protocol::Tcp => "-t",
+                crate::model::Protocol::Udp => "-u",
+                crate::model::Protocol::Sctp => "--sctp-service",
+            };
+            format!(
+                "ipvs-manager -Ln {option} {}",
+                std::net::SocketAddr::new(*addr, *port)
+            )
+        }
+        ServiceKey::Fwmark { family, mark } => match family {
+            crate::model::Family::Ipv4 => format!("ipvs-manager -Ln -f {mark}"),
+            crate::model::Family::Ipv6 => format!("ipvs-manager -Ln -6 -f {mark}"),
+        },
+    }
 }
 
 fn send_change(api: &Api, change: &Change) -> anyhow::Result<()> {
@@ -324,7 +356,11 @@ fn clear(api: &Api, removing: &RemovalArgs) -> anyhow::Result<ExitCode> {
     if !removing.yes {
         confirm(&removal)?;
     }
-    replacement.send(api, false)?;
+    outcome(
+        replacement.send(api, false),
+        "clear the desired state",
+        "ipvs-manager -Ln",
+    )?;
     writeln!(out, "cleared the desired state: {}", removal.how(removing))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -363,7 +399,11 @@ pub fn restore(api: &Api, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         if removal.services > RESTORE_ASKS_OVER && !args.removing.yes {
             confirm(&removal)?;
         }
-        (body, plan) = replacement.send(api, false)?;
+        (body, plan) = outcome(
+            replacement.send(api, false),
+            "replace the desired state",
+            "ipvs-manager save",
+        )?;
     }
     let mut out = std::io::stdout().lock();
     if args.output == Output::Json {
@@ -724,17 +764,21 @@ pub fn drain(api: &Api, args: &DrainArgs) -> anyhow::Result<ExitCode> {
     if let Some(grace) = args.grace {
         path.push_str(&format!("?grace={grace}"));
     }
-    let body = api.send(Method::DELETE, &path, None)?;
+    let what = match &server {
+        Some(dest) => format!("{dest} of {key}"),
+        None => key.to_string(),
+    };
+    let body = outcome(
+        api.send(Method::DELETE, &path, None),
+        &format!("drain {what}"),
+        &listing(&key),
+    )?;
     let mut out = std::io::stdout().lock();
     if args.output == Output::Json {
         out.write_all(&body)?;
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let what = match &server {
-        Some(dest) => format!("{dest} of {key}"),
-        None => key.to_string(),
-    };
     // 202 with the drain, or 204 (no body) when the grace was 0.
     let drain = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()

@@ -19,7 +19,10 @@ cluster and programs this host's IPVS table. Its settings are the \"Node setting
 also an environment variable (as the systemd unit sets them).
 
 The subcommands, and ipvsadm's own command line (ipvs-manager -Ln, -A -t …, see the end), are
-the client: they talk to a running node's API, chosen by the \"Client options\".";
+the client: they talk to a running node's API, chosen by the \"Client options\".
+
+The log (both roles), from the environment only: LOG_FORMAT=text|json, LOG_LEVEL=error|warn|
+info|debug|trace (default info), or RUST_LOG, a whole filter (info,openraft=debug).";
 
 /// Headings that keep the node's settings apart from the client's options.
 const CLIENT_OPTIONS: &str = "Client options (the subcommands and ipvsadm's commands)";
@@ -67,6 +70,19 @@ pub struct Cli {
         help_heading = CLIENT_OPTIONS
     )]
     pub ca_file: Option<std::path::PathBuf>,
+    /// How long a write is sent again (with the same Idempotency-Key) while
+    /// its outcome is unknown or nothing was done yet, before the command
+    /// gives up: `30`, `30s`, `2m`. A write still unknown then exits with
+    /// status 3, "outcome unknown", and how to check.
+    #[arg(
+        long,
+        global = true,
+        env = "IPVS_MANAGER_WRITE_TIMEOUT",
+        default_value = "30s",
+        value_parser = parse_timeout,
+        help_heading = CLIENT_OPTIONS
+    )]
+    pub write_timeout: std::time::Duration,
     /// Without a subcommand, run this host's cluster node.
     #[command(flatten, next_help_heading = NODE_SETTINGS)]
     pub node: crate::config::NodeArgs,
@@ -149,20 +165,38 @@ pub fn main() -> anyhow::Result<ExitCode> {
     let server = take_option(&mut words, "--server");
     let token = take_option(&mut words, "--token");
     let ca_file = take_option(&mut words, "--ca-file");
+    let write_timeout = take_option(&mut words, "--write-timeout");
     if words.first().is_some_and(|w| ipvsadm::is_ipvsadm_word(w)) {
         let env = |name: &str| std::env::var(name).ok();
-        let server = server
-            .or_else(|| env("IPVS_MANAGER_SERVER"))
-            .unwrap_or_else(|| DEFAULT_SERVER.to_string());
-        let token = token.or_else(|| env("IPVS_MANAGER_TOKEN"));
-        let ca_file = ca_file
-            .or_else(|| env("IPVS_MANAGER_CA_FILE"))
-            .map(std::path::PathBuf::from);
+        let write_timeout = write_timeout.or_else(|| env("IPVS_MANAGER_WRITE_TIMEOUT"));
+        let client = cluster::Client {
+            server: server
+                .or_else(|| env("IPVS_MANAGER_SERVER"))
+                .unwrap_or_else(|| DEFAULT_SERVER.to_string()),
+            token: token.or_else(|| env("IPVS_MANAGER_TOKEN")),
+            ca_file: ca_file
+                .or_else(|| env("IPVS_MANAGER_CA_FILE"))
+                .map(std::path::PathBuf::from),
+            write_timeout: match write_timeout {
+                Some(value) => parse_timeout(&value)
+                    .map_err(|e| anyhow::anyhow!("--write-timeout {value:?}: {e}"))?,
+                None => cluster::WRITE_DEADLINE,
+            },
+        };
         // Only the commands that talk to a node connect (not -h, -v, -Lc).
-        let api = || cluster::Api::new(&server, token.as_deref(), ca_file.as_deref());
+        let api = || cluster::Api::new(&client);
         return ipvsadm::run(&words, &api);
     }
     run(Cli::parse())
+}
+
+/// A time limit: whole seconds (`30`) or a duration (`30s`, `2m`).
+fn parse_timeout(value: &str) -> Result<std::time::Duration, String> {
+    match value.parse::<u64>() {
+        Ok(seconds) => Ok(std::time::Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(value)
+            .map_err(|e| format!("not a duration ({e}); write 30, 30s or 2m")),
+    }
 }
 
 /// Removes a global option (`--name value` or `--name=value`) from `words`
@@ -188,7 +222,13 @@ const DEFAULT_SERVER: &str = "http://127.0.0.1:2221";
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let api = || cluster::Api::new(&cli.server, cli.token.as_deref(), cli.ca_file.as_deref());
+    let client = cluster::Client {
+        server: cli.server.clone(),
+        token: cli.token.clone(),
+        ca_file: cli.ca_file.clone(),
+        write_timeout: cli.write_timeout,
+    };
+    let api = || cluster::Api::new(&client);
     match cli.command {
         Some(CliCommand::Kernel(cmd)) => kernel::run(cmd).map(|()| ExitCode::SUCCESS),
         Some(CliCommand::List(args)) => cluster::list(&api()?, &args),

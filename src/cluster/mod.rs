@@ -61,7 +61,7 @@ pub enum WriteError {
     Raft(String),
     /// Proposed but not committed in time (no quorum reachable): it may
     /// still commit later.
-    #[error("the write was not committed within {0:?} (is a quorum of nodes reachable?); it may still commit")]
+    #[error("not committed within {0:?}: a quorum of nodes may be out of reach")]
     Timeout(Duration),
     /// This node knows it has no quorum: the write was not proposed.
     #[error("{0}")]

@@ -175,7 +175,8 @@ async fn a_write_with_wait_is_in_the_kernel_when_it_answers() {
     let cfg = writes::create_service(&t.node, spec(80), &opts(Some(Wait::All)))
         .await
         .expect("created")
-        .value;
+        .value
+        .expect("the service");
     assert_eq!(cfg.servers.len(), 2);
     assert_eq!(t.kernel_weights(80).await, vec![(8080, 3), (8081, 1)]);
     assert!(t.node.reconcile.borrow().programmed_index >= cfg.revision);
@@ -186,7 +187,8 @@ async fn a_write_with_wait_is_in_the_kernel_when_it_answers() {
     let cfg = writes::create_service(&t.node, spec(81), &opts(Some(Wait::Quorum)))
         .await
         .expect("created")
-        .value;
+        .value
+        .expect("the service");
     assert!(t.node.reconcile.borrow().programmed_index >= cfg.revision);
     t.stop().await;
 }
@@ -225,7 +227,8 @@ async fn a_patch_merges_onto_the_committed_service_and_moves_its_revision() {
     let created = writes::create_service(&t.node, spec(80), &opts(None))
         .await
         .expect("created")
-        .value;
+        .value
+        .expect("the service");
     let patched = writes::patch_service(
         &t.node,
         key(80),
@@ -235,7 +238,8 @@ async fn a_patch_merges_onto_the_committed_service_and_moves_its_revision() {
     )
     .await
     .expect("patched")
-    .value;
+    .value
+    .expect("the service");
     assert!(patched.revision > created.revision);
     assert_eq!(patched.service.scheduler.to_string(), "rr");
     assert_eq!(

@@ -84,7 +84,8 @@ pub struct RequestKey {
 /// What a write did, for its answer.
 #[derive(Debug, Clone)]
 pub struct Written<T> {
-    /// The object as the write left it (or would leave it).
+    /// The object as the write left it (or would leave it); for a replay,
+    /// as it is now.
     pub value: T,
     /// Set by `?dry_run=true`: what the write would change. Nothing was
     /// committed, and `value` is a rehearsal.
@@ -92,16 +93,6 @@ pub struct Written<T> {
     /// The `Idempotency-Key` named a write made before: this answers its
     /// first outcome, and `value` is the object as it is now.
     pub replayed: bool,
-}
-
-impl<T> Written<T> {
-    fn map<U>(self, f: impl FnOnce(T) -> U) -> Written<U> {
-        Written {
-            value: f(self.value),
-            rehearsal: self.rehearsal,
-            replayed: self.replayed,
-        }
-    }
 }
 
 /// What a write would change, found without committing it.
@@ -136,12 +127,13 @@ async fn confirmed<T>(
     }
 }
 
-/// `POST /api/v1/services`: the service as created.
+/// `POST /api/v1/services`: the service as created (`None`: a replay of a
+/// creation whose service has been removed since).
 pub async fn create_service(
     node: &Node,
     spec: ServiceSpec,
     opts: &WriteOptions,
-) -> Result<Written<Arc<ServiceConfig>>, ApiError> {
+) -> Result<Written<Option<Arc<ServiceConfig>>>, ApiError> {
     let key = spec.service.key;
     let done = write(node, Command::CreateService(spec), opts).await?;
     done.service(&key)
@@ -154,7 +146,7 @@ pub async fn replace_service(
     body: &[u8],
     if_match: Option<u64>,
     opts: &WriteOptions,
-) -> Result<Written<Arc<ServiceConfig>>, ApiError> {
+) -> Result<Written<Option<Arc<ServiceConfig>>>, ApiError> {
     let current = confirmed(node, |d| service(d, &key)).await?;
     let (service_cfg, options) = validate::parse_service_replace(body, &current)?;
     let cmd = Command::UpdateService {
@@ -174,7 +166,7 @@ pub async fn patch_service(
     patch: &[u8],
     if_match: Option<u64>,
     opts: &WriteOptions,
-) -> Result<Written<Arc<ServiceConfig>>, ApiError> {
+) -> Result<Written<Option<Arc<ServiceConfig>>>, ApiError> {
     linearize(node).await?;
     let current = service(&node.desired(), &key)?;
     let (service_cfg, options) = validate::parse_service_patch(patch, &current)?;
@@ -415,10 +407,15 @@ impl Done {
         }
     }
 
-    /// The service `key` as the write left it.
-    fn service(self, key: &ServiceKey) -> Result<Written<Arc<ServiceConfig>>, ApiError> {
-        let cfg = service(&self.desired, key)?;
-        Ok(self.written(()).map(|()| cfg))
+    /// The service `key` as the write left it; `None` only for a replay
+    /// whose service has been removed since.
+    fn service(self, key: &ServiceKey) -> Result<Written<Option<Arc<ServiceConfig>>>, ApiError> {
+        let cfg = match service(&self.desired, key) {
+            Ok(cfg) => Some(cfg),
+            Err(_) if self.replayed => None,
+            Err(gone) => return Err(gone),
+        };
+        Ok(self.written(cfg))
     }
 }
 

@@ -9,6 +9,7 @@ use super::AppState;
 use crate::api::{self, ApiError, Operation};
 use crate::cluster::peer_auth;
 use crate::metrics::Format;
+use crate::node::writes::Written;
 use crate::node::{self, members, reads, reports, writes, Readiness};
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpResponse;
@@ -104,21 +105,21 @@ fn get_service(r: &Request<'_>, app: &AppState) -> Reply {
 async fn create_service(r: &Request<'_>, app: &AppState) -> Reply {
     let spec = api::validate::parse_service_create(r.body)?;
     let w = writes::create_service(&app.node, spec, &r.write_options()?).await?;
-    Ok(Answer::service(StatusCode::CREATED, &w.value, true)?.send(&w))
+    Ok(service_answer(&w, StatusCode::CREATED, true)?.send(&w))
 }
 
 /// `PUT /api/v1/services/{id}`.
 async fn replace_service(r: &Request<'_>, app: &AppState) -> Reply {
     let (key, if_match, opts) = (r.service()?, r.if_match()?, r.write_options()?);
     let w = writes::replace_service(&app.node, key, r.body, if_match, &opts).await?;
-    Ok(Answer::service(StatusCode::OK, &w.value, false)?.send(&w))
+    Ok(service_answer(&w, StatusCode::OK, false)?.send(&w))
 }
 
 /// `PATCH /api/v1/services/{id}`.
 async fn patch_service(r: &Request<'_>, app: &AppState) -> Reply {
     let (key, if_match, opts) = (r.service()?, r.if_match()?, r.write_options()?);
     let w = writes::patch_service(&app.node, key, r.body, if_match, &opts).await?;
-    Ok(Answer::service(StatusCode::OK, &w.value, false)?.send(&w))
+    Ok(service_answer(&w, StatusCode::OK, false)?.send(&w))
 }
 
 /// `DELETE /api/v1/services/{id}`: 202 with the service while it drains,
@@ -144,7 +145,7 @@ fn get_server(r: &Request<'_>, app: &AppState) -> Reply {
 async fn create_server(r: &Request<'_>, app: &AppState) -> Reply {
     let (key, if_match, opts) = (r.service()?, r.if_match()?, r.write_options()?);
     let w = writes::create_server(&app.node, key, r.body, if_match, &opts).await?;
-    Ok(Answer::server(StatusCode::CREATED, &w.value, true)?.send(&w))
+    Ok(server_answer(&w, StatusCode::CREATED, true)?.send(&w))
 }
 
 /// `PUT /api/v1/services/{id}/servers/{server_id}`.
@@ -152,7 +153,7 @@ async fn replace_server(r: &Request<'_>, app: &AppState) -> Reply {
     let (key, server, if_match) = (r.service()?, r.server()?, r.if_match()?);
     let opts = r.write_options()?;
     let w = writes::replace_server(&app.node, key, server, r.body, if_match, &opts).await?;
-    Ok(Answer::server(StatusCode::OK, &w.value, false)?.send(&w))
+    Ok(server_answer(&w, StatusCode::OK, false)?.send(&w))
 }
 
 /// `PATCH /api/v1/services/{id}/servers/{server_id}`.
@@ -160,7 +161,7 @@ async fn patch_server(r: &Request<'_>, app: &AppState) -> Reply {
     let (key, server, if_match) = (r.service()?, r.server()?, r.if_match()?);
     let opts = r.write_options()?;
     let w = writes::patch_server(&app.node, key, server, r.body, if_match, &opts).await?;
-    Ok(Answer::server(StatusCode::OK, &w.value, false)?.send(&w))
+    Ok(server_answer(&w, StatusCode::OK, false)?.send(&w))
 }
 
 /// `DELETE /api/v1/services/{id}/servers/{server_id}`: 202 with the server
@@ -185,6 +186,34 @@ async fn replace_config(r: &Request<'_>, app: &AppState) -> Reply {
     };
     let w = writes::replace_config(&app.node, r.body, replacing, &r.write_options()?).await?;
     Ok(Answer::json(StatusCode::OK, &w.value)?.send(&w))
+}
+
+/// A service just written. A replay (see `Idempotency-Key`) shows it as it
+/// is now; one whose service has gone since answers the first status alone.
+fn service_answer(
+    w: &Written<Option<std::sync::Arc<crate::model::ServiceConfig>>>,
+    status: StatusCode,
+    location: bool,
+) -> Result<Answer, ApiError> {
+    match &w.value {
+        Some(cfg) => Answer::service(status, cfg, location),
+        None => Ok(Answer::empty(status)),
+    }
+}
+
+/// A server just written; as [`service_answer`] for a replay whose server
+/// has gone since.
+fn server_answer(
+    w: &Written<writes::ServerWritten>,
+    status: StatusCode,
+    location: bool,
+) -> Result<Answer, ApiError> {
+    match Answer::server(status, &w.value, location) {
+        Err(gone) if w.replayed && gone.code() == api::ErrorCode::NotFound => {
+            Ok(Answer::empty(status))
+        }
+        answer => answer,
+    }
 }
 
 /// `GET /api/v1/node` (`?programmed=N&timeout_ms=T`: a long poll).
