@@ -85,8 +85,9 @@ pub fn name_node(id: u64, name: &str) {
 
 /// `line` with every known member id replaced by its name. Ids are the
 /// long digit runs (a 64-bit hash has 15 digits or more), so timestamps,
-/// ports and indexes are left alone.
-fn with_names(line: &str) -> std::borrow::Cow<'_, str> {
+/// ports and indexes are left alone. In a JSON line an id that is a value
+/// of its own (`"id":145…`, a number) becomes a string (`"id":"node1"`).
+fn with_names(line: &str, json: bool) -> std::borrow::Cow<'_, str> {
     let names = NAMES.read().unwrap_or_else(|e| e.into_inner());
     if names.is_empty()
         || !line
@@ -106,6 +107,11 @@ fn with_names(line: &str) -> std::borrow::Cow<'_, str> {
             .unwrap_or(digits.len());
         let run = &digits[..end];
         match names.iter().find(|(id, _)| id == run) {
+            Some((_, name)) if json && out.ends_with(':') => {
+                out.push('"');
+                out.push_str(name);
+                out.push('"');
+            }
             Some((_, name)) => out.push_str(name),
             None => out.push_str(run),
         }
@@ -116,22 +122,30 @@ fn with_names(line: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Writes each formatted event to stderr once it is whole, with member ids
-/// replaced by names.
-struct NamedLines;
+/// replaced by names (`json`: the lines are JSON).
+struct NamedLines {
+    json: bool,
+}
 
 /// One event's line as it is formatted.
-struct Line(Vec<u8>);
+struct Line {
+    text: Vec<u8>,
+    json: bool,
+}
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for NamedLines {
     type Writer = Line;
     fn make_writer(&'a self) -> Line {
-        Line(Vec::with_capacity(256))
+        Line {
+            text: Vec::with_capacity(256),
+            json: self.json,
+        }
     }
 }
 
 impl Write for Line {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(buf);
+        self.text.extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -142,9 +156,9 @@ impl Write for Line {
 
 impl Drop for Line {
     fn drop(&mut self) {
-        let text = String::from_utf8_lossy(&self.0);
+        let text = String::from_utf8_lossy(&self.text);
         // Nowhere to report a failure to write the log.
-        let _ = std::io::stderr().write_all(with_names(&text).as_bytes());
+        let _ = std::io::stderr().write_all(with_names(&text, self.json).as_bytes());
     }
 }
 
@@ -205,7 +219,7 @@ pub fn init() -> Result<(), String> {
         Format::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(NamedLines)
+                    .with_writer(NamedLines { json: false })
                     // Colour codes only for a terminal, not for files and
                     // the journal.
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
@@ -218,7 +232,7 @@ pub fn init() -> Result<(), String> {
                     .flatten_event(true)
                     .with_current_span(false)
                     .with_span_list(false)
-                    .with_writer(NamedLines),
+                    .with_writer(NamedLines { json: true }),
             )
             .init(),
     }
@@ -235,14 +249,19 @@ mod tests {
         let line = "2026-12-07T00:57:57.694500Z  INFO vote T1-N14577794042753658644:committed \
                     id=14577794042753658644 index=123456 port=2221 other=14577794042753658645";
         assert_eq!(
-            with_names(line),
+            with_names(line, false),
             "2026-12-07T00:57:57.694500Z  INFO vote T1-Nnode1:committed \
              id=node1 index=123456 port=2221 other=14577794042753658645"
         );
         assert!(matches!(
-            with_names("no ids here 12"),
+            with_names("no ids here 12", false),
             std::borrow::Cow::Borrowed(_)
         ));
+        let json = r#"{"id":14577794042753658644,"vote":"T1-N14577794042753658644"}"#;
+        assert_eq!(
+            with_names(json, true),
+            r#"{"id":"node1","vote":"T1-Nnode1"}"#
+        );
     }
 
     #[test]

@@ -109,3 +109,25 @@ fn the_web_ui_manages_a_cluster_in_a_browser() {
         );
     }
 }
+
+/// The page of a node without a quorum shows it: a banner with the age of
+/// the last contact, and no leader in the summary.
+#[test]
+fn the_web_ui_says_when_its_node_has_no_quorum() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    check_prerequisites(repo);
+    let mut c = Cluster::start(3);
+    let leader = c.leader().expect("a leader");
+    for i in (0..3).filter(|&i| i != leader) {
+        c.nodes[i].kill();
+    }
+    let out = Command::new("node")
+        .arg("tests/ui/quorum.test.mjs")
+        .arg(c.nodes[leader].url(""))
+        .current_dir(repo)
+        .output()
+        .expect("run node tests/ui/quorum.test.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+}

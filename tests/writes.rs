@@ -386,6 +386,13 @@ fn a_node_without_quorum_says_so_and_refuses_writes_at_once() {
     );
     let view = c.cluster_view(leader).unwrap();
     assert_eq!(view["leader_id"], Value::Null, "{view}");
+    let (code, status, _) = cli(&c, leader, &["cluster", "status"]);
+    assert_eq!(code, Some(0));
+    assert!(status.starts_with("leader (none), term "), "{status}");
+    assert!(
+        status.contains("NO QUORUM: no contact with a quorum for "),
+        "{status}"
+    );
     assert_eq!(view["quorum"]["ok"], false, "{view}");
     assert!(
         view["quorum"]["last_contact_ms"].as_u64().unwrap() >= 2000,

@@ -425,6 +425,17 @@ impl Cluster {
 /// api=127.0.0.1:41235 … raft=127.0.0.1:41236` (with the log's colour
 /// codes taken out).
 fn listening(log: &str) -> Option<(u16, u16)> {
+    // LOG_FORMAT=json: {"message":"listening",…,"api":…,"raft":…}.
+    let json = log.lines().find_map(|l| {
+        let fields: Value = serde_json::from_str(l).ok()?;
+        (fields["message"] == "listening").then(|| {
+            let port = |name: &str| fields[name].as_str()?.rsplit(':').next()?.parse().ok();
+            Some((port("api")?, port("raft")?))
+        })?
+    });
+    if json.is_some() {
+        return json;
+    }
     let line = log
         .lines()
         .map(strip_ansi)

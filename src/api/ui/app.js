@@ -392,12 +392,12 @@ function renderSummary() {
   const c = state.cluster;
   const n = state.node;
   if (!c || !n) return;
-  $('summary').textContent =
-    `${n.id} (${n.role}) · leader ${c.leader_id ?? 'none'} · term ${c.term} · ` +
-    `${c.members.length} member${c.members.length === 1 ? '' : 's'}`;
   // A node that knows it has no quorum says so: its writes are refused.
-  const quorum = $('quorum');
   const lost = c.quorum && !c.quorum.ok && c.quorum.problem;
+  $('summary').textContent =
+    `${n.id} (${n.role}${lost ? ' without a quorum' : ''}) · leader ${c.leader_id ?? 'none'} · ` +
+    `term ${c.term} · ${c.members.length} member${c.members.length === 1 ? '' : 's'}`;
+  const quorum = $('quorum');
   quorum.hidden = !lost;
   quorum.textContent = lost ? `No quorum: ${c.quorum.problem}. Changes are refused until it is back.` : '';
 }
