@@ -223,6 +223,53 @@ fn a_dry_run_of_every_write_commits_nothing_and_plans_each_kernel() {
     let r = c.send(0, "POST", "/api/v1/services?dry_run=true", Some(&web()));
     assert_eq!(r.status().as_u16(), 409);
 
+    // Membership changes: what they would leave.
+    let v = dry(
+        &c,
+        1,
+        "DELETE",
+        "/api/v1/cluster/members/node3?dry_run=true",
+        None,
+    );
+    assert_eq!(v["status"], 204);
+    assert_eq!(v["voters"], json!(["node1", "node2"]), "{v}");
+    assert_eq!(v["quorum"], 2);
+    let node4 = json!({"id": "node4", "raft_addr": "127.0.0.1:1", "api_addr": "127.0.0.1:2"});
+    let v = dry(
+        &c,
+        2,
+        "POST",
+        "/api/v1/cluster/join?dry_run=true",
+        Some(&node4),
+    );
+    assert_eq!(
+        v["voters"],
+        json!(["node1", "node2", "node3", "node4"]),
+        "{v}"
+    );
+    assert_eq!(v["quorum"], 3);
+    let impostor = json!({"id": "node3", "raft_addr": "127.0.0.1:1", "api_addr": "127.0.0.1:2"});
+    let r = c.send(
+        0,
+        "POST",
+        "/api/v1/cluster/join?dry_run=true",
+        Some(&impostor),
+    );
+    assert_eq!(
+        r.status().as_u16(),
+        409,
+        "a member's name at other addresses"
+    );
+    let r = c.send(
+        0,
+        "DELETE",
+        "/api/v1/cluster/members/node9?dry_run=true",
+        None,
+    );
+    assert_eq!(r.status().as_u16(), 404);
+    let members = c.cluster_view(0).expect("cluster view")["members"].clone();
+    assert_eq!(members.as_array().map(Vec::len), Some(3), "{members}");
+
     assert_eq!(commit_index(&c, 0), index, "nothing reached the log");
     assert_eq!(c.converged(0), before);
     // A member that does not answer is named, the others still plan.

@@ -183,6 +183,26 @@ pub struct DryRun {
     pub kernels: Vec<NodePlan>,
 }
 
+/// The answer to a membership change with `?dry_run=true`: nothing was
+/// changed. Checked against this node's view of the membership (the
+/// leader's, which decides, is at most a heartbeat ahead).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipDryRun {
+    /// Always true.
+    pub dry_run: bool,
+    /// The status the change would answer (200 for a join, 204 for a
+    /// removal).
+    pub status: u16,
+    /// What it would do, in words.
+    pub change: String,
+    /// The members after it, by name.
+    pub members: Vec<String>,
+    /// The voters after it, by name.
+    pub voters: Vec<String>,
+    /// Voters a write would need after it (a majority).
+    pub quorum: usize,
+}
+
 /// One member's kernel changes for a dry run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodePlan {

@@ -171,6 +171,8 @@ mod query {
     /// The whole configuration: what it leaves out drains, what it gives
     /// may be taken back from a drain.
     pub const REPLACE: &[&str] = &["dry_run", "grace", "undrain", "wait"];
+    /// Membership changes.
+    pub const DRY_RUN: &[&str] = &["dry_run"];
     /// A node's report, as a long poll.
     pub const NODE: &[&str] = &["programmed", "timeout_ms"];
     pub const NONE: &[&str] = &[];
@@ -215,13 +217,13 @@ pub const ROUTES: &[Route] = {
         route(Get, "/api/v1/cluster", GetCluster, 0, query::NONE),
         route(Get, "/api/v1/node", GetNode, 0, query::NODE),
         route(Get, "/api/v1/node/kernel", GetNodeKernel, 0, query::NONE),
-        route(Post, "/api/v1/cluster/join", JoinCluster, B, query::NONE),
+        route(Post, "/api/v1/cluster/join", JoinCluster, B, query::DRY_RUN),
         route(
             Delete,
             "/api/v1/cluster/members/{node_id}",
             RemoveMember,
             0,
-            query::NONE,
+            query::DRY_RUN,
         ),
         route(
             Get,

@@ -138,31 +138,11 @@ pub async fn join_through(
 /// On the leader: adds the node as a learner, waits until it has caught up,
 /// then makes it a voter. Joining twice is harmless.
 pub async fn add_member(raft: &Raft, req: &JoinRequest) -> Result<(), MembershipError> {
-    let id = node_id(&req.id);
-    let node = NodeInfo {
-        name: req.id.clone(),
-        raft_addr: req.raft_addr.clone(),
-        api_addr: req.api_addr.clone(),
-    };
     let metrics: typ::RaftMetrics = raft.metrics().borrow().clone();
-    let membership = metrics.membership_config.membership();
-    if let Some(existing) = membership.get_node(&id) {
-        if existing.name != req.id {
-            return Err(MembershipError::IdCollision {
-                name: req.id.clone(),
-                existing: existing.name.clone(),
-            });
-        }
-        if *existing != node {
-            return Err(MembershipError::NameTaken {
-                name: req.id.clone(),
-                existing: existing.clone(),
-            });
-        }
-        if membership.voter_ids().any(|v| v == id) {
-            return Ok(());
-        }
+    if check_join(metrics.membership_config.membership(), req)? == Joining::Already {
+        return Ok(());
     }
+    let (id, node) = (node_id(&req.id), joining_node(req));
     raft.add_learner(id, node, true).await.map_err(change_err)?;
     raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
         .await
@@ -170,20 +150,81 @@ pub async fn add_member(raft: &Raft, req: &JoinRequest) -> Result<(), Membership
     Ok(())
 }
 
+/// What a join would do to a membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joining {
+    /// Added (as a learner, then a voter).
+    New,
+    /// Made a voter: it is a learner already.
+    Promoted,
+    /// Nothing: it is a voter already (joining twice is harmless).
+    Already,
+}
+
+/// The node a join request describes.
+fn joining_node(req: &JoinRequest) -> NodeInfo {
+    NodeInfo {
+        name: req.id.clone(),
+        raft_addr: req.raft_addr.clone(),
+        api_addr: req.api_addr.clone(),
+    }
+}
+
+/// What adding `req` to `membership` would do, or why it is refused: a
+/// name whose id is another member's, or a member's name at other
+/// addresses. Pure: the leader's join and its dry run share it.
+pub fn check_join(
+    membership: &typ::Membership,
+    req: &JoinRequest,
+) -> Result<Joining, MembershipError> {
+    let id = node_id(&req.id);
+    let Some(existing) = membership.get_node(&id) else {
+        return Ok(Joining::New);
+    };
+    if existing.name != req.id {
+        return Err(MembershipError::IdCollision {
+            name: req.id.clone(),
+            existing: existing.name.clone(),
+        });
+    }
+    if *existing != joining_node(req) {
+        return Err(MembershipError::NameTaken {
+            name: req.id.clone(),
+            existing: existing.clone(),
+        });
+    }
+    Ok(if membership.voter_ids().any(|v| v == id) {
+        Joining::Already
+    } else {
+        Joining::Promoted
+    })
+}
+
+/// The member `name` of `membership` and whether it votes, or why it
+/// cannot be removed (no such member, the last voter). Pure: the leader's
+/// removal and its dry run share it.
+pub fn check_remove(
+    membership: &typ::Membership,
+    name: &str,
+) -> Result<(NodeInfo, bool), MembershipError> {
+    let id: NodeId = node_id(name);
+    let Some(removed) = membership.get_node(&id).cloned() else {
+        return Err(MembershipError::NotMember(name.to_string()));
+    };
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    if voters.contains(&id) && voters.len() == 1 {
+        return Err(MembershipError::LastVoter(name.to_string()));
+    }
+    Ok((removed, voters.contains(&id)))
+}
+
 /// On the leader: removes the member named `name` (voter and node), and
 /// returns what the cluster knew of it.
 pub async fn remove_member(raft: &Raft, name: &str) -> Result<NodeInfo, MembershipError> {
     let id: NodeId = node_id(name);
     let metrics: typ::RaftMetrics = raft.metrics().borrow().clone();
-    let membership = metrics.membership_config.membership();
-    let Some(removed) = membership.get_node(&id).cloned() else {
-        return Err(MembershipError::NotMember(name.to_string()));
-    };
-    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-    if voters.contains(&id) {
-        if voters.len() == 1 {
-            return Err(MembershipError::LastVoter(name.to_string()));
-        }
+    let (removed, voter) = check_remove(metrics.membership_config.membership(), name)?;
+    if voter {
         raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
             .await
             .map_err(change_err)?;

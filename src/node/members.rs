@@ -3,8 +3,9 @@
 //! answer back.
 
 use super::{Node, Relayed};
+use crate::api::json::MembershipDryRun;
 use crate::api::{self, ApiError};
-use crate::cluster::membership::{self, JoinRequest, MembershipError};
+use crate::cluster::membership::{self, JoinRequest, Joining, MembershipError};
 use crate::cluster::removal::{NotAMember, REMOVED_PATH};
 use crate::cluster::{leader, MEMBERS_PATH};
 use std::time::Duration;
@@ -39,8 +40,80 @@ pub async fn join(node: &Node, join: &JoinRequest) -> Result<Changed, ApiError> 
         .timeout(Duration::from_secs(60))
         .send()
         .await
-        .map_err(|e| ApiError::unavailable(1, e))?;
+        .map_err(forward_error)?;
     relay(resp).await.map(Changed::Relayed)
+}
+
+/// `POST /api/v1/cluster/join?dry_run=true`: what the join would do, as
+/// this node sees the membership; nothing changes.
+pub fn rehearse_join(node: &Node, join: &JoinRequest) -> Result<MembershipDryRun, ApiError> {
+    let metrics = node.raft().metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let joining = membership::check_join(membership, join).map_err(membership_error)?;
+    let mut members = names(membership.nodes().map(|(_, n)| n));
+    let mut voters = names(
+        membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id)),
+    );
+    let change = match joining {
+        Joining::New => format!(
+            "{} joins at {} (Raft {}): a learner until it has caught up, then a voter",
+            join.id, join.api_addr, join.raft_addr
+        ),
+        Joining::Promoted => format!("{}, a learner, becomes a voter", join.id),
+        Joining::Already => format!("nothing: {} is a voter already", join.id),
+    };
+    members.insert(join.id.clone());
+    voters.insert(join.id.clone());
+    Ok(MembershipDryRun {
+        dry_run: true,
+        status: 200,
+        change,
+        quorum: voters.len() / 2 + 1,
+        members: members.into_iter().collect(),
+        voters: voters.into_iter().collect(),
+    })
+}
+
+/// `DELETE /api/v1/cluster/members/{node_id}?dry_run=true`: what the
+/// removal would do, as this node sees the membership; nothing changes.
+pub fn rehearse_remove(node: &Node, name: &str) -> Result<MembershipDryRun, ApiError> {
+    let metrics = node.raft().metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let (removed, voter) = membership::check_remove(membership, name).map_err(membership_error)?;
+    let members = names(
+        membership
+            .nodes()
+            .map(|(_, n)| n)
+            .filter(|n| n.name != removed.name),
+    );
+    let voters = names(
+        membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id))
+            .filter(|n| n.name != removed.name),
+    );
+    let change = format!(
+        "{name} ({}) leaves the cluster{}; it is told, stops taking part and exits",
+        removed.api_addr,
+        if voter { ", and no longer votes" } else { "" }
+    );
+    Ok(MembershipDryRun {
+        dry_run: true,
+        status: 204,
+        change,
+        quorum: voters.len() / 2 + 1,
+        members: members.into_iter().collect(),
+        voters: voters.into_iter().collect(),
+    })
+}
+
+/// Members' names, sorted.
+fn names<'n>(
+    nodes: impl Iterator<Item = &'n crate::raft::NodeInfo>,
+) -> std::collections::BTreeSet<String> {
+    nodes.map(|n| n.name.clone()).collect()
 }
 
 /// `DELETE /api/v1/cluster/members/{node_id}` (and the leader's side on the
@@ -62,8 +135,21 @@ pub async fn remove(node: &Node, name: &str) -> Result<Changed, ApiError> {
         .timeout(Duration::from_secs(30))
         .send()
         .await
-        .map_err(|e| ApiError::unavailable(1, e))?;
+        .map_err(forward_error)?;
     relay(resp).await.map(Changed::Relayed)
+}
+
+/// A membership change forwarded to the leader that got no answer: not
+/// delivered (definite) or lost on the way back (unknown).
+fn forward_error(e: reqwest::Error) -> ApiError {
+    if e.is_connect() {
+        ApiError::unavailable(1, format!("the leader could not be reached: {e}"))
+    } else {
+        ApiError::outcome_unknown(
+            format!("the leader did not answer: {}", crate::errors::chain(&e)),
+            "run `ipvs-manager cluster status` to check",
+        )
+    }
 }
 
 /// `POST /raft/members/{name}/rejoin` on the Raft port: node `name` is about
@@ -93,7 +179,7 @@ pub async fn forget(node: &Node, name: &str) -> Result<Changed, ApiError> {
         .timeout(Duration::from_secs(30))
         .send()
         .await
-        .map_err(|e| ApiError::unavailable(1, e))?;
+        .map_err(forward_error)?;
     relay(resp).await.map(Changed::Relayed)
 }
 

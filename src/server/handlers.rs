@@ -65,7 +65,7 @@ pub async fn handle(op: Operation, r: &Request<'_>, app: &AppState) -> Reply {
         GetMemberKernel => member_kernel(r, app).await,
         Metrics => metrics(r, app).await,
         JoinCluster => join_cluster(r, app).await,
-        RemoveMember => changed(members::remove(node, r.param("node_id")).await?),
+        RemoveMember => remove_member(r, app).await,
         Ui => ui(r, None),
         UiAsset => ui(r, Some(r.param("asset"))),
     }
@@ -244,7 +244,25 @@ async fn join_cluster(r: &Request<'_>, app: &AppState) -> Reply {
         )
     })?;
     let join = api::validate::parse_join(r.body)?;
+    if r.flag("dry_run")? {
+        return Ok(json(
+            StatusCode::OK,
+            &members::rehearse_join(&app.node, &join)?,
+        ));
+    }
     joined(&join, members::join(&app.node, &join).await?)
+}
+
+/// `DELETE /api/v1/cluster/members/{node_id}`.
+async fn remove_member(r: &Request<'_>, app: &AppState) -> Reply {
+    let name = r.param("node_id");
+    if r.flag("dry_run")? {
+        return Ok(json(
+            StatusCode::OK,
+            &members::rehearse_remove(&app.node, name)?,
+        ));
+    }
+    changed(members::remove(&app.node, name).await?)
 }
 
 /// The answer to a join: the leader's own, or relayed from it.

@@ -797,6 +797,18 @@ fn response_samples() -> Vec<(&'static str, Value)> {
         }),
         ("Config", to(&config_view(&state))),
         ("ConfigPlan", to(&plan)),
+        ("Joined", serde_json::json!({"joined": "node4"})),
+        (
+            "MembershipDryRun",
+            to(&crate::api::json::MembershipDryRun {
+                dry_run: true,
+                status: 204,
+                change: "node3 (127.0.0.1:2223) leaves the cluster".into(),
+                members: vec!["node1".into(), "node2".into()],
+                voters: vec!["node1".into(), "node2".into()],
+                quorum: 2,
+            }),
+        ),
         (
             "DryRun",
             to(&crate::api::json::DryRun {
