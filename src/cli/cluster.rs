@@ -121,7 +121,9 @@ impl Api {
         if method == reqwest::Method::GET {
             return match self.attempt(method, path, body, None, None) {
                 Attempt::Answered(body) => Ok(body),
-                Attempt::Refused { error, .. } | Attempt::Unknown { error, .. } => Err(error),
+                Attempt::Refused { error, .. }
+                | Attempt::Unreachable(error)
+                | Attempt::Unknown { error, .. } => Err(error),
             };
         }
         // Only writes of the desired state are remembered under a key; a
@@ -139,6 +141,14 @@ impl Api {
                 // Definite, after the key made every earlier attempt count
                 // once: the answer stands.
                 Attempt::Refused { error, retry: None } => return Err(error),
+                // A wrong --server, or a node down: said at once, unless an
+                // earlier attempt may have written (then the node may be
+                // restarting, and the key will tell).
+                Attempt::Unreachable(error) if unknown.is_none() => return Err(error),
+                Attempt::Unreachable(error) => {
+                    last = Some(crate::errors::chain(error.as_ref()).to_string());
+                    RETRY_PAUSE
+                }
                 Attempt::Refused {
                     error,
                     retry: Some(after),
@@ -201,12 +211,7 @@ impl Api {
             let r = match req.send().await {
                 Ok(r) => r,
                 // Nothing was delivered: a node down or restarting.
-                Err(e) if e.is_connect() => {
-                    return Attempt::Refused {
-                        error: unreachable(&self.base, &e),
-                        retry: write.then_some(RETRY_PAUSE),
-                    }
-                }
+                Err(e) if e.is_connect() => return Attempt::Unreachable(unreachable(&self.base, &e)),
                 // Sent, perhaps received: the write may have happened.
                 Err(e) if write => {
                     return Attempt::Unknown {
@@ -346,6 +351,8 @@ enum Attempt {
         error: anyhow::Error,
         retry: Option<std::time::Duration>,
     },
+    /// No connection: nothing was delivered.
+    Unreachable(anyhow::Error),
     /// A write that may or may not have happened.
     Unknown {
         error: anyhow::Error,

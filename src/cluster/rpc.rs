@@ -103,7 +103,10 @@ async fn write(
         return actix_web::HttpResponse::BadRequest()
             .body(format!("at most {MAX_BATCH} writes per request"));
     }
-    if cmds.iter().any(|c| matches!(c, Command::Batch(_))) {
+    if cmds
+        .iter()
+        .any(|c| matches!(c.unkeyed(), Command::Batch(_)))
+    {
         // Only the leader's batcher makes batches (it keeps their revisions
         // unique); a peer forwards single writes.
         return actix_web::HttpResponse::BadRequest().body("a forwarded write must not be a batch");
