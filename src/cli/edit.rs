@@ -220,27 +220,7 @@ fn apply_change(api: &Api, change: &Change) -> anyhow::Result<String> {
 /// The command that lists one service of the desired state
 /// (`ipvs-manager -Ln -t 192.0.2.10:80`).
 fn listing(key: &ServiceKey) -> String {
-    match key {
-        ServiceKey::Inet {
-            protocol,
-            addr,
-            port,
-        } => {
-            let option = match protocol {
-                crate::model::Protocol::Tcp => "-t",
-                crate::model::Protocol::Udp => "-u",
-                crate::model::Protocol::Sctp => "--sctp-service",
-            };
-            format!(
-                "ipvs-manager -Ln {option} {}",
-                std::net::SocketAddr::new(*addr, *port)
-            )
-        }
-        ServiceKey::Fwmark { family, mark } => match family {
-            crate::model::Family::Ipv4 => format!("ipvs-manager -Ln -f {mark}"),
-            crate::model::Family::Ipv6 => format!("ipvs-manager -Ln -6 -f {mark}"),
-        },
-    }
+    format!("ipvs-manager -Ln {}", text::rule_name(key))
 }
 
 fn send_change(api: &Api, change: &Change) -> anyhow::Result<()> {

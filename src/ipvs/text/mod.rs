@@ -28,7 +28,7 @@ mod tests;
 
 pub use conn::list_connections;
 pub use parse::{parse_command, parse_invocation, parse_restore, Invocation, ListRequest};
-pub use print::{list, list_with_notes, save, ListOptions, Note};
+pub use print::{list, list_with_notes, rule_name, save, ListOptions, Note};
 
 /// What is wrong with one command: names the option and the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

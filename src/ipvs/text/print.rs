@@ -384,7 +384,7 @@ fn list_name(key: &ServiceKey) -> String {
 
 /// The service as a rule names it: `-t addr:port`, `-u …`, `--sctp-service …`,
 /// `-f mark` (with ` -6`).
-fn rule_name(key: &ServiceKey) -> String {
+pub fn rule_name(key: &ServiceKey) -> String {
     match key {
         ServiceKey::Inet {
             protocol,
