@@ -172,6 +172,14 @@ pub enum Ownership {
     All,
 }
 
+impl Ownership {
+    /// The ownership named as the node's report names it (`all`,
+    /// `managed`); anything else is the default, `managed`.
+    pub fn named(name: &str) -> Ownership {
+        <Ownership as ValueEnum>::from_str(name, true).unwrap_or(Ownership::Managed)
+    }
+}
+
 /// Validated node settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeConfig {

@@ -16,7 +16,8 @@
 //!   the route table), [`tls`], [`reconcile`] (kernel programming),
 //!   [`health`] (node-local health checks, which lower weights in this
 //!   node's kernel only), [`metrics`], [`sd_notify`] (systemd).
-//! - [`errors`]: an error with its causes on one line, for every layer.
+//! - [`errors`]: an error with its causes on one line, for every layer;
+//!   [`files`]: small files written whole or not at all.
 //!
 //! Data flows one way: commands become [`ipvs::Change`]s, which only
 //! [`ipvs`] turns into netlink messages.
@@ -27,6 +28,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod errors;
+pub mod files;
 pub mod health;
 pub mod ipvs;
 pub mod logging;

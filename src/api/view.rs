@@ -200,12 +200,6 @@ pub fn config_request(specs: &[ServiceSpec]) -> Value {
     serde_json::json!({ "services": services })
 }
 
-/// What replacing `current` with `next` changes, removals at once (as
-/// `PUT /api/v1/config?grace=0`): see [`plan_replacement`].
-pub fn plan_config(current: &DesiredState, next: &[ServiceSpec]) -> ConfigPlan {
-    plan_replacement(current, next, None, false)
-}
-
 /// What replacing `current` with `next` changes: the state machine's own
 /// result (`ReplaceAll`, or `Replace` with `drain` and `undrain`) compared
 /// with `current` (so drains that go on, and services that keep their

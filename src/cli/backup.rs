@@ -236,27 +236,11 @@ fn problem(e: &ApiError) -> String {
     line
 }
 
-/// Writes `bytes` to `path` whole or not at all: a file beside it, flushed,
-/// then renamed over it.
+/// Writes `bytes` to `path` whole or not at all ([`crate::files`]), the
+/// error naming the file.
 fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{}: not a file name", path.display()))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(".partial");
-    let temp = path.with_file_name(temp_name);
-    let written = (|| -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&temp);
-        return Err(e).with_context(|| format!("cannot write {}", path.display()));
-    }
-    Ok(())
+    crate::files::write_whole(path, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

@@ -211,20 +211,21 @@ impl Api {
             let r = match req.send().await {
                 Ok(r) => r,
                 // Nothing was delivered: a node down or restarting.
-                Err(e) if e.is_connect() => return Attempt::Unreachable(unreachable(&self.base, &e)),
+                Err(e) if e.is_connect() => {
+                    return Attempt::Unreachable(unreachable(&self.base, &e))
+                }
                 // Sent, perhaps received: the write may have happened.
                 Err(e) if write => {
                     return Attempt::Unknown {
-                        error: anyhow::anyhow!("no answer from {}: {}", self.base, crate::errors::chain(&e)),
+                        error: anyhow::anyhow!(
+                            "no answer from {}: {}",
+                            self.base,
+                            crate::errors::chain(&e)
+                        ),
                         retry: RETRY_PAUSE,
                     }
                 }
-                Err(e) => {
-                    return Attempt::Refused {
-                        error: unreachable(&self.base, &e),
-                        retry: None,
-                    }
-                }
+                Err(e) => return Attempt::refused(unreachable(&self.base, &e)),
             };
             let status = r.status();
             let retry_after = r
@@ -232,7 +233,9 @@ impl Api {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok())
-                .map_or(RETRY_PAUSE, |s| std::time::Duration::from_secs(s.clamp(1, 5)));
+                .map_or(RETRY_PAUSE, |s| {
+                    std::time::Duration::from_secs(s.clamp(1, 5))
+                });
             let json = r
                 .headers()
                 .get(reqwest::header::CONTENT_TYPE)
@@ -242,72 +245,66 @@ impl Api {
                 Ok(body) => body,
                 Err(e) if write => {
                     return Attempt::Unknown {
-                        error: anyhow::anyhow!("the answer from {} was cut: {}", self.base, crate::errors::chain(&e)),
+                        error: anyhow::anyhow!(
+                            "the answer from {} was cut: {}",
+                            self.base,
+                            crate::errors::chain(&e)
+                        ),
                         retry: RETRY_PAUSE,
                     }
                 }
                 Err(e) => {
-                    return Attempt::Refused {
-                        error: anyhow::anyhow!("reading {url}: {}", crate::errors::chain(&e)),
-                        retry: None,
-                    }
+                    return Attempt::refused(anyhow::anyhow!(
+                        "reading {url}: {}",
+                        crate::errors::chain(&e)
+                    ))
                 }
             };
+            // Every answer of the API with a body is JSON; anything else is
+            // some other server.
+            let foreign = || {
+                Attempt::refused(anyhow::anyhow!(
+                    "{} answered {status} with {}, which does not look like an ipvs-manager \
+                     API: {WHAT_SERVER}",
+                    self.base,
+                    what_body(&body)
+                ))
+            };
             if status.is_success() {
-                // Every answer of the API with a body is JSON; anything
-                // else is some other server.
                 if !body.is_empty() && !json {
-                    return Attempt::Refused {
-                        error: anyhow::anyhow!(
-                            "{} answered {status} with {}, which does not look like an \
-                             ipvs-manager API: {WHAT_SERVER}",
-                            self.base,
-                            what_body(&body)
-                        ),
-                        retry: None,
-                    };
+                    return foreign();
                 }
                 return Attempt::Answered(body.to_vec());
             }
             let Some((code, message)) = api_error(&body) else {
-                return Attempt::Refused {
-                    error: anyhow::anyhow!(
-                        "{} answered {status} with {}, which does not look like an ipvs-manager \
-                         API: {WHAT_SERVER}",
-                        self.base,
-                        what_body(&body)
-                    ),
-                    retry: None,
-                };
+                return foreign();
             };
             // Only the Raft port signs requests between nodes.
             if message.starts_with("refused by the cluster secret") {
-                return Attempt::Refused {
-                    error: anyhow::anyhow!(
-                        "{status}: {message} ({} is a node's Raft port, not its API: {WHAT_SERVER})",
-                        self.base
-                    ),
-                    retry: None,
-                };
+                return Attempt::refused(anyhow::anyhow!(
+                    "{status}: {message} ({} is a node's Raft port, not its API: {WHAT_SERVER})",
+                    self.base
+                ));
             }
-            let error = anyhow::anyhow!("{status}: {message}");
-            match code.as_str() {
+            let said = anyhow::anyhow!("{status}: {message}");
+            use crate::api::ErrorCode::*;
+            match code {
                 // The write may have been committed (or was, and this node
                 // lags): the same key tells.
-                "outcome_unknown" | "not_applied" if write => Attempt::Unknown {
-                    error,
+                Some(OutcomeUnknown | NotApplied) if write => Attempt::Unknown {
+                    error: said,
                     retry: retry_after,
                 },
                 // Refused before anything was proposed; may pass later.
-                "no_leader" | "no_quorum" | "unavailable" | "overloaded" | "store_unavailable"
+                Some(NoLeader | NoQuorum | Unavailable | Overloaded | StoreUnavailable)
                     if write =>
                 {
                     Attempt::Refused {
-                        error,
+                        error: said,
                         retry: Some(retry_after),
                     }
                 }
-                _ => Attempt::Refused { error, retry: None },
+                _ => Attempt::refused(said),
             }
         })
     }
@@ -324,15 +321,13 @@ impl Api {
     }
 }
 
-/// `error.code` and `error.message` of an answer that is the API's JSON
-/// error.
-fn api_error(body: &[u8]) -> Option<(String, String)> {
+/// The API's JSON error, when the answer is one: its code (`None`: one
+/// this build does not know) and message.
+fn api_error(body: &[u8]) -> Option<(Option<crate::api::ErrorCode>, String)> {
     let value = serde_json::from_slice::<serde_json::Value>(body).ok()?;
     let error = &value["error"];
-    Some((
-        error["code"].as_str()?.to_string(),
-        error["message"].as_str()?.to_string(),
-    ))
+    let code = serde_json::from_value(error["code"].clone()).ok();
+    Some((code, error["message"].as_str()?.to_string()))
 }
 
 /// How long a write is sent again, with its key, before the CLI gives up
@@ -358,6 +353,13 @@ enum Attempt {
         error: anyhow::Error,
         retry: std::time::Duration,
     },
+}
+
+impl Attempt {
+    /// Refused for good: sent again, it would be refused again.
+    fn refused(error: anyhow::Error) -> Attempt {
+        Attempt::Refused { error, retry: None }
+    }
 }
 
 /// A write whose outcome is not known: it may or may not have been
@@ -687,10 +689,7 @@ pub fn diff(api: &Api, args: &OutputArgs) -> anyhow::Result<ExitCode> {
     let desired = api.desired()?;
     let table: KernelTable = api.get_json("/api/v1/node/kernel")?;
     let node: NodeView = api.get_json("/api/v1/node")?;
-    let ownership = match node.reconcile.ownership.as_str() {
-        "all" => Ownership::All,
-        _ => Ownership::Managed,
-    };
+    let ownership = Ownership::named(&node.reconcile.ownership);
     let kernel: BTreeMap<ServiceKey, ServiceEntry> = table
         .services
         .into_iter()

@@ -152,12 +152,7 @@ pub struct DrainArgs {
 
 /// Seconds, bare or with a unit (`humantime`).
 fn parse_grace(value: &str) -> Result<u32, String> {
-    let seconds = match value.parse::<u64>() {
-        Ok(s) => s,
-        Err(_) => humantime::parse_duration(value)
-            .map_err(|e| format!("not a duration ({e}); write 90, 90s or 5m"))?
-            .as_secs(),
-    };
+    let seconds = super::parse_timeout(value)?.as_secs();
     u32::try_from(seconds).map_err(|_| "too long".to_string())
 }
 
@@ -322,8 +317,7 @@ fn done(change: &Change) -> String {
 fn clear(api: &Api, removing: &RemovalArgs) -> anyhow::Result<ExitCode> {
     let current = api.desired()?;
     let replacement = Replacement::new(&[], removing, false);
-    let (_, plan) = replacement.send(api, true)?;
-    let removal = Removal::of(&plan, &current);
+    let removal = Removal::of(&replacement.send(api, true)?.plan, &current);
     let mut out = std::io::stdout().lock();
     if removal.services == 0 {
         writeln!(
@@ -373,13 +367,13 @@ pub fn restore(api: &Api, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     // A backup says what serves: what it lists is taken back from drains.
     let undrain = args.undrain || args.backup.is_some();
     let replacement = Replacement::new(&specs, &args.removing, undrain);
-    let (mut body, mut plan) = replacement.send(api, true)?;
-    let removal = Removal::of(&plan, &current);
+    let mut sent = replacement.send(api, true)?;
+    let removal = Removal::of(&sent.plan, &current);
     if !args.dry_run {
         if removal.services > RESTORE_ASKS_OVER && !args.removing.yes {
             confirm(&removal)?;
         }
-        (body, plan) = outcome(
+        sent = outcome(
             replacement.send(api, false),
             "replace the desired state",
             "ipvs-manager save",
@@ -387,7 +381,7 @@ pub fn restore(api: &Api, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     }
     let mut out = std::io::stdout().lock();
     if args.output == Output::Json {
-        out.write_all(&body)?;
+        out.write_all(&sent.body)?;
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -398,11 +392,8 @@ pub fn restore(api: &Api, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
             left_out.join(", ")
         )?;
     }
-    out.write_all(plan_text(&plan, args.dry_run)?.as_bytes())?;
-    if args.dry_run {
-        let rehearsal: DryRun = serde_json::from_slice(&body)?;
-        out.write_all(kernel_text(&rehearsal.kernels).as_bytes())?;
-    }
+    out.write_all(plan_text(&sent.plan, args.dry_run)?.as_bytes())?;
+    out.write_all(kernel_text(&sent.kernels).as_bytes())?;
     if !args.dry_run && removal.services + removal.servers > 0 {
         writeln!(out, "{}", removal.how(&args.removing))?;
     }
@@ -425,8 +416,8 @@ impl Replacement {
         }
     }
 
-    /// Sends it (`dry_run`: for the plan only); the answer and its plan.
-    fn send(&self, api: &Api, dry_run: bool) -> anyhow::Result<(Vec<u8>, ConfigPlan)> {
+    /// Sends it (`dry_run`: for the plan only).
+    fn send(&self, api: &Api, dry_run: bool) -> anyhow::Result<Sent> {
         let mut query = Vec::new();
         if dry_run {
             query.push("dry_run=true".to_string());
@@ -443,14 +434,29 @@ impl Replacement {
         }
         let body = api.send(Method::PUT, &path, Some(&self.body))?;
         let unexpected = || "unexpected answer to PUT /api/v1/config";
-        let plan = if dry_run {
+        let (plan, kernels) = if dry_run {
             let rehearsal: DryRun = serde_json::from_slice(&body).with_context(unexpected)?;
-            rehearsal.desired
+            (rehearsal.desired, rehearsal.kernels)
         } else {
-            serde_json::from_slice(&body).with_context(unexpected)?
+            (
+                serde_json::from_slice(&body).with_context(unexpected)?,
+                Vec::new(),
+            )
         };
-        Ok((body, plan))
+        Ok(Sent {
+            body,
+            plan,
+            kernels,
+        })
     }
+}
+
+/// What a replacement answered: the body, the desired-state plan and, for
+/// a dry run, each node's kernel plan.
+struct Sent {
+    body: Vec<u8>,
+    plan: ConfigPlan,
+    kernels: Vec<NodePlan>,
 }
 
 /// What a replacement removes from the desired state: services (with their
@@ -655,7 +661,6 @@ fn apply_to(
     Ok(())
 }
 
-/// A plan as lines: `+` added, `~` changed (with what), `-` removed.
 /// What each node's kernel would change, as `diff` prints it, node by node.
 pub fn kernel_text(kernels: &[NodePlan]) -> String {
     let mut text = String::new();
@@ -676,6 +681,7 @@ pub fn kernel_text(kernels: &[NodePlan]) -> String {
     text
 }
 
+/// A plan as lines: `+` added, `~` changed (with what), `-` removed.
 pub fn plan_text(plan: &ConfigPlan, dry_run: bool) -> anyhow::Result<String> {
     let name = |id: &str| -> anyhow::Result<String> {
         let key = parse_service_id(id).map_err(|e| anyhow!("bad id {id}: {}", e.message()))?;

@@ -190,12 +190,13 @@ pub fn main() -> anyhow::Result<ExitCode> {
     run(Cli::parse())
 }
 
-/// A time limit: whole seconds (`30`) or a duration (`30s`, `2m`).
-fn parse_timeout(value: &str) -> Result<std::time::Duration, String> {
+/// A length of time on the command line: whole seconds (`90`) or a
+/// duration (`90s`, `5m`); `--write-timeout` and `--grace` take it.
+pub(crate) fn parse_timeout(value: &str) -> Result<std::time::Duration, String> {
     match value.parse::<u64>() {
         Ok(seconds) => Ok(std::time::Duration::from_secs(seconds)),
         Err(_) => humantime::parse_duration(value)
-            .map_err(|e| format!("not a duration ({e}); write 30, 30s or 2m")),
+            .map_err(|e| format!("not a duration ({e}); write 90, 90s or 5m")),
     }
 }
 

@@ -139,15 +139,6 @@ impl Contact {
         }
     }
 
-    /// How long ago, as this leader knows, a quorum last acknowledged it
-    /// (what it sends its followers).
-    pub fn leader_age(metrics: &RaftMetrics) -> Option<Duration> {
-        if metrics.state != ServerState::Leader {
-            return None;
-        }
-        metrics.millis_since_quorum_ack.map(Duration::from_millis)
-    }
-
     /// What is known now.
     pub fn state(&self) -> QuorumState {
         let known = self.known();

@@ -89,16 +89,8 @@ fn checksum(members: &[NodeInfo]) -> u32 {
 
 fn write_atomically(path: &Path, value: &impl Serialize) -> Result<(), RejoinError> {
     let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let tmp = path.with_extension("tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        let json = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+        crate::files::write_whole(path, &json)
     };
     write().map_err(|source| RejoinError::Write {
         path: path.to_path_buf(),

@@ -97,7 +97,7 @@ const MARKER: &str = "removed.json";
 /// Notes in `dir` that the node was removed (it joins anew when started).
 pub fn mark(dir: &Path, notice: &NotAMember) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(notice).map_err(std::io::Error::other)?;
-    std::fs::write(dir.join(MARKER), bytes)
+    crate::files::write_whole(&dir.join(MARKER), &bytes)
 }
 
 /// Whether the node was removed before it stopped, and by whom.

@@ -287,10 +287,7 @@ pub async fn kernel_plan(
         .map(|e| (e.service.key, e.clone()))
         .collect();
     let owned: BTreeSet<ServiceKey> = table.owned.iter().copied().collect();
-    let ownership = match node.reconcile.borrow().ownership.as_str() {
-        "all" => Ownership::All,
-        _ => Ownership::Managed,
-    };
+    let ownership = Ownership::named(&node.reconcile.borrow().ownership);
     let plan = crate::reconcile::plan::plan(
         &desired,
         &in_kernel,

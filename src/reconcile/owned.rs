@@ -5,7 +5,6 @@
 
 use crate::model::ServiceKey;
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// File name inside the data directory.
@@ -117,16 +116,12 @@ impl Owned {
             return Ok(());
         };
         let write = || -> std::io::Result<()> {
-            let tmp = path.with_extension("json.tmp");
-            let mut file = std::fs::File::create(&tmp)?;
             let json = serde_json::to_vec(&OwnedFile {
                 services: self.keys.clone(),
                 crc32: checksum(&self.keys),
             })
             .map_err(std::io::Error::other)?;
-            file.write_all(&json)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, path)
+            crate::files::write_whole(path, &json)
         };
         write().map_err(|source| OwnedError::Write {
             path: path.clone(),

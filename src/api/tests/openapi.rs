@@ -18,7 +18,7 @@ use crate::api::validate::{
     JOIN_FIELDS, PERSISTENCE_ENGINES, PERSISTENCE_FIELDS, POLICY_FIELDS, SERVER_FIELDS,
     SERVICE_FIELDS, TUNNEL_FIELDS,
 };
-use crate::api::view::{config_view, plan_config, service_view};
+use crate::api::view::{config_view, plan_replacement, service_view};
 use crate::model::{
     DesiredState, Forward, Netmask, Persistence, Scheduler, ServiceFlags, ServiceSpec, Tunnel,
     TunnelChecksum, TunnelType,
@@ -646,7 +646,7 @@ fn response_samples() -> Vec<(&'static str, Value)> {
         servers: vec![dest("198.51.100.13", 443)],
     };
     changed.service.scheduler = Scheduler::new("rr").unwrap();
-    let plan = plan_config(
+    let plan = plan_replacement(
         &state,
         &[
             changed,
@@ -657,6 +657,8 @@ fn response_samples() -> Vec<(&'static str, Value)> {
                 servers: vec![],
             },
         ],
+        None,
+        false,
     );
     let validation =
         parse_service_create(br#"{"protocol":"tcp","address":"x","port":0}"#).unwrap_err();

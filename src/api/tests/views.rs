@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::api::view::{
-    config_request, config_view, flag_names, plan_config, server_view, service_view, services_view,
+    config_request, config_view, flag_names, plan_replacement, server_view, service_view,
+    services_view,
 };
 use crate::model::{
     Command, DesiredState, Forward, Netmask, Persistence, Scheduler, ServiceFlags, ServiceSpec,
@@ -235,7 +236,7 @@ fn get_config_is_a_valid_put_config() {
     again.apply(&Command::ReplaceAll(specs.clone()), 100);
     // Nothing changed, so the revision stays.
     assert_eq!(again, state);
-    assert_eq!(plan_config(&state, &specs).unchanged, 1);
+    assert_eq!(plan_replacement(&state, &specs, None, false).unchanged, 1);
     // And the body a client builds from specs is the same configuration.
     let request = serde_json::to_vec(&config_request(&specs)).unwrap();
     assert_eq!(crate::api::validate::parse_config(&request).unwrap(), specs);
@@ -276,7 +277,7 @@ fn plans() {
         service: VirtualService::new(tcp("192.0.2.30", 80)),
         servers: vec![],
     };
-    let plan = plan_config(&state, &[new, changed, spec(&same)]);
+    let plan = plan_replacement(&state, &[new, changed, spec(&same)], None, false);
     let got = serde_json::to_value(&plan).unwrap();
     assert_eq!(
         got,
@@ -295,7 +296,7 @@ fn plans() {
     );
     // Empty into empty.
     assert_eq!(
-        plan_config(&DesiredState::default(), &[]),
+        plan_replacement(&DesiredState::default(), &[], None, false),
         Default::default()
     );
 }
