@@ -115,6 +115,9 @@ pub struct NodeArgs {
     #[arg(long, env = "API_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub api_max_connections: u32,
+    /// How traffic reaches the node (ANNOUNCE and its mode's settings).
+    #[command(flatten)]
+    pub announce: crate::announce::settings::AnnounceArgs,
 }
 
 /// The API's certificate and key files.
@@ -207,6 +210,7 @@ pub struct NodeConfig {
     pub tls: Option<TlsFiles>,
     pub api_max_requests: u32,
     pub api_max_connections: u32,
+    pub announce: crate::announce::settings::AnnounceConfig,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -228,6 +232,8 @@ pub enum ConfigError {
     WeakSecret(usize),
     #[error("TLS_CERT_FILE and TLS_KEY_FILE go together: {0} is set, the other is not")]
     TlsPair(&'static str),
+    #[error(transparent)]
+    Announce(#[from] crate::announce::settings::SettingError),
 }
 
 impl NodeArgs {
@@ -280,6 +286,7 @@ impl NodeArgs {
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
         };
         let api_advertise = if loopback_only { api_ip } else { advertise };
+        let announce = self.announce.validate(advertise)?;
         Ok(NodeConfig {
             name: name.clone(),
             vol_dir: self.raft_vol_dir.clone(),
@@ -302,6 +309,7 @@ impl NodeArgs {
             tls,
             api_max_requests: self.api_max_requests,
             api_max_connections: self.api_max_connections,
+            announce,
         })
     }
 }

@@ -561,6 +561,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         None => None,
     };
     let (status_tx, status_rx) = watch::channel(ReconcileStatus::default());
+    let (announce_tx, announce_rx) = watch::channel(crate::api::json::AnnounceView {
+        mode: cfg.announce.mode.name().into(),
+        ..Default::default()
+    });
     let (caught_up_tx, caught_up_rx) = watch::channel(false);
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let health = crate::health::Health::new(Some(
@@ -630,6 +634,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         disk: disk.clone(),
         caught_up: caught_up_rx,
         vol_dir: cfg.vol_dir.clone(),
+        announce: announce_rx,
     });
     let app = web::Data::new(AppState {
         node: node.clone(),
@@ -801,6 +806,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             "drain janitor",
             crate::cluster::drains::run(writer.clone(), cfg.name.clone(), state.clone(), stopped()),
         );
+        let kernel_on = kernel.is_some();
         match kernel.zip(vip_table).zip(table_publisher) {
             Some((((kernel, mode), vip_table), table_publisher)) => {
                 // Health checks matter only where a kernel is programmed.
@@ -844,6 +850,23 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                 crate::reconcile::follow_applied(state.clone(), status_tx, stopped()),
             ),
         }
+        let (servable_tx, servable_rx) = watch::channel(crate::announce::Servable::new());
+        essential.spawn(
+            "servable addresses",
+            crate::announce::follow_servable(
+                crate::announce::Inputs {
+                    state: state.clone(),
+                    health: health.subscribe(),
+                    reconcile: kernel_on.then(|| status_rx.clone()),
+                },
+                servable_tx,
+                stopped(),
+            ),
+        );
+        essential.spawn(
+            "announcer",
+            crate::announce::report_only(servable_rx, announce_tx, stopped()),
+        );
         // Ready means: in the cluster, serving, and the kernel reconciled
         // once; a pass with failures counts (they are retried and reported,
         // and withholding readiness would only get the node restarted).

@@ -22,6 +22,7 @@
 //! Data flows one way: commands become [`ipvs::Change`]s, which only
 //! [`ipvs`] turns into netlink messages.
 
+pub mod announce;
 pub mod api;
 pub mod cli;
 pub mod cluster;

@@ -329,6 +329,149 @@ pub struct NodeView {
     /// Its data directory (RAFT_VOL_DIR).
     #[serde(default)]
     pub store: StoreView,
+    /// How traffic reaches it (ANNOUNCE): what it announces or owns now.
+    #[serde(default)]
+    pub announce: AnnounceView,
+}
+
+/// How a node brings its service addresses' traffic to itself
+/// (`announce` in `GET /api/v1/node`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnounceView {
+    /// `none`, `bgp` or `l2` (ANNOUNCE).
+    pub mode: String,
+    /// `off` (ANNOUNCE=none), `starting`, `announcing` (something announced
+    /// or owned), `idle` (nothing it may announce), `failed` (it cannot
+    /// announce: see `problem`) or `withdrawn` (stopping).
+    pub state: String,
+    /// RFC 3339 time `state` last changed.
+    pub since: Option<String>,
+    /// What keeps the node from announcing, when something does.
+    pub problem: Option<String>,
+    /// Every service address (of `bind_address` services) and what this
+    /// node does with it.
+    #[serde(default)]
+    pub vips: Vec<VipView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2: Option<L2View>,
+    /// The IPVS connection-sync daemons (SYNC_INTERFACE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncView>,
+    /// The kernel settings its mode needs, as they are now.
+    #[serde(default)]
+    pub sysctls: Vec<SysctlView>,
+}
+
+impl Default for AnnounceView {
+    fn default() -> AnnounceView {
+        AnnounceView {
+            mode: "none".into(),
+            state: "off".into(),
+            since: None,
+            problem: None,
+            vips: Vec::new(),
+            bgp: None,
+            l2: None,
+            sync: None,
+            sysctls: Vec::new(),
+        }
+    }
+}
+
+/// One service address on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipView {
+    pub address: std::net::IpAddr,
+    /// The services on it (API ids).
+    pub services: Vec<String>,
+    /// This node can serve it (programmed, servers up, not draining).
+    pub can_serve: bool,
+    /// Announced by this node now: its route is offered to the routers
+    /// (bgp), or it holds the address and answers ARP/ND for it (l2).
+    pub announced: bool,
+    /// l2: the node the cluster gave the address to (`null`: none yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// RFC 3339 time `announced` last changed.
+    pub since: Option<String>,
+    /// Why it is not announced here, when it is not.
+    pub why_not: Option<String>,
+}
+
+/// `ANNOUNCE=bgp`: the speaker and the sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpView {
+    /// `bird` (run by this node) or `external`.
+    pub speaker: String,
+    pub local_as: u32,
+    pub router_id: std::net::Ipv4Addr,
+    /// The kernel table holding the announced host routes.
+    pub table: u32,
+    /// BFD detection time in milliseconds (`null`: BFD off).
+    pub bfd_detect_ms: Option<u32>,
+    pub peers: Vec<BgpPeerView>,
+}
+
+/// One BGP session, as BIRD reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpPeerView {
+    pub address: std::net::IpAddr,
+    #[serde(rename = "as")]
+    pub asn: u32,
+    /// BIRD's state (`Established`, `Active`, `Connect`…; `unknown` when
+    /// BIRD does not answer).
+    pub state: String,
+    /// RFC 3339 time of the last state change, as BIRD gives it.
+    pub since: Option<String>,
+    /// Routes this node exports to the peer now.
+    pub exported: Option<u64>,
+    /// BFD session state (`Up`, `Down`, `Init`…), when BFD is on.
+    pub bfd: Option<String>,
+}
+
+/// `ANNOUNCE=l2`: the interface and this node's lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L2View {
+    pub interface: String,
+    /// Milliseconds an owner keeps its addresses without a renewal.
+    pub lease_ms: u32,
+    /// The lease is held: the node may hold the addresses it owns.
+    pub lease_held: bool,
+    /// Milliseconds the lease has left (`null`: not held).
+    pub lease_left_ms: Option<u64>,
+    /// RFC 3339 time of the last gratuitous ARP/unsolicited NA sent.
+    pub last_announcement: Option<String>,
+}
+
+/// The IPVS connection-sync daemons of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncView {
+    pub interface: String,
+    pub sync_id: u8,
+    pub group: std::net::IpAddr,
+    pub port: u16,
+    pub ttl: u8,
+    /// The kernel runs the master (sends this node's connections).
+    pub master: bool,
+    /// The kernel runs the backup (takes the other nodes' connections).
+    pub backup: bool,
+    pub problem: Option<String>,
+}
+
+/// A kernel setting a mode needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysctlView {
+    /// Dotted, as `sysctl` names it (`net.ipv4.conf.all.arp_ignore`).
+    pub name: String,
+    pub wanted: String,
+    /// What it holds (`null`: it cannot be read).
+    pub value: Option<String>,
+    /// What it is for.
+    pub why: String,
+    pub ok: bool,
+    pub problem: Option<String>,
 }
 
 /// One reason a node is not ready.

@@ -66,6 +66,8 @@ pub struct Node {
     pub caught_up: watch::Receiver<bool>,
     /// RAFT_VOL_DIR (its free space is reported).
     pub vol_dir: std::path::PathBuf,
+    /// What this node announces (ANNOUNCE).
+    pub announce: watch::Receiver<json::AnnounceView>,
 }
 
 /// A peer's answer passed through to the client as it came (a member's

@@ -83,6 +83,7 @@ pub fn report(node: &Node) -> json::NodeView {
             })
             .collect(),
         store: store_view(node),
+        announce: node.announce.borrow().clone(),
     }
 }
 

@@ -109,6 +109,7 @@ impl TestNode {
             // One voter: it is the leader, caught up by definition.
             caught_up: watch::channel(true).1,
             vol_dir: dir.path().to_path_buf(),
+            announce: watch::channel(Default::default()).1,
         });
         TestNode {
             node,

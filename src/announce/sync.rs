@@ -1,0 +1,1 @@
+//! The IPVS connection-sync daemons (SYNC_INTERFACE): master and backup.
