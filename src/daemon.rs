@@ -546,7 +546,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         None => None,
     };
     let notifier = Arc::new(Notifier::from_env());
-    // Refuse to start without a usable kernel, before touching anything.
+    // Refuse to start without a usable kernel, or with an announcement
+    // setting this host cannot follow, before touching anything.
+    crate::announce::check(&cfg.announce, cfg.kernel)?;
     let kernel = open_kernel(cfg.kernel)?;
     // The reconciler reads the table for the API and the metrics.
     let (table_publisher, table_reader) = match kernel {
@@ -865,7 +867,21 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         );
         essential.spawn(
             "announcer",
-            crate::announce::report_only(servable_rx, announce_tx, stopped()),
+            crate::announce::run(
+                crate::announce::Context {
+                    cfg: cfg.announce.clone(),
+                    name: cfg.name.clone(),
+                    vol_dir: cfg.vol_dir.clone(),
+                    kernel: cfg.kernel,
+                    servable: servable_rx,
+                    status: announce_tx,
+                    writer: writer.clone(),
+                    peers: peers.clone(),
+                    contact: contact.clone(),
+                    state: state.clone(),
+                },
+                stopped(),
+            ),
         );
         // Ready means: in the cluster, serving, and the kernel reconciled
         // once; a pass with failures counts (they are retried and reported,

@@ -20,15 +20,63 @@ pub use servable::{Servable, Vip};
 pub use settings::{AnnounceConfig, Mode};
 
 use crate::api::json::{AnnounceView, ReconcileStatus, VipView};
+use crate::cluster::peer_auth::Peers;
+use crate::cluster::quorum::Contact;
+use crate::cluster::Writer;
+use crate::config::KernelMode;
 use crate::health::HealthTable;
 use crate::model::clock::rfc3339;
 use crate::store::StateWatch;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
+
+/// What a mode's task works with.
+pub struct Context {
+    pub cfg: AnnounceConfig,
+    /// This node's RAFT_NODE_ID.
+    pub name: String,
+    /// RAFT_VOL_DIR (a mode keeps its files under it).
+    pub vol_dir: PathBuf,
+    pub kernel: KernelMode,
+    /// The addresses this node can serve, as they change.
+    pub servable: watch::Receiver<Servable>,
+    /// Where the mode reports.
+    pub status: watch::Sender<AnnounceView>,
+    pub writer: Writer,
+    pub peers: Peers,
+    pub contact: Contact,
+    pub state: StateWatch,
+}
+
+/// Checks what the settings name exists on this host (an interface, the
+/// BIRD binary) before the node touches anything.
+pub fn check(cfg: &AnnounceConfig, kernel: KernelMode) -> Result<(), settings::SettingError> {
+    if let Some(bgp) = &cfg.bgp {
+        bgp::check(bgp, kernel)?;
+    }
+    if let Some(l2) = &cfg.l2 {
+        l2::check(l2, kernel)?;
+    }
+    if let Some(sync) = &cfg.sync {
+        sync::check(sync, kernel)?;
+    }
+    Ok(())
+}
+
+/// Runs the mode's announcer until `stop`; a mode that announces withdraws
+/// (and waits for the withdrawal to propagate) before it returns.
+pub async fn run(ctx: Context, stop: impl Future<Output = ()> + Send + 'static) {
+    match ctx.cfg.mode {
+        Mode::None => report_only(ctx.servable, ctx.status, stop).await,
+        Mode::Bgp => bgp::run(ctx, stop).await,
+        Mode::L2 => l2::run(ctx, stop).await,
+    }
+}
 
 /// What the node's servable addresses are worked out from.
 pub struct Inputs {
