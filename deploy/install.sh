@@ -11,11 +11,14 @@
 # Re-running it upgrades the binary and the unit and keeps the settings; then
 # `systemctl restart ipvs-manager` (the kernel table stays in place meanwhile).
 #
-# Usage: deploy/install.sh [--binary PATH] [--root DIR]
+# Usage: deploy/install.sh [--binary PATH] [--root DIR] [--with-bird]
 #   --binary PATH  the ipvs-manager binary (default: ./ipvs-manager beside
 #                  this kit, else target/release/ipvs-manager of the checkout)
 #   --root DIR     install into DIR instead of / (packaging, tests): files
 #                  only, no user, module or systemctl
+#   --with-bird    for ANNOUNCE=bgp: install Debian's bird2 (apt) and stop
+#                  and disable its own bird.service, whose BGP port the BIRD
+#                  that ipvs-manager runs needs
 set -euo pipefail
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -26,10 +29,12 @@ say() { printf 'install.sh: %s\n' "$*"; }
 
 binary=
 root=/
+with_bird=false
 while (($#)); do
   case $1 in
     --binary) binary=${2:?--binary needs a path}; shift 2 ;;
     --root) root=${2:?--root needs a directory}; shift 2 ;;
+    --with-bird) with_bird=true; shift ;;
     -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -86,7 +91,20 @@ fi
 if $live; then
   chgrp "$user" "$conf" "$conf"/*
   modprobe ip_vs || say "warning: 'modprobe ip_vs' failed; the node will refuse to start without IPVS"
+  if $with_bird; then
+    command -v bird >/dev/null || {
+      say "installing bird2 (ANNOUNCE=bgp)"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bird2
+    }
+    # Debian starts a BIRD of its own on /etc/bird/bird.conf; ipvs-manager
+    # runs one with the configuration it writes, which needs port 179.
+    systemctl disable --now bird.service 2>/dev/null || true
+  fi
   systemctl daemon-reload
+fi
+if grep -qE '^ANNOUNCE=bgp' "$env_file" && ! grep -qE '^BGP_SPEAKER=external' "$env_file" \
+  && ! command -v bird >/dev/null && ! [[ -x $root/usr/sbin/bird ]]; then
+  say "warning: ANNOUNCE=bgp runs BIRD 2, which is not installed: re-run with --with-bird (or apt install bird2)"
 fi
 
 say "installed $("$root/usr/local/bin/ipvs-manager" --version 2>/dev/null || echo ipvs-manager)"

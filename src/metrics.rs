@@ -1,7 +1,8 @@
 //! Prometheus metrics (`GET /metrics`, encoded by the prometheus-client
 //! crate in the format the scraper asks for: [`Format`]): the kernel's
 //! counters per virtual service and real server, the reconciler, Raft, the
-//! API, the process (`process_*`) and the build.
+//! API, the announcement of service addresses, the process (`process_*`)
+//! and the build.
 //!
 //! Events (API requests, reconcile passes) are counted as they happen in
 //! [`Metrics`]; values that belong to a moment (kernel counters, Raft
@@ -9,6 +10,7 @@
 //! registry built for that scrape, so a removed service's series disappear
 //! with it.
 
+mod announce;
 mod format;
 mod process;
 
@@ -161,6 +163,8 @@ pub struct Scrape<'a> {
     pub process: &'a ProcessStats,
     /// This node's contact with a quorum.
     pub quorum: &'a crate::cluster::quorum::QuorumState,
+    /// What it announces (ANNOUNCE).
+    pub announce: &'a crate::api::json::AnnounceView,
 }
 
 impl Metrics {
@@ -248,6 +252,7 @@ impl Metrics {
         reconcile_gauges(&mut r, scrape.reconcile);
         raft_gauges(&mut r, scrape.raft);
         store_gauges(&mut r, scrape);
+        announce::announce_gauges(&mut r, scrape.announce);
         if let Some(kernel) = scrape.kernel {
             kernel_series(&mut r, kernel);
         }

@@ -87,8 +87,9 @@ fn unit_passes_systemd_analyze() {
         "Restart=on-failure",
         "StateDirectory=ipvs-manager",
         "Environment=RAFT_VOL_DIR=/var/lib/ipvs-manager",
-        "CapabilityBoundingSet=CAP_NET_ADMIN\n",
-        "AmbientCapabilities=CAP_NET_ADMIN\n",
+        "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE\n",
+        "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE\n",
+        "ReadWritePaths=-/proc/sys/net/ipv4/conf -/proc/sys/net/ipv4/vs -/proc/sys/net/ipv6/conf\n",
         "ProtectSystem=strict",
         "PrivateTmp=yes",
     ] {
@@ -111,7 +112,11 @@ fn env_file(path: &Path) -> (Vec<(String, String)>, BTreeSet<String>) {
         let Some((name, value)) = line.split_once('=') else {
             continue;
         };
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+        let is_name = name.starts_with(|c: char| c.is_ascii_uppercase())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        if !is_name {
             continue;
         }
         documented.insert(name.to_string());

@@ -790,6 +790,99 @@ pub enum Output {
     Json,
 }
 
+/// A member's announcement in one cell: `-` with ANNOUNCE=none, else the
+/// mode, its state and how many of its addresses it announces.
+fn announce_column(a: &crate::api::json::AnnounceView) -> String {
+    if a.mode == "none" {
+        return "-".into();
+    }
+    let announced = a.vips.iter().filter(|v| v.announced).count();
+    format!("{} {} {announced}/{}", a.mode, a.state, a.vips.len())
+}
+
+/// What `cluster status` says of a member's announcement below the table:
+/// its problem, what it announces (or owns) and why not the rest, its BGP
+/// sessions, lease, sync daemons and the kernel settings that are wrong.
+fn announce_lines(a: &crate::api::json::AnnounceView) -> Vec<String> {
+    let mut lines = Vec::new();
+    if a.mode == "none" {
+        return lines;
+    }
+    if let Some(problem) = &a.problem {
+        lines.push(format!("announce {}: {problem}", a.state));
+    }
+    let verb = if a.mode == "l2" { "holds" } else { "announces" };
+    let held: Vec<String> = a
+        .vips
+        .iter()
+        .filter(|v| v.announced)
+        .map(|v| v.address.to_string())
+        .collect();
+    if !held.is_empty() {
+        lines.push(format!("{verb} {} ({})", held.join(", "), a.mode));
+    }
+    for v in a.vips.iter().filter(|v| !v.announced) {
+        let owner = v
+            .owner
+            .as_ref()
+            .map(|o| format!(" (owner {o})"))
+            .unwrap_or_default();
+        let why = v.why_not.as_deref().unwrap_or("not announced");
+        lines.push(format!("not {}{owner}: {why}", v.address));
+    }
+    for p in a.bgp.iter().flat_map(|b| &b.peers) {
+        let mut line = format!("bgp peer {} AS{}: {}", p.address, p.asn, p.state);
+        if let Some(bfd) = &p.bfd {
+            line.push_str(&format!(", BFD {bfd}"));
+        }
+        if let Some(n) = p.exported {
+            line.push_str(&format!(", {n} routes exported"));
+        }
+        lines.push(line);
+    }
+    if let Some(l2) = &a.l2 {
+        lines.push(match l2.lease_left_ms {
+            Some(ms) if l2.lease_held => format!(
+                "lease held on {} ({:.1} s left)",
+                l2.interface,
+                ms as f64 / 1000.0
+            ),
+            _ => format!("NO LEASE on {}: it holds no address", l2.interface),
+        });
+    }
+    if let Some(sync) = &a.sync {
+        let roles: Vec<&str> = [("master", sync.master), ("backup", sync.backup)]
+            .into_iter()
+            .filter_map(|(role, on)| on.then_some(role))
+            .collect();
+        let mut line = format!(
+            "sync daemon on {} (id {}): {}",
+            sync.interface,
+            sync.sync_id,
+            if roles.is_empty() {
+                "not running".to_string()
+            } else {
+                roles.join(" and ")
+            }
+        );
+        if let Some(problem) = &sync.problem {
+            line.push_str(&format!(": {problem}"));
+        }
+        lines.push(line);
+    }
+    for s in a.sysctls.iter().filter(|s| !s.ok) {
+        lines.push(format!(
+            "sysctl {} is {}, wants {} ({}): {}",
+            s.name,
+            s.value.as_deref().unwrap_or("unreadable"),
+            s.wanted,
+            s.why,
+            s.problem.as_deref().unwrap_or("")
+        ));
+    }
+    lines
+}
+
 pub fn cluster(api: &Api, cmd: &ClusterCommand) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cmd {
@@ -813,14 +906,15 @@ pub fn cluster(api: &Api, cmd: &ClusterCommand) -> anyhow::Result<ExitCode> {
             }
             writeln!(
                 out,
-                "{:<16} {:<22} {:<8} {:<9} {:>8} {:>10}  kernel",
-                "member", "api", "role", "state", "applied", "programmed"
+                "{:<16} {:<22} {:<8} {:<9} {:>8} {:>10}  {:<18} kernel",
+                "member", "api", "role", "state", "applied", "programmed", "announce"
             )?;
             for m in &view.members {
-                let (role, programmed, kernel) = match &m.node {
+                let (role, programmed, announce, kernel) = match &m.node {
                     Some(n) => (
                         n.role.as_str(),
                         n.reconcile.programmed_index.to_string(),
+                        announce_column(&n.announce),
                         match (n.reconcile.pending, &n.reconcile.error) {
                             (_, Some(e)) => format!("{}: {e}", n.reconcile.kernel),
                             (0, None) => n.reconcile.kernel.clone(),
@@ -829,12 +923,12 @@ pub fn cluster(api: &Api, cmd: &ClusterCommand) -> anyhow::Result<ExitCode> {
                             }
                         },
                     ),
-                    None => ("?", "-".to_string(), "-".to_string()),
+                    None => ("?", "-".to_string(), "-".to_string(), "-".to_string()),
                 };
                 let ready = m.node.as_ref().is_none_or(|n| n.problems.is_empty());
                 writeln!(
                     out,
-                    "{:<16} {:<22} {:<8} {:<9} {:>8} {:>10}  {kernel}",
+                    "{:<16} {:<22} {:<8} {:<9} {:>8} {:>10}  {announce:<18} {kernel}",
                     m.id,
                     m.api_addr,
                     role,
@@ -851,6 +945,13 @@ pub fn cluster(api: &Api, cmd: &ClusterCommand) -> anyhow::Result<ExitCode> {
             for m in &view.members {
                 for p in m.node.iter().flat_map(|n| &n.problems) {
                     writeln!(out, "{}: not ready ({}): {}", m.id, p.check, p.detail)?;
+                }
+            }
+            for m in &view.members {
+                if let Some(n) = &m.node {
+                    for line in announce_lines(&n.announce) {
+                        writeln!(out, "{}: {line}", m.id)?;
+                    }
                 }
             }
         }
@@ -881,4 +982,103 @@ pub fn cluster(api: &Api, cmd: &ClusterCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::json::{AnnounceView, BgpPeerView, BgpView, L2View, SysctlView, VipView};
+
+    fn vip(address: &str, announced: bool, why_not: Option<&str>) -> VipView {
+        VipView {
+            address: address.parse().unwrap(),
+            services: vec![],
+            can_serve: why_not.is_none(),
+            announced,
+            owner: None,
+            since: None,
+            why_not: why_not.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_bgp_member_says_what_it_announces_and_why_not_the_rest() {
+        let view = AnnounceView {
+            mode: "bgp".into(),
+            state: "announcing".into(),
+            vips: vec![
+                vip("192.0.2.10", true, None),
+                vip(
+                    "192.0.2.11",
+                    false,
+                    Some("every server of tcp-192.0.2.11-80 is down"),
+                ),
+            ],
+            bgp: Some(BgpView {
+                speaker: "bird".into(),
+                local_as: 65001,
+                router_id: "192.0.2.1".parse().unwrap(),
+                table: 221,
+                bfd_detect_ms: Some(300),
+                peers: vec![BgpPeerView {
+                    address: "192.0.2.254".parse().unwrap(),
+                    asn: 65000,
+                    state: "Established".into(),
+                    since: None,
+                    exported: Some(1),
+                    bfd: Some("Up".into()),
+                }],
+            }),
+            sysctls: vec![SysctlView {
+                name: "net.ipv4.vs.sloppy_tcp".into(),
+                wanted: "1".into(),
+                value: Some("0".into()),
+                why: "flows move between nodes".into(),
+                ok: false,
+                problem: Some("differs, and SYSCTLS=leave".into()),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(announce_column(&view), "bgp announcing 1/2");
+        assert_eq!(
+            announce_lines(&view),
+            [
+                "announces 192.0.2.10 (bgp)",
+                "not 192.0.2.11: every server of tcp-192.0.2.11-80 is down",
+                "bgp peer 192.0.2.254 AS65000: Established, BFD Up, 1 routes exported",
+                "sysctl net.ipv4.vs.sloppy_tcp is 0, wants 1 (flows move between nodes): \
+                 differs, and SYSCTLS=leave",
+            ]
+        );
+        assert_eq!(announce_column(&AnnounceView::default()), "-");
+        assert!(announce_lines(&AnnounceView::default()).is_empty());
+    }
+
+    #[test]
+    fn an_l2_member_without_its_lease_says_so() {
+        let mut standby = vip("192.0.2.10", false, Some("owned by node2"));
+        standby.owner = Some("node2".into());
+        let view = AnnounceView {
+            mode: "l2".into(),
+            state: "failed".into(),
+            problem: Some("no lease: the leader has not answered for 1.2 s".into()),
+            vips: vec![standby],
+            l2: Some(L2View {
+                interface: "eth0".into(),
+                lease_ms: 1000,
+                lease_held: false,
+                lease_left_ms: None,
+                last_announcement: None,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            announce_lines(&view),
+            [
+                "announce failed: no lease: the leader has not answered for 1.2 s",
+                "not 192.0.2.10 (owner node2): owned by node2",
+                "NO LEASE on eth0: it holds no address",
+            ]
+        );
+    }
 }

@@ -47,6 +47,78 @@ fn process() -> ProcessStats {
 /// An exposition with a sample in every kind of family: counters (with and
 /// without labels), gauges, histograms, the build info; an inet and a
 /// fwmark service in the kernel and all down.
+/// A node announcing one address over BGP, with the parts of every mode
+/// filled in so that each series is rendered.
+fn announce() -> crate::api::json::AnnounceView {
+    use crate::api::json::*;
+    AnnounceView {
+        mode: "bgp".into(),
+        state: "announcing".into(),
+        since: Some("2026-12-07T10:00:00Z".into()),
+        problem: None,
+        vips: vec![
+            VipView {
+                address: ip("192.0.2.10"),
+                services: vec!["tcp-192.0.2.10-80".into()],
+                can_serve: true,
+                announced: true,
+                owner: None,
+                since: Some("2026-12-07T10:00:01Z".into()),
+                why_not: None,
+            },
+            VipView {
+                address: ip("192.0.2.11"),
+                services: vec!["tcp-192.0.2.11-80".into()],
+                can_serve: false,
+                announced: false,
+                owner: None,
+                since: None,
+                why_not: Some("every server of tcp-192.0.2.11-80 is down on this node".into()),
+            },
+        ],
+        bgp: Some(BgpView {
+            speaker: "bird".into(),
+            local_as: 65001,
+            router_id: "192.0.2.250".parse().unwrap(),
+            table: 221,
+            bfd_detect_ms: Some(300),
+            peers: vec![BgpPeerView {
+                address: ip("192.0.2.254"),
+                asn: 65000,
+                state: "Established".into(),
+                since: None,
+                exported: Some(1),
+                bfd: Some("Up".into()),
+            }],
+        }),
+        l2: Some(L2View {
+            interface: "eth0".into(),
+            lease_ms: 1000,
+            lease_held: true,
+            lease_left_ms: Some(750),
+            last_announcement: None,
+        }),
+        sync: Some(SyncView {
+            interface: "eth1".into(),
+            sync_id: 1,
+            group: ip("224.0.0.81"),
+            port: 8848,
+            ttl: 1,
+            master: true,
+            backup: false,
+            problem: None,
+        }),
+        sysctls: vec![SysctlView {
+            name: "net.ipv4.vs.sloppy_tcp".into(),
+            wanted: "1".into(),
+            value: Some("0".into()),
+            why: "pick up flows mid-stream".into(),
+            ok: false,
+            problem: Some("differs, and SYSCTLS=leave".into()),
+        }],
+    }
+}
+
 fn render(format: Format) -> String {
     let m = Metrics::default();
     m.request("metrics", 200, Duration::from_millis(3));
@@ -76,6 +148,7 @@ fn render(format: Format) -> String {
                 leader: Some(1),
                 uptime: Duration::from_secs(60),
             },
+            announce: &announce(),
         },
         format,
     )
@@ -256,5 +329,29 @@ fn no_label_is_empty() {
                 "{format:?}: {lines:?}"
             );
         }
+    }
+}
+
+#[test]
+fn the_announcement_is_exported() {
+    let text = render(Format::Prometheus);
+    let has = |line: &str| samples(&text).any(|l| l == line);
+    for line in [
+        "ipvs_manager_announce_state{mode=\"bgp\",state=\"announcing\"} 1",
+        "ipvs_manager_announce_state_change_timestamp_seconds 1796637600",
+        "ipvs_manager_vip_announced{address=\"192.0.2.10\"} 1",
+        "ipvs_manager_vip_announced{address=\"192.0.2.11\"} 0",
+        "ipvs_manager_vip_can_serve{address=\"192.0.2.11\"} 0",
+        "ipvs_manager_vip_announced_change_timestamp_seconds{address=\"192.0.2.10\"} 1796637601",
+        "ipvs_manager_bgp_session_up{peer=\"192.0.2.254\",peer_as=\"65000\"} 1",
+        "ipvs_manager_bgp_routes_exported{peer=\"192.0.2.254\",peer_as=\"65000\"} 1",
+        "ipvs_manager_bgp_bfd_up{peer=\"192.0.2.254\",peer_as=\"65000\"} 1",
+        "ipvs_manager_l2_lease_held 1",
+        "ipvs_manager_l2_lease_remaining_seconds 0.75",
+        "ipvs_manager_sync_daemon_running{role=\"master\"} 1",
+        "ipvs_manager_sync_daemon_running{role=\"backup\"} 0",
+        "ipvs_manager_sysctl_ok{name=\"net.ipv4.vs.sloppy_tcp\"} 0",
+    ] {
+        assert!(has(line), "no {line:?} in:\n{text}");
     }
 }

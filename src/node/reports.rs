@@ -394,6 +394,7 @@ pub async fn metrics(node: &Node, format: crate::metrics::Format) -> String {
             problems: &problems,
             process: &process,
             quorum: &node.writer.contact().state(),
+            announce: &node.announce.borrow().clone(),
         },
         format,
     )

@@ -245,10 +245,15 @@ pub fn unit_starts_signals_and_stops() -> Result<(), Failed> {
         ready.contains("STATUS=leader, term 1, 1 members"),
         "{ready}"
     );
-    // Not root, and only CAP_NET_ADMIN (bit 12).
+    // Not root, and only CAP_NET_ADMIN (bit 12), CAP_NET_RAW (13) and
+    // CAP_NET_BIND_SERVICE (10).
     let (uid, caps) = credentials(node.id());
     assert_eq!(uid.split_whitespace().next(), Some("65534"), "{uid}");
-    assert_eq!(caps, 1 << 12, "effective capabilities {caps:#x}");
+    assert_eq!(
+        caps,
+        1 << 12 | 1 << 13 | 1 << 10,
+        "effective capabilities {caps:#x}"
+    );
     assert_eq!(http(&ns, "GET", "/readyz", "")?.0, 200);
     manager.until("WATCHDOG=1", Duration::from_secs(watchdog))?;
 

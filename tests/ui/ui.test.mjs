@@ -463,7 +463,9 @@ try {
       const t = await text(m.locator('[data-col="health"]'));
       return /^2 of 3 down all down: tcp-192\.0\.2\.21-80$/.test(t);
     });
+    assert.equal(await text(m.locator('[data-col="announce"]')), 'off', `${name} announces nothing`);
   }
+  assert.match(await text(page.locator('#traffic-note')), /^ANNOUNCE=none on every member/);
   await screenshot(page, 'ui-cluster.png', { fullPage: true });
 
   await begin('deleting the service');

@@ -764,6 +764,85 @@ function renderCluster() {
     sig: JSON.stringify([members, drifts, c.leader_id]),
     build: () => membersTable(members, drifts, c.leader_id),
   }]);
+  renderTraffic(members);
+}
+
+/** A member's announcement in a cell: its mode and state, and how many of
+ *  the service addresses it announces (bgp) or holds (l2). */
+function memberAnnounce(a) {
+  if (!a) return '–';
+  if (a.mode === 'none') return h('span', { class: 'badge muted', dataset: { testid: 'announce' }, title: 'ANNOUNCE=none: the network brings the traffic' }, 'off');
+  const announced = a.vips.filter((v) => v.announced).length;
+  const cls = a.state === 'failed' ? 'bad' : a.state === 'announcing' ? 'ok' : 'warn';
+  return h('span', {
+    class: `badge ${cls}`,
+    dataset: { testid: 'announce' },
+    title: a.problem ?? `since ${dateTime(a.since)}`,
+  }, `${a.mode} ${a.state} ${announced}/${a.vips.length}`);
+}
+
+/** Which member brings each service address's traffic: one row per
+ *  address, one column per member; each cell says whether that member
+ *  announces (bgp) or holds (l2) it, and why not when it does not. Below,
+ *  each member's BGP sessions, lease, sync daemons and wrong sysctls. */
+function renderTraffic(members) {
+  const answered = members.filter((m) => m.node?.announce);
+  const modes = [...new Set(answered.map((m) => m.node.announce.mode))];
+  $('traffic-note').textContent = modes.length === 0 ? 'No member answered.'
+    : modes.join(', ') === 'none'
+      ? 'ANNOUNCE=none on every member: the network brings the traffic to the service addresses.'
+      : `Announcement: ${modes.join(', ')}. A green cell announces the address (bgp: its route is offered; l2: it holds the address and answers ARP/ND).`;
+  const addresses = [...new Set(answered.flatMap((m) => m.node.announce.vips.map((v) => v.address)))].sort();
+  const cell = (m, address) => {
+    const v = m.node?.announce?.vips.find((x) => x.address === address);
+    if (!v) return h('td', {}, '–');
+    const mode = m.node.announce.mode;
+    let badge;
+    if (v.announced) badge = h('span', { class: 'badge ok' }, mode === 'l2' ? 'holds' : 'announced');
+    else if (mode === 'none') badge = h('span', { class: 'badge muted' }, v.can_serve ? 'can serve' : 'cannot serve');
+    else if (!v.can_serve) badge = h('span', { class: 'badge bad' }, 'cannot serve');
+    else badge = h('span', { class: 'badge muted' }, mode === 'l2' ? 'standby' : 'withdrawn');
+    return h('td', { dataset: { member: m.id }, title: [v.why_not, v.since && `since ${dateTime(v.since)}`].filter(Boolean).join('\n') },
+      badge, v.owner && !v.announced ? h('small', {}, ` owner ${v.owner}`) : '');
+  };
+  const table = h('table', { class: 'members traffic' },
+    h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Address'), h('th', { scope: 'col' }, 'Services'),
+      members.map((m) => h('th', { scope: 'col' }, m.id)))),
+    h('tbody', {}, addresses.map((address) => {
+      const services = answered.flatMap((m) => m.node.announce.vips.filter((v) => v.address === address).flatMap((v) => v.services));
+      return h('tr', { dataset: { vip: address } },
+        h('td', { class: 'mono' }, address),
+        h('td', { class: 'mono' }, [...new Set(services)].join(' ')),
+        members.map((m) => cell(m, address)));
+    })));
+  const details = [];
+  for (const m of answered) {
+    const a = m.node.announce;
+    if (a.problem) details.push(h('li', { class: 'bad' }, `${m.id}: ${a.state}: ${a.problem}`));
+    for (const p of a.bgp?.peers ?? []) {
+      details.push(h('li', {}, `${m.id}: BGP peer ${p.address} AS${p.as}: ${p.state}` +
+        (p.bfd ? `, BFD ${p.bfd}` : '') + (p.exported !== null && p.exported !== undefined ? `, ${p.exported} routes exported` : '')));
+    }
+    if (a.l2) {
+      details.push(h('li', {}, a.l2.lease_held
+        ? `${m.id}: lease held on ${a.l2.interface} (${((a.l2.lease_left_ms ?? 0) / 1000).toFixed(1)} s left)`
+        : `${m.id}: no lease on ${a.l2.interface}: it holds no address`));
+    }
+    if (a.sync) {
+      const roles = [a.sync.master && 'master', a.sync.backup && 'backup'].filter(Boolean);
+      details.push(h('li', {}, `${m.id}: sync daemon on ${a.sync.interface} (id ${a.sync.sync_id}): ${roles.length ? roles.join(' and ') : 'not running'}${a.sync.problem ? `: ${a.sync.problem}` : ''}`));
+    }
+    for (const s of a.sysctls.filter((x) => !x.ok)) {
+      details.push(h('li', { class: 'bad' }, `${m.id}: ${s.name} is ${s.value ?? 'unreadable'}, wants ${s.wanted} (${s.why})${s.problem ? `: ${s.problem}` : ''}`));
+    }
+  }
+  reconcileChildren($('traffic'), [{
+    key: 'traffic',
+    sig: JSON.stringify(answered.map((m) => [m.id, m.node.announce])),
+    build: () => h('div', { class: 'members-table' },
+      addresses.length ? table : h('p', { class: 'note' }, 'No service binds its address (bind_address): nothing to announce.'),
+      details.length ? h('ul', { class: 'member-problems', dataset: { testid: 'traffic-details' } }, details) : ''),
+  }]);
 }
 
 /** A member's health checks in a cell: how many of the servers it probes
@@ -821,6 +900,7 @@ function membersTable(members, drifts, leader) {
       h('td', {}, m.voter ? 'voter' : 'learner'),
       h('td', {}, status),
       h('td', { dataset: { col: 'health' } }, memberHealth(n?.health)),
+      h('td', { dataset: { col: 'announce' } }, memberAnnounce(n?.announce)),
       h('td', { class: 'mono' }, m.api_addr),
       h('td', { class: 'num' }, m.last_applied ?? '–'),
       h('td', { class: 'num' }, r ? String(r.programmed_index) : '–'),
@@ -837,6 +917,7 @@ function membersTable(members, drifts, leader) {
   const heads = [
     ['Member'], ['Role'], ['Vote'], ['Reconcile'],
     ['Health', 'the servers this node probes, as it sees them, and the services whose probed servers are all down on it'],
+    ['Announce', 'ANNOUNCE mode and state, and how many service addresses this node announces or holds'],
     ['API'],
     ['Applied', 'last applied log index'],
     ['Programmed', 'highest index whose whole state is in the kernel'],
