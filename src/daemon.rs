@@ -546,9 +546,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         None => None,
     };
     let notifier = Arc::new(Notifier::from_env());
-    // Refuse to start without a usable kernel, or with an announcement
-    // setting this host cannot follow, before touching anything.
-    crate::announce::check(&cfg.announce, cfg.kernel)?;
+    // Refuse to start without a usable kernel, before touching anything
+    // (the settings were checked by the caller: cli::run_node).
     let kernel = open_kernel(cfg.kernel)?;
     // The reconciler reads the table for the API and the metrics.
     let (table_publisher, table_reader) = match kernel {

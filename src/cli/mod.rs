@@ -246,6 +246,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         None => match run_node(&cli.node) {
             Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) if e.downcast_ref::<BadSetting>().is_some() => {
+                eprintln!("ipvs-manager: {e:#}");
+                Ok(ExitCode::from(EXIT_BAD_SETTING))
+            }
             // A damaged store gets a status of its own, which the unit
             // does not restart (restarting cannot cure it).
             Err(e) if e.downcast_ref::<crate::daemon::DamagedStore>().is_some() => {
@@ -258,8 +262,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The exit status of a node refused for a bad setting (as for a bad
+/// logging setting): restarting cannot cure it, so the unit does not.
+pub const EXIT_BAD_SETTING: u8 = 2;
+
+/// A setting the node cannot start with; its message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadSetting(String);
+
 fn run_node(args: &crate::config::NodeArgs) -> anyhow::Result<()> {
-    let config = args.validate()?;
+    let config = args.validate().map_err(|e| BadSetting(e.to_string()))?;
+    // What the settings name must exist on this host (an interface, BIRD),
+    // checked before anything is touched.
+    crate::announce::check(&config.announce, config.kernel)
+        .map_err(|e| BadSetting(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
