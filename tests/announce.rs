@@ -69,14 +69,16 @@ fn every_node_says_which_addresses_it_can_serve() {
     }
 
     // Its only server probed and down (nothing listens on port 9 of
-    // 127.0.0.1): no node can serve it, and each says why.
+    // 127.0.0.1), and the policy withdraws the address then: no node can
+    // serve it, and each says why.
     let (status, body) = c.send_retrying(
         0,
         "PATCH",
         "/api/v1/services/tcp-192.0.2.50-80",
         Some(
             &json!({"health_check": {"kind": "tcp", "interval": 0.2, "timeout": 0.1,
-                      "rise": 1, "fall": 1, "address": "127.0.0.1", "port": 9}}),
+                      "rise": 1, "fall": 1, "address": "127.0.0.1", "port": 9},
+                     "health_policy": {"all_down": "withdraw"}}),
         ),
     );
     assert_eq!(status, 200, "{body}");

@@ -4,11 +4,13 @@
 //!
 //! An address is a VIP when a `bind_address` service has it. The node can
 //! serve it when every service on it is programmed in this node's kernel
-//! (a first pass done, no change failing), none is draining away, and each
-//! has a server this node's health checks do not find down (or a fallback
-//! server). A service whose servers are all down stays in the kernel at its
-//! weights (fail-open), but the address is withdrawn here so that nodes
-//! that still reach the servers take its traffic.
+//! (a first pass done, no change failing, the address bound) and none is
+//! draining away. A service whose probed servers are all down still counts
+//! when it fails open (its weights kept) or has a fallback server: the node
+//! still forwards its traffic. With `all_down: withdraw` it does not: the
+//! kernel keeps the weights (connections already here are not cut) but the
+//! address is withdrawn here, so that nodes that still reach a server take
+//! the traffic.
 
 use crate::api::json::ReconcileStatus;
 use crate::health::HealthTable;
@@ -85,8 +87,10 @@ pub fn servable(
                 if cfg.draining.is_some() {
                     return Some(format!("{id} is draining away"));
                 }
-                let fallback = cfg.options.health_policy.fallback.is_some();
-                if !fallback && crate::health::all_down(cfg, health) {
+                // Fail-open and fallback services still forward; only
+                // `all_down: withdraw` gives the address up.
+                let withdraw = cfg.options.health_policy.withdraw;
+                if withdraw && crate::health::all_down(cfg, health) {
                     return Some(format!("every server of {id} is down on this node"));
                 }
                 None
@@ -176,8 +180,9 @@ mod tests {
     }
 
     #[test]
-    fn all_servers_down_or_draining_withdraws_unless_a_fallback_serves() {
+    fn all_servers_down_withdraws_only_when_the_policy_says_so() {
         let mut cfg = service("192.0.2.1", 80, true, &["10.0.0.1", "10.0.0.2"]);
+        cfg.options.health_policy.withdraw = true;
         let key = cfg.service.key;
         let down = ServerState {
             up: false,
@@ -206,8 +211,11 @@ mod tests {
             },
         );
         assert_eq!(verdict(&cfg, &one_up), None);
-        // A fallback server takes the traffic when all are down.
-        let mut with_fallback = cfg.clone();
+        // Failing open, or with a fallback server, the node still forwards.
+        let mut fail_open = cfg.clone();
+        fail_open.options.health_policy.withdraw = false;
+        assert_eq!(verdict(&fail_open, &health), None);
+        let mut with_fallback = fail_open.clone();
         with_fallback.options.health_policy.fallback =
             Some(Destination::new("10.0.0.9".parse().unwrap(), 80));
         assert_eq!(verdict(&with_fallback, &health), None);

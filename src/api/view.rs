@@ -98,7 +98,11 @@ pub fn policy_view(policy: &HealthPolicy) -> Option<Value> {
     Some(serde_json::json!({
         "unhealthy": if policy.remove_unhealthy { "remove" } else { "zero" },
         "slow_start": f64::from(policy.slow_start_ms) / 1000.0,
-        "all_down": if fallback.is_some() { "fallback" } else { "fail-open" },
+        "all_down": match (&fallback, policy.withdraw) {
+            (Some(_), _) => "fallback",
+            (None, true) => "withdraw",
+            (None, false) => "fail-open",
+        },
         "fallback": fallback.take(),
     }))
 }

@@ -135,4 +135,10 @@ pub struct HealthPolicy {
     /// `Some` sends all traffic to this "sorry" server instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<Destination>,
+    /// When every checked server is down: keep the weights in this node's
+    /// kernel (fail open: connections already here are not cut) but stop
+    /// announcing the address (ANNOUNCE), so that nodes that still reach a
+    /// server take its traffic. Never with a fallback.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub withdraw: bool,
 }

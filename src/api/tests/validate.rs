@@ -809,6 +809,12 @@ const BAD_SERVICES: &[(&str, &str, ErrorCode, &str)] = &[
         "health_policy.fallback",
     ),
     (
+        "withdrawing with a fallback server",
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_policy":{"all_down":"withdraw","fallback":{"address":"198.51.100.9"}}}"#,
+        InvalidValue,
+        "health_policy.fallback",
+    ),
+    (
         "bad fallback server",
         r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_policy":{"all_down":"fallback","fallback":{"address":"224.0.0.1"}}}"#,
         InvalidAddress,
@@ -1350,6 +1356,14 @@ fn health_checks_and_policies() {
     // A firewall-mark service's check names its port.
     let fw = service(r#"{"fwmark":7,"health_check":{"kind":"tcp","port":80}}"#);
     assert_eq!(fw.options.health_check.and_then(|c| c.port), Some(80));
+    // Withdrawing the address when all are down, shown as it was given.
+    let spec = service(
+        r#"{"protocol":"tcp","address":"192.0.2.10","port":80,"health_policy":{"all_down":"withdraw"}}"#,
+    );
+    assert!(spec.options.health_policy.withdraw);
+    assert_eq!(spec.options.health_policy.fallback, None);
+    let shown = crate::api::view::policy_view(&spec.options.health_policy);
+    assert_eq!(shown.unwrap()["all_down"], "withdraw");
 }
 
 #[test]

@@ -268,13 +268,18 @@ pub(super) fn health_policy(
         Some(Value::Number(n)) if n.as_f64() == Some(0.0) => Some(0),
         Some(_) => seconds(&policy, "slow_start", 0, p),
     };
-    let fallback_wanted = one_of(
+    let all_down = one_of(
         &policy,
         "all_down",
-        &[("fail-open", false), ("fallback", true)],
+        &[
+            ("fail-open", AllDown::FailOpen),
+            ("fallback", AllDown::Fallback),
+            ("withdraw", AllDown::Withdraw),
+        ],
         p,
     )
-    .or(false);
+    .or(AllDown::FailOpen);
+    let fallback_wanted = all_down.map(|a| a == AllDown::Fallback);
     let fallback = match (fallback_wanted, policy.get("fallback")) {
         (Some(true), None) => {
             p.push(
@@ -307,5 +312,15 @@ pub(super) fn health_policy(
         remove_unhealthy: remove?,
         slow_start_ms: slow_start?,
         fallback: fallback?.map(|d: Destination| d),
+        withdraw: all_down? == AllDown::Withdraw,
     })
+}
+
+/// `all_down`: what a node does when every probed server of a service is
+/// down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AllDown {
+    FailOpen,
+    Fallback,
+    Withdraw,
 }
