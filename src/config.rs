@@ -116,7 +116,10 @@ pub struct NodeArgs {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub api_max_connections: u32,
     /// How traffic reaches the node (ANNOUNCE and its mode's settings).
-    #[command(flatten)]
+    #[command(
+        flatten,
+        next_help_heading = "Traffic to this node (node settings: ANNOUNCE and its modes)"
+    )]
     pub announce: crate::announce::settings::AnnounceArgs,
 }
 
