@@ -364,4 +364,40 @@ mod tests {
             .unwrap_err()
             .contains("cannot run"));
     }
+
+    /// deploy/bird-external.conf (for BGP_SPEAKER=external) is a whole
+    /// configuration BIRD accepts, learning table 221 like ours.
+    #[test]
+    fn the_external_speaker_snippet_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/bird-external.conf");
+        let text = std::fs::read_to_string(&path).unwrap();
+        for needle in [
+            "kernel table 221;",
+            "learn;",
+            "export filter ipvs_vips;",
+            "bfd on;",
+        ] {
+            assert!(
+                text.contains(needle),
+                "{needle:?} not in {}",
+                path.display()
+            );
+        }
+        let bird = Path::new("/usr/sbin/bird");
+        if !bird.exists() {
+            eprintln!("no {}: parse skipped", bird.display());
+            return;
+        }
+        let out = std::process::Command::new(bird)
+            .arg("-p")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -228,7 +228,7 @@ async fn withdraw(
     status: &tokio::sync::watch::Sender<AnnounceView>,
     bgp: &Bgp,
     table: &mut Option<routes::RouteTable>,
-    mut bird: Option<&mut bird::Bird>,
+    bird: Option<&mut bird::Bird>,
     ledger: &mut Ledger,
     servable: &servable::Servable,
 ) {
@@ -242,7 +242,7 @@ async fn withdraw(
         Some("withdrawn: the node is stopping".into())
     });
     status.send_modify(|v| v.vips = vips);
-    match bird.as_deref_mut() {
+    match bird {
         Some(bird) => {
             let end = Instant::now() + WITHDRAW_WAIT;
             loop {
