@@ -405,7 +405,9 @@ pub fn start_cluster(site: &BgpSite, binary: &str, bird: &str) -> Result<Vec<Bgp
     let mut nodes = Vec::new();
     for lb in 0..3 {
         nodes.push(BgpNode::start(site, lb, binary, bird));
-        let end = Instant::now() + Duration::from_secs(60);
+        // Generous: under emulation on a shared machine, elections can
+        // take a while to settle.
+        let end = Instant::now() + Duration::from_secs(180);
         while api(site, lb, "GET", "/readyz", None).0 != 200 {
             if Instant::now() > end {
                 let logs: Vec<String> = nodes
@@ -413,12 +415,12 @@ pub fn start_cluster(site: &BgpSite, binary: &str, bird: &str) -> Result<Vec<Bgp
                     .map(|n| format!("--- node{}\n{}", n.index + 1, n.log()))
                     .collect();
                 return Err(format!(
-                    "node{} not ready after 60 s:\n{}",
+                    "node{} not ready after 180 s:\n{}",
                     lb + 1,
                     logs.join("\n")
                 ));
             }
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(500));
         }
     }
     Ok(nodes)

@@ -336,6 +336,8 @@ async fn sync_table(
             tracing::error!(table = id, error = %e, "cannot sync the announcement table");
             // What is there is what the routers see.
             let announced = t.announced().await.unwrap_or_default();
+            // A fresh socket next time, in case this one is what broke.
+            *table = None;
             (announced, Some(format!("table {id}: {e}")))
         }
     }
