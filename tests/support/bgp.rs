@@ -450,15 +450,28 @@ pub fn announce_service(
     backends: usize,
     limit: Duration,
 ) -> Result<Duration, String> {
-    let (status, body) = api(
-        site,
-        0,
-        "POST",
-        "/api/v1/services?wait=applied",
-        Some(&service(backends)),
-    );
-    if status != 201 {
-        return Err(format!("POST service: {status} {body}"));
+    // A write can time out between nodes under emulation (503, outcome
+    // unknown): look before trying again, since it may have committed.
+    let path = format!("/api/v1/services/tcp-{VIP}-80?consistent=true");
+    let end = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (status, body) = api(
+            site,
+            0,
+            "POST",
+            "/api/v1/services?wait=applied",
+            Some(&service(backends)),
+        );
+        if status == 201 || status == 409 {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        if api(site, 0, "GET", &path, None).0 == 200 {
+            break;
+        }
+        if Instant::now() > end {
+            return Err(format!("POST service: {status} {body}"));
+        }
     }
     site.wait_next_hops(&(0..3).map(server_lan_addr).collect::<Vec<_>>(), limit)
 }
