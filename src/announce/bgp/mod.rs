@@ -168,7 +168,18 @@ pub async fn run(ctx: Context, stop: impl Future<Output = ()>) {
         now = servable.borrow_and_update().clone();
         let serving = servable::serving(&now);
         // The table first: withdrawing must not wait on BIRD.
-        let (announced, table_problem) = sync_table(&mut table, bgp.table, &serving).await;
+        // The stop interrupts a step in flight (both halves are re-runnable,
+        // and the withdrawal syncs the table again): a step slowed by a
+        // starved CPU or a slow BIRD must not delay the withdrawal.
+        let step = async {
+            let synced = sync_table(&mut table, bgp.table, &serving).await;
+            (synced, speak(bird.as_mut(), &bgp).await)
+        };
+        let ((announced, table_problem), speech) = tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            stepped = step => stepped,
+        };
         // Modules load late (IPVS's settings appear with ip_vs): retry what
         // is not right yet.
         if cfg.sysctls == Sysctls::Set && sysctls.iter().any(|s| !s.ok) {
@@ -178,7 +189,6 @@ pub async fn run(ctx: Context, stop: impl Future<Output = ()>) {
             }
             sysctls = again;
         }
-        let speech = speak(bird.as_mut(), &bgp).await;
         let established = speech
             .report
             .as_ref()
@@ -235,8 +245,13 @@ async fn withdraw(
     let begun = Instant::now();
     status.send_modify(|v| set_state(v, "withdrawn", Some("stopping: routes withdrawn".into())));
     let (announced, problem) = sync_table(table, bgp.table, &BTreeSet::new()).await;
-    if let Some(problem) = problem {
-        tracing::error!(%problem, "cannot empty the announcement table on stop");
+    match problem {
+        Some(problem) => tracing::error!(%problem, "cannot empty the announcement table on stop"),
+        None => tracing::info!(
+            ms = begun.elapsed().as_millis() as u64,
+            table = bgp.table,
+            "stopping: announcement table emptied"
+        ),
     }
     let vips = ledger.views(servable, &announced, &BTreeMap::new(), |_| {
         Some("withdrawn: the node is stopping".into())
