@@ -75,6 +75,24 @@ pub fn measure(binary: &str, trials: usize) -> Result<Vec<(String, Vec<Duration>
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Where the time went, from the node's own log (to stderr).
+        for line in nodes[lb].log().lines().filter(|l| {
+            [
+                "shutting down",
+                "table emptied",
+                "BIRD withdrew",
+                "BIRD stopped",
+            ]
+            .iter()
+            .any(|m| l.contains(m))
+        }) {
+            eprintln!("trial {trial} node{}: {line}", lb + 1);
+        }
+        eprintln!(
+            "trial {trial} node{}: next hop gone {:?} after SIGTERM",
+            lb + 1,
+            sigterm.last().copied().unwrap_or_default()
+        );
         nodes[lb].spawn(&site, binary, &bird);
         site.wait_next_hops(&all, Duration::from_secs(120))
             .map_err(|e| format!("{e}\n{}", nodes[lb].log()))?;

@@ -4,7 +4,8 @@
 //! ([`BgpSite`](crate::support::bgp::BgpSite)). The router's FIB is the
 //! judge: a next hop per node that can serve, none for one that cannot,
 //! withdrawn before a stopping node exits, gone within BFD time when a
-//! node's link dies; flows the routers move keep working (`mh`, sloppy TCP).
+//! node's link dies, back when the node restarts its BIRD after a crash;
+//! flows the routers move keep working (`mh`, sloppy TCP).
 
 use crate::support::bgp::{self, api, backend_addr, hop, start_cluster, BgpNode, BgpSite, VIP};
 use crate::support::traffic::{get, Held};
@@ -203,6 +204,31 @@ pub fn routes_follow_what_each_node_can_serve() -> Result<(), Failed> {
     for h in held {
         h.close()?;
     }
+
+    // The last node's BIRD dies: its session (and next hop) goes with it;
+    // the node starts BIRD again and the route comes back.
+    let conf = nodes[last].bird_dir().join("bird.conf");
+    let pids = std::process::Command::new("pgrep")
+        .arg("-f")
+        .arg(format!("-c {}", conf.display()))
+        .output()?;
+    let pid = String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .next()
+        .map(str::to_owned)
+        .ok_or("no BIRD running for the last node")?;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()?;
+    assert!(killed.success());
+    site.wait_next_hops(&[], Duration::from_secs(15))
+        .map_err(|e| failed(e, &nodes))?;
+    let took = site
+        .wait_next_hops(&[hop(last)], Duration::from_secs(90))
+        .map_err(|e| failed(e, &nodes))?;
+    eprintln!("BIRD killed: restarted and the route back after {took:?}");
+    let log = nodes[last].log();
+    assert!(log.contains("BIRD exited; restarting it"), "{log}");
     eprintln!("bgp trial took {:?}", started.elapsed());
     Ok(())
 }

@@ -453,7 +453,7 @@ pub fn announce_service(
     // A write can time out between nodes under emulation (503, outcome
     // unknown): look before trying again, since it may have committed.
     let path = format!("/api/v1/services/tcp-{VIP}-80?consistent=true");
-    let end = Instant::now() + Duration::from_secs(90);
+    let end = Instant::now() + Duration::from_secs(180);
     loop {
         let (status, body) = api(
             site,
