@@ -167,10 +167,10 @@ pub async fn run(ctx: Context, stop: impl Future<Output = ()>) {
     loop {
         now = servable.borrow_and_update().clone();
         let serving = servable::serving(&now);
-        // The table first: withdrawing must not wait on BIRD.
-        // The stop interrupts a step in flight (both halves are re-runnable,
-        // and the withdrawal syncs the table again): a step slowed by a
-        // starved CPU or a slow BIRD must not delay the withdrawal.
+        // The table first: withdrawing must not wait on BIRD. The stop
+        // interrupts a step in flight (both halves are re-runnable, and the
+        // withdrawal syncs the table again): a step slowed by a starved CPU
+        // or a slow BIRD must not delay the withdrawal.
         let step = async {
             let synced = sync_table(&mut table, bgp.table, &serving).await;
             (synced, speak(bird.as_mut(), &bgp).await)
