@@ -429,16 +429,22 @@ pub fn start_cluster(site: &BgpSite, binary: &str, bird: &str) -> Result<Vec<Bgp
 /// The service the site announces: the VIP's port 80 by direct routing to
 /// every backend, scheduled by `mh` on the client's address and port (every
 /// node picks the same backend for a flow), its address bound on each node,
-/// health-checked over HTTP.
+/// health-checked over HTTP (patiently: an emulated CPU shared with other
+/// work answers late).
+///
+/// `mh-fallback` too: a node lowers a server it finds down to weight 0 in
+/// its own kernel, and `mh` keeps such a server in its table (so that the
+/// others' flows do not move) and, without the flag, answers a new flow
+/// hashed to it with ICMP port unreachable — a refused connection.
 pub fn service(backends: usize) -> serde_json::Value {
     let servers: Vec<serde_json::Value> = (0..backends)
         .map(|i| serde_json::json!({"address": backend_addr(i).to_string(), "port": 80, "forward": "dr"}))
         .collect();
     serde_json::json!({
         "protocol": "tcp", "address": VIP.to_string(), "port": 80,
-        "scheduler": "mh", "flags": ["mh-port"], "bind_address": true,
+        "scheduler": "mh", "flags": ["mh-fallback", "mh-port"], "bind_address": true,
         "health_check": {"kind": "http", "path": "/health", "body": "backend",
-                         "interval": 0.5, "timeout": 0.4, "rise": 2, "fall": 2},
+                         "interval": 1.0, "timeout": 0.9, "rise": 2, "fall": 3},
         "servers": servers,
     })
 }
