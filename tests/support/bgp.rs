@@ -444,7 +444,7 @@ pub fn service(backends: usize) -> serde_json::Value {
         "protocol": "tcp", "address": VIP.to_string(), "port": 80,
         "scheduler": "mh", "flags": ["mh-fallback", "mh-port"], "bind_address": true,
         "health_check": {"kind": "http", "path": "/health", "body": "backend",
-                         "interval": 1.0, "timeout": 0.9, "rise": 2, "fall": 3},
+                         "interval": 2.0, "timeout": 1.5, "rise": 2, "fall": 2},
         "servers": servers,
     })
 }
