@@ -15,6 +15,8 @@
 
 mod support;
 
+#[path = "kernel/bgp.rs"]
+mod bgp;
 #[path = "kernel/capture.rs"]
 mod capture;
 #[path = "kernel/connections.rs"]
@@ -79,6 +81,7 @@ fn trials() -> Vec<Trial> {
         netlink::sync_daemon,
         reconcile::three_nodes_program_their_kernels,
         health::dead_backends_leave_every_kernel,
+        bgp::routes_follow_what_each_node_can_serve,
     ];
     trials.extend(trials![
         shared:

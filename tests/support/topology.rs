@@ -33,7 +33,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::support::Netns;
+use super::Netns;
 
 /// Virtual services of a [`Site`] take their addresses from this range.
 pub const VIP_RANGE: &str = "10.80.0.0/24";

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::support::Netns;
+use super::Netns;
 
 /// How long the client waits to connect, and then for each read or write.
 /// Traffic that works answers in milliseconds, even under emulation; tests

@@ -42,7 +42,7 @@ wanted_modules=(
   # netlink monitor: captures the requests ipvsadm sends, for codec tests
   nlmon
 )
-packages=(qemu-system-x86 busybox-static cpio ipvsadm iproute2 xz-utils)
+packages=(qemu-system-x86 busybox-static cpio ipvsadm iproute2 xz-utils bird2)
 
 ensure_packages() {
   local missing=() p

@@ -336,7 +336,9 @@ impl VipTable for LinkVips {
 
 /// rtnetlink's error as an `io::Error` source: the errno when the kernel
 /// refused, a description otherwise.
-fn cause(error: rtnetlink::Error) -> io::Error {
+/// A route netlink error as the `io::Error` it stands for (the kernel's
+/// errno when it refused).
+pub(crate) fn cause(error: rtnetlink::Error) -> io::Error {
     match error {
         rtnetlink::Error::NetlinkError(message) => {
             // Negative errno on the wire; checked, as it comes from outside.
