@@ -21,6 +21,8 @@ mod capture;
 mod connections;
 #[path = "kernel/health.rs"]
 mod health;
+#[path = "kernel/l2.rs"]
+mod l2;
 #[path = "kernel/limits.rs"]
 mod limits;
 #[path = "kernel/netlink.rs"]
@@ -79,6 +81,7 @@ fn trials() -> Vec<Trial> {
         netlink::sync_daemon,
         reconcile::three_nodes_program_their_kernels,
         health::dead_backends_leave_every_kernel,
+        l2::owner_moves_fenced_and_announced,
     ];
     trials.extend(trials![
         shared:

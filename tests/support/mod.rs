@@ -5,6 +5,7 @@
 //! Include with `mod support;` from a file directly under tests/.
 #![allow(dead_code)] // every test binary uses its own subset
 
+pub mod l2site;
 pub mod netns;
 pub mod topology;
 pub mod traffic;
