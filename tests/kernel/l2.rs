@@ -39,6 +39,9 @@ impl Node {
             .env("ANNOUNCE", "l2")
             .env("ANNOUNCE_INTERFACE", "front")
             .env("L2_GARP_REFRESH", "2")
+            // The emulated VM is some ten times slower than a host: a longer
+            // lease (and with it a longer grant age) keeps leases steady.
+            .env("L2_LEASE_MS", "3000")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
@@ -132,7 +135,11 @@ pub fn owner_moves_fenced_and_announced() -> Result<(), Failed> {
             node["announce"]["vips"][0]["owner"] == owner_name.as_str()
         })?;
     }
-    let (_, node) = api(&site, first, "GET", "/api/v1/node", None);
+    let mut node = Value::Null;
+    let _ = wait_for(Duration::from_secs(10), "the owner to report its lease", || {
+        node = api(&site, first, "GET", "/api/v1/node", None).1;
+        node["announce"]["state"] == "announcing"
+    });
     assert_eq!(node["announce"]["mode"], "l2", "{node}");
     assert_eq!(node["announce"]["state"], "announcing", "{node}");
     assert_eq!(node["announce"]["vips"][0]["announced"], true, "{node}");

@@ -20,8 +20,10 @@
 use std::time::{Duration, Instant};
 
 /// A leader grants renewals only while a quorum acknowledged it this
-/// recently: below openraft's election timeout (200–400 ms) plus margin,
-/// and the `G` of the leader-change argument.
+/// recently (at least; see [`Timing::grant_age`]): the `G` of the
+/// leader-change argument. The argument holds for any G; a small one keeps
+/// a new leader's wait short, a large one keeps a leader on a slow host
+/// (heartbeats every 50 ms, acknowledgements late) granting.
 pub const GRANT_AGE: Duration = Duration::from_millis(300);
 
 /// What the leader adds for the node's reaction: waking at its deadline and
@@ -44,6 +46,13 @@ impl Timing {
         Timing {
             lease: Duration::from_millis(u64::from(lease_ms)),
         }
+    }
+
+    /// G: [`GRANT_AGE`], or 3/10 of the lease when longer (a long lease says
+    /// the network or the hosts are slow, and a leader refusing renewals
+    /// for late acknowledgements would make the addresses flap).
+    pub fn grant_age(&self) -> Duration {
+        GRANT_AGE.max(self.lease * 3 / 10)
     }
 
     /// How often a node renews.
@@ -134,9 +143,10 @@ pub fn may_hold(
     now: Instant,
 ) -> bool {
     // Whatever an earlier leader granted, it granted before elected + G.
+    let grace = elected + timing.grant_age();
     let from = match received {
-        Some(r) => r.max(elected + GRANT_AGE),
-        None => elected + GRANT_AGE,
+        Some(r) => r.max(grace),
+        None => grace,
     };
     now < from + timing.fence()
 }
@@ -147,11 +157,11 @@ pub fn live(timing: &Timing, received: Option<Instant>, now: Instant) -> bool {
 }
 
 /// Whether the leader may grant now: it leads and a quorum acknowledged it
-/// within [`GRANT_AGE`] (`quorum_age` `None`: it leads alone).
-pub fn may_grant(leads: bool, quorum_age: Option<Duration>, alone: bool) -> bool {
+/// within [`Timing::grant_age`] (`quorum_age` `None`: it leads alone).
+pub fn may_grant(timing: &Timing, leads: bool, quorum_age: Option<Duration>, alone: bool) -> bool {
     leads
         && match quorum_age {
-            Some(age) => age < GRANT_AGE,
+            Some(age) => age < timing.grant_age(),
             None => alone,
         }
 }
@@ -232,11 +242,11 @@ mod tests {
         let elected = Instant::now();
         // The old leader's last grant came before elected + G; the node it
         // went to holds until then + lease (and its kernel a little longer).
-        let old_grant = elected + GRANT_AGE - ms(1);
+        let old_grant = elected + t.grant_age() - ms(1);
         let node_drops = old_grant + t.lease;
         for node in [None, Some(elected - ms(100))] {
             assert!(may_hold(&t, elected, node, node_drops + MARGIN));
-            assert!(!may_hold(&t, elected, node, elected + GRANT_AGE + t.fence()));
+            assert!(!may_hold(&t, elected, node, elected + t.grant_age() + t.fence()));
         }
         // A renewal after the election counts from its own time.
         let later = elected + ms(2000);
@@ -245,10 +255,16 @@ mod tests {
 
     #[test]
     fn the_leader_grants_only_with_fresh_quorum_contact() {
-        assert!(may_grant(true, Some(ms(50)), false));
-        assert!(!may_grant(true, Some(ms(300)), false));
-        assert!(!may_grant(false, Some(ms(10)), false));
-        assert!(may_grant(true, None, true));
-        assert!(!may_grant(true, None, false));
+        let t = Timing::new(1000);
+        assert_eq!(t.grant_age(), GRANT_AGE);
+        assert!(may_grant(&t, true, Some(ms(50)), false));
+        assert!(!may_grant(&t, true, Some(ms(300)), false));
+        assert!(!may_grant(&t, false, Some(ms(10)), false));
+        assert!(may_grant(&t, true, None, true));
+        assert!(!may_grant(&t, true, None, false));
+        // A long lease tolerates later acknowledgements.
+        let slow = Timing::new(3000);
+        assert_eq!(slow.grant_age(), ms(900));
+        assert!(may_grant(&slow, true, Some(ms(800)), false));
     }
 }

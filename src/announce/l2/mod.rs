@@ -106,12 +106,24 @@ pub struct Leases {
     inner: Arc<Mutex<Book>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Book {
+    /// This node's timing (L2_LEASE_MS must be the same on every node).
+    timing: Timing,
     /// The term this node leads in, and when it first saw itself leading
     /// in it (no earlier than its election: the safe side).
     leading: Option<(u64, Instant)>,
     renewals: HashMap<String, (Instant, Renewal)>,
+}
+
+impl Default for Book {
+    fn default() -> Book {
+        Book {
+            timing: Timing::new(1000),
+            leading: None,
+            renewals: HashMap::new(),
+        }
+    }
 }
 
 impl Leases {
@@ -119,6 +131,15 @@ impl Leases {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sets the timing this node grants and fences with.
+    pub fn set_timing(&self, timing: Timing) {
+        self.book().timing = timing;
+    }
+
+    fn timing(&self) -> Timing {
+        self.book().timing
     }
 
     /// Takes note of the leadership; `Some(elected)` when this node leads.
@@ -156,7 +177,7 @@ impl Leases {
             .voter_ids()
             .all(|id| id == m.id);
         let age = m.millis_since_quorum_ack.map(Duration::from_millis);
-        if !lease::may_grant(true, age, alone) {
+        if !lease::may_grant(&self.timing(), true, age, alone) {
             return refuse("the leader has no fresh contact with a quorum");
         }
         self.book()
@@ -235,6 +256,7 @@ pub async fn run(ctx: Context, stop: impl Future<Output = ()>) {
         return super::report_only(ctx.servable, ctx.status, stop).await;
     };
     let timing = Timing::new(cfg.lease_ms);
+    ctx.leases.set_timing(timing);
     let (stop_tx, stop_rx) = watch::channel(false);
     let placer = tokio::spawn(place_while_leading(
         ctx.writer.raft().clone(),
