@@ -64,8 +64,7 @@ fn once(binary: &str, leader: bool) -> Result<Option<Duration>, String> {
     else {
         return Ok(None);
     };
-    let time = failover(&site, vip, owner)
-        .map_err(|e| format!("{e}\n{}", nodes[owner].log()))?;
+    let time = failover(&site, vip, owner).map_err(|e| format!("{e}\n{}", nodes[owner].log()))?;
     Ok(Some(time))
 }
 

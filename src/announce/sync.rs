@@ -65,12 +65,8 @@ pub fn view(cfg: &Sync, running: &[Vec<DaemonAttr>], problem: Option<String>) ->
         group: cfg.group,
         port: cfg.port,
         ttl: cfg.ttl,
-        master: running
-            .iter()
-            .any(|d| matches(d, cfg, IP_VS_STATE_MASTER)),
-        backup: running
-            .iter()
-            .any(|d| matches(d, cfg, IP_VS_STATE_BACKUP)),
+        master: running.iter().any(|d| matches(d, cfg, IP_VS_STATE_MASTER)),
+        backup: running.iter().any(|d| matches(d, cfg, IP_VS_STATE_BACKUP)),
         problem,
     }
 }
@@ -94,9 +90,14 @@ pub fn ensure(cfg: &Sync) -> SyncView {
         if running.iter().any(|d| matches(d, cfg, state)) {
             continue;
         }
-        if running.iter().any(|d| d.contains(&DaemonAttr::State(state))) {
+        if running
+            .iter()
+            .any(|d| d.contains(&DaemonAttr::State(state)))
+        {
             if let Err(e) = kernel.stop_daemon(state) {
-                problems.push(format!("cannot stop the {name} running with other settings: {e}"));
+                problems.push(format!(
+                    "cannot stop the {name} running with other settings: {e}"
+                ));
                 continue;
             }
         }
@@ -138,7 +139,7 @@ mod tests {
         assert!(master.contains(&DaemonAttr::McastPort(8848)));
         assert!(master.contains(&DaemonAttr::SyncId(7)));
         let backup = daemon_attrs(&cfg(), IP_VS_STATE_BACKUP);
-        let v = view(&cfg(), &[master.clone()], None);
+        let v = view(&cfg(), std::slice::from_ref(&master), None);
         assert!(v.master && !v.backup);
         let v = view(&cfg(), &[master, backup], None);
         assert!(v.master && v.backup);

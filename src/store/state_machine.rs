@@ -420,7 +420,10 @@ impl StateMachineStore {
         }
         drop(requests);
         if self.dirty_owners {
-            put(OWNERS_RECORD.to_vec(), owners_record(&self.desired.vip_owners)?);
+            put(
+                OWNERS_RECORD.to_vec(),
+                owners_record(&self.desired.vip_owners)?,
+            );
         }
         let state = state_batch(&self.last_applied, &self.last_membership, &digest)?;
         Ok(Checkpoint {

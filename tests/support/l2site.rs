@@ -117,11 +117,16 @@ pub struct L2Site {
 impl L2Site {
     /// lbN's address on the front LAN: 10.81.0.N (index from 0).
     pub fn lb_addr(lb: usize) -> Ipv4Addr {
-        Ipv4Addr::new(10, 81, 0, u8::try_from(lb + 1).unwrap())
+        Ipv4Addr::new(
+            10,
+            81,
+            0,
+            u8::try_from(lb + 1).expect("three load balancers"),
+        )
     }
 
     pub fn backend_addr(i: usize) -> Ipv4Addr {
-        Ipv4Addr::new(10, 81, 0, u8::try_from(i + 11).unwrap())
+        Ipv4Addr::new(10, 81, 0, u8::try_from(i + 11).expect("a few backends"))
     }
 
     pub fn new(backends: usize) -> L2Site {
@@ -179,7 +184,14 @@ impl L2Site {
     ) -> (u16, serde_json::Value) {
         let addr = SocketAddr::from((Self::lb_addr(lb), L2_HTTP_PORT));
         let body = body.map(serde_json::Value::to_string).unwrap_or_default();
-        match http_exchange(&self.lbs[lb], addr, method, path, &body, Duration::from_secs(15)) {
+        match http_exchange(
+            &self.lbs[lb],
+            addr,
+            method,
+            path,
+            &body,
+            Duration::from_secs(15),
+        ) {
             Ok((status, text)) => (
                 status,
                 serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
@@ -263,7 +275,9 @@ impl L2Site {
 
     /// The MAC the router's neighbour table has for the VIP, if any.
     pub fn router_neighbour(&self) -> Option<String> {
-        let out = self.router.ip(&["neigh", "show", &L2_VIP.to_string(), "dev", "lan"]);
+        let out = self
+            .router
+            .ip(&["neigh", "show", &L2_VIP.to_string(), "dev", "lan"]);
         out.split_whitespace()
             .skip_while(|w| *w != "lladdr")
             .nth(1)

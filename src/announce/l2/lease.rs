@@ -246,11 +246,21 @@ mod tests {
         let node_drops = old_grant + t.lease;
         for node in [None, Some(elected - ms(100))] {
             assert!(may_hold(&t, elected, node, node_drops + MARGIN));
-            assert!(!may_hold(&t, elected, node, elected + t.grant_age() + t.fence()));
+            assert!(!may_hold(
+                &t,
+                elected,
+                node,
+                elected + t.grant_age() + t.fence()
+            ));
         }
         // A renewal after the election counts from its own time.
         let later = elected + ms(2000);
-        assert!(may_hold(&t, elected, Some(later), later + t.fence() - ms(1)));
+        assert!(may_hold(
+            &t,
+            elected,
+            Some(later),
+            later + t.fence() - ms(1)
+        ));
     }
 
     #[test]

@@ -430,7 +430,14 @@ async fn hold(ctx: Context, cfg: L2, timing: Timing, stop: impl Future<Output = 
                 None => now + Duration::from_secs(86_400 * 365),
             };
         }
-        publish(&ctx, &cfg, &timing, &mut report, &mut ledger, &sysctl_problem);
+        publish(
+            &ctx,
+            &cfg,
+            &timing,
+            &mut report,
+            &mut ledger,
+            &sysctl_problem,
+        );
         // Sleep until the next renewal, the lease's end, an announcement,
         // or a change of owners or servable addresses (renewed at once: a
         // new owner takes its address without waiting a period).
@@ -467,7 +474,14 @@ async fn hold(ctx: Context, cfg: L2, timing: Timing, stop: impl Future<Output = 
         stopping: true,
     };
     let _ = send_renewal(&ctx, &release).await;
-    publish(&ctx, &cfg, &timing, &mut report, &mut ledger, &sysctl_problem);
+    publish(
+        &ctx,
+        &cfg,
+        &timing,
+        &mut report,
+        &mut ledger,
+        &sysctl_problem,
+    );
     status.send_modify(|v| set_state(v, "withdrawn", None));
 }
 
@@ -483,11 +497,7 @@ fn wanted(ctx: &Context, lease: &NodeLease) -> BTreeSet<IpAddr> {
 }
 
 /// The addresses of `owners` that are `me`'s and still service addresses.
-pub fn owned_by(
-    owners: &BTreeMap<IpAddr, String>,
-    me: &str,
-    vips: &Servable,
-) -> BTreeSet<IpAddr> {
+pub fn owned_by(owners: &BTreeMap<IpAddr, String>, me: &str, vips: &Servable) -> BTreeSet<IpAddr> {
     owners
         .iter()
         .filter(|(a, o)| *o == me && vips.contains_key(a))
@@ -630,12 +640,7 @@ impl Holder {
     }
 }
 
-fn l2_view(
-    cfg: &L2,
-    timing: &Timing,
-    lease: &NodeLease,
-    last: Option<SystemTime>,
-) -> L2View {
+fn l2_view(cfg: &L2, timing: &Timing, lease: &NodeLease, last: Option<SystemTime>) -> L2View {
     let left = lease.left(Instant::now());
     L2View {
         interface: cfg.interface.clone(),
@@ -678,7 +683,12 @@ fn publish(
             report.problem.clone().or_else(|| sysctl_problem.clone()),
         );
         v.vips = vips.clone();
-        v.l2 = Some(l2_view(cfg, timing, &report.lease, report.last_announcement));
+        v.l2 = Some(l2_view(
+            cfg,
+            timing,
+            &report.lease,
+            report.last_announcement,
+        ));
     };
     ctx.status.send_modify(view);
 }

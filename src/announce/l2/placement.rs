@@ -81,9 +81,7 @@ pub fn place(
         };
         let state = node(owner);
         let someone_serves = candidates.iter().any(|c| can_serve(c, vip));
-        let keeps = state.live
-            && !state.stopping
-            && (can_serve(owner, vip) || !someone_serves);
+        let keeps = state.live && !state.stopping && (can_serve(owner, vip) || !someone_serves);
         if keeps {
             next.insert(vip, owner.clone());
             continue;
