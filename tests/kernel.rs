@@ -82,6 +82,7 @@ fn trials() -> Vec<Trial> {
         reconcile::three_nodes_program_their_kernels,
         health::dead_backends_leave_every_kernel,
         l2::owner_moves_fenced_and_announced,
+        l2::established_connection_survives_the_move,
     ];
     trials.extend(trials![
         shared:

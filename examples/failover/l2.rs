@@ -49,7 +49,7 @@ pub fn measure(binary: &str, trials: usize) -> Result<Vec<(String, Vec<Duration>
 /// `leader` (a follower otherwise); `None` when no address fits.
 fn once(binary: &str, leader: bool) -> Result<Option<Duration>, String> {
     let site = L2Site::new(1);
-    let nodes = site.start_cluster_with(binary, LEASE_MS, &[L2_VIP, L2_VIP2])?;
+    let nodes = site.start_cluster_with(binary, LEASE_MS, &[L2_VIP, L2_VIP2], &[])?;
     let limit = Duration::from_secs(30);
     let owners = [
         (L2_VIP, site.owner_of(L2_VIP, limit, None)?),

@@ -9,7 +9,7 @@
 //! no two nodes hold the address at once.
 
 use crate::support::l2site::{wait_until, L2Site, L2_VIP};
-use crate::support::traffic::get;
+use crate::support::traffic::{get, Held};
 use libtest_mimic::Failed;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -178,5 +178,64 @@ pub fn owner_moves_fenced_and_announced() -> Result<(), Failed> {
         1,
         "two nodes held the address at once"
     );
+    Ok(())
+}
+
+/// With SYNC_INTERFACE, every node runs both sync daemons; an established
+/// connection through the owner is known to the other nodes' kernels before
+/// the owner's link goes down, and goes on through the new owner.
+pub fn established_connection_survives_the_move() -> Result<(), Failed> {
+    let site = L2Site::new(2);
+    let sync = [("SYNC_INTERFACE", "front"), ("SYNC_ID", "9")];
+    let mut nodes = site.start_cluster_with(
+        env!("CARGO_BIN_EXE_ipvs-manager"),
+        LEASE_MS,
+        &[L2_VIP],
+        &sync,
+    )?;
+    let first = site.owner(Duration::from_secs(30), None)?;
+    for lb in 0..3 {
+        let (_, node) = site.api(lb, "GET", "/api/v1/node", None);
+        let sync = &node["announce"]["sync"];
+        assert_eq!(
+            (&sync["master"], &sync["backup"], &sync["sync_id"]),
+            (&Value::Bool(true), &Value::Bool(true), &Value::from(9)),
+            "{node}"
+        );
+    }
+    let vip = SocketAddr::from((L2_VIP, 80));
+    let mut held = Held::open(&site.client, vip)?;
+    let backend = held.backend().to_string();
+    let client_port = held.local_addr().port().to_string();
+    // The other nodes learnt the connection from the owner's master.
+    for lb in (0..3).filter(|lb| *lb != first) {
+        wait_for(
+            Duration::from_secs(20),
+            "the connection on another node",
+            || {
+                site.lbs[lb]
+                    .ipvsadm(&["-Lnc"])
+                    .lines()
+                    .any(|l| l.contains(&format!(":{client_port} ")))
+            },
+        )
+        .map_err(|e| format!("{e:?}\n{}", site.lbs[lb].ipvsadm(&["-Lnc"])))?;
+    }
+    site.lbs[first].ip(&["link", "set", "front", "down"]);
+    let second = site
+        .owner(Duration::from_secs(30), Some(first))
+        .map_err(|e| format!("{e:?}\n{}", nodes[first].log()))?;
+    eprintln!("l2 sync: node{} took over", second + 1);
+    let mut answer = String::new();
+    wait_for(
+        Duration::from_secs(30),
+        "the held connection to answer",
+        || {
+            answer = held.exchange("after").unwrap_or_default();
+            !answer.is_empty()
+        },
+    )?;
+    assert_eq!(answer, format!("{backend} after"));
+    nodes.clear();
     Ok(())
 }

@@ -41,6 +41,17 @@ impl L2Node {
     /// Starts `binary` as lbN's node (lb1 bootstraps, the others join it),
     /// with an L2_LEASE_MS of `lease_ms`.
     pub fn start(binary: &str, site: &L2Site, lb: usize, lease_ms: u32) -> L2Node {
+        L2Node::start_with(binary, site, lb, lease_ms, &[])
+    }
+
+    /// [`Self::start`] with more variables (`SYNC_INTERFACE`...).
+    pub fn start_with(
+        binary: &str,
+        site: &L2Site,
+        lb: usize,
+        lease_ms: u32,
+        extra: &[(&str, &str)],
+    ) -> L2Node {
         let dir = tempfile::TempDir::new().expect("a temporary directory");
         let log = std::fs::File::create(dir.path().join("log")).expect("the node's log");
         let mut cmd = site.lbs[lb].cmd(binary);
@@ -55,6 +66,7 @@ impl L2Node {
             .env("L2_GARP_REFRESH", "2")
             .env("L2_LEASE_MS", lease_ms.to_string())
             .env("RUST_LOG", "info")
+            .envs(extra.iter().copied())
             .stdout(Stdio::null())
             .stderr(log);
         if lb > 0 {
@@ -203,23 +215,28 @@ impl L2Site {
     /// Starts the three nodes, each ready, and creates the direct-routed
     /// service on [`L2_VIP`] over every backend.
     pub fn start_cluster(&self, binary: &str, lease_ms: u32) -> Result<Vec<L2Node>, String> {
-        self.start_cluster_with(binary, lease_ms, &[L2_VIP])
+        self.start_cluster_with(binary, lease_ms, &[L2_VIP], &[])
     }
 
-    /// The same with a service on each of `vips`, created in order.
+    /// The same with a service on each of `vips`, created in order, and
+    /// more variables for every node.
     pub fn start_cluster_with(
         &self,
         binary: &str,
         lease_ms: u32,
         vips: &[Ipv4Addr],
+        extra: &[(&str, &str)],
     ) -> Result<Vec<L2Node>, String> {
         let mut nodes: Vec<L2Node> = Vec::new();
         for lb in 0..3 {
-            nodes.push(L2Node::start(binary, self, lb, lease_ms));
+            nodes.push(L2Node::start_with(binary, self, lb, lease_ms, extra));
             wait_until(Duration::from_secs(60), "a node to be ready", || {
                 self.api(lb, "GET", "/readyz", None).0 == 200
             })
-            .map_err(|e| format!("{e}\n{}", nodes[lb].log()))?;
+            .map_err(|e| {
+                let logs: Vec<String> = nodes.iter().map(L2Node::log).collect();
+                format!("{e}\n{}", logs.join("\n----\n"))
+            })?;
         }
         let servers: Vec<serde_json::Value> = (0..self.backends.len())
             .map(|i| {

@@ -171,6 +171,15 @@ impl Leases {
             return refuse("this node does not lead");
         }
         let m = raft.metrics().borrow().clone();
+        let member = m
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(_, n)| n.name == renewal.node);
+        if !member {
+            // A removed node gets no lease (and no address).
+            return refuse("this node is not a member of the cluster");
+        }
         let alone = m
             .membership_config
             .membership()
@@ -213,10 +222,13 @@ impl Leases {
             })
             .collect();
         for (name, (received, r)) in &book.renewals {
+            // A node removed since it renewed may still hold addresses
+            // until its lease ends, but it is given none.
+            let member = nodes.contains_key(name);
             nodes.insert(
                 name.clone(),
                 placement::NodeState {
-                    live: lease::live(timing, Some(*received), now),
+                    live: member && lease::live(timing, Some(*received), now),
                     may_hold: lease::may_hold(timing, elected, Some(*received), now),
                     stopping: r.stopping,
                     can_serve: r.can_serve.clone(),
