@@ -99,8 +99,9 @@ pub fn owner_moves_fenced_and_announced() -> Result<(), Failed> {
         let result = (|| -> Result<(), Failed> {
             std::thread::sleep(Duration::from_secs(1));
             // The owner's link goes down.
-            let down = Instant::now();
             site.lbs[first].ip(&["link", "set", "front", "down"]);
+            // After the command: the VM takes ~100 ms to run `ip`.
+            let down = Instant::now();
             let second = site
                 .owner(Duration::from_secs(30), Some(first))
                 .map_err(|e| format!("{e:?}\n{}", nodes[first].log()))?;
