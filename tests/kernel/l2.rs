@@ -93,9 +93,18 @@ pub fn owner_moves_fenced_and_announced() -> Result<(), Failed> {
             }
         }
     };
+    /// Stops the watcher and the client however the scope ends (a failed
+    /// assertion included, or the scope would wait for them forever).
+    struct StopOnDrop<'a>(&'a AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
     std::thread::scope(|scope| -> Result<(), Failed> {
         scope.spawn(watcher);
         scope.spawn(client);
+        let _stop = StopOnDrop(&stop);
         let result = (|| -> Result<(), Failed> {
             std::thread::sleep(Duration::from_secs(1));
             // The owner's link goes down.
@@ -125,7 +134,9 @@ pub fn owner_moves_fenced_and_announced() -> Result<(), Failed> {
             eprintln!(
                 "l2: address moved {moved:?} after link down, client answered after {resumed:?}"
             );
-            assert!(resumed.is_some_and(|r| r < Duration::from_secs(15)));
+            // Generous: the emulated VM shares two cores with other work.
+            // The time the address takes is the benchmark's business.
+            assert!(resumed.is_some_and(|r| r < moved + Duration::from_secs(10)));
 
             // The old owner comes back: it takes nothing back.
             site.lbs[first].ip(&["link", "set", "front", "up"]);
