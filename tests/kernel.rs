@@ -82,16 +82,11 @@ fn trials() -> Vec<Trial> {
         reconcile::three_nodes_program_their_kernels,
         health::dead_backends_leave_every_kernel,
         l2::owner_moves_fenced_and_announced,
+        // Three nodes each starting a master and a backup daemon: in one VM
+        // run with netlink::sync_daemon and the trial above it ran without
+        // a hang (`--skip l2::established` leaves it out).
+        l2::established_connection_survives_the_move,
     ];
-    // Three nodes each starting a master and a backup daemon: alone in a
-    // VM run it passed; in one run with netlink::sync_daemon and the other
-    // l2 trial the VM hung (no kernel message, killed at its timeout). So
-    // it runs only when asked, in a VM run of its own:
-    // `IPVS_SYNC_TRIAL=1 cargo test --test kernel -- l2::established --exact`
-    // with the full name.
-    if std::env::var_os("IPVS_SYNC_TRIAL").is_some_and(|v| v == "1") {
-        trials.extend(trials![alone: l2::established_connection_survives_the_move]);
-    }
     trials.extend(trials![
         shared:
         smoke::ipvsadm_adds_a_service,

@@ -247,8 +247,18 @@ impl L2Site {
         for vip in vips {
             let service = serde_json::json!({"protocol": "tcp", "address": vip.to_string(),
                 "port": 80, "scheduler": "rr", "bind_address": true, "servers": servers});
-            let (status, body) =
-                self.api(0, "POST", "/api/v1/services?wait=applied", Some(&service));
+            // An election under way (the emulated VM has many) answers
+            // no_leader with nothing written: tried again for a while.
+            let mut answer = (0, serde_json::Value::Null);
+            let _ = wait_until(
+                Duration::from_secs(30),
+                "a leader to take the write",
+                || {
+                    answer = self.api(0, "POST", "/api/v1/services?wait=applied", Some(&service));
+                    answer.1["error"]["code"] != "no_leader"
+                },
+            );
+            let (status, body) = answer;
             if status != 201 {
                 return Err(format!("creating the service on {vip}: {status} {body}"));
             }
