@@ -649,6 +649,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let writer_data = web::Data::new(writer.clone());
     let handover = Handover::default();
     let handover_data = web::Data::new(handover.clone());
+    let leases = crate::announce::l2::Leases::default();
+    let leases_data = web::Data::new(leases.clone());
     let peer_app = app.clone();
     let peer_auth_data = web::Data::new(peer_auth.clone());
     let raft_server = HttpServer::new(move || {
@@ -659,6 +661,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             .app_data(batcher_data.clone())
             .app_data(writer_data.clone())
             .app_data(handover_data.clone())
+            .app_data(leases_data.clone())
             .app_data(peer_app.clone())
             .app_data(peer_auth_data.clone())
             .app_data(web::JsonConfig::default().limit(RAFT_BODY_LIMIT))
@@ -666,6 +669,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             .app_data(web::PayloadConfig::new(RAFT_BODY_LIMIT))
             .wrap(middleware::from_fn(peer_auth::guard))
             .configure(rpc::routes)
+            .configure(crate::announce::l2::routes)
             .configure(server::peer_routes)
     })
     .workers(http_workers())
@@ -878,6 +882,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                     peers: peers.clone(),
                     contact: contact.clone(),
                     state: state.clone(),
+                    leases: leases.clone(),
                 },
                 stopped(),
             ),

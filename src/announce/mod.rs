@@ -51,6 +51,9 @@ pub struct Context {
     pub peers: Peers,
     pub contact: Contact,
     pub state: StateWatch,
+    /// The l2 lease renewals this node received while leading (shared with
+    /// the Raft port's route).
+    pub leases: l2::Leases,
 }
 
 /// Checks what the settings name exists on this host (an interface, the
@@ -71,6 +74,19 @@ pub fn check(cfg: &AnnounceConfig, kernel: KernelMode) -> Result<(), settings::S
 /// Runs the mode's announcer until `stop`; a mode that announces withdraws
 /// (and waits for the withdrawal to propagate) before it returns.
 pub async fn run(ctx: Context, stop: impl Future<Output = ()> + Send + 'static) {
+    if let (Some(sync), KernelMode::On) = (ctx.cfg.sync.clone(), ctx.kernel) {
+        // Started before the mode announces anything: a connection taken
+        // over must already be known to the node that takes it.
+        let view = tokio::task::spawn_blocking(move || sync::ensure(&sync))
+            .await
+            .ok();
+        if let Some(view) = view {
+            if let Some(problem) = &view.problem {
+                tracing::warn!(%problem, "IPVS connection-sync daemons");
+            }
+            ctx.status.send_modify(|v| v.sync = Some(view));
+        }
+    }
     match ctx.cfg.mode {
         Mode::None => report_only(ctx.servable, ctx.status, stop).await,
         Mode::Bgp => bgp::run(ctx, stop).await,

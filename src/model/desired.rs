@@ -227,6 +227,27 @@ mod drain_list {
 pub struct DesiredState {
     #[serde(with = "as_list")]
     pub services: BTreeMap<ServiceKey, Arc<ServiceConfig>>,
+    /// `ANNOUNCE=l2`: which node owns each service address (absent: none),
+    /// as the leader decided ([`Command::SetVipOwners`]). Absent from states
+    /// written before l2 existed, and left out when empty, so that those
+    /// decode and encode exactly as before.
+    #[serde(default, skip_serializing_if = "VipOwners::is_empty")]
+    pub vip_owners: VipOwners,
+}
+
+/// The l2 owners of the service addresses, and the log index of the entry
+/// that last set them: a node that reports having applied that index has
+/// seen every owner change so far (see `announce::l2::placement`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipOwners {
+    pub owners: BTreeMap<std::net::IpAddr, String>,
+    pub index: u64,
+}
+
+impl VipOwners {
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty() && self.index == 0
+    }
 }
 
 /// A state of these services.
@@ -237,6 +258,7 @@ impl FromIterator<ServiceConfig> for DesiredState {
                 .into_iter()
                 .map(|cfg| (cfg.service.key, Arc::new(cfg)))
                 .collect(),
+            vip_owners: VipOwners::default(),
         }
     }
 }
@@ -382,6 +404,10 @@ pub enum Command {
     /// once and holds no `ReplaceAll` (see `cluster::batch`), so a revision
     /// — the entry's index — still names one version of a service.
     Batch(Vec<Command>),
+    /// `ANNOUNCE=l2`: the owner of every service address, as the leader
+    /// placed them (the whole map: an address it leaves out has no owner).
+    /// Proposed only by the leader; services are untouched.
+    SetVipOwners(BTreeMap<std::net::IpAddr, String>),
 }
 
 impl Command {
@@ -402,6 +428,7 @@ impl Command {
             } => specs.iter().map(|s| s.service.key).collect(),
             Command::Keyed { command, .. } => command.services(),
             Command::Batch(cmds) => cmds.iter().flat_map(Command::services).collect(),
+            Command::SetVipOwners(_) => Vec::new(),
         }
     }
 
@@ -639,6 +666,13 @@ impl DesiredState {
             // applies keyed commands); here it is the command alone, as in a
             // rehearsal.
             Command::Keyed { command, .. } => self.apply(command, index),
+            Command::SetVipOwners(owners) => {
+                self.vip_owners = VipOwners {
+                    owners: owners.clone(),
+                    index,
+                };
+                Applied { revision: index }
+            }
         }
     }
 

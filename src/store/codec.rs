@@ -74,6 +74,11 @@ pub(crate) fn request_key(key: &str) -> Vec<u8> {
     out
 }
 
+/// The key of the one record holding the l2 owners of the service
+/// addresses ([`crate::model::VipOwners`]), in the tree of the service
+/// records (so the digest covers it). Stable: it is on disk.
+pub(crate) const OWNERS_RECORD: &[u8] = b"o";
+
 /// The first byte of a sealed value: the layout of what follows (a CRC-32
 /// of the payload, little-endian, then the payload). JSON never starts with
 /// it, so values written before sealing are told apart.

@@ -5,7 +5,8 @@
 //! - `services`: one record per virtual service, key `codec::service_key`,
 //!   value the [`ServiceConfig`] (JSON); and one per write remembered under
 //!   its `Idempotency-Key` ([`crate::model::requests`]), key
-//!   `codec::request_key`, value the [`Remembered`] write;
+//!   `codec::request_key`, value the [`Remembered`] write; and, once l2
+//!   owners were set, one record (`codec::OWNERS_RECORD`) holding them;
 //! - `state`: the last applied log id and the last applied membership;
 //! - `snapshot`: the current snapshot (`meta`, `data`) and the counter that
 //!   makes snapshot ids unique (`seq`).
@@ -26,12 +27,12 @@
 //! (their count and a sum of their hashes), so that the start-up check
 //! finds a record that vanished, not only one whose checksum fails.
 
-use super::codec::{self, decode, encode, get, unseal};
+use super::codec::{self, decode, encode, get, unseal, OWNERS_RECORD};
 use super::disk::Disk;
 use super::error::transaction_error;
 use super::StoreError;
 use crate::model::requests::{Remembered, Requests};
-use crate::model::{CommandResult, DesiredState, ServiceConfig, ServiceKey};
+use crate::model::{CommandResult, DesiredState, ServiceConfig, ServiceKey, VipOwners};
 use crate::raft::typ::{
     Entry, EntryPayload, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
 };
@@ -193,6 +194,8 @@ pub struct StateMachineStore {
     dirty: BTreeSet<ServiceKey>,
     /// Remembered writes added or forgotten since the last checkpoint.
     dirty_requests: BTreeSet<String>,
+    /// The l2 owners changed since the last checkpoint.
+    dirty_owners: bool,
     /// Index of the last applied entry at the last checkpoint, and when it
     /// was written.
     checkpoint: (u64, Instant),
@@ -234,6 +237,7 @@ impl StateMachineStore {
                             desired.services.insert(cfg.service.key, Arc::new(*cfg));
                         }
                         Record::Request(entry) => requests.insert(entry),
+                        Record::Owners(owners) => desired.vip_owners = owners,
                     }
                     let hash = record_hash(&key, &value);
                     digest.add_hash(hash);
@@ -264,6 +268,7 @@ impl StateMachineStore {
             requests: Arc::new(RwLock::new(requests)),
             dirty: BTreeSet::new(),
             dirty_requests: BTreeSet::new(),
+            dirty_owners: false,
             checkpoint: (last_applied.map_or(0, |id| id.index), Instant::now()),
             hashes,
             digest,
@@ -278,6 +283,7 @@ impl StateMachineStore {
     fn checkpointed(&mut self) {
         self.dirty.clear();
         self.dirty_requests.clear();
+        self.dirty_owners = false;
         self.checkpoint = (self.applied_index(), Instant::now());
     }
 
@@ -355,7 +361,9 @@ impl StateMachineStore {
                     if cmd.replaces_all() {
                         touched.extend(desired.services.keys().copied());
                     }
+                    let owners_before = desired.vip_owners.index;
                     let result = requests.apply(desired, &cmd, index);
+                    self.dirty_owners |= desired.vip_owners.index != owners_before;
                     touched.extend(result.changed(&cmd));
                     results.push(result);
                 }
@@ -411,6 +419,12 @@ impl StateMachineStore {
             put(codec::request_key(key), value);
         }
         drop(requests);
+        if self.dirty_owners {
+            put(
+                OWNERS_RECORD.to_vec(),
+                owners_record(&self.desired.vip_owners)?,
+            );
+        }
         let state = state_batch(&self.last_applied, &self.last_membership, &digest)?;
         Ok(Checkpoint {
             services,
@@ -486,6 +500,9 @@ impl StateMachineStore {
                 encode(entry, || format!("remembered request {:?}", entry.key))?,
             ));
         }
+        if let Some(value) = owners_record(&snap.desired.vip_owners)? {
+            services.push((OWNERS_RECORD.to_vec(), value));
+        }
         for (record, value) in &services {
             let hash = record_hash(record, value);
             digest.add_hash(hash);
@@ -543,6 +560,15 @@ struct Checkpoint {
 pub(crate) enum Record {
     Service(Box<ServiceConfig>),
     Request(Remembered),
+    Owners(VipOwners),
+}
+
+/// The owners record's value; `None` (no record) while there are none.
+fn owners_record(owners: &VipOwners) -> Result<Option<Vec<u8>>, StoreError> {
+    if owners.is_empty() {
+        return Ok(None);
+    }
+    encode(owners, || "the l2 owners".into()).map(Some)
 }
 
 /// Decodes a record of the `services` tree, checking that it is stored
@@ -553,6 +579,9 @@ pub(crate) fn decode_record(key: &[u8], value: &[u8]) -> Result<Record, StoreErr
         what: what(),
         problem: format!("it holds {holds}"),
     };
+    if key == OWNERS_RECORD {
+        return Ok(Record::Owners(decode(value, what)?));
+    }
     if key.first() == Some(&codec::REQUEST_RECORD) {
         let entry: Remembered = decode(value, what)?;
         if codec::request_key(&entry.key) != key {

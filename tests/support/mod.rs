@@ -6,6 +6,7 @@
 #![allow(dead_code)] // every test binary uses its own subset
 
 pub mod bgp;
+pub mod l2site;
 pub mod netns;
 pub mod topology;
 pub mod traffic;

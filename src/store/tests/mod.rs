@@ -728,3 +728,55 @@ fn remembered_writes_survive_a_restart_and_travel_in_snapshots() {
         assert!(watch.remembered("kx").is_none());
     });
 }
+
+/// The l2 owners are one record beside the services: checkpointed,
+/// reloaded after a restart, carried by snapshots, and absent (with the
+/// state as before) until the first `SetVipOwners`.
+#[test]
+fn vip_owners_survive_a_restart_and_travel_in_snapshots() {
+    let dir = TempDir::new().unwrap();
+    let follower_dir = TempDir::new().unwrap();
+    let owners: BTreeMap<std::net::IpAddr, String> =
+        [("192.0.2.1".parse().unwrap(), "node2".to_string())].into();
+    rt().block_on(async {
+        {
+            let (_log, mut sm) = open(dir.path(), "node1").unwrap();
+            sm.apply(vec![membership(1), normal(2, create(80))])
+                .await
+                .unwrap();
+            assert!(sm.current().desired.vip_owners.is_empty());
+            let plain = serde_json::to_value(&*sm.current().desired).unwrap();
+            assert!(plain.get("vip_owners").is_none(), "{plain}");
+            sm.apply(vec![normal(3, Command::SetVipOwners(owners.clone()))])
+                .await
+                .unwrap();
+        }
+        let (_log, mut sm) = open(dir.path(), "node1").unwrap();
+        let current = sm.current();
+        assert_eq!(current.desired.vip_owners.owners, owners);
+        assert_eq!(current.desired.vip_owners.index, 3);
+        assert_eq!(current.desired.services.len(), 1);
+        let snapshot = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        {
+            let (_flog, mut follower) = open(follower_dir.path(), "node1").unwrap();
+            let mut data = follower.begin_receiving_snapshot().await.unwrap();
+            *data = *snapshot.snapshot;
+            follower
+                .install_snapshot(&snapshot.meta, data)
+                .await
+                .unwrap();
+        }
+        let (_flog, follower) = open(follower_dir.path(), "node1").unwrap();
+        assert_eq!(follower.current().desired.vip_owners.owners, owners);
+        // Cleared: the record goes, and the state is as before again.
+        sm.apply(vec![normal(4, Command::SetVipOwners(BTreeMap::new()))])
+            .await
+            .unwrap();
+        assert_eq!(sm.current().desired.vip_owners.index, 4);
+    });
+}

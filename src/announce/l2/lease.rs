@@ -1,0 +1,280 @@
+//! The lease arithmetic of `ANNOUNCE=l2`, on both sides, as pure functions
+//! of monotonic instants (see /work/notes/l2.md for the argument).
+//!
+//! - A node renews every `lease/5`, measuring from when it SENT the
+//!   renewal (t_s): on an OK answer it may hold its addresses until
+//!   t_s + lease ([`NodeLease`]).
+//! - The kernel holds each address on ANNOUNCE_INTERFACE with a lifetime
+//!   of [`Timing::kernel_lifetime_s`] whole seconds, refreshed only when an
+//!   answer came within [`Timing::refresh_window`] of t_s: so the kernel
+//!   itself drops the address of a node whose agent was killed or hung, no
+//!   later than t_s + refresh window + lifetime + [`KERNEL_SLACK`].
+//! - The leader receives the renewal at t_r ≥ t_s and counts the node as
+//!   possibly holding until t_r + [`Timing::fence`], which covers both ends
+//!   above and a [`MARGIN`] for the node's own reaction.
+//! - It grants only while a quorum acknowledged it within [`GRANT_AGE`]. A
+//!   grant by an old leader at t_r needs an acknowledgement at ≥ t_r − G
+//!   from a voter that then voted for the new leader, so t_r < t_election +
+//!   G: a new leader counts every node as renewed at t_election + G.
+
+use std::time::{Duration, Instant};
+
+/// A leader grants renewals only while a quorum acknowledged it this
+/// recently (at least; see [`Timing::grant_age`]): the `G` of the
+/// leader-change argument. The argument holds for any G; a small one keeps
+/// a new leader's wait short, a large one keeps a leader on a slow host
+/// (heartbeats every 50 ms, acknowledgements late) granting.
+pub const GRANT_AGE: Duration = Duration::from_millis(300);
+
+/// What the leader adds for the node's reaction: waking at its deadline and
+/// removing the address over netlink on a busy host.
+pub const MARGIN: Duration = Duration::from_millis(250);
+
+/// How late past an address's lifetime the kernel removes it: its address
+/// worker rounds its timer up by up to a quarter second (`ADDRCONF_TIMER_FUZZ`),
+/// plus the work queue's own latency.
+pub const KERNEL_SLACK: Duration = Duration::from_millis(300);
+
+/// The timing that follows from L2_LEASE_MS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub lease: Duration,
+}
+
+impl Timing {
+    pub fn new(lease_ms: u32) -> Timing {
+        Timing {
+            lease: Duration::from_millis(u64::from(lease_ms)),
+        }
+    }
+
+    /// G: [`GRANT_AGE`], or 3/10 of the lease when longer (a long lease says
+    /// the network or the hosts are slow, and a leader refusing renewals
+    /// for late acknowledgements would make the addresses flap).
+    pub fn grant_age(&self) -> Duration {
+        GRANT_AGE.max(self.lease * 3 / 10)
+    }
+
+    /// How often a node renews.
+    pub fn renew_every(&self) -> Duration {
+        self.lease / 5
+    }
+
+    /// The lifetime the kernel gives an owned address, in whole seconds
+    /// (its unit): the lease rounded up.
+    pub fn kernel_lifetime_s(&self) -> u32 {
+        let ms = self.lease.as_millis().max(1);
+        u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX)
+    }
+
+    /// A node refreshes its addresses' kernel lifetime only from an answer
+    /// that came this soon after it sent the renewal.
+    pub fn refresh_window(&self) -> Duration {
+        self.lease / 4
+    }
+
+    /// How long after receiving a node's renewal the leader counts it as
+    /// possibly holding addresses: past both the node's own deadline and the
+    /// kernel's, plus the margin.
+    pub fn fence(&self) -> Duration {
+        let kernel = self.refresh_window()
+            + Duration::from_secs(u64::from(self.kernel_lifetime_s()))
+            + KERNEL_SLACK;
+        self.lease.max(kernel) + MARGIN
+    }
+
+    /// A node whose last renewal is younger than this is live: it may be
+    /// given addresses (it missed no more than a couple of renewals).
+    pub fn live_for(&self) -> Duration {
+        self.lease / 2
+    }
+}
+
+/// A node's own lease.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeLease {
+    until: Option<Instant>,
+}
+
+impl NodeLease {
+    /// The leader granted the renewal this node sent at `sent`.
+    pub fn granted(&mut self, timing: &Timing, sent: Instant) {
+        let until = sent + timing.lease;
+        if self.until.is_none_or(|u| until > u) {
+            self.until = Some(until);
+        }
+    }
+
+    /// Whether it holds at `now`.
+    pub fn valid(&self, now: Instant) -> bool {
+        self.until.is_some_and(|u| now < u)
+    }
+
+    /// Time left at `now` (`None`: not held).
+    pub fn left(&self, now: Instant) -> Option<Duration> {
+        self.until
+            .and_then(|u| u.checked_duration_since(now))
+            .filter(|d| !d.is_zero())
+    }
+
+    /// When it runs out, if held.
+    pub fn until(&self) -> Option<Instant> {
+        self.until
+    }
+
+    /// Given up (the node stops).
+    pub fn drop_it(&mut self) {
+        self.until = None;
+    }
+}
+
+/// Whether an answer received at `answered` to a renewal sent at `sent`
+/// may refresh the kernel lifetimes (see [`Timing::refresh_window`]).
+pub fn may_refresh(timing: &Timing, sent: Instant, answered: Instant) -> bool {
+    answered.saturating_duration_since(sent) <= timing.refresh_window()
+}
+
+/// The leader's view of one node's lease, from when it became leader and
+/// when it last received the node's renewal.
+pub fn may_hold(
+    timing: &Timing,
+    elected: Instant,
+    received: Option<Instant>,
+    now: Instant,
+) -> bool {
+    // Whatever an earlier leader granted, it granted before elected + G.
+    let grace = elected + timing.grant_age();
+    let from = match received {
+        Some(r) => r.max(grace),
+        None => grace,
+    };
+    now < from + timing.fence()
+}
+
+/// Whether a node that renewed at `received` is live at `now`.
+pub fn live(timing: &Timing, received: Option<Instant>, now: Instant) -> bool {
+    received.is_some_and(|r| now.saturating_duration_since(r) < timing.live_for())
+}
+
+/// Whether the leader may grant now: it leads and a quorum acknowledged it
+/// within [`Timing::grant_age`] (`quorum_age` `None`: it leads alone).
+pub fn may_grant(timing: &Timing, leads: bool, quorum_age: Option<Duration>, alone: bool) -> bool {
+    leads
+        && match quorum_age {
+            Some(age) => age < timing.grant_age(),
+            None => alone,
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_default_timing() {
+        let t = Timing::new(1000);
+        assert_eq!(t.renew_every(), ms(200));
+        assert_eq!(t.kernel_lifetime_s(), 1);
+        assert_eq!(t.refresh_window(), ms(250));
+        // max(1000, 250 + 1000 + 300) + 250
+        assert_eq!(t.fence(), ms(1800));
+        let long = Timing::new(5500);
+        assert_eq!(long.kernel_lifetime_s(), 6);
+        assert_eq!(long.fence(), ms(1375 + 6000 + 300 + 250));
+        // The kernel's whole seconds dominate short leases.
+        assert_eq!(Timing::new(200).fence(), ms(50 + 1000 + 300 + 250));
+    }
+
+    #[test]
+    fn a_node_holds_from_when_it_sent_not_from_the_answer() {
+        let t = Timing::new(1000);
+        let t0 = Instant::now();
+        let mut lease = NodeLease::default();
+        assert!(!lease.valid(t0));
+        // Sent at t0, answered 400 ms later: held until t0 + 1 s.
+        lease.granted(&t, t0);
+        assert!(lease.valid(t0 + ms(999)));
+        assert!(!lease.valid(t0 + ms(1000)));
+        assert_eq!(lease.left(t0 + ms(400)), Some(ms(600)));
+        assert_eq!(lease.left(t0 + ms(1000)), None);
+        // A late answer to an older renewal never shortens it.
+        lease.granted(&t, t0 + ms(200));
+        lease.granted(&t, t0 + ms(100));
+        assert_eq!(lease.until(), Some(t0 + ms(1200)));
+        assert!(!may_refresh(&t, t0, t0 + ms(251)));
+        assert!(may_refresh(&t, t0, t0 + ms(250)));
+        lease.drop_it();
+        assert!(!lease.valid(t0));
+    }
+
+    #[test]
+    fn the_leader_fences_past_the_node_and_the_kernel() {
+        let t = Timing::new(1000);
+        let elected = Instant::now();
+        let sent = elected + ms(5000);
+        let received = sent + ms(30);
+        // The node drops by itself at sent + lease at the latest...
+        let mut lease = NodeLease::default();
+        lease.granted(&t, sent);
+        let node_drops = lease.until().unwrap();
+        // ...and the kernel at the latest from the last refresh allowed.
+        let kernel_drops = sent
+            + t.refresh_window()
+            + Duration::from_secs(u64::from(t.kernel_lifetime_s()))
+            + KERNEL_SLACK;
+        let fenced_until = received + t.fence();
+        assert!(fenced_until >= node_drops + MARGIN);
+        assert!(fenced_until >= kernel_drops + MARGIN);
+        assert!(may_hold(&t, elected, Some(received), fenced_until - ms(1)));
+        assert!(!may_hold(&t, elected, Some(received), fenced_until));
+        assert!(live(&t, Some(received), received + ms(499)));
+        assert!(!live(&t, Some(received), received + ms(500)));
+        assert!(!live(&t, None, received));
+    }
+
+    #[test]
+    fn a_new_leader_waits_out_grants_of_the_old_one() {
+        let t = Timing::new(1000);
+        let elected = Instant::now();
+        // The old leader's last grant came before elected + G; the node it
+        // went to holds until then + lease (and its kernel a little longer).
+        let old_grant = elected + t.grant_age() - ms(1);
+        let node_drops = old_grant + t.lease;
+        for node in [None, Some(elected - ms(100))] {
+            assert!(may_hold(&t, elected, node, node_drops + MARGIN));
+            assert!(!may_hold(
+                &t,
+                elected,
+                node,
+                elected + t.grant_age() + t.fence()
+            ));
+        }
+        // A renewal after the election counts from its own time.
+        let later = elected + ms(2000);
+        assert!(may_hold(
+            &t,
+            elected,
+            Some(later),
+            later + t.fence() - ms(1)
+        ));
+    }
+
+    #[test]
+    fn the_leader_grants_only_with_fresh_quorum_contact() {
+        let t = Timing::new(1000);
+        assert_eq!(t.grant_age(), GRANT_AGE);
+        assert!(may_grant(&t, true, Some(ms(50)), false));
+        assert!(!may_grant(&t, true, Some(ms(300)), false));
+        assert!(!may_grant(&t, false, Some(ms(10)), false));
+        assert!(may_grant(&t, true, None, true));
+        assert!(!may_grant(&t, true, None, false));
+        // A long lease tolerates later acknowledgements.
+        let slow = Timing::new(3000);
+        assert_eq!(slow.grant_age(), ms(900));
+        assert!(may_grant(&slow, true, Some(ms(800)), false));
+    }
+}

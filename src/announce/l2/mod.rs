@@ -1,0 +1,706 @@
+//! `ANNOUNCE=l2`: one owner per address on a flat network, chosen through
+//! Raft and fenced by leases.
+//!
+//! Two tasks run on every node:
+//! - the holder ([`hold`]): renews this node's lease with the leader every
+//!   `lease/5` ([`RENEW_PATH`]), and holds on ANNOUNCE_INTERFACE exactly the
+//!   addresses the committed state gives it while its lease is valid,
+//!   announcing each one it takes (gratuitous ARP/unsolicited NA, repeated
+//!   every L2_GARP_REFRESH);
+//! - the placer ([`place_while_leading`]): on the leader only, commits the
+//!   owners [`placement::place`] decides from the renewals it received.
+//!
+//! The timing and why it is safe are in [`lease`].
+
+pub mod garp;
+pub mod lease;
+pub mod link;
+pub mod placement;
+
+use super::settings::{SettingError, Sysctls, L2};
+use super::sysctl::{self, Wanted};
+use super::{set_state, Context, Servable};
+use crate::api::json::{AnnounceView, L2View};
+use crate::cluster::peer_auth::Peers;
+use crate::config::KernelMode;
+use crate::model::clock::rfc3339;
+use crate::model::Command;
+use crate::raft::Raft;
+use crate::store::StateWatch;
+use actix_web::web::{self, Data, Json};
+use lease::{NodeLease, Timing};
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
+
+/// `POST` on the leader's Raft port: a node's [`Renewal`], answered by a
+/// [`Grant`].
+pub const RENEW_PATH: &str = "/raft/l2/renew";
+
+/// Checks the host has what the mode needs: the interface exists.
+pub fn check(cfg: &L2, kernel: KernelMode) -> Result<(), SettingError> {
+    if kernel == KernelMode::On && !link::exists(&cfg.interface) {
+        return Err(SettingError {
+            variable: "ANNOUNCE_INTERFACE",
+            problem: format!(
+                "no interface {} on this host: name the interface on the clients' network \
+                 (see `ip link`)",
+                cfg.interface
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The kernel settings l2 needs on ANNOUNCE_INTERFACE.
+pub fn wanted_sysctls(interface: &str) -> Vec<Wanted> {
+    let mut wanted = Vec::new();
+    for scope in ["all", interface] {
+        wanted.push(Wanted::new(
+            format!("net.ipv4.conf.{scope}.arp_ignore"),
+            "1",
+            "answer ARP only for addresses on the interface asked: every node holds the \
+             service addresses on its VIP interface, only the owner on ANNOUNCE_INTERFACE",
+        ));
+        wanted.push(Wanted::new(
+            format!("net.ipv4.conf.{scope}.arp_announce"),
+            "2",
+            "never use a service address as the source of this node's own ARP requests, \
+             which would point neighbours at a node that does not own it",
+        ));
+    }
+    wanted
+}
+
+/// A node's lease renewal, and what the leader places from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renewal {
+    pub node: String,
+    /// The last log index the node had applied when it sent this.
+    pub applied: u64,
+    pub can_serve: BTreeSet<IpAddr>,
+    /// The addresses it held on ANNOUNCE_INTERFACE when it sent this.
+    pub holds: BTreeSet<IpAddr>,
+    /// It is stopping: it holds nothing any more and wants no address.
+    #[serde(default)]
+    pub stopping: bool,
+}
+
+/// The leader's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub granted: bool,
+    /// Why not, when not.
+    pub why_not: Option<String>,
+}
+
+/// The leader's record of the renewals it received, shared by the Raft
+/// port's route and the placer.
+#[derive(Debug, Clone, Default)]
+pub struct Leases {
+    inner: Arc<Mutex<Book>>,
+}
+
+#[derive(Debug)]
+struct Book {
+    /// This node's timing (L2_LEASE_MS must be the same on every node).
+    timing: Timing,
+    /// The term this node leads in, and when it first saw itself leading
+    /// in it (no earlier than its election: the safe side).
+    leading: Option<(u64, Instant)>,
+    renewals: HashMap<String, (Instant, Renewal)>,
+}
+
+impl Default for Book {
+    fn default() -> Book {
+        Book {
+            timing: Timing::new(1000),
+            leading: None,
+            renewals: HashMap::new(),
+        }
+    }
+}
+
+impl Leases {
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sets the timing this node grants and fences with.
+    pub fn set_timing(&self, timing: Timing) {
+        self.book().timing = timing;
+    }
+
+    fn timing(&self) -> Timing {
+        self.book().timing
+    }
+
+    /// Takes note of the leadership; `Some(elected)` when this node leads.
+    fn observe(&self, raft: &Raft) -> Option<Instant> {
+        let m = raft.metrics().borrow().clone();
+        let mut book = self.book();
+        if m.state != ServerState::Leader {
+            book.leading = None;
+            book.renewals.clear();
+            return None;
+        }
+        let term = m.vote.leader_id().term;
+        match book.leading {
+            Some((t, at)) if t == term => Some(at),
+            _ => {
+                // A new term: nothing heard in an older one counts.
+                let now = Instant::now();
+                book.leading = Some((term, now));
+                book.renewals.clear();
+                Some(now)
+            }
+        }
+    }
+
+    /// Answers a renewal received now.
+    pub fn renew(&self, raft: &Raft, renewal: Renewal) -> Grant {
+        let received = Instant::now();
+        if self.observe(raft).is_none() {
+            return refuse("this node does not lead");
+        }
+        let m = raft.metrics().borrow().clone();
+        let member = m
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(_, n)| n.name == renewal.node);
+        if !member {
+            // A removed node gets no lease (and no address).
+            return refuse("this node is not a member of the cluster");
+        }
+        let alone = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .all(|id| id == m.id);
+        let age = m.millis_since_quorum_ack.map(Duration::from_millis);
+        if !lease::may_grant(&self.timing(), true, age, alone) {
+            return refuse("the leader has no fresh contact with a quorum");
+        }
+        self.book()
+            .renewals
+            .insert(renewal.node.clone(), (received, renewal));
+        Grant {
+            granted: true,
+            why_not: None,
+        }
+    }
+
+    /// What the leader knows of each node, for the placement; `None` when
+    /// this node does not lead.
+    fn nodes(
+        &self,
+        raft: &Raft,
+        timing: &Timing,
+    ) -> Option<BTreeMap<String, placement::NodeState>> {
+        let elected = self.observe(raft)?;
+        let now = Instant::now();
+        let m = raft.metrics().borrow().clone();
+        let book = self.book();
+        let mut nodes: BTreeMap<String, placement::NodeState> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, n)| {
+                let state = placement::NodeState {
+                    may_hold: lease::may_hold(timing, elected, None, now),
+                    ..Default::default()
+                };
+                (n.name.clone(), state)
+            })
+            .collect();
+        for (name, (received, r)) in &book.renewals {
+            // A node removed since it renewed may still hold addresses
+            // until its lease ends, but it is given none.
+            let member = nodes.contains_key(name);
+            nodes.insert(
+                name.clone(),
+                placement::NodeState {
+                    live: member && lease::live(timing, Some(*received), now),
+                    may_hold: lease::may_hold(timing, elected, Some(*received), now),
+                    stopping: r.stopping,
+                    can_serve: r.can_serve.clone(),
+                    holds: r.holds.clone(),
+                    applied: Some(r.applied),
+                },
+            );
+        }
+        Some(nodes)
+    }
+}
+
+fn refuse(why: &str) -> Grant {
+    Grant {
+        granted: false,
+        why_not: Some(why.to_string()),
+    }
+}
+
+/// Registers [`RENEW_PATH`]; it needs `Data<Raft>` and `Data<Leases>`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(RENEW_PATH, web::post().to(renew_route));
+}
+
+async fn renew_route(
+    raft: Data<Raft>,
+    leases: Data<Leases>,
+    renewal: Json<Renewal>,
+) -> Json<Grant> {
+    Json(leases.renew(&raft, renewal.into_inner()))
+}
+
+/// Announces until `stop`: the holder on every node, the placer while this
+/// node leads; on `stop`, every address dropped and a release sent.
+pub async fn run(ctx: Context, stop: impl Future<Output = ()>) {
+    let Some(cfg) = ctx.cfg.l2.clone() else {
+        return super::report_only(ctx.servable, ctx.status, stop).await;
+    };
+    let timing = Timing::new(cfg.lease_ms);
+    ctx.leases.set_timing(timing);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let placer = tokio::spawn(place_while_leading(
+        ctx.writer.raft().clone(),
+        ctx.writer.clone(),
+        ctx.leases.clone(),
+        ctx.state.clone(),
+        ctx.servable.clone(),
+        timing,
+        stop_rx,
+    ));
+    hold(ctx, cfg, timing, stop).await;
+    let _ = stop_tx.send(true);
+    let _ = placer.await;
+}
+
+/// The leader's side: every `lease/5`, and whenever the committed state or
+/// the servable addresses change, the owners placed from the renewals,
+/// committed when they differ.
+async fn place_while_leading(
+    raft: Raft,
+    writer: crate::cluster::Writer,
+    leases: Leases,
+    state: StateWatch,
+    mut servable: watch::Receiver<Servable>,
+    timing: Timing,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut committed = state.subscribe();
+    let mut tick = tokio::time::interval(timing.renew_every());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = committed.changed() => if r.is_err() { return },
+            r = servable.changed() => if r.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let Some(nodes) = leases.nodes(&raft, &timing) else {
+            continue;
+        };
+        let vips: BTreeSet<IpAddr> = servable.borrow().keys().copied().collect();
+        let current = state.current();
+        let owners = &current.desired.vip_owners;
+        let next = placement::place(&vips, &owners.owners, owners.index, &nodes);
+        if next != owners.owners {
+            tracing::info!(owners = ?next, "placing the service addresses");
+            if let Err(e) = writer.write(Command::SetVipOwners(next)).await {
+                tracing::warn!(error = %e, "could not commit the address owners");
+            }
+        }
+    }
+}
+
+/// What the holder reports.
+struct Report {
+    held: BTreeSet<IpAddr>,
+    lease: NodeLease,
+    last_announcement: Option<SystemTime>,
+    problem: Option<String>,
+}
+
+/// The node's side, until `stop`.
+async fn hold(ctx: Context, cfg: L2, timing: Timing, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    let status = ctx.status.clone();
+    status.send_modify(|v| {
+        set_state(v, "starting", None);
+        v.l2 = Some(l2_view(&cfg, &timing, &NodeLease::default(), None));
+    });
+    let sysctls = if ctx.kernel == KernelMode::On {
+        sysctl::apply(
+            std::path::Path::new("/proc/sys"),
+            &wanted_sysctls(&cfg.interface),
+            ctx.cfg.sysctls,
+        )
+    } else {
+        Vec::new()
+    };
+    let sysctl_problem = sysctls.iter().find(|s| !s.ok).map(|s| {
+        format!(
+            "{} is {:?}, not {} ({}){}",
+            s.name,
+            s.value.as_deref().unwrap_or("unreadable"),
+            s.wanted,
+            s.problem.as_deref().unwrap_or(""),
+            if ctx.cfg.sysctls == Sysctls::Leave {
+                ": other nodes' copies of the addresses may answer ARP"
+            } else {
+                ""
+            }
+        )
+    });
+    status.send_modify(|v| v.sysctls = sysctls);
+    // The interface: opened until it works (a NIC may come later).
+    let mut holder = loop {
+        match Holder::open(&cfg).await {
+            Ok(h) => break h,
+            Err(e) => {
+                status.send_modify(|v| {
+                    set_state(v, "failed", Some(format!("{}: {e}", cfg.interface)))
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = &mut stop => {
+                        status.send_modify(|v| set_state(v, "withdrawn", None));
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    // What an earlier run left (killed, or the host rebooted with the
+    // addresses in a configuration file): gone until the cluster says.
+    holder.sync(&BTreeSet::new(), false).await;
+    let mut report = Report {
+        held: BTreeSet::new(),
+        lease: NodeLease::default(),
+        last_announcement: None,
+        problem: None,
+    };
+    let mut ledger = super::Ledger::default();
+    let mut committed = ctx.state.subscribe();
+    let mut servable = ctx.servable.clone();
+    let mut garp_due: BTreeMap<IpAddr, (Instant, u32)> = BTreeMap::new();
+    let mut next_renewal = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= next_renewal {
+            next_renewal = now + timing.renew_every();
+            let fresh = renew(&ctx, &holder, &timing, &mut report).await;
+            let wanted = wanted(&ctx, &report.lease);
+            let taken = holder.sync(&wanted, fresh).await;
+            for address in taken {
+                garp_due.insert(address, (Instant::now(), 0));
+            }
+        } else {
+            // Between renewals only drops: an add sets a kernel lifetime,
+            // which must start within the refresh window of a grant.
+            let wanted = wanted(&ctx, &report.lease);
+            let keep: BTreeSet<IpAddr> = holder.held.intersection(&wanted).copied().collect();
+            holder.sync(&keep, false).await;
+        }
+        report.held = holder.held.clone();
+        garp_due.retain(|a, _| report.held.contains(a));
+        // Announcements due: at take-over, then 1, 2 and 4 s later (a copy
+        // the kernel of a killed owner still held may have answered in
+        // between), then every L2_GARP_REFRESH.
+        let now = Instant::now();
+        for (address, (due, sent)) in garp_due.iter_mut() {
+            if *due > now {
+                continue;
+            }
+            match holder.announce(*address) {
+                Ok(()) => report.last_announcement = Some(SystemTime::now()),
+                Err(e) => {
+                    tracing::warn!(%address, error = %e, "cannot send a gratuitous ARP/NA")
+                }
+            }
+            *sent += 1;
+            let after = match *sent {
+                1 => Some(Duration::from_secs(1)),
+                2 => Some(Duration::from_secs(1)),
+                3 => Some(Duration::from_secs(2)),
+                _ if cfg.garp_refresh_s > 0 => {
+                    Some(Duration::from_secs(u64::from(cfg.garp_refresh_s)))
+                }
+                _ => None,
+            };
+            *due = match after {
+                Some(d) => now + d,
+                None => now + Duration::from_secs(86_400 * 365),
+            };
+        }
+        publish(
+            &ctx,
+            &cfg,
+            &timing,
+            &mut report,
+            &mut ledger,
+            &sysctl_problem,
+        );
+        // Sleep until the next renewal, the lease's end, an announcement,
+        // or a change of owners or servable addresses (renewed at once: a
+        // new owner takes its address without waiting a period).
+        let mut wake = next_renewal;
+        if let Some(until) = report.lease.until().filter(|u| *u > Instant::now()) {
+            wake = wake.min(until);
+        }
+        if let Some((due, _)) = garp_due.values().min() {
+            wake = wake.min(*due);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            r = committed.changed() => {
+                if r.is_err() { break }
+                next_renewal = Instant::now();
+            }
+            r = servable.changed() => {
+                if r.is_err() { break }
+                next_renewal = Instant::now();
+            }
+            _ = &mut stop => break,
+        }
+    }
+    // Stopping: drop everything, then tell the leader at once, so that it
+    // hands the addresses over without waiting for the lease to run out.
+    holder.sync(&BTreeSet::new(), false).await;
+    report.held = holder.held.clone();
+    report.lease.drop_it();
+    let release = Renewal {
+        node: ctx.name.clone(),
+        applied: ctx.state.current().applied_index(),
+        can_serve: BTreeSet::new(),
+        holds: holder.held.clone(),
+        stopping: true,
+    };
+    let _ = send_renewal(&ctx, &release).await;
+    publish(
+        &ctx,
+        &cfg,
+        &timing,
+        &mut report,
+        &mut ledger,
+        &sysctl_problem,
+    );
+    status.send_modify(|v| set_state(v, "withdrawn", None));
+}
+
+/// The addresses this node may hold now: those the committed state gives
+/// it, while its lease is valid.
+fn wanted(ctx: &Context, lease: &NodeLease) -> BTreeSet<IpAddr> {
+    if !lease.valid(Instant::now()) {
+        return BTreeSet::new();
+    }
+    let current = ctx.state.current();
+    let vips = ctx.servable.borrow();
+    owned_by(&current.desired.vip_owners.owners, &ctx.name, &vips)
+}
+
+/// The addresses of `owners` that are `me`'s and still service addresses.
+pub fn owned_by(owners: &BTreeMap<IpAddr, String>, me: &str, vips: &Servable) -> BTreeSet<IpAddr> {
+    owners
+        .iter()
+        .filter(|(a, o)| *o == me && vips.contains_key(a))
+        .map(|(a, _)| *a)
+        .collect()
+}
+
+/// Renews with the leader; `true` when granted with an answer fresh enough
+/// to refresh the kernel lifetimes.
+async fn renew(ctx: &Context, holder: &Holder, timing: &Timing, report: &mut Report) -> bool {
+    let renewal = Renewal {
+        node: ctx.name.clone(),
+        applied: ctx.state.current().applied_index(),
+        can_serve: super::servable::serving(&ctx.servable.borrow()),
+        holds: holder.held.clone(),
+        stopping: false,
+    };
+    let sent = Instant::now();
+    let answer = send_renewal(ctx, &renewal).await;
+    let answered = Instant::now();
+    match answer {
+        Ok(Grant { granted: true, .. }) => {
+            report.lease.granted(timing, sent);
+            report.problem = None;
+            lease::may_refresh(timing, sent, answered)
+        }
+        Ok(Grant { why_not, .. }) => {
+            report.problem = Some(format!(
+                "lease not renewed: {}",
+                why_not.unwrap_or_else(|| "refused".into())
+            ));
+            false
+        }
+        Err(e) => {
+            report.problem = Some(format!("lease not renewed: {e}"));
+            false
+        }
+    }
+}
+
+/// Sends a renewal to the leader: in-process when this node leads.
+async fn send_renewal(ctx: &Context, renewal: &Renewal) -> Result<Grant, String> {
+    let raft = ctx.writer.raft();
+    let (me, leader) = {
+        let m = raft.metrics().borrow().clone();
+        (m.id, m.current_leader)
+    };
+    match crate::cluster::leader(raft) {
+        _ if leader == Some(me) => Ok(ctx.leases.renew(raft, renewal.clone())),
+        Some((_, node)) => post_renewal(&ctx.peers, &node.raft_addr, renewal).await,
+        None => Err("no leader known".into()),
+    }
+}
+
+async fn post_renewal(peers: &Peers, raft_addr: &str, renewal: &Renewal) -> Result<Grant, String> {
+    let request = peers
+        .post_json(&format!("http://{raft_addr}{RENEW_PATH}"), renewal)
+        .map_err(|e| e.to_string())?;
+    let answer = request
+        .timeout(Duration::from_millis(800))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("the leader at {raft_addr} did not answer: {e}"))?;
+    answer
+        .json()
+        .await
+        .map_err(|e| format!("the leader's answer: {e}"))
+}
+
+/// ANNOUNCE_INTERFACE and what this node holds on it.
+struct Holder {
+    link: link::AnnounceLink,
+    sender: Option<garp::Sender>,
+    lifetime_s: u32,
+    held: BTreeSet<IpAddr>,
+}
+
+impl Holder {
+    async fn open(cfg: &L2) -> std::io::Result<Holder> {
+        let link = link::AnnounceLink::open(&cfg.interface).await?;
+        let sender = match garp::Sender::open(&cfg.interface) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(interface = %cfg.interface, error = %e,
+                    "cannot open a packet socket (CAP_NET_RAW?): no gratuitous ARP/NA");
+                None
+            }
+        };
+        let mut holder = Holder {
+            link,
+            sender,
+            lifetime_s: Timing::new(cfg.lease_ms).kernel_lifetime_s(),
+            held: BTreeSet::new(),
+        };
+        holder.held = holder.link.ours().await?;
+        Ok(holder)
+    }
+
+    /// Makes the interface hold `wanted` (of ours); `refresh`: renew the
+    /// lifetimes of those kept too. Returns the addresses newly taken.
+    async fn sync(&mut self, wanted: &BTreeSet<IpAddr>, refresh: bool) -> Vec<IpAddr> {
+        if let Ok(now) = self.link.ours().await {
+            self.held = now;
+        }
+        for address in self.held.difference(wanted).copied().collect::<Vec<_>>() {
+            match self.link.release(address).await {
+                Ok(()) => {
+                    tracing::info!(%address, interface = %self.link.ifname(), "released");
+                    self.held.remove(&address);
+                }
+                Err(e) => tracing::warn!(%address, error = %e, "cannot release"),
+            }
+        }
+        let mut taken = Vec::new();
+        for &address in wanted {
+            let new = !self.held.contains(&address);
+            if !new && !refresh {
+                continue;
+            }
+            match self.link.hold(address, self.lifetime_s).await {
+                Ok(()) => {
+                    if new {
+                        tracing::info!(%address, interface = %self.link.ifname(), "took over");
+                        taken.push(address);
+                    }
+                    self.held.insert(address);
+                }
+                Err(e) => tracing::warn!(%address, error = %e, "cannot hold"),
+            }
+        }
+        taken
+    }
+
+    fn announce(&self, address: IpAddr) -> std::io::Result<()> {
+        match &self.sender {
+            Some(s) => s.announce(address),
+            None => Err(std::io::Error::other("no packet socket")),
+        }
+    }
+}
+
+fn l2_view(cfg: &L2, timing: &Timing, lease: &NodeLease, last: Option<SystemTime>) -> L2View {
+    let left = lease.left(Instant::now());
+    L2View {
+        interface: cfg.interface.clone(),
+        lease_ms: u32::try_from(timing.lease.as_millis()).unwrap_or(u32::MAX),
+        lease_held: left.is_some(),
+        lease_left_ms: left.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        last_announcement: last.map(rfc3339),
+    }
+}
+
+fn publish(
+    ctx: &Context,
+    cfg: &L2,
+    timing: &Timing,
+    report: &mut Report,
+    ledger: &mut super::Ledger,
+    sysctl_problem: &Option<String>,
+) {
+    let current = ctx.state.current();
+    let owners = &current.desired.vip_owners.owners;
+    let servable = ctx.servable.borrow().clone();
+    let lease_valid = report.lease.valid(Instant::now());
+    let vips = ledger.views(&servable, &report.held, owners, |address| {
+        Some(match owners.get(&address) {
+            None => "no owner yet".to_string(),
+            Some(o) if *o != ctx.name => format!("{o} owns it"),
+            Some(_) if !lease_valid => "this node's lease is not valid".to_string(),
+            Some(_) => "being taken".to_string(),
+        })
+    });
+    let view: &mut dyn FnMut(&mut AnnounceView) = &mut |v| {
+        let state = if report.held.is_empty() {
+            "idle"
+        } else {
+            "announcing"
+        };
+        set_state(
+            v,
+            state,
+            report.problem.clone().or_else(|| sysctl_problem.clone()),
+        );
+        v.vips = vips.clone();
+        v.l2 = Some(l2_view(
+            cfg,
+            timing,
+            &report.lease,
+            report.last_announcement,
+        ));
+    };
+    ctx.status.send_modify(view);
+}
