@@ -432,6 +432,9 @@ pub fn start_cluster(site: &BgpSite, binary: &str, bird: &str) -> Result<Vec<Bgp
 /// health-checked over HTTP (patiently: an emulated CPU shared with other
 /// work answers late).
 ///
+/// When a node finds every server down it withdraws the address
+/// (`all_down: withdraw`), so the others take its traffic.
+///
 /// `mh-fallback` too: a node lowers a server it finds down to weight 0 in
 /// its own kernel, and `mh` keeps such a server in its table (so that the
 /// others' flows do not move) and, without the flag, answers a new flow
@@ -445,6 +448,7 @@ pub fn service(backends: usize) -> serde_json::Value {
         "scheduler": "mh", "flags": ["mh-fallback", "mh-port"], "bind_address": true,
         "health_check": {"kind": "http", "path": "/health", "body": "backend",
                          "interval": 2.0, "timeout": 1.5, "rise": 2, "fall": 2},
+        "health_policy": {"all_down": "withdraw"},
         "servers": servers,
     })
 }
