@@ -19,11 +19,13 @@
 // from do.
 #![allow(clippy::unwrap_used)]
 
-// The l2 topology, as tests/ include it (examples/failover/l2.rs names it
-// `crate::support::…`); tests/support/vm.rs is left out (it reads
-// variables cargo sets for tests only). The bgp part includes its own.
+// The test topologies, as tests/ include them (examples/failover/*.rs
+// name them `crate::support::…`); tests/support/vm.rs is left out (it
+// reads variables cargo sets for tests only).
 #[allow(dead_code)]
 mod support {
+    #[path = "../../tests/support/bgp.rs"]
+    pub mod bgp;
     #[path = "../../tests/support/l2site.rs"]
     pub mod l2site;
     #[path = "../../tests/support/netns.rs"]

@@ -13,26 +13,9 @@
 //! session restarted; the node restarted on its data directory) and the
 //! next trial takes the next node.
 
-#[path = "../../tests/support/netns.rs"]
-// Test helpers: their unwraps are their assertions.
-#[allow(dead_code, clippy::unwrap_used)]
-mod netns;
-#[path = "../../tests/support/bgp.rs"]
-// Test helpers: their unwraps are their assertions.
-#[allow(dead_code, clippy::unwrap_used)]
-mod site;
-#[path = "../../tests/support/topology.rs"]
-// Test helpers: their unwraps are their assertions.
-#[allow(dead_code, clippy::unwrap_used)]
-mod topology;
-#[path = "../../tests/support/traffic.rs"]
-// Test helpers: their unwraps are their assertions.
-#[allow(dead_code, clippy::unwrap_used)]
-mod traffic;
-
-// The included files reach each other through `super::`.
-use netns::Netns;
-use site::{announce_service, hop, start_cluster, BgpSite};
+// The routed site of the trial (tests/support/bgp.rs), included once at
+// the benchmark's root beside its siblings, as tests/ include it.
+use crate::support::bgp::{announce_service, hop, start_cluster, BgpSite};
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
