@@ -251,6 +251,7 @@ pub fn routes_follow_what_each_node_can_serve() -> Result<(), Failed> {
     let conf = nodes[last].bird_dir().join("bird.conf");
     let pids = std::process::Command::new("pgrep")
         .arg("-f")
+        .arg("--")
         .arg(format!("-c {}", conf.display()))
         .output()?;
     let pid = String::from_utf8_lossy(&pids.stdout)
