@@ -108,7 +108,7 @@ impl ProcessStats {
 
 /// The time since boot on the clock `/proc/self/stat`'s start time counts
 /// on. The client libraries add that start time to the boot time in
-/// `/proc/stat`, but the unit's `ProcSubset=pid` hides that file; the boot
+/// `/proc/stat`, but a unit with `ProcSubset=pid` hides that file; the boot
 /// time is now less this clock, which is how the kernel computes it too.
 fn boot_clock() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);

@@ -1,5 +1,5 @@
 //! The lease arithmetic of `ANNOUNCE=l2`, on both sides, as pure functions
-//! of monotonic instants (see /work/notes/l2.md for the argument).
+//! of monotonic instants (ARCHITECTURE.md, "Bringing traffic", has the argument).
 //!
 //! - A node renews every `lease/5`, measuring from when it SENT the
 //!   renewal (t_s): on an OK answer it may hold its addresses until
