@@ -517,14 +517,37 @@ pub fn owned_by(owners: &BTreeMap<IpAddr, String>, me: &str, vips: &Servable) ->
         .collect()
 }
 
+/// What a renewal says the node holds: what it holds now, and what the
+/// grant it asks for lets it take right after (the addresses the state it
+/// applied gives it). A renewal sent just before the node adds an address
+/// must not read as "let go": the leader would give the address to another
+/// node as soon as this one fell silent, while its kernel may still hold
+/// it for the lifetime the grant let it set.
+pub fn claimed(
+    held: &BTreeSet<IpAddr>,
+    owners: &BTreeMap<IpAddr, String>,
+    me: &str,
+    vips: &Servable,
+) -> BTreeSet<IpAddr> {
+    let mut claimed = held.clone();
+    claimed.extend(owned_by(owners, me, vips));
+    claimed
+}
+
 /// Renews with the leader; `true` when granted with an answer fresh enough
 /// to refresh the kernel lifetimes.
 async fn renew(ctx: &Context, holder: &Holder, timing: &Timing, report: &mut Report) -> bool {
+    let current = ctx.state.current();
     let renewal = Renewal {
         node: ctx.name.clone(),
-        applied: ctx.state.current().applied_index(),
+        applied: current.applied_index(),
         can_serve: super::servable::serving(&ctx.servable.borrow()),
-        holds: holder.held.clone(),
+        holds: claimed(
+            &holder.held,
+            &current.desired.vip_owners.owners,
+            &ctx.name,
+            &ctx.servable.borrow(),
+        ),
         stopping: false,
     };
     let sent = Instant::now();
@@ -703,4 +726,43 @@ fn publish(
         ));
     };
     ctx.status.send_modify(view);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::announce::Vip;
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([10, 80, 0, n])
+    }
+
+    #[test]
+    fn a_renewal_claims_what_its_grant_lets_the_node_take() {
+        let vips: Servable = [ip(1), ip(2)]
+            .into_iter()
+            .map(|a| {
+                let vip = Vip {
+                    services: vec![],
+                    why_not: None,
+                };
+                (a, vip)
+            })
+            .collect();
+        let owners: BTreeMap<IpAddr, String> =
+            [(ip(1), "lb1".to_string()), (ip(2), "lb2".to_string())].into();
+        let none = BTreeSet::new();
+        // Just given ip(1), not yet holding it: claimed all the same.
+        assert_eq!(claimed(&none, &owners, "lb1", &vips), [ip(1)].into());
+        // Another node's address is never claimed.
+        assert!(!claimed(&none, &owners, "lb1", &vips).contains(&ip(2)));
+        // Given up in the state but still on the interface: still claimed,
+        // until the node has dropped it.
+        let held = [ip(1)].into();
+        assert_eq!(
+            claimed(&held, &BTreeMap::new(), "lb1", &vips),
+            [ip(1)].into()
+        );
+        assert!(claimed(&none, &BTreeMap::new(), "lb1", &vips).is_empty());
+    }
 }
