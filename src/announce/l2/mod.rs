@@ -538,15 +538,18 @@ pub fn claimed(
 /// to refresh the kernel lifetimes.
 async fn renew(ctx: &Context, holder: &Holder, timing: &Timing, report: &mut Report) -> bool {
     let current = ctx.state.current();
+    // One read of the watch, copied: two guards alive at once in one
+    // statement deadlock against a sender waiting between them.
+    let vips = ctx.servable.borrow().clone();
     let renewal = Renewal {
         node: ctx.name.clone(),
         applied: current.applied_index(),
-        can_serve: super::servable::serving(&ctx.servable.borrow()),
+        can_serve: super::servable::serving(&vips),
         holds: claimed(
             &holder.held,
             &current.desired.vip_owners.owners,
             &ctx.name,
-            &ctx.servable.borrow(),
+            &vips,
         ),
         stopping: false,
     };
