@@ -89,6 +89,7 @@ fn trials() -> Vec<Trial> {
         // run with netlink::sync_daemon and the trial above it ran without
         // a hang (`--skip l2::established` leaves it out).
         l2::established_connection_survives_the_move,
+        l2::a_host_still_answering_keeps_the_address_untaken,
     ];
     trials.extend(trials![
         shared:

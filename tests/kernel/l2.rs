@@ -8,7 +8,7 @@
 //! lifetime before another node takes it. Throughout, a watcher checks that
 //! no two nodes hold the address at once.
 
-use crate::support::l2site::{wait_until, L2Site, L2_VIP};
+use crate::support::l2site::{wait_until, L2Site, L2_VIP, L2_VIP2};
 use crate::support::traffic::{get, Held};
 use libtest_mimic::Failed;
 use serde_json::Value;
@@ -249,5 +249,61 @@ pub fn established_connection_survives_the_move() -> Result<(), Failed> {
     )?;
     assert_eq!(answer, format!("{backend} after"));
     nodes.clear();
+    Ok(())
+}
+
+/// A node given an address another host on the LAN still answers for (here
+/// the router, standing for a killed owner whose kernel still holds it)
+/// does not take it: its probe hears the answer, and its report says whose
+/// MAC answered. Once the other host lets go, the node takes it.
+pub fn a_host_still_answering_keeps_the_address_untaken() -> Result<(), Failed> {
+    let site = L2Site::new(1);
+    let vip2 = L2_VIP2.to_string();
+    site.router
+        .ip(&["addr", "add", &format!("{vip2}/32"), "dev", "lan"]);
+    let router_mac = {
+        let out = site.router.ip(&["-o", "link", "show", "lan"]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let nodes = site.start_cluster_with(
+        env!("CARGO_BIN_EXE_ipvs-manager"),
+        LEASE_MS,
+        &[L2_VIP2],
+        &[],
+    )?;
+    let mut report = Value::Null;
+    let waiting = |report: &mut Value| {
+        (0..3).any(|lb| {
+            let (_, node) = site.api(lb, "GET", "/api/v1/node", None);
+            let vip = &node["announce"]["vips"][0];
+            let mine = vip["owner"] == format!("node{}", lb + 1).as_str();
+            let why = vip["why_not"].as_str().unwrap_or_default();
+            *report = node.clone();
+            mine && why.contains("still answers") && why.contains(&router_mac)
+        })
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "the owner to report the other holder",
+        || waiting(&mut report),
+    )
+    .map_err(|e| format!("{e:?}\n{report}\n{}", nodes[0].log()))?;
+    // Not taken while the router answers.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert_eq!(site.holders_of(L2_VIP2), Vec::<usize>::new());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    site.router
+        .ip(&["addr", "del", &format!("{vip2}/32"), "dev", "lan"]);
+    let owner = site
+        .owner_of(L2_VIP2, Duration::from_secs(20), None)
+        .map_err(|e| format!("{e}\n{}", nodes[0].log()))?;
+    let (_, node) = site.api(owner, "GET", "/api/v1/node", None);
+    assert_eq!(node["announce"]["vips"][0]["announced"], true, "{node}");
     Ok(())
 }

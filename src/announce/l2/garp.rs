@@ -15,11 +15,11 @@ use std::os::fd::{AsRawFd, OwnedFd};
 /// A MAC address.
 pub type Mac = [u8; 6];
 
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_IPV6: u16 = 0x86dd;
+pub(super) const ETH_P_ARP: u16 = 0x0806;
+pub(super) const ETH_P_IPV6: u16 = 0x86dd;
 const ARP_REQUEST: u16 = 1;
 const ARP_REPLY: u16 = 2;
-const ICMPV6: u8 = 58;
+pub(super) const ICMPV6: u8 = 58;
 const NEIGHBOR_ADVERTISEMENT: u8 = 136;
 /// NA flags: Override (the receiver replaces the link-layer address it has).
 const NA_OVERRIDE: u32 = 0x2000_0000;
@@ -41,7 +41,7 @@ pub fn frames(address: IpAddr, mac: Mac) -> Vec<Vec<u8>> {
     }
 }
 
-fn ethernet(dst: Mac, src: Mac, ethertype: u16) -> Vec<u8> {
+pub(super) fn ethernet(dst: Mac, src: Mac, ethertype: u16) -> Vec<u8> {
     let mut frame = Vec::with_capacity(MIN_FRAME + 26);
     frame.extend_from_slice(&dst);
     frame.extend_from_slice(&src);
@@ -98,7 +98,7 @@ fn unsolicited_na(address: Ipv6Addr, mac: Mac) -> Vec<u8> {
 }
 
 /// The Internet checksum of an ICMPv6 message with its pseudo-header.
-fn icmpv6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, message: &[u8]) -> u16 {
+pub(super) fn icmpv6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, message: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     let mut add = |bytes: &[u8]| {
         for pair in bytes.chunks(2) {
@@ -164,6 +164,11 @@ impl Sender {
     /// The interface's MAC.
     pub fn mac(&self) -> Mac {
         self.link.addr().unwrap_or_default()
+    }
+
+    /// The interface's link-layer address (its index and MAC).
+    pub fn link(&self) -> nix::sys::socket::LinkAddr {
+        self.link
     }
 
     /// Sends the frames announcing `address` from this interface.

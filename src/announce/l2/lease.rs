@@ -3,15 +3,17 @@
 //!
 //! - A node renews every `lease/5`, measuring from when it SENT the
 //!   renewal (t_s): on an OK answer it may hold its addresses until
-//!   t_s + lease ([`NodeLease`]).
-//! - The kernel holds each address on ANNOUNCE_INTERFACE with a lifetime
-//!   of [`Timing::kernel_lifetime_s`] whole seconds, refreshed only when an
-//!   answer came within [`Timing::refresh_window`] of t_s: so the kernel
-//!   itself drops the address of a node whose agent was killed or hung, no
-//!   later than t_s + refresh window + lifetime + [`KERNEL_SLACK`].
+//!   t_s + lease ([`NodeLease`]), and drops them then by itself.
 //! - The leader receives the renewal at t_r ≥ t_s and counts the node as
-//!   possibly holding until t_r + [`Timing::fence`], which covers both ends
-//!   above and a [`MARGIN`] for the node's own reaction.
+//!   possibly holding until t_r + [`Timing::fence`]: its lease plus a
+//!   margin for its reaction.
+//! - An agent that cannot drop (killed, hung) is not fenced by time: each
+//!   address it held carries a kernel lifetime of ⌈lease⌉ seconds
+//!   ([`Timing::kernel_lifetime_s`]), which ends it, and a node takes an
+//!   address only once no other host answers for it (`probe`). The kernel's
+//!   timer is coarse — whole seconds, and checked at most once a second
+//!   after any address change on the host — so the leader does not wait
+//!   for it; the probe sees the copy while it lasts.
 //! - It grants only while a quorum acknowledged it within [`GRANT_AGE`]. A
 //!   grant by an old leader at t_r needs an acknowledgement at ≥ t_r − G
 //!   from a voter that then voted for the new leader, so t_r < t_election +
@@ -26,14 +28,10 @@ use std::time::{Duration, Instant};
 /// (heartbeats every 50 ms, acknowledgements late) granting.
 pub const GRANT_AGE: Duration = Duration::from_millis(300);
 
-/// What the leader adds for the node's reaction: waking at its deadline and
-/// removing the address over netlink on a busy host.
+/// The least the leader adds for the node's reaction: waking at its
+/// deadline and removing the address over netlink on a busy host (see
+/// [`Timing::margin`]).
 pub const MARGIN: Duration = Duration::from_millis(250);
-
-/// How late past an address's lifetime the kernel removes it: its address
-/// worker rounds its timer up by up to a quarter second (`ADDRCONF_TIMER_FUZZ`),
-/// plus the work queue's own latency.
-pub const KERNEL_SLACK: Duration = Duration::from_millis(300);
 
 /// The timing that follows from L2_LEASE_MS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,32 +53,30 @@ impl Timing {
         GRANT_AGE.max(self.lease * 3 / 10)
     }
 
+    /// M: [`MARGIN`], or a quarter of the lease when longer (slow hosts
+    /// react slowly too).
+    pub fn margin(&self) -> Duration {
+        MARGIN.max(self.lease / 4)
+    }
+
     /// How often a node renews.
     pub fn renew_every(&self) -> Duration {
         self.lease / 5
     }
 
     /// The lifetime the kernel gives an owned address, in whole seconds
-    /// (its unit): the lease rounded up.
+    /// (its unit): the lease rounded up, so that it never ends before the
+    /// lease of the grant that set it.
     pub fn kernel_lifetime_s(&self) -> u32 {
         let ms = self.lease.as_millis().max(1);
         u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX)
     }
 
-    /// A node refreshes its addresses' kernel lifetime only from an answer
-    /// that came this soon after it sent the renewal.
-    pub fn refresh_window(&self) -> Duration {
-        self.lease / 4
-    }
-
     /// How long after receiving a node's renewal the leader counts it as
-    /// possibly holding addresses: past both the node's own deadline and the
-    /// kernel's, plus the margin.
+    /// possibly holding addresses: past the node's own deadline, plus the
+    /// margin.
     pub fn fence(&self) -> Duration {
-        let kernel = self.refresh_window()
-            + Duration::from_secs(u64::from(self.kernel_lifetime_s()))
-            + KERNEL_SLACK;
-        self.lease.max(kernel) + MARGIN
+        self.lease + self.margin()
     }
 
     /// A node whose last renewal is younger than this is live: it may be
@@ -128,12 +124,6 @@ impl NodeLease {
     }
 }
 
-/// Whether an answer received at `answered` to a renewal sent at `sent`
-/// may refresh the kernel lifetimes (see [`Timing::refresh_window`]).
-pub fn may_refresh(timing: &Timing, sent: Instant, answered: Instant) -> bool {
-    answered.saturating_duration_since(sent) <= timing.refresh_window()
-}
-
 /// The leader's view of one node's lease, from when it became leader and
 /// when it last received the node's renewal.
 pub fn may_hold(
@@ -179,14 +169,16 @@ mod tests {
         let t = Timing::new(1000);
         assert_eq!(t.renew_every(), ms(200));
         assert_eq!(t.kernel_lifetime_s(), 1);
-        assert_eq!(t.refresh_window(), ms(250));
-        // max(1000, 250 + 1000 + 300) + 250
-        assert_eq!(t.fence(), ms(1800));
+        assert_eq!(t.margin(), MARGIN);
+        assert_eq!(t.fence(), ms(1250));
+        // A long lease: a wider margin, and a kernel lifetime never shorter
+        // than the lease.
         let long = Timing::new(5500);
         assert_eq!(long.kernel_lifetime_s(), 6);
-        assert_eq!(long.fence(), ms(1375 + 6000 + 300 + 250));
-        // The kernel's whole seconds dominate short leases.
-        assert_eq!(Timing::new(200).fence(), ms(50 + 1000 + 300 + 250));
+        assert_eq!(long.margin(), ms(1375));
+        assert_eq!(long.fence(), ms(5500 + 1375));
+        assert_eq!(Timing::new(200).fence(), ms(200 + 250));
+        assert_eq!(Timing::new(200).kernel_lifetime_s(), 1);
     }
 
     #[test]
@@ -205,30 +197,22 @@ mod tests {
         lease.granted(&t, t0 + ms(200));
         lease.granted(&t, t0 + ms(100));
         assert_eq!(lease.until(), Some(t0 + ms(1200)));
-        assert!(!may_refresh(&t, t0, t0 + ms(251)));
-        assert!(may_refresh(&t, t0, t0 + ms(250)));
         lease.drop_it();
         assert!(!lease.valid(t0));
     }
 
     #[test]
-    fn the_leader_fences_past_the_node_and_the_kernel() {
+    fn the_leader_fences_past_the_node() {
         let t = Timing::new(1000);
         let elected = Instant::now();
         let sent = elected + ms(5000);
         let received = sent + ms(30);
-        // The node drops by itself at sent + lease at the latest...
+        // The node drops by itself at sent + lease at the latest.
         let mut lease = NodeLease::default();
         lease.granted(&t, sent);
         let node_drops = lease.until().unwrap();
-        // ...and the kernel at the latest from the last refresh allowed.
-        let kernel_drops = sent
-            + t.refresh_window()
-            + Duration::from_secs(u64::from(t.kernel_lifetime_s()))
-            + KERNEL_SLACK;
         let fenced_until = received + t.fence();
-        assert!(fenced_until >= node_drops + MARGIN);
-        assert!(fenced_until >= kernel_drops + MARGIN);
+        assert!(fenced_until >= node_drops + t.margin());
         assert!(may_hold(&t, elected, Some(received), fenced_until - ms(1)));
         assert!(!may_hold(&t, elected, Some(received), fenced_until));
         assert!(live(&t, Some(received), received + ms(499)));
@@ -241,11 +225,11 @@ mod tests {
         let t = Timing::new(1000);
         let elected = Instant::now();
         // The old leader's last grant came before elected + G; the node it
-        // went to holds until then + lease (and its kernel a little longer).
+        // went to holds until then + lease.
         let old_grant = elected + t.grant_age() - ms(1);
         let node_drops = old_grant + t.lease;
         for node in [None, Some(elected - ms(100))] {
-            assert!(may_hold(&t, elected, node, node_drops + MARGIN));
+            assert!(may_hold(&t, elected, node, node_drops + t.margin() - ms(1)));
             assert!(!may_hold(
                 &t,
                 elected,

@@ -96,7 +96,7 @@ impl AnnounceLink {
         Ok(messages
             .iter()
             .filter(|m| m.header.index == self.index && marked(m))
-            .filter_map(local)
+            .filter_map(crate::ipvs::vip::link::local_address)
             .collect())
     }
 
@@ -166,17 +166,4 @@ fn marked(message: &AddressMessage) -> bool {
         .attributes
         .iter()
         .any(|a| matches!(a, AddressAttribute::Protocol(p) if u8::from(*p) == OUR_PROTO))
-}
-
-fn local(message: &AddressMessage) -> Option<IpAddr> {
-    let mut local = None;
-    let mut address = None;
-    for attribute in &message.attributes {
-        match attribute {
-            AddressAttribute::Local(ip) => local = Some(*ip),
-            AddressAttribute::Address(ip) => address = Some(*ip),
-            _ => {}
-        }
-    }
-    local.or(address)
 }

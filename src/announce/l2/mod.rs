@@ -16,6 +16,7 @@ pub mod garp;
 pub mod lease;
 pub mod link;
 pub mod placement;
+pub mod probe;
 
 use super::settings::{SettingError, Sysctls, L2};
 use super::sysctl::{self, Wanted};
@@ -101,9 +102,11 @@ pub struct Grant {
 
 /// The leader's record of the renewals it received, shared by the Raft
 /// port's route and the placer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Leases {
     inner: Arc<Mutex<Book>>,
+    /// The committed state: which owners a renewal must have applied.
+    state: StateWatch,
 }
 
 #[derive(Debug)]
@@ -127,6 +130,13 @@ impl Default for Book {
 }
 
 impl Leases {
+    pub fn new(state: StateWatch) -> Leases {
+        Leases {
+            inner: Arc::default(),
+            state,
+        }
+    }
+
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
         self.inner
             .lock()
@@ -188,6 +198,16 @@ impl Leases {
         let age = m.millis_since_quorum_ack.map(Duration::from_millis);
         if !lease::may_grant(&self.timing(), true, age, alone) {
             return refuse("the leader has no fresh contact with a quorum");
+        }
+        // A node that has not applied the latest owners (paused, or slow to
+        // apply) would hold what it owned before them: its grant waits
+        // until it has.
+        let owners_index = self.state.current().desired.vip_owners.index;
+        if !renewal.stopping && renewal.applied < owners_index {
+            return refuse(&format!(
+                "the node has applied up to log index {}, not the address owners set at {}",
+                renewal.applied, owners_index
+            ));
         }
         self.book()
             .renewals
@@ -284,7 +304,7 @@ pub async fn run(ctx: Context, stop: impl Future<Output = ()>) {
     let _ = placer.await;
 }
 
-/// The leader's side: every `lease/5`, and whenever the committed state or
+/// The leader's side: every `lease/10`, and whenever the committed state or
 /// the servable addresses change, the owners placed from the renewals,
 /// committed when they differ.
 async fn place_while_leading(
@@ -297,7 +317,9 @@ async fn place_while_leading(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut committed = state.subscribe();
-    let mut tick = tokio::time::interval(timing.renew_every());
+    // Twice per renewal period: a silent owner's fence ends at most half a
+    // period before its addresses move.
+    let mut tick = tokio::time::interval(timing.renew_every() / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -325,6 +347,8 @@ async fn place_while_leading(
 /// What the holder reports.
 struct Report {
     held: BTreeSet<IpAddr>,
+    /// Given to this node but not taken yet, and why.
+    waiting: BTreeMap<IpAddr, String>,
     lease: NodeLease,
     last_announcement: Option<SystemTime>,
     problem: Option<String>,
@@ -385,11 +409,15 @@ async fn hold(ctx: Context, cfg: L2, timing: Timing, stop: impl Future<Output = 
     holder.sync(&BTreeSet::new(), false).await;
     let mut report = Report {
         held: BTreeSet::new(),
+        waiting: BTreeMap::new(),
         lease: NodeLease::default(),
         last_announcement: None,
         problem: None,
     };
     let mut ledger = super::Ledger::default();
+    let show = |report: &mut Report, ledger: &mut super::Ledger| {
+        publish(&ctx, &cfg, &timing, report, ledger, &sysctl_problem)
+    };
     let mut committed = ctx.state.subscribe();
     let mut servable = ctx.servable.clone();
     let mut garp_due: BTreeMap<IpAddr, (Instant, u32)> = BTreeMap::new();
@@ -398,20 +426,21 @@ async fn hold(ctx: Context, cfg: L2, timing: Timing, stop: impl Future<Output = 
         let now = Instant::now();
         if now >= next_renewal {
             next_renewal = now + timing.renew_every();
-            let fresh = renew(&ctx, &holder, &timing, &mut report).await;
+            let granted = renew(&ctx, &holder, &timing, &mut report).await;
             let wanted = wanted(&ctx, &report.lease);
-            let taken = holder.sync(&wanted, fresh).await;
+            let taken = holder.sync(&wanted, granted).await;
             for address in taken {
                 garp_due.insert(address, (Instant::now(), 0));
             }
         } else {
             // Between renewals only drops: an add sets a kernel lifetime,
-            // which must start within the refresh window of a grant.
+            // which must start from a grant.
             let wanted = wanted(&ctx, &report.lease);
             let keep: BTreeSet<IpAddr> = holder.held.intersection(&wanted).copied().collect();
             holder.sync(&keep, false).await;
         }
         report.held = holder.held.clone();
+        report.waiting = holder.waiting.clone();
         garp_due.retain(|a, _| report.held.contains(a));
         // Announcements due: at take-over, then 1, 2 and 4 s later (a copy
         // the kernel of a killed owner still held may have answered in
@@ -442,14 +471,7 @@ async fn hold(ctx: Context, cfg: L2, timing: Timing, stop: impl Future<Output = 
                 None => now + Duration::from_secs(86_400 * 365),
             };
         }
-        publish(
-            &ctx,
-            &cfg,
-            &timing,
-            &mut report,
-            &mut ledger,
-            &sysctl_problem,
-        );
+        show(&mut report, &mut ledger);
         // Sleep until the next renewal, the lease's end, an announcement,
         // or a change of owners or servable addresses (renewed at once: a
         // new owner takes its address without waiting a period).
@@ -486,14 +508,7 @@ async fn hold(ctx: Context, cfg: L2, timing: Timing, stop: impl Future<Output = 
         stopping: true,
     };
     let _ = send_renewal(&ctx, &release).await;
-    publish(
-        &ctx,
-        &cfg,
-        &timing,
-        &mut report,
-        &mut ledger,
-        &sysctl_problem,
-    );
+    show(&mut report, &mut ledger);
     status.send_modify(|v| set_state(v, "withdrawn", None));
 }
 
@@ -534,8 +549,8 @@ pub fn claimed(
     claimed
 }
 
-/// Renews with the leader; `true` when granted with an answer fresh enough
-/// to refresh the kernel lifetimes.
+/// Renews with the leader; `true` when granted (the kernel lifetimes of the
+/// addresses kept are then refreshed).
 async fn renew(ctx: &Context, holder: &Holder, timing: &Timing, report: &mut Report) -> bool {
     let current = ctx.state.current();
     // One read of the watch, copied: two guards alive at once in one
@@ -554,13 +569,11 @@ async fn renew(ctx: &Context, holder: &Holder, timing: &Timing, report: &mut Rep
         stopping: false,
     };
     let sent = Instant::now();
-    let answer = send_renewal(ctx, &renewal).await;
-    let answered = Instant::now();
-    match answer {
+    match send_renewal(ctx, &renewal).await {
         Ok(Grant { granted: true, .. }) => {
             report.lease.granted(timing, sent);
             report.problem = None;
-            lease::may_refresh(timing, sent, answered)
+            true
         }
         Ok(Grant { why_not, .. }) => {
             report.problem = Some(format!(
@@ -612,6 +625,9 @@ struct Holder {
     sender: Option<garp::Sender>,
     lifetime_s: u32,
     held: BTreeSet<IpAddr>,
+    /// The addresses given to this node that it did not take at its last
+    /// try, and why: another host still answered for them.
+    waiting: BTreeMap<IpAddr, String>,
 }
 
 impl Holder {
@@ -630,6 +646,7 @@ impl Holder {
             sender,
             lifetime_s: Timing::new(cfg.lease_ms).kernel_lifetime_s(),
             held: BTreeSet::new(),
+            waiting: BTreeMap::new(),
         };
         holder.held = holder.link.ours().await?;
         Ok(holder)
@@ -650,10 +667,12 @@ impl Holder {
                 Err(e) => tracing::warn!(%address, error = %e, "cannot release"),
             }
         }
+        let new: BTreeSet<IpAddr> = wanted.difference(&self.held).copied().collect();
+        self.waiting = self.still_answered(&new).await;
         let mut taken = Vec::new();
         for &address in wanted {
             let new = !self.held.contains(&address);
-            if !new && !refresh {
+            if (!new && !refresh) || self.waiting.contains_key(&address) {
                 continue;
             }
             match self.link.hold(address, self.lifetime_s).await {
@@ -668,6 +687,44 @@ impl Holder {
             }
         }
         taken
+    }
+
+    /// Which of the addresses about to be taken another host still answers
+    /// for, and why they wait ([`probe`]). All of them when the probe cannot
+    /// run: an address nobody checked could have two holders.
+    async fn still_answered(&self, new: &BTreeSet<IpAddr>) -> BTreeMap<IpAddr, String> {
+        if new.is_empty() {
+            return BTreeMap::new();
+        }
+        let Some(sender) = &self.sender else {
+            let why = "no packet socket (CAP_NET_RAW) to check that no other host holds it";
+            return new.iter().map(|a| (*a, why.to_string())).collect();
+        };
+        let (link, asked) = (sender.link(), new.clone());
+        let found = tokio::task::spawn_blocking(move || probe::probe(&link, &asked)).await;
+        match found {
+            Ok(Ok(answered)) => answered
+                .into_iter()
+                .map(|(address, mac)| {
+                    tracing::info!(%address, mac = %probe::mac_text(&mac),
+                        "another host still answers for the address: not taking it yet");
+                    let why = format!(
+                        "{} still answers for it (a stopped owner's kernel holds it until \
+                         its lifetime ends)",
+                        probe::mac_text(&mac)
+                    );
+                    (address, why)
+                })
+                .collect(),
+            Ok(Err(e)) => {
+                let why = format!("cannot check that no other host holds it: {e}");
+                new.iter().map(|a| (*a, why.clone())).collect()
+            }
+            Err(e) => {
+                let why = format!("the probe failed: {e}");
+                new.iter().map(|a| (*a, why.clone())).collect()
+            }
+        }
     }
 
     fn announce(&self, address: IpAddr) -> std::io::Result<()> {
@@ -701,12 +758,16 @@ fn publish(
     let owners = &current.desired.vip_owners.owners;
     let servable = ctx.servable.borrow().clone();
     let lease_valid = report.lease.valid(Instant::now());
+    let waiting = &report.waiting;
     let vips = ledger.views(&servable, &report.held, owners, |address| {
         Some(match owners.get(&address) {
             None => "no owner yet".to_string(),
             Some(o) if *o != ctx.name => format!("{o} owns it"),
             Some(_) if !lease_valid => "this node's lease is not valid".to_string(),
-            Some(_) => "being taken".to_string(),
+            Some(_) => match waiting.get(&address) {
+                Some(why) => format!("not taken yet: {why}"),
+                None => "being taken".to_string(),
+            },
         })
     });
     let view: &mut dyn FnMut(&mut AnnounceView) = &mut |v| {

@@ -371,6 +371,15 @@ fn link_of(message: &LinkMessage) -> Link {
 /// The local address of a dumped address message; `None` for messages
 /// without one (nothing this table could have added).
 fn bound_of(message: AddressMessage) -> Option<Bound> {
+    Some(Bound {
+        address: local_address(&message)?,
+        message,
+    })
+}
+
+/// The interface's own address in an address message (also what the l2
+/// holder reads back of its own).
+pub fn local_address(message: &AddressMessage) -> Option<IpAddr> {
     // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's
     // on point-to-point links, and the only one IPv6 usually sends.
     let mut local = None;
@@ -382,10 +391,7 @@ fn bound_of(message: AddressMessage) -> Option<Bound> {
             _ => {}
         }
     }
-    Some(Bound {
-        address: local.or(address)?,
-        message,
-    })
+    local.or(address)
 }
 
 /// Whether a bound address is held the way [`VipTable::sync`] binds it:
