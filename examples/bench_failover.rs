@@ -122,7 +122,7 @@ fn main() -> std::process::ExitCode {
         };
     }
     println!(
-        "{:<5} {:<44} {:>6} {:>10} {:>10}",
+        "{:<5} {:<50} {:>6} {:>10} {:>10}",
         "mode", "measure", "trials", "p50 ms", "max ms"
     );
     let mut failed = false;
@@ -135,12 +135,12 @@ fn main() -> std::process::ExitCode {
             Ok(measures) => {
                 for (name, times) in measures {
                     if times.is_empty() {
-                        println!("{mode:<5} {name:<44} {:>6} {:>10} {:>10}", 0, "-", "-");
+                        println!("{mode:<5} {name:<50} {:>6} {:>10} {:>10}", 0, "-", "-");
                         continue;
                     }
                     let (p50, max) = p50_max(&times);
                     println!(
-                        "{mode:<5} {name:<44} {:>6} {p50:>10.0} {max:>10.0}",
+                        "{mode:<5} {name:<50} {:>6} {p50:>10.0} {max:>10.0}",
                         times.len()
                     );
                 }

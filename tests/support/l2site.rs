@@ -302,9 +302,14 @@ impl L2Site {
 
     /// The MAC the router's neighbour table has for the VIP, if any.
     pub fn router_neighbour(&self) -> Option<String> {
+        self.router_neighbour_of(L2_VIP)
+    }
+
+    /// The MAC the router's neighbour table has for `vip`, if any.
+    pub fn router_neighbour_of(&self, vip: Ipv4Addr) -> Option<String> {
         let out = self
             .router
-            .ip(&["neigh", "show", &L2_VIP.to_string(), "dev", "lan"]);
+            .ip(&["neigh", "show", &vip.to_string(), "dev", "lan"]);
         out.split_whitespace()
             .skip_while(|w| *w != "lladdr")
             .nth(1)

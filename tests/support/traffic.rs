@@ -168,13 +168,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// One request from inside `ns` to `addr` on a connection of its own: the
 /// name of the backend that answered.
 pub fn get(ns: &Netns, addr: SocketAddr) -> io::Result<String> {
+    get_within(ns, addr, TIMEOUT)
+}
+
+/// [`get`] with `timeout` on each step instead of [`TIMEOUT`]: a client
+/// that gives up on a lost SYN quickly and tries again, instead of waiting
+/// for TCP's retransmission (1 s, then 3 s).
+pub fn get_within(ns: &Netns, addr: SocketAddr, timeout: Duration) -> io::Result<String> {
     let context = |e: io::Error| {
         io::Error::new(
             e.kind(),
             format!("GET http://{addr}/ from {}: {e}", ns.name()),
         )
     };
-    let mut stream = connect(ns, addr).map_err(context)?;
+    let mut stream = connect(ns, addr, timeout).map_err(context)?;
     stream
         .write_all(b"GET / HTTP/1.0\r\n\r\n")
         .map_err(context)?;
@@ -207,7 +214,7 @@ impl Held {
                 format!("GET http://{addr}/hold from {}: {e}", ns.name()),
             )
         };
-        let mut stream = connect(ns, addr).map_err(context)?;
+        let mut stream = connect(ns, addr, TIMEOUT).map_err(context)?;
         let local = stream.local_addr().map_err(context)?;
         stream
             .write_all(b"GET /hold HTTP/1.0\r\n\r\n")
@@ -297,11 +304,11 @@ impl Held {
     }
 }
 
-/// A TCP connection created inside `ns`, with [`TIMEOUT`] on every step.
-fn connect(ns: &Netns, addr: SocketAddr) -> io::Result<TcpStream> {
-    let stream = ns.run(|| TcpStream::connect_timeout(&addr, TIMEOUT))?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    stream.set_write_timeout(Some(TIMEOUT))?;
+/// A TCP connection created inside `ns`, with `timeout` on every step.
+fn connect(ns: &Netns, addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let stream = ns.run(|| TcpStream::connect_timeout(&addr, timeout))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
     Ok(stream)
 }
 

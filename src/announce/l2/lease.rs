@@ -141,6 +141,26 @@ pub fn may_hold(
     now < from + timing.fence()
 }
 
+/// The first instant after `now` at which [`may_hold`] or [`live`] of a
+/// node changes (`None`: neither ever will), so that the leader places the
+/// addresses of a silent node the moment its fence ends, not at its next
+/// periodic look.
+pub fn next_change(
+    timing: &Timing,
+    elected: Instant,
+    received: Option<Instant>,
+    now: Instant,
+) -> Option<Instant> {
+    let grace = elected + timing.grant_age();
+    let fence_ends = received.map_or(grace, |r| r.max(grace)) + timing.fence();
+    let live_ends = received.map(|r| r + timing.live_for());
+    [Some(fence_ends), live_ends]
+        .into_iter()
+        .flatten()
+        .filter(|t| *t > now)
+        .min()
+}
+
 /// Whether a node that renewed at `received` is live at `now`.
 pub fn live(timing: &Timing, received: Option<Instant>, now: Instant) -> bool {
     received.is_some_and(|r| now.saturating_duration_since(r) < timing.live_for())
@@ -245,6 +265,28 @@ mod tests {
             Some(later),
             later + t.fence() - ms(1)
         ));
+    }
+
+    #[test]
+    fn the_next_change_is_when_a_fence_or_liveness_ends() {
+        let t = Timing::new(1000);
+        let elected = Instant::now();
+        let grace = elected + t.grant_age();
+        // Never heard from: its fence, counted from the grace, ends next.
+        let next = next_change(&t, elected, None, elected).unwrap();
+        assert_eq!(next, grace + t.fence());
+        assert!(may_hold(&t, elected, None, next - ms(1)));
+        assert!(!may_hold(&t, elected, None, next));
+        // Renewed later: liveness ends first, then the fence.
+        let received = elected + ms(3000);
+        let live_ends = next_change(&t, elected, Some(received), received).unwrap();
+        assert_eq!(live_ends, received + t.live_for());
+        assert!(live(&t, Some(received), live_ends - ms(1)));
+        assert!(!live(&t, Some(received), live_ends));
+        let fence_ends = next_change(&t, elected, Some(received), live_ends).unwrap();
+        assert_eq!(fence_ends, received + t.fence());
+        // After both: nothing changes any more.
+        assert_eq!(next_change(&t, elected, Some(received), fence_ends), None);
     }
 
     #[test]

@@ -261,6 +261,22 @@ impl Leases {
     }
 }
 
+impl Leases {
+    /// When the leader's view of some node next changes by time alone (a
+    /// fence or a liveness running out); `None` when this node does not
+    /// lead or nothing will.
+    fn next_change(&self, timing: &Timing) -> Option<Instant> {
+        let book = self.book();
+        let (_, elected) = book.leading?;
+        let now = Instant::now();
+        // `None`: every member not heard from in this term.
+        std::iter::once(None)
+            .chain(book.renewals.values().map(|(received, _)| Some(*received)))
+            .filter_map(|received| lease::next_change(timing, elected, received, now))
+            .min()
+    }
+}
+
 fn refuse(why: &str) -> Grant {
     Grant {
         granted: false,
@@ -304,9 +320,9 @@ pub async fn run(ctx: Context, stop: impl Future<Output = ()>) {
     let _ = placer.await;
 }
 
-/// The leader's side: every `lease/10`, and whenever the committed state or
-/// the servable addresses change, the owners placed from the renewals,
-/// committed when they differ.
+/// The leader's side: every `lease/10`, the moment a silent node's fence
+/// ends, and whenever the committed state or the servable addresses
+/// change, the owners placed from the renewals, committed when they differ.
 async fn place_while_leading(
     raft: Raft,
     writer: crate::cluster::Writer,
@@ -317,13 +333,17 @@ async fn place_while_leading(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut committed = state.subscribe();
-    // Twice per renewal period: a silent owner's fence ends at most half a
-    // period before its addresses move.
+    // Twice per renewal period, for whatever else changes (a node's
+    // renewal saying it can serve another address).
     let mut tick = tokio::time::interval(timing.renew_every() / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Besides the tick: the moment a silent node's fence ends.
+        let far = Instant::now() + Duration::from_secs(3600);
+        let fence_ends = leases.next_change(&timing).unwrap_or(far);
         tokio::select! {
             _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(fence_ends.into()) => {}
             r = committed.changed() => if r.is_err() { return },
             r = servable.changed() => if r.is_err() { return },
             _ = stop.wait_for(|s| *s) => return,
@@ -507,7 +527,7 @@ async fn hold(ctx: Context, cfg: L2, timing: Timing, stop: impl Future<Output = 
         holds: holder.held.clone(),
         stopping: true,
     };
-    let _ = send_renewal(&ctx, &release).await;
+    let _ = send_renewal(&ctx, &release, timing.renew_every()).await;
     show(&mut report, &mut ledger);
     status.send_modify(|v| set_state(v, "withdrawn", None));
 }
@@ -569,7 +589,7 @@ async fn renew(ctx: &Context, holder: &Holder, timing: &Timing, report: &mut Rep
         stopping: false,
     };
     let sent = Instant::now();
-    match send_renewal(ctx, &renewal).await {
+    match send_renewal(ctx, &renewal, timing.renew_every()).await {
         Ok(Grant { granted: true, .. }) => {
             report.lease.granted(timing, sent);
             report.problem = None;
@@ -589,8 +609,17 @@ async fn renew(ctx: &Context, holder: &Holder, timing: &Timing, report: &mut Rep
     }
 }
 
-/// Sends a renewal to the leader: in-process when this node leads.
-async fn send_renewal(ctx: &Context, renewal: &Renewal) -> Result<Grant, String> {
+/// Sends a renewal to the leader: in-process when this node leads. Gives up
+/// after `patience` — one renewal period: a leader that does not answer
+/// within it may be dead, and the next renewal must go to its successor
+/// before this node's lease runs out (waiting longer, a node whose leader
+/// died dropped its own addresses for a moment, and a new leader heard
+/// from the nodes it could give addresses to late).
+async fn send_renewal(
+    ctx: &Context,
+    renewal: &Renewal,
+    patience: Duration,
+) -> Result<Grant, String> {
     let raft = ctx.writer.raft();
     let (me, leader) = {
         let m = raft.metrics().borrow().clone();
@@ -598,17 +627,22 @@ async fn send_renewal(ctx: &Context, renewal: &Renewal) -> Result<Grant, String>
     };
     match crate::cluster::leader(raft) {
         _ if leader == Some(me) => Ok(ctx.leases.renew(raft, renewal.clone())),
-        Some((_, node)) => post_renewal(&ctx.peers, &node.raft_addr, renewal).await,
+        Some((_, node)) => post_renewal(&ctx.peers, &node.raft_addr, renewal, patience).await,
         None => Err("no leader known".into()),
     }
 }
 
-async fn post_renewal(peers: &Peers, raft_addr: &str, renewal: &Renewal) -> Result<Grant, String> {
+async fn post_renewal(
+    peers: &Peers,
+    raft_addr: &str,
+    renewal: &Renewal,
+    patience: Duration,
+) -> Result<Grant, String> {
     let request = peers
         .post_json(&format!("http://{raft_addr}{RENEW_PATH}"), renewal)
         .map_err(|e| e.to_string())?;
     let answer = request
-        .timeout(Duration::from_millis(800))
+        .timeout(patience)
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
