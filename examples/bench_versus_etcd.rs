@@ -1,0 +1,506 @@
+//! Write latency side by side with etcd, on one machine, with one load
+//! generator: a 3-member etcd (Debian's `etcd-server`, puts through its JSON
+//! gateway) and a 3-node ipvs-manager (`IPVS_KERNEL=off`, creates of
+//! services), each started fresh for every measurement, on loopback.
+//!
+//! Every request is a distinct write — a new key for etcd, a new service for
+//! ipvs-manager — from N keep-alive connections for `--seconds`, sent to the
+//! leader or round-robin to all three members. Both systems acknowledge a
+//! write only once a quorum has it on disk (etcd's fsync per batch; the
+//! node's flush per log append). Printed per measurement: acknowledged
+//! writes/s, p50, p99, p99.9 and max latency, and ipvs-manager's ratios to
+//! etcd's from the same run.
+//!
+//! Usage: bench_versus_etcd [--binary target/release/ipvs-manager]
+//!        [--etcd /usr/bin/etcd] [--seconds 10] [--connections 1,64,256]
+//!        [--to leader,round-robin] [--only etcd|ipvs-manager] [--timeline]
+
+use serde_json::json;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum System {
+    Etcd,
+    IpvsManager,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Etcd => "etcd",
+            System::IpvsManager => "ipvs-manager",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum To {
+    Leader,
+    RoundRobin,
+}
+
+impl To {
+    fn name(self) -> &'static str {
+        match self {
+            To::Leader => "leader",
+            To::RoundRobin => "round-robin",
+        }
+    }
+}
+
+struct Args {
+    binary: String,
+    etcd: String,
+    seconds: u64,
+    connections: Vec<usize>,
+    to: Vec<To>,
+    systems: Vec<System>,
+    /// Print each run's writes, p99 and max per quarter second, to see
+    /// whether the slow writes come together (a stall) or spread.
+    timeline: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        binary: "target/release/ipvs-manager".into(),
+        etcd: "/usr/bin/etcd".into(),
+        seconds: 10,
+        connections: vec![1, 64, 256],
+        to: vec![To::Leader, To::RoundRobin],
+        systems: vec![System::Etcd, System::IpvsManager],
+        timeline: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--binary" => args.binary = value()?,
+            "--timeline" => args.timeline = true,
+            "--etcd" => args.etcd = value()?,
+            "--seconds" => {
+                args.seconds = value()?
+                    .parse()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .ok_or("--seconds wants a positive number")?
+            }
+            "--connections" => {
+                args.connections = value()?
+                    .split(',')
+                    .map(|n| n.trim().parse().ok().filter(|n| *n > 0))
+                    .collect::<Option<_>>()
+                    .ok_or("--connections wants positive numbers, comma-separated")?
+            }
+            "--to" => {
+                args.to = value()?
+                    .split(',')
+                    .map(|t| match t.trim() {
+                        "leader" => Ok(To::Leader),
+                        "round-robin" => Ok(To::RoundRobin),
+                        other => Err(format!("--to wants leader or round-robin, got {other:?}")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--only" => {
+                args.systems = match value()?.as_str() {
+                    "etcd" => vec![System::Etcd],
+                    "ipvs-manager" => vec![System::IpvsManager],
+                    other => {
+                        return Err(format!("--only wants etcd or ipvs-manager, got {other:?}"))
+                    }
+                }
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Three running members of one system; killed on drop.
+struct Cluster {
+    system: System,
+    /// Each member's client (HTTP) port.
+    ports: Vec<u16>,
+    /// The leader's index in `ports`.
+    leader: usize,
+    children: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn quiet(cmd: &mut Command) -> &mut Command {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null())
+}
+
+async fn start_etcd(http: &reqwest::Client, etcd: &str) -> Result<Cluster, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let initial = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut children = Vec::new();
+    for (i, (client, peer)) in ports.iter().enumerate() {
+        let child = quiet(
+            Command::new(etcd)
+                .arg("--name")
+                .arg(format!("m{i}"))
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("m{i}")))
+                .arg("--listen-client-urls")
+                .arg(format!("http://127.0.0.1:{client}"))
+                .arg("--advertise-client-urls")
+                .arg(format!("http://127.0.0.1:{client}"))
+                .arg("--listen-peer-urls")
+                .arg(format!("http://127.0.0.1:{peer}"))
+                .arg("--initial-advertise-peer-urls")
+                .arg(format!("http://127.0.0.1:{peer}"))
+                .arg("--initial-cluster")
+                .arg(&initial)
+                .arg("--initial-cluster-state")
+                .arg("new"),
+        )
+        .spawn()
+        .map_err(|e| format!("start {etcd}: {e} (install Debian's etcd-server)"))?;
+        children.push(child);
+    }
+    let ports: Vec<u16> = ports.iter().map(|(c, _)| *c).collect();
+    let mut cluster = Cluster {
+        system: System::Etcd,
+        ports,
+        leader: 0,
+        children,
+        _dir: dir,
+    };
+    // The leader: the member whose id every member names as leader.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut ids = Vec::new();
+        let mut leader = None;
+        for port in &cluster.ports {
+            let status: Option<serde_json::Value> = async {
+                http.post(format!("http://127.0.0.1:{port}/v3/maintenance/status"))
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()
+            }
+            .await;
+            let status = status.unwrap_or_default();
+            ids.push(status["header"]["member_id"].as_str().map(String::from));
+            leader = leader.or(status["leader"].as_str().map(String::from));
+        }
+        if let Some(i) = leader.and_then(|l| ids.iter().position(|id| id.as_deref() == Some(&l))) {
+            cluster.leader = i;
+            return Ok(cluster);
+        }
+        if Instant::now() > deadline {
+            return Err("etcd did not elect a leader within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn start_ipvs_manager(http: &reqwest::Client, binary: &str) -> Result<Cluster, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let nodes: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let mut children = Vec::new();
+    for (i, (port, raft)) in nodes.iter().enumerate() {
+        let mut cmd = Command::new(binary);
+        cmd.env("SERVER_PORT", port.to_string())
+            .env("RAFT_PORT", raft.to_string())
+            .env("RAFT_NODE_ID", format!("node{}", i + 1))
+            .env("RAFT_VOL_DIR", dir.path().join(format!("node{}", i + 1)))
+            .env("IPVS_KERNEL", "off")
+            .env("RUST_LOG", "warn");
+        if i > 0 {
+            cmd.env("RAFT_LEADER", format!("127.0.0.1:{}", nodes[0].0));
+        }
+        children.push(
+            quiet(&mut cmd)
+                .spawn()
+                .map_err(|e| format!("start {binary}: {e}"))?,
+        );
+        // The first node bootstraps before the others join it.
+        if i == 0 {
+            voters(http, nodes[0].0, 1).await?;
+        }
+    }
+    let leader = voters(http, nodes[0].0, 3).await?;
+    let ports: Vec<u16> = nodes.iter().map(|(p, _)| *p).collect();
+    Ok(Cluster {
+        system: System::IpvsManager,
+        leader: (0..3)
+            .find(|i| leader == format!("node{}", i + 1))
+            .ok_or(format!("unknown leader {leader}"))?,
+        ports,
+        children,
+        _dir: dir,
+    })
+}
+
+/// Waits until the cluster behind `port` has `n` voters and a leader; its
+/// name.
+async fn voters(http: &reqwest::Client, port: u16, n: usize) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let view: Option<serde_json::Value> = async {
+            http.get(format!("http://127.0.0.1:{port}/api/v1/cluster"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()
+        }
+        .await;
+        if let Some(v) = view {
+            let voters = v["members"]
+                .as_array()
+                .map_or(0, |m| m.iter().filter(|m| m["voter"] == true).count());
+            if let (true, Some(leader)) = (voters == n, v["leader_id"].as_str()) {
+                return Ok(leader.to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("the cluster did not reach {n} voters within 30 s"))
+}
+
+/// The address of write number `id`: a distinct service for ipvs-manager,
+/// a distinct key (with a service-sized value) for etcd.
+fn request(http: &reqwest::Client, system: System, port: u16, id: u64) -> reqwest::RequestBuilder {
+    let address = format!("10.{}.{}.{}", (id >> 16) & 255, (id >> 8) & 255, id & 255);
+    let port_no = 1 + (id >> 24);
+    let service = json!({"protocol": "tcp", "address": address, "port": port_no,
+                         "scheduler": "wlc"});
+    match system {
+        System::IpvsManager => http
+            .post(format!("http://127.0.0.1:{port}/api/v1/services"))
+            .json(&service),
+        System::Etcd => {
+            use base64::Engine;
+            let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+            http.post(format!("http://127.0.0.1:{port}/v3/kv/put"))
+                .json(&json!({
+                    "key": b64(&format!("/services/tcp-{address}-{port_no}")),
+                    "value": b64(&service.to_string()),
+                }))
+        }
+    }
+}
+
+struct Measured {
+    writes: usize,
+    failed: usize,
+    elapsed: Duration,
+    /// Sorted.
+    latencies: Vec<Duration>,
+    /// Each acknowledged write: when it was sent (from the start) and how
+    /// long it took, in sending order per connection.
+    timeline: Vec<(Duration, Duration)>,
+}
+
+impl Measured {
+    fn per_second(&self) -> f64 {
+        self.writes as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn quantile(&self, q: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies.len() as f64 - 1.0) * q).round() as usize;
+        self.latencies[i]
+    }
+}
+
+/// `connections` clients, each on its own keep-alive connection, writing
+/// distinct records for `seconds`.
+async fn load(cluster: &Cluster, to: To, connections: usize, seconds: u64) -> Measured {
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicU64::new(1));
+    let results = Arc::new(Mutex::new((Vec::new(), 0usize)));
+    let begin = Instant::now();
+    let ports = match to {
+        To::Leader => vec![cluster.ports[cluster.leader]],
+        To::RoundRobin => cluster.ports.clone(),
+    };
+    let start = begin;
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        // One client per connection: a pool of one, kept alive.
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        let (stop, next, results, ports) =
+            (stop.clone(), next.clone(), results.clone(), ports.clone());
+        let system = cluster.system;
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let mut failed = 0;
+            let port = ports[c % ports.len()];
+            while !stop.load(Ordering::Relaxed) {
+                let id = next.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                let ok = request(&http, system, port, id)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    mine.push((t - begin, t.elapsed()));
+                } else {
+                    failed += 1;
+                }
+            }
+            let mut results = results.lock().expect("lock");
+            results.0.extend(mine);
+            results.1 += failed;
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed();
+    let (timeline, failed): (Vec<(Duration, Duration)>, usize) =
+        std::mem::take(&mut *results.lock().expect("lock"));
+    let mut latencies: Vec<Duration> = timeline.iter().map(|(_, l)| *l).collect();
+    latencies.sort();
+    Measured {
+        writes: latencies.len(),
+        failed,
+        elapsed,
+        latencies,
+        timeline,
+    }
+}
+
+/// Writes sent in each quarter second, with their p99 and max.
+fn print_timeline(m: &Measured) {
+    let window = Duration::from_millis(250);
+    let mut windows: Vec<Vec<Duration>> = Vec::new();
+    for (sent, latency) in &m.timeline {
+        let i = (sent.as_millis() / window.as_millis()) as usize;
+        if windows.len() <= i {
+            windows.resize(i + 1, Vec::new());
+        }
+        windows[i].push(*latency);
+    }
+    for (i, mut w) in windows.into_iter().enumerate() {
+        w.sort();
+        let at = |q: f64| w.get(((w.len().max(1) - 1) as f64 * q).round() as usize);
+        println!(
+            "    {:>6.2} s  {:>5} writes  p99 {:>8} ms  max {:>8} ms",
+            i as f64 * window.as_secs_f64(),
+            w.len(),
+            at(0.99).map_or("-".into(), |d| ms(*d)),
+            at(1.0).map_or("-".into(), |d| ms(*d)),
+        );
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench_versus_etcd: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if args.systems.contains(&System::Etcd) && !Path::new(&args.etcd).exists() {
+        eprintln!(
+            "bench_versus_etcd: {} not found: install Debian's etcd-server (apt-get install etcd-server)",
+            args.etcd
+        );
+        return std::process::ExitCode::FAILURE;
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    println!("| to | connections | system | acknowledged writes/s | p50 ms | p99 ms | p99.9 ms | max ms | failed |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for to in &args.to {
+        for connections in &args.connections {
+            let mut measured = Vec::new();
+            for system in &args.systems {
+                let cluster = match system {
+                    System::Etcd => start_etcd(&http, &args.etcd).await,
+                    System::IpvsManager => start_ipvs_manager(&http, &args.binary).await,
+                };
+                let cluster = match cluster {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("bench_versus_etcd: {e}");
+                        return std::process::ExitCode::FAILURE;
+                    }
+                };
+                let m = load(&cluster, *to, *connections, args.seconds).await;
+                drop(cluster);
+                println!(
+                    "| {} | {connections} | {} | {:.0} | {} | {} | {} | {} | {} |",
+                    to.name(),
+                    system.name(),
+                    m.per_second(),
+                    ms(m.quantile(0.50)),
+                    ms(m.quantile(0.99)),
+                    ms(m.quantile(0.999)),
+                    ms(m.quantile(1.0)),
+                    m.failed,
+                );
+                if args.timeline {
+                    print_timeline(&m);
+                }
+                measured.push(m);
+            }
+            if let [etcd, ours] = measured.as_slice() {
+                let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+                let q = |m: &Measured, q| m.quantile(q).as_secs_f64();
+                println!(
+                    "| {} | {connections} | ratio ipvs-manager / etcd | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {:.2}× | |",
+                    to.name(),
+                    ratio(ours.per_second(), etcd.per_second()),
+                    ratio(q(ours, 0.5), q(etcd, 0.5)),
+                    ratio(q(ours, 0.99), q(etcd, 0.99)),
+                    ratio(q(ours, 0.999), q(etcd, 0.999)),
+                    ratio(q(ours, 1.0), q(etcd, 1.0)),
+                );
+            }
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}
