@@ -17,7 +17,9 @@
 //! applied log id they are stored with. A checkpoint is written every
 //! [`CHECKPOINT_ENTRIES`] entries or [`CHECKPOINT_INTERVAL`], before every
 //! snapshot and when the store is dropped; unflushed, like every apply
-//! before it. The log is what makes writes durable: after a crash openraft
+//! before it. The periodic ones are written on a blocking thread while
+//! applies go on (one at a time, in order; a snapshot, an install and the
+//! drop wait for it first). The log is what makes writes durable: after a crash openraft
 //! re-applies the entries after the recovered checkpoint. (A transaction
 //! per apply cost a disk write of its own on sled's IO threads.) Snapshots
 //! are flushed, and with them the checkpoint before them, because openraft
@@ -44,7 +46,7 @@ use sled::transaction::{ConflictableTransactionError, Transactional};
 use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::io::Cursor;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -203,6 +205,69 @@ pub struct StateMachineStore {
     /// it, and their digest.
     hashes: HashMap<Vec<u8>, u64>,
     digest: Digest,
+    /// The checkpoint being written on a blocking thread, if any: applies
+    /// go on meanwhile (written in line, a checkpoint of a few thousand
+    /// records stalled every write for 100–300 ms once a second).
+    writing: Option<Writing>,
+}
+
+/// A checkpoint on its way to the disk; its outcome arrives on `done` (in a
+/// mutex only because the store must be `Sync`; one owner uses it).
+struct Writing {
+    done: Mutex<std::sync::mpsc::Receiver<Result<(), StoreError>>>,
+}
+
+impl Writing {
+    /// Writes `checkpoint`'s records and state on a blocking thread.
+    fn start(disk: Disk, services: sled::Batch, state: sled::Batch) -> Writing {
+        let (tx, done) = std::sync::mpsc::channel();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let written = runtime.block_on(disk.write("applied entries", move |t| {
+                write_records(t, &services, &state)
+            }));
+            let _ = tx.send(written);
+        });
+        Writing {
+            done: Mutex::new(done),
+        }
+    }
+
+    fn done(&self) -> std::sync::MutexGuard<'_, std::sync::mpsc::Receiver<Result<(), StoreError>>> {
+        self.done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The outcome if the write has ended.
+    fn poll(&self) -> Option<Result<(), StoreError>> {
+        match self.done().try_recv() {
+            Ok(result) => Some(result),
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(Err(lost_writer())),
+        }
+    }
+
+    /// Waits for the outcome, blocking the thread (at drop).
+    fn wait_now(self) -> Result<(), StoreError> {
+        let outcome = self.done().recv();
+        outcome.unwrap_or_else(|_| Err(lost_writer()))
+    }
+
+    /// Waits for the outcome without blocking the runtime.
+    async fn wait(self) -> Result<(), StoreError> {
+        tokio::task::spawn_blocking(move || self.wait_now())
+            .await
+            .unwrap_or_else(|_| Err(lost_writer()))
+    }
+}
+
+/// A checkpoint writer that ended without saying how the write went.
+fn lost_writer() -> StoreError {
+    StoreError::Corrupt {
+        what: "the state machine checkpoint".into(),
+        problem: "its writer ended without an outcome".into(),
+    }
 }
 
 /// A frozen copy of the state machine, taken by
@@ -272,6 +337,7 @@ impl StateMachineStore {
             checkpoint: (last_applied.map_or(0, |id| id.index), Instant::now()),
             hashes,
             digest,
+            writing: None,
         })
     }
 
@@ -446,9 +512,46 @@ impl StateMachineStore {
         self.checkpointed();
     }
 
+    /// Starts writing a checkpoint in the background unless one is still
+    /// being written (then the next apply tries again). An earlier one that
+    /// failed fails this call: the node stops, as for any storage error.
+    fn start_checkpoint(&mut self) -> Result<(), StoreError> {
+        if let Some(writing) = &self.writing {
+            match writing.poll() {
+                None => return Ok(()),
+                Some(result) => {
+                    self.writing = None;
+                    result?;
+                }
+            }
+        }
+        let Checkpoint {
+            services,
+            state,
+            hashes,
+            digest,
+        } = self.checkpoint()?;
+        // Checkpoints reach the disk in order: the next starts only once
+        // this one ended, and each holds every record changed since the one
+        // before it, so the hashes can be taken as written now.
+        self.writing = Some(Writing::start(self.disk.clone(), services, state));
+        self.checkpoint_written(hashes, digest);
+        Ok(())
+    }
+
+    /// Waits for the checkpoint being written, if any.
+    async fn finish_checkpoint(&mut self) -> Result<(), StoreError> {
+        match self.writing.take() {
+            Some(writing) => writing.wait().await,
+            None => Ok(()),
+        }
+    }
+
     /// Writes the records of the services changed since the last checkpoint
-    /// as the mirror has them, and the applied state, in one transaction.
+    /// as the mirror has them, and the applied state, in one transaction,
+    /// after the one being written in the background.
     async fn write_checkpoint(&mut self) -> Result<(), StoreError> {
+        self.finish_checkpoint().await?;
         let Checkpoint {
             services,
             state,
@@ -466,6 +569,9 @@ impl StateMachineStore {
 
     /// [`Self::write_checkpoint`] without waiting for a failing disk (at drop).
     fn write_checkpoint_now(&mut self) -> Result<(), StoreError> {
+        if let Some(writing) = self.writing.take() {
+            writing.wait_now()?;
+        }
         let Checkpoint {
             services,
             state,
@@ -482,6 +588,8 @@ impl StateMachineStore {
     /// Replaces every record, the applied state and the current snapshot
     /// with the snapshot's, in one transaction, and flushes.
     async fn install(&mut self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StoreError> {
+        // An older checkpoint landing after the snapshot would undo it.
+        self.finish_checkpoint().await?;
         let what = || format!("snapshot {}", meta.snapshot_id);
         let snap = decode_snapshot(&data, meta)?;
 
@@ -802,8 +910,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 Some(id) => ErrorSubject::Apply(id),
                 None => ErrorSubject::StateMachine,
             };
-            self.write_checkpoint()
-                .await
+            self.start_checkpoint()
                 .map_err(|e| e.into_storage(subject, ErrorVerb::Write))?;
         }
         self.publish();
@@ -852,6 +959,11 @@ impl Drop for StateMachineStore {
     /// A store stopped in order leaves nothing to re-apply (the shutdown's
     /// last flush persists this checkpoint).
     fn drop(&mut self) {
+        if let Some(writing) = self.writing.take() {
+            if let Err(e) = writing.wait_now() {
+                tracing::warn!(error = %e, "writing the state machine checkpoint failed; the log is re-applied at the next start");
+            }
+        }
         if self.applied_index() != self.checkpoint.0 || !self.dirty.is_empty() {
             if let Err(e) = self.write_checkpoint_now() {
                 tracing::warn!(error = %e, "writing the state machine checkpoint at shutdown failed; the log is re-applied at the next start");
