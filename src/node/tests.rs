@@ -110,6 +110,7 @@ impl TestNode {
             caught_up: watch::channel(true).1,
             vol_dir: dir.path().to_path_buf(),
             announce: watch::channel(Default::default()).1,
+            stopping: stop.subscribe(),
         });
         TestNode {
             node,
