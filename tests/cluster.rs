@@ -1427,6 +1427,11 @@ impl Watch {
             Some(n) => format!("/api/v1/services?watch=true&since={n}"),
             None => "/api/v1/services?watch=true".to_string(),
         };
+        Watch::open_path(c, i, &path)
+    }
+
+    /// Opens the event stream at `path` on node `i`.
+    fn open_path(c: &Cluster, i: usize, path: &str) -> Watch {
         // No end of its own: each connection is read for well under this.
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(120))
@@ -1434,7 +1439,7 @@ impl Watch {
             .expect("client");
         let start = std::time::Instant::now();
         loop {
-            let response = http.get(c.nodes[i].url(&path)).send().expect("watch");
+            let response = http.get(c.nodes[i].url(path)).send().expect("watch");
             let status = response.status().as_u16();
             if status == 200 {
                 assert_eq!(
@@ -1587,7 +1592,8 @@ fn watch_loses_nothing_across_a_reconnect_and_a_leader_change() {
             while !stop.load(Ordering::Relaxed) && n < 3000 {
                 n += 1;
                 let base = &bases[n as usize % bases.len()];
-                // Create n; change n - 1's scheduler; delete n - 3.
+                // Create n; change n - 1's scheduler; delete n - 29 (the
+                // services live a while: a lost change would show).
                 let sent = match n % 3 {
                     0 => http.post(format!("{base}/api/v1/services")).json(&json!({
                         "protocol": "udp", "address": format!("10.0.{}.{}", n / 256 % 256, n % 256),
@@ -1596,8 +1602,8 @@ fn watch_loses_nothing_across_a_reconnect_and_a_leader_change() {
                         .patch(format!("{base}/api/v1/services/{}", id(n - 1)))
                         .json(&json!({"scheduler": "rr"})),
                     // At once: a drain would end later, by itself.
-                    _ if n > 5 => {
-                        http.delete(format!("{base}/api/v1/services/{}?grace=0", id(n - 5)))
+                    _ if n > 29 => {
+                        http.delete(format!("{base}/api/v1/services/{}?grace=0", id(n - 29)))
                     }
                     _ => continue,
                 };
@@ -1647,7 +1653,7 @@ fn watch_loses_nothing_across_a_reconnect_and_a_leader_change() {
     c.wait(Duration::from_secs(10), "a new leader", || {
         c.leader().is_some_and(|l| l != leader)
     });
-    writes(&c, 20);
+    writes(&c, 30);
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer");
 
@@ -1678,6 +1684,14 @@ fn watch_loses_nothing_across_a_reconnect_and_a_leader_change() {
         assert!(seen.take(&event));
     }
     assert_eq!(seen.services, want, "the events give the final state");
+    eprintln!(
+        "watched {} changes in {} revisions up to {}; {} writes acknowledged; {} services at the end",
+        seen.changes.len(),
+        seen.changes.iter().map(|(r, _)| r).collect::<std::collections::BTreeSet<_>>().len(),
+        seen.last,
+        acked.lock().unwrap().len(),
+        want.len()
+    );
     let changes: std::collections::BTreeSet<(u64, String)> = seen.changes.iter().cloned().collect();
     for write in acked.lock().unwrap().iter() {
         if write.0 > sync_revision(&sync) {
@@ -1739,4 +1753,82 @@ fn sync_revision(sync: &ipvs_manager::api::sse::Event) -> u64 {
     serde_json::from_str::<Value>(&sync.data).expect("sync data")["revision"]
         .as_u64()
         .expect("sync revision")
+}
+
+/// `ipvs-manager list --watch` prints the list, then each change, and
+/// after its node restarts resumes after the last revision it printed (no
+/// second list, nothing twice). The node's report streams too.
+#[test]
+fn cli_list_watch_follows_and_resumes_after_a_restart() {
+    use std::io::BufRead;
+    let mut c = Cluster::start(1);
+    let (status, _) = c.send_retrying(0, "POST", "/api/v1/services", Some(&web()));
+    assert_eq!(status, 201);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ipvs-manager"))
+        .args(["list", "--watch", "--output", "json", "--server"])
+        .arg(c.nodes[0].url(""))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ipvs-manager");
+    let (tx, lines) = std::sync::mpsc::channel::<Value>();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let value = serde_json::from_str(&line).expect("one JSON object a line");
+            if tx.send(value).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || {
+        lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a line from list --watch")
+    };
+    let sync = next();
+    assert_eq!(sync["event"], "sync", "{sync}");
+    assert_eq!(sync["services"][0]["id"], "tcp-192.0.2.10-80", "{sync}");
+    let create = |c: &Cluster, address: &str| {
+        let body = json!({"protocol": "tcp", "address": address, "port": 80});
+        let (status, text) = c.send_retrying(0, "POST", "/api/v1/services", Some(&body));
+        assert_eq!(status, 201, "{text}");
+        serde_json::from_str::<Value>(&text).expect("service")["revision"]
+            .as_u64()
+            .expect("revision")
+    };
+    let first = create(&c, "192.0.2.11");
+    let change = next();
+    assert_eq!(change["event"], "change", "{change}");
+    assert_eq!(change["revision"], first);
+    assert_eq!(change["changes"][0]["id"], "tcp-192.0.2.11-80");
+
+    c.nodes[0].terminate(Duration::from_secs(20));
+    c.nodes[0].start();
+    c.wait_ready(0);
+    let second = create(&c, "192.0.2.12");
+    let change = next();
+    assert_eq!(
+        change["event"], "change",
+        "resumed, not listed again: {change}"
+    );
+    assert_eq!(change["revision"], second);
+    assert_eq!(change["changes"][0]["id"], "tcp-192.0.2.12-80");
+    child.kill().expect("kill");
+    let out = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("resuming after revision {first}")),
+        "{stderr}"
+    );
+    assert!(lines.try_recv().is_err(), "nothing more, nothing twice");
+
+    // The node's report, at once.
+    let mut watch = Watch::open_path(&c, 0, "/api/v1/node?watch=true");
+    let report = watch.next().expect("a report");
+    assert_eq!(report.kind, "node");
+    let report: Value = serde_json::from_str(&report.data).expect("JSON");
+    assert_eq!(report["id"], "node1");
+    assert_eq!(report["role"], "leader");
 }
