@@ -407,3 +407,53 @@ async fn a_replacement_drains_what_it_leaves_out() {
     assert_eq!(t.kernel_weights(81).await, vec![(8080, 1)]);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_lists_then_follows_in_order_and_ends_when_the_node_stops() {
+    use super::watches::{watch_services, ServiceEvent, Since};
+    use futures_util::StreamExt;
+    let t = TestNode::start().await;
+    let first = writes::create_service(&t.node, spec(80), &opts(None))
+        .await
+        .expect("created")
+        .value
+        .expect("the service")
+        .revision;
+    let since = |revision| Since {
+        revision,
+        field: "?since",
+    };
+    let mut watch = Box::pin(watch_services(&t.node, since(None)).expect("a watch"));
+    let Some(ServiceEvent::Sync(sync)) = watch.next().await else {
+        panic!("a sync first");
+    };
+    assert!(sync.revision >= first);
+    assert_eq!(sync.services.len(), 1);
+    // From a revision: the changes after it, each once, in order, never
+    // ahead of what this node's reads show.
+    let mut resumed = Box::pin(watch_services(&t.node, since(Some(first - 1))).expect("a watch"));
+    let mut revisions = Vec::new();
+    for port in 81..84 {
+        writes::create_service(&t.node, spec(port), &opts(None))
+            .await
+            .expect("created");
+    }
+    while revisions.len() < 4 {
+        let Some(ServiceEvent::Changes(changes)) = resumed.next().await else {
+            panic!("changes");
+        };
+        assert!(t.node.state.current().applied_index() >= changes.revision);
+        assert_eq!(changes.changes.len(), 1);
+        revisions.push(changes.revision);
+    }
+    assert_eq!(revisions[0], first);
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+    let Some(ServiceEvent::Changes(changes)) = watch.next().await else {
+        panic!("changes after the sync");
+    };
+    assert_eq!(changes.revision, revisions[1]);
+    // Stopping ends both (the API's shutdown does not wait for them).
+    let _ = t.stop.send(true);
+    assert_eq!(resumed.next().await, None);
+    t.stop().await;
+}
