@@ -250,3 +250,144 @@ impl Api {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::json::{WatchChange, WatchChanges};
+    use crate::model::{Command, DesiredState};
+
+    fn service(port: u16, revision: u64) -> ServiceView {
+        let body = format!(
+            r#"{{"protocol":"tcp","address":"192.0.2.10","port":{port},"scheduler":"rr",
+                "servers":[{{"address":"198.51.100.11","port":8080,"weight":2}}]}}"#
+        );
+        let spec = crate::api::validate::parse_service_create(body.as_bytes()).expect("valid");
+        let mut state = DesiredState::default();
+        state.apply(&Command::CreateService(spec), revision);
+        let cfg = state.services.values().next().expect("created");
+        crate::api::view::service_view(cfg)
+    }
+
+    fn event(kind: &str, data: &impl serde::Serialize) -> Event {
+        Event {
+            kind: kind.into(),
+            id: None,
+            data: serde_json::to_string(data).expect("JSON"),
+        }
+    }
+
+    #[test]
+    fn text_shows_the_list_then_each_change_and_notes_where_to_resume() {
+        let opts = ListOptions::default();
+        let mut out = Vec::new();
+        let mut since = None;
+        let sync = WatchSync {
+            revision: 5,
+            services: vec![service(80, 4)],
+        };
+        show(
+            &mut out,
+            Output::Text,
+            &opts,
+            &event("sync", &sync),
+            &mut since,
+        )
+        .unwrap();
+        assert_eq!(since, Some(5));
+        let changes = WatchChanges {
+            revision: 7,
+            changes: vec![
+                WatchChange {
+                    kind: "put".into(),
+                    id: "tcp-192.0.2.10-81".into(),
+                    service: Some(service(81, 7)),
+                },
+                WatchChange {
+                    kind: "delete".into(),
+                    id: "tcp-192.0.2.10-80".into(),
+                    service: None,
+                },
+            ],
+        };
+        show(
+            &mut out,
+            Output::Text,
+            &opts,
+            &event("change", &changes),
+            &mut since,
+        )
+        .unwrap();
+        assert_eq!(since, Some(7));
+        let progress = WatchProgress { revision: 9 };
+        show(
+            &mut out,
+            Output::Text,
+            &opts,
+            &event("progress", &progress),
+            &mut since,
+        )
+        .unwrap();
+        assert_eq!(since, Some(9));
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+        assert_eq!(
+            lines,
+            [
+                "# revision 5",
+                "IP Virtual Server version 1.2.1 (size=4096)",
+                "Prot LocalAddress:Port Scheduler Flags",
+                "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn",
+                "TCP  192.0.2.10:80 rr",
+                "  -> 198.51.100.11:8080           Masq    2      0          0",
+                "# revision 7: tcp-192.0.2.10-81",
+                "TCP  192.0.2.10:81 rr",
+                "  -> 198.51.100.11:8080           Masq    2      0          0",
+                "# revision 7: tcp-192.0.2.10-80 deleted",
+            ]
+        );
+        // A compacted history while connected: list again.
+        let error = crate::api::ApiError::revision_compacted("?since", 9, 20).body();
+        show(
+            &mut Vec::new(),
+            Output::Text,
+            &opts,
+            &event("error", &error),
+            &mut since,
+        )
+        .unwrap();
+        assert_eq!(since, None);
+    }
+
+    #[test]
+    fn json_is_one_object_a_line_with_its_event() {
+        let mut out = Vec::new();
+        let mut since = None;
+        let progress = WatchProgress { revision: 3 };
+        let sync = WatchSync {
+            revision: 3,
+            services: vec![],
+        };
+        let opts = ListOptions::default();
+        show(
+            &mut out,
+            Output::Json,
+            &opts,
+            &event("sync", &sync),
+            &mut since,
+        )
+        .unwrap();
+        show(
+            &mut out,
+            Output::Json,
+            &opts,
+            &event("progress", &progress),
+            &mut since,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"event\":\"sync\",\"revision\":3,\"services\":[]}\n"
+        );
+    }
+}
