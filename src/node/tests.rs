@@ -457,3 +457,43 @@ async fn a_watch_lists_then_follows_in_order_and_ends_when_the_node_stops() {
     assert_eq!(resumed.next().await, None);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_falls_behind_the_history_is_told_and_ended() {
+    use super::watches::{watch_services, ServiceEvent, Since};
+    use futures_util::StreamExt;
+    let t = TestNode::start().await;
+    t.node.state.history().lock().set_capacity(2);
+    let start = t.node.state.current().applied_index();
+    let since = Since {
+        revision: Some(start),
+        field: "?since",
+    };
+    let mut slow = Box::pin(watch_services(&t.node, since).expect("a watch"));
+    // Three revisions pass while it reads nothing; two are kept.
+    for port in 80..83 {
+        writes::create_service(&t.node, spec(port), &opts(None))
+            .await
+            .expect("created");
+    }
+    let Some(ServiceEvent::Compacted(e)) = slow.next().await else {
+        panic!("too old");
+    };
+    assert_eq!(e.code(), crate::api::ErrorCode::RevisionCompacted);
+    assert_eq!(e.status(), 410);
+    let oldest = e.oldest_revision().expect("the oldest revision");
+    assert!(oldest > start);
+    assert_eq!(slow.next().await, None, "and the watch ends");
+    // Asked for at once, the same is a refusal; from `oldest`, a stream.
+    assert!(watch_services(&t.node, since).is_err());
+    let from_oldest = Since {
+        revision: Some(oldest),
+        field: "?since",
+    };
+    let mut resumed = Box::pin(watch_services(&t.node, from_oldest).expect("a watch"));
+    assert!(matches!(
+        resumed.next().await,
+        Some(ServiceEvent::Changes(c)) if c.revision > oldest
+    ));
+    t.stop().await;
+}

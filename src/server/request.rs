@@ -86,12 +86,16 @@ impl<'a> Request<'a> {
             .transpose()
     }
 
-    /// A header holding a whole number (`Last-Event-ID: 12`).
+    /// A header holding a whole number (`Last-Event-ID: 12`); absent or
+    /// empty is `None`.
     pub fn header_number(&self, name: &str) -> Result<Option<u64>, ApiError> {
         let Some(value) = self.http.headers().get(name) else {
             return Ok(None);
         };
-        let text = value.to_str().unwrap_or("").trim();
+        let text = value.to_str().unwrap_or("?").trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
         text.parse::<u64>().map(Some).map_err(|_| {
             ApiError::at(
                 api::ErrorCode::InvalidHeader,

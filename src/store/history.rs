@@ -82,6 +82,13 @@ impl History {
         }
     }
 
+    /// Keeps at most `capacity` changes from now on (tests make it small,
+    /// to see a watch fall behind).
+    #[cfg(test)]
+    pub(crate) fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+    }
+
     /// The smallest revision a watch can resume from.
     pub fn oldest(&self) -> u64 {
         self.oldest
