@@ -636,6 +636,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         caught_up: caught_up_rx,
         vol_dir: cfg.vol_dir.clone(),
         announce: announce_rx,
+        stopping: stop_tx.subscribe(),
     });
     let app = web::Data::new(AppState {
         node: node.clone(),

@@ -1410,3 +1410,425 @@ fn a_removed_node_stops_and_joins_again_without_an_election() {
         .starts_with("damaged-")));
     c.converged(0);
 }
+
+/// One connection of a watch of the services (`GET
+/// /api/v1/services?watch=true`), read as it comes.
+struct Watch {
+    response: reqwest::blocking::Response,
+    parser: ipvs_manager::api::sse::Parser,
+    queued: std::collections::VecDeque<ipvs_manager::api::sse::Event>,
+}
+
+impl Watch {
+    /// Opens a watch on node `i` after `since` (none: a sync first), sent
+    /// again while the node answers 503 (an election).
+    fn open(c: &Cluster, i: usize, since: Option<u64>) -> Watch {
+        let path = match since {
+            Some(n) => format!("/api/v1/services?watch=true&since={n}"),
+            None => "/api/v1/services?watch=true".to_string(),
+        };
+        Watch::open_path(c, i, &path)
+    }
+
+    /// Opens the event stream at `path` on node `i`.
+    fn open_path(c: &Cluster, i: usize, path: &str) -> Watch {
+        // No end of its own: each connection is read for well under this.
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("client");
+        let start = std::time::Instant::now();
+        loop {
+            let response = http.get(c.nodes[i].url(path)).send().expect("watch");
+            let status = response.status().as_u16();
+            if status == 200 {
+                assert_eq!(
+                    response.headers()["content-type"],
+                    "text/event-stream",
+                    "a watch is an event stream"
+                );
+                return Watch {
+                    response,
+                    parser: Default::default(),
+                    queued: Default::default(),
+                };
+            }
+            let body = response.text().unwrap_or_default();
+            assert!(
+                status == 503 && start.elapsed() < Duration::from_secs(20),
+                "watch on {}: {status} {body}",
+                c.nodes[i].name
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The next event; `None` when the connection ended.
+    fn next(&mut self) -> Option<ipvs_manager::api::sse::Event> {
+        use std::io::Read;
+        let mut buf = [0u8; 16384];
+        loop {
+            if let Some(event) = self.queued.pop_front() {
+                return Some(event);
+            }
+            match self.response.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self
+                    .queued
+                    .extend(self.parser.feed(&buf[..n]).expect("event stream")),
+            }
+        }
+    }
+}
+
+/// What a watcher saw: the services by id, built from the events, the last
+/// revision, and every (revision, service id) of every change.
+#[derive(Default)]
+struct Seen {
+    services: std::collections::BTreeMap<String, Value>,
+    last: u64,
+    changes: Vec<(u64, String)>,
+}
+
+impl Seen {
+    /// Takes one event in; false for one that ends the connection's use
+    /// (an error). Checks the order: each revision once, increasing.
+    fn take(&mut self, event: &ipvs_manager::api::sse::Event) -> bool {
+        let data: Value = serde_json::from_str(&event.data).expect("event data is JSON");
+        let revision = data["revision"].as_u64();
+        match event.kind.as_str() {
+            "sync" => {
+                self.services = data["services"]
+                    .as_array()
+                    .expect("services")
+                    .iter()
+                    .map(|s| (s["id"].as_str().expect("id").to_string(), s.clone()))
+                    .collect();
+            }
+            "change" => {
+                let revision = revision.expect("revision");
+                assert!(
+                    revision > self.last,
+                    "revision {revision} after {}: out of order or twice",
+                    self.last
+                );
+                for change in data["changes"].as_array().expect("changes") {
+                    let id = change["id"].as_str().expect("id").to_string();
+                    match change["type"].as_str() {
+                        Some("put") => {
+                            let service = change["service"].clone();
+                            assert_eq!(service["revision"], revision, "the ETag is the revision");
+                            self.services.insert(id.clone(), service);
+                        }
+                        Some("delete") => {
+                            assert!(
+                                self.services.remove(&id).is_some(),
+                                "{id} deleted at {revision} was not there"
+                            );
+                        }
+                        other => panic!("change type {other:?}"),
+                    }
+                    self.changes.push((revision, id));
+                }
+            }
+            "progress" => assert!(revision.expect("revision") >= self.last),
+            "error" => {
+                eprintln!("watch error: {}", event.data);
+                return false;
+            }
+            other => panic!("event {other}"),
+        }
+        if let Some(id) = &event.id {
+            assert_eq!(
+                Some(id.parse::<u64>().expect("id")),
+                revision,
+                "id = revision"
+            );
+        }
+        self.last = self.last.max(revision.unwrap_or(0));
+        true
+    }
+
+    /// Reads `n` change events (or until the connection ends: false).
+    fn read(&mut self, watch: &mut Watch, n: usize) -> bool {
+        let mut read = 0;
+        while read < n {
+            let Some(event) = watch.next() else {
+                return false;
+            };
+            assert!(self.take(&event), "the watch failed: {}", event.data);
+            read += usize::from(event.kind == "change");
+        }
+        true
+    }
+}
+
+/// A watch of the services loses nothing and repeats nothing across a
+/// reconnect to another node and across the leader's death, while writes
+/// go on: the events, applied in order to the first listing, give the final
+/// configuration, and every acknowledged write's revision is among them.
+/// Bad query input is refused by name; a revision older than a restarted
+/// node's history is 410 with the oldest it has.
+#[test]
+fn watch_loses_nothing_across_a_reconnect_and_a_leader_change() {
+    let mut c = Cluster::start(3);
+    let leader = c.leader().expect("a leader");
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    // Writes go through the followers (forwarded to the leader), so that
+    // the leader can die under them; each acknowledged one is noted with
+    // the revision it answered (its ETag).
+    let acked: Arc<Mutex<Vec<(u64, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        let bases: Vec<String> = followers.iter().map(|&i| c.nodes[i].url("")).collect();
+        std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("client");
+            let id = |n: u32| format!("udp-10.0.{}.{}-53", n / 256 % 256, n % 256);
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) && n < 3000 {
+                n += 1;
+                let base = &bases[n as usize % bases.len()];
+                // Create n; change n - 1's scheduler; delete n - 29 (the
+                // services live a while: a lost change would show).
+                let sent = match n % 3 {
+                    0 => http.post(format!("{base}/api/v1/services")).json(&json!({
+                        "protocol": "udp", "address": format!("10.0.{}.{}", n / 256 % 256, n % 256),
+                        "port": 53, "servers": [{"address": "198.51.100.1", "port": 53}]})),
+                    1 => http
+                        .patch(format!("{base}/api/v1/services/{}", id(n - 1)))
+                        .json(&json!({"scheduler": "rr"})),
+                    // At once: a drain would end later, by itself.
+                    _ if n > 29 => {
+                        http.delete(format!("{base}/api/v1/services/{}?grace=0", id(n - 29)))
+                    }
+                    _ => continue,
+                };
+                let Ok(r) = sent.send() else { continue };
+                if let Some(etag) = r.headers().get("etag") {
+                    let revision = etag.to_str().unwrap().trim_matches('"').parse().unwrap();
+                    let path = r.url().path().to_string();
+                    let written = match n % 3 {
+                        0 => id(n),
+                        _ => path.rsplit('/').next().unwrap().to_string(),
+                    };
+                    acked.lock().unwrap().push((revision, written));
+                }
+            }
+        })
+    };
+    let writes = |c: &Cluster, more: usize| {
+        let at = acked.lock().unwrap().len();
+        c.wait(Duration::from_secs(30), "more writes", || {
+            acked.lock().unwrap().len() >= at + more
+        });
+    };
+
+    // On the leader, from the first listing; then a disconnect, and the
+    // rest of the writes from another node after the last revision seen.
+    let mut seen = Seen::default();
+    let mut watch = Watch::open(&c, leader, None);
+    let sync = watch.next().expect("the first event");
+    assert_eq!(sync.kind, "sync");
+    assert!(seen.take(&sync));
+    assert!(seen.read(&mut watch, 20));
+    drop(watch);
+    writes(&c, 10);
+    let mut watch = Watch::open(&c, followers[0], Some(seen.last));
+    assert!(seen.read(&mut watch, 20));
+    drop(watch);
+
+    // Back on the leader, which dies while the watch reads from it; the
+    // watch resumes on the other follower once it answers.
+    let mut watch = Watch::open(&c, leader, Some(seen.last));
+    assert!(seen.read(&mut watch, 5));
+    c.nodes[leader].kill();
+    while let Some(event) = watch.next() {
+        assert!(seen.take(&event));
+    }
+    let mut watch = Watch::open(&c, followers[1], Some(seen.last));
+    c.wait(Duration::from_secs(10), "a new leader", || {
+        c.leader().is_some_and(|l| l != leader)
+    });
+    writes(&c, 30);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+
+    // Everything acknowledged is in the final state; the watch reaches it.
+    let last_acked = acked.lock().unwrap().iter().map(|(r, _)| *r).max().unwrap();
+    let config = c.config(followers[1]);
+    let final_revision = config["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["revision"].as_u64().unwrap())
+        .max()
+        .unwrap_or(0)
+        .max(last_acked);
+    let want: std::collections::BTreeMap<String, Value> = config["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap().to_string(), s.clone()))
+        .collect();
+    // Nothing is written any more: the events reach the final state (a
+    // lost one never would; a progress event comes every 10 s).
+    let start = std::time::Instant::now();
+    while seen.last < final_revision
+        || (seen.services != want && start.elapsed() < Duration::from_secs(30))
+    {
+        let event = watch.next().expect("the watch goes on");
+        assert!(seen.take(&event));
+    }
+    assert_eq!(seen.services, want, "the events give the final state");
+    eprintln!(
+        "watched {} changes in {} revisions up to {}; {} writes acknowledged; {} services at the end",
+        seen.changes.len(),
+        seen.changes.iter().map(|(r, _)| r).collect::<std::collections::BTreeSet<_>>().len(),
+        seen.last,
+        acked.lock().unwrap().len(),
+        want.len()
+    );
+    let changes: std::collections::BTreeSet<(u64, String)> = seen.changes.iter().cloned().collect();
+    for write in acked.lock().unwrap().iter() {
+        if write.0 > sync_revision(&sync) {
+            assert!(
+                changes.contains(write),
+                "acknowledged write {write:?} not watched"
+            );
+        }
+    }
+    drop(watch);
+
+    // Bad input, refused by name.
+    let f = followers[0];
+    for (path, field) in [
+        ("/api/v1/services?watch=maybe", "?watch"),
+        ("/api/v1/services?watch=true&since=ten", "?since"),
+        ("/api/v1/services?since=10", "?since"),
+        ("/api/v1/services?watch=true&since=-1", "?since"),
+        ("/api/v1/node?watch=maybe", "?watch"),
+        ("/api/v1/node?watch=true&programmed=3", "?watch"),
+    ] {
+        let r = c.get(f, path);
+        assert_eq!(r.status().as_u16(), 400, "{path}");
+        let body: Value = r.json().unwrap();
+        assert_eq!(body["error"]["field"], field, "{path}: {body}");
+    }
+    // A restarted node's history starts at what it loaded.
+    c.nodes[leader].start();
+    c.wait_ready(leader);
+    c.nodes[f].terminate(Duration::from_secs(20));
+    c.nodes[f].start();
+    c.wait_ready(f);
+    let r = c.get(f, "/api/v1/services?watch=true&since=1");
+    assert_eq!(r.status().as_u16(), 410);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"]["code"], "revision_compacted");
+    let oldest = body["error"]["oldest_revision"].as_u64().unwrap();
+    assert!(oldest > 1, "{body}");
+    // From there it streams (the first line is the browser's retry).
+    let mut watch = Watch::open(&c, f, Some(oldest));
+    c.send_retrying(
+        f,
+        "POST",
+        "/api/v1/services",
+        Some(&json!({"protocol": "tcp", "address": "192.0.2.77", "port": 80})),
+    );
+    let mut after = Seen {
+        last: oldest,
+        ..Default::default()
+    };
+    assert!(after.read(&mut watch, 1));
+    assert!(after
+        .changes
+        .iter()
+        .any(|(_, id)| id == "tcp-192.0.2.77-80"));
+}
+
+fn sync_revision(sync: &ipvs_manager::api::sse::Event) -> u64 {
+    serde_json::from_str::<Value>(&sync.data).expect("sync data")["revision"]
+        .as_u64()
+        .expect("sync revision")
+}
+
+/// `ipvs-manager list --watch` prints the list, then each change, and
+/// after its node restarts resumes after the last revision it printed (no
+/// second list, nothing twice). The node's report streams too.
+#[test]
+fn cli_list_watch_follows_and_resumes_after_a_restart() {
+    use std::io::BufRead;
+    let mut c = Cluster::start(1);
+    let (status, _) = c.send_retrying(0, "POST", "/api/v1/services", Some(&web()));
+    assert_eq!(status, 201);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ipvs-manager"))
+        .args(["list", "--watch", "--output", "json", "--server"])
+        .arg(c.nodes[0].url(""))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ipvs-manager");
+    let (tx, lines) = std::sync::mpsc::channel::<Value>();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let value = serde_json::from_str(&line).expect("one JSON object a line");
+            if tx.send(value).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || {
+        lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a line from list --watch")
+    };
+    let sync = next();
+    assert_eq!(sync["event"], "sync", "{sync}");
+    assert_eq!(sync["services"][0]["id"], "tcp-192.0.2.10-80", "{sync}");
+    let create = |c: &Cluster, address: &str| {
+        let body = json!({"protocol": "tcp", "address": address, "port": 80});
+        let (status, text) = c.send_retrying(0, "POST", "/api/v1/services", Some(&body));
+        assert_eq!(status, 201, "{text}");
+        serde_json::from_str::<Value>(&text).expect("service")["revision"]
+            .as_u64()
+            .expect("revision")
+    };
+    let first = create(&c, "192.0.2.11");
+    let change = next();
+    assert_eq!(change["event"], "change", "{change}");
+    assert_eq!(change["revision"], first);
+    assert_eq!(change["changes"][0]["id"], "tcp-192.0.2.11-80");
+
+    c.nodes[0].terminate(Duration::from_secs(20));
+    c.nodes[0].start();
+    c.wait_ready(0);
+    let second = create(&c, "192.0.2.12");
+    let change = next();
+    assert_eq!(
+        change["event"], "change",
+        "resumed, not listed again: {change}"
+    );
+    assert_eq!(change["revision"], second);
+    assert_eq!(change["changes"][0]["id"], "tcp-192.0.2.12-80");
+    child.kill().expect("kill");
+    let out = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("resuming after revision {first}")),
+        "{stderr}"
+    );
+    assert!(lines.try_recv().is_err(), "nothing more, nothing twice");
+
+    // The node's report, at once.
+    let mut watch = Watch::open_path(&c, 0, "/api/v1/node?watch=true");
+    let report = watch.next().expect("a report");
+    assert_eq!(report.kind, "node");
+    let report: Value = serde_json::from_str(&report.data).expect("JSON");
+    assert_eq!(report["id"], "node1");
+    assert_eq!(report["role"], "leader");
+}

@@ -88,6 +88,10 @@ pub enum ErrorCode {
     AlreadyExists,
     /// `If-Match` names a revision the resource no longer has.
     RevisionMismatch,
+    /// A watch's `since` is older than the history this node keeps (410):
+    /// list again, and watch from the listing's revision.
+    /// `oldest_revision` is the oldest a watch can resume from.
+    RevisionCompacted,
     BodyTooLarge,
     UnsupportedMediaType,
     /// The `Idempotency-Key` was used before with another request (422).
@@ -167,6 +171,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::AlreadyExists,
         ErrorCode::RevisionMismatch,
+        ErrorCode::RevisionCompacted,
         ErrorCode::BodyTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::IdempotencyKeyReused,
@@ -194,6 +199,7 @@ impl ErrorCode {
             MethodNotAllowed => 405,
             AlreadyExists => 409,
             RevisionMismatch => 412,
+            RevisionCompacted => 410,
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,
             IdempotencyKeyReused => 422,
@@ -271,6 +277,7 @@ impl ErrorCode {
             MethodNotAllowed => "method_not_allowed",
             AlreadyExists => "already_exists",
             RevisionMismatch => "revision_mismatch",
+            RevisionCompacted => "revision_compacted",
             BodyTooLarge => "body_too_large",
             UnsupportedMediaType => "unsupported_media_type",
             IdempotencyKeyReused => "idempotency_key_reused",
@@ -325,6 +332,8 @@ pub struct ApiError {
     /// Problems found but not listed (beyond [`MAX_DETAILS`]).
     omitted: usize,
     retry_after: Option<u32>,
+    /// `revision_compacted`: the oldest revision still available.
+    oldest_revision: Option<u64>,
 }
 
 /// The JSON body of an error response.
@@ -343,6 +352,9 @@ pub struct ErrorObject {
     /// Every problem found in the request (validation errors only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<FieldError>,
+    /// `revision_compacted`: the oldest revision a watch can resume from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_revision: Option<u64>,
 }
 
 impl ApiError {
@@ -353,6 +365,7 @@ impl ApiError {
             details: Vec::new(),
             omitted: 0,
             retry_after: None,
+            oldest_revision: None,
         }
     }
 
@@ -363,6 +376,7 @@ impl ApiError {
             details: Vec::new(),
             omitted: 0,
             retry_after: None,
+            oldest_revision: None,
         }
     }
 
@@ -376,6 +390,7 @@ impl ApiError {
             details: problems,
             omitted,
             retry_after: None,
+            oldest_revision: None,
         })
     }
 
@@ -552,6 +567,7 @@ impl ApiError {
                 .collect(),
             omitted: 0,
             retry_after: Some(1),
+            oldest_revision: None,
         }
     }
 
@@ -614,6 +630,27 @@ impl ApiError {
         })
     }
 
+    /// 410: a watch asked for changes after `since`, which this node's
+    /// history no longer holds (`field`: where `since` came from).
+    pub fn revision_compacted(field: &str, since: u64, oldest: u64) -> ApiError {
+        ApiError {
+            oldest_revision: Some(oldest),
+            ..ApiError::at(
+                ErrorCode::RevisionCompacted,
+                field,
+                format!(
+                    "revision {since} is older than the oldest this node still has \
+                     ({oldest}): list the services again and watch from the listing's revision"
+                ),
+            )
+        }
+    }
+
+    /// The oldest revision a watch can resume from, on `revision_compacted`.
+    pub fn oldest_revision(&self) -> Option<u64> {
+        self.oldest_revision
+    }
+
     /// Seconds for the `Retry-After` header, on 503s.
     pub fn retry_after(&self) -> Option<u32> {
         self.retry_after
@@ -660,6 +697,7 @@ impl ApiError {
                 message,
                 field: self.first.field.clone(),
                 details: self.details.clone(),
+                oldest_revision: self.oldest_revision,
             },
         }
     }

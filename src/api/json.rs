@@ -154,6 +154,44 @@ pub struct ConfigView {
     pub services: Vec<ServiceView>,
 }
 
+/// `GET /api/v1/services?watch=true` without `since`: the first event, the
+/// services as of `revision` (the changes that follow are those after it).
+/// The services carry no health views: a watch follows the desired state,
+/// which every node holds the same at a revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchSync {
+    pub revision: u64,
+    pub services: Vec<ServiceView>,
+}
+
+/// Every service one log entry changed: the event of a watch at revision
+/// `revision` (the entry's index, the changed services' new ETag).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchChanges {
+    pub revision: u64,
+    /// In service order; each service once.
+    pub changes: Vec<WatchChange>,
+}
+
+/// One service changed by a log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchChange {
+    /// `put` (created or changed: `service` is it now) or `delete` (gone).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The service's id.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceView>,
+}
+
+/// A watch's heartbeat: no service changed up to `revision`, so a client
+/// may resume from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchProgress {
+    pub revision: u64,
+}
+
 /// What `PUT /api/v1/config` changes (or, with `?dry_run=true`, would
 /// change), by id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

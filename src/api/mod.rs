@@ -19,6 +19,7 @@
 //! - [`http`]: ETag/If-Match, query flags, Location.
 //! - [`json`]: the response types; [`body`]: JSON reading and merge patch.
 //! - [`openapi`]: the OpenAPI 3.1 document served at /api/v1/openapi.json.
+//! - [`sse`]: reading the server-sent events of a watch (the CLI, tests).
 //! - [`ui`]: the web UI's embedded files (`ui/`) and how `/` and `/ui/…` are
 //!   answered (content types, ETags, the Content-Security-Policy).
 //!
@@ -35,6 +36,7 @@ pub mod ids;
 pub mod json;
 pub mod openapi;
 pub mod routes;
+pub mod sse;
 pub mod ui;
 pub mod validate;
 pub mod view;

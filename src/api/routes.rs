@@ -164,6 +164,8 @@ const fn route(
 mod query {
     /// Reads of the desired state.
     pub const READ: &[&str] = &["consistent"];
+    /// The list of services, which can also be watched from a revision.
+    pub const LIST: &[&str] = &["consistent", "since", "watch"];
     /// Writes of the desired state.
     pub const WRITE: &[&str] = &["dry_run", "wait"];
     /// Removals, which drain.
@@ -173,8 +175,8 @@ mod query {
     pub const REPLACE: &[&str] = &["dry_run", "grace", "undrain", "wait"];
     /// Membership changes.
     pub const DRY_RUN: &[&str] = &["dry_run"];
-    /// A node's report, as a long poll.
-    pub const NODE: &[&str] = &["programmed", "timeout_ms"];
+    /// A node's report, as a long poll or watched.
+    pub const NODE: &[&str] = &["programmed", "timeout_ms", "watch"];
     pub const NONE: &[&str] = &[];
 }
 
@@ -194,7 +196,7 @@ pub const ROUTES: &[Route] = {
         route(Get, "/readyz", Ready, 0, query::NONE),
         route(Get, "/api/v1/openapi.json", OpenApi, 0, query::NONE),
         route(Get, "/metrics", Metrics, 0, query::NONE),
-        route(Get, SERVICES, ListServices, 0, query::READ),
+        route(Get, SERVICES, ListServices, 0, query::LIST),
         route(Post, SERVICES, CreateService, B, query::WRITE),
         route(Get, SERVICE, GetService, 0, query::READ),
         route(Put, SERVICE, ReplaceService, B, query::WRITE),

@@ -23,6 +23,10 @@ pub struct ClusterListArgs {
     /// cluster's desired state.
     #[arg(long)]
     kernel: bool,
+    /// Print the desired state, then its changes as they come (resuming
+    /// after a disconnect from the last revision seen), until interrupted.
+    #[arg(long, conflicts_with = "kernel")]
+    watch: bool,
     #[command(flatten)]
     columns: ListArgs,
 }
@@ -37,7 +41,7 @@ pub struct OutputArgs {
 
 /// The version line of a listing of the desired state: what the kernels of
 /// this generation report.
-const DESIRED_INFO: Info = Info {
+pub(super) const DESIRED_INFO: Info = Info {
     version: 0x010201,
     conn_tab_size: 4096,
 };
@@ -99,6 +103,23 @@ impl Api {
             token: token.filter(|t| !t.is_empty()).map(str::to_string),
             write_timeout: client.write_timeout,
         })
+    }
+
+    pub(super) fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub(super) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// A request to `url` with the token.
+    pub(super) fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, url);
+        match &self.token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        }
     }
 
     /// The body of a successful GET; an API error as its message.
@@ -527,8 +548,11 @@ pub fn desired_entries(desired: &DesiredState, now_ms: u64) -> Vec<ServiceEntry>
 }
 
 pub fn list(api: &Api, args: &ClusterListArgs) -> anyhow::Result<ExitCode> {
-    let mut out = std::io::stdout().lock();
     let opts = args.columns.options();
+    if args.watch {
+        return super::watch::list(api, args.columns.output, &opts);
+    }
+    let mut out = std::io::stdout().lock();
     if args.kernel {
         let body = api.get("/api/v1/node/kernel")?;
         if args.columns.output == Output::Json {

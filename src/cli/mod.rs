@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod edit;
 pub mod ipvsadm;
 mod kernel;
+pub mod watch;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

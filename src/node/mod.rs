@@ -15,11 +15,14 @@
 //! - [`reports`]: this node's report, the cluster's, the kernel tables (this
 //!   node's, and a member's relayed), the metrics, readiness.
 //! - [`members`]: joins and removals (on the leader, or forwarded to it).
+//! - [`watches`]: the services' changes from a revision on, and this node's
+//!   report on change, as streams of events.
 
 pub mod health;
 pub mod members;
 pub mod reads;
 pub mod reports;
+pub mod watches;
 pub mod writes;
 
 #[cfg(test)]
@@ -68,6 +71,9 @@ pub struct Node {
     pub vol_dir: std::path::PathBuf,
     /// What this node announces (ANNOUNCE).
     pub announce: watch::Receiver<json::AnnounceView>,
+    /// True once the node is stopping: watches end then, rather than hold
+    /// the API's shutdown until its timeout.
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// A peer's answer passed through to the client as it came (a member's

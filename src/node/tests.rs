@@ -110,6 +110,7 @@ impl TestNode {
             caught_up: watch::channel(true).1,
             vol_dir: dir.path().to_path_buf(),
             announce: watch::channel(Default::default()).1,
+            stopping: stop.subscribe(),
         });
         TestNode {
             node,
@@ -404,5 +405,95 @@ async fn a_replacement_drains_what_it_leaves_out() {
     assert!(plan.changed[0].settings, "its drain ended");
     assert_eq!(t.node.desired().services[&key(81)].draining, None);
     assert_eq!(t.kernel_weights(81).await, vec![(8080, 1)]);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_lists_then_follows_in_order_and_ends_when_the_node_stops() {
+    use super::watches::{watch_services, ServiceEvent, Since};
+    use futures_util::StreamExt;
+    let t = TestNode::start().await;
+    let first = writes::create_service(&t.node, spec(80), &opts(None))
+        .await
+        .expect("created")
+        .value
+        .expect("the service")
+        .revision;
+    let since = |revision| Since {
+        revision,
+        field: "?since",
+    };
+    let mut watch = Box::pin(watch_services(&t.node, since(None)).expect("a watch"));
+    let Some(ServiceEvent::Sync(sync)) = watch.next().await else {
+        panic!("a sync first");
+    };
+    assert!(sync.revision >= first);
+    assert_eq!(sync.services.len(), 1);
+    // From a revision: the changes after it, each once, in order, never
+    // ahead of what this node's reads show.
+    let mut resumed = Box::pin(watch_services(&t.node, since(Some(first - 1))).expect("a watch"));
+    let mut revisions = Vec::new();
+    for port in 81..84 {
+        writes::create_service(&t.node, spec(port), &opts(None))
+            .await
+            .expect("created");
+    }
+    while revisions.len() < 4 {
+        let Some(ServiceEvent::Changes(changes)) = resumed.next().await else {
+            panic!("changes");
+        };
+        assert!(t.node.state.current().applied_index() >= changes.revision);
+        assert_eq!(changes.changes.len(), 1);
+        revisions.push(changes.revision);
+    }
+    assert_eq!(revisions[0], first);
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+    let Some(ServiceEvent::Changes(changes)) = watch.next().await else {
+        panic!("changes after the sync");
+    };
+    assert_eq!(changes.revision, revisions[1]);
+    // Stopping ends both (the API's shutdown does not wait for them).
+    let _ = t.stop.send(true);
+    assert_eq!(resumed.next().await, None);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_falls_behind_the_history_is_told_and_ended() {
+    use super::watches::{watch_services, ServiceEvent, Since};
+    use futures_util::StreamExt;
+    let t = TestNode::start().await;
+    t.node.state.history().lock().set_capacity(2);
+    let start = t.node.state.current().applied_index();
+    let since = Since {
+        revision: Some(start),
+        field: "?since",
+    };
+    let mut slow = Box::pin(watch_services(&t.node, since).expect("a watch"));
+    // Three revisions pass while it reads nothing; two are kept.
+    for port in 80..83 {
+        writes::create_service(&t.node, spec(port), &opts(None))
+            .await
+            .expect("created");
+    }
+    let Some(ServiceEvent::Compacted(e)) = slow.next().await else {
+        panic!("too old");
+    };
+    assert_eq!(e.code(), crate::api::ErrorCode::RevisionCompacted);
+    assert_eq!(e.status(), 410);
+    let oldest = e.oldest_revision().expect("the oldest revision");
+    assert!(oldest > start);
+    assert_eq!(slow.next().await, None, "and the watch ends");
+    // Asked for at once, the same is a refusal; from `oldest`, a stream.
+    assert!(watch_services(&t.node, since).is_err());
+    let from_oldest = Since {
+        revision: Some(oldest),
+        field: "?since",
+    };
+    let mut resumed = Box::pin(watch_services(&t.node, from_oldest).expect("a watch"));
+    assert!(matches!(
+        resumed.next().await,
+        Some(ServiceEvent::Changes(c)) if c.revision > oldest
+    ));
     t.stop().await;
 }

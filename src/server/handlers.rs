@@ -4,13 +4,14 @@
 //! a route without one does not compile.
 
 use super::body::{self, json, with_etag, Answer};
+use super::events;
 use super::request::Request;
 use super::AppState;
 use crate::api::{self, ApiError, Operation};
 use crate::cluster::peer_auth;
 use crate::metrics::Format;
 use crate::node::writes::Written;
-use crate::node::{self, members, reads, reports, writes, Readiness};
+use crate::node::{self, members, reads, reports, watches, writes, Readiness};
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpResponse;
 
@@ -42,7 +43,7 @@ pub async fn handle(op: Operation, r: &Request<'_>, app: &AppState) -> Reply {
         OpenApi => Ok(HttpResponse::Ok()
             .content_type("application/json")
             .body(api::openapi::DOCUMENT)),
-        ListServices => Ok(json(StatusCode::OK, &reads::list_services(node))),
+        ListServices => list_services(r, app),
         GetService => get_service(r, app),
         CreateService => create_service(r, app).await,
         ReplaceService => replace_service(r, app).await,
@@ -94,6 +95,39 @@ fn ready(app: &AppState) -> Reply {
         Readiness::NotReady(problems) => Err(ApiError::not_ready(&problems)),
     }
 }
+
+/// `GET /api/v1/services`; with `?watch=true`, its changes as server-sent
+/// events, after `?since=N` (or the `Last-Event-ID` a reconnecting
+/// `EventSource` sends, which wins: it is newer) or, without either, after
+/// the whole list as the first event.
+fn list_services(r: &Request<'_>, app: &AppState) -> Reply {
+    let since = r.number("since")?;
+    if !r.flag("watch")? {
+        if since.is_some() {
+            return Err(ApiError::at(
+                api::ErrorCode::InvalidQuery,
+                "?since",
+                "?since takes effect only with ?watch=true",
+            ));
+        }
+        return Ok(json(StatusCode::OK, &reads::list_services(&app.node)));
+    }
+    let since = match r.header_number(LAST_EVENT_ID)? {
+        Some(revision) => watches::Since {
+            revision: Some(revision),
+            field: LAST_EVENT_ID,
+        },
+        None => watches::Since {
+            revision: since,
+            field: "?since",
+        },
+    };
+    Ok(events::services(watches::watch_services(&app.node, since)?))
+}
+
+/// The header a browser's `EventSource` sends when it reconnects: the `id`
+/// of the last event it received.
+const LAST_EVENT_ID: &str = "Last-Event-ID";
 
 /// `GET /api/v1/services/{id}`.
 fn get_service(r: &Request<'_>, app: &AppState) -> Reply {
@@ -216,9 +250,20 @@ fn server_answer(
     }
 }
 
-/// `GET /api/v1/node` (`?programmed=N&timeout_ms=T`: a long poll).
+/// `GET /api/v1/node` (`?programmed=N&timeout_ms=T`: a long poll;
+/// `?watch=true`: the report as server-sent events, each time it changes).
 async fn get_node(r: &Request<'_>, app: &AppState) -> Reply {
     let (programmed, timeout_ms) = (r.number("programmed")?, r.number("timeout_ms")?);
+    if r.flag("watch")? {
+        if programmed.is_some() || timeout_ms.is_some() {
+            return Err(ApiError::at(
+                api::ErrorCode::InvalidQuery,
+                "?watch",
+                "?watch=true is a stream of reports: it takes neither ?programmed nor ?timeout_ms",
+            ));
+        }
+        return Ok(events::node(watches::watch_node(&app.node)));
+    }
     let report = reports::report_when(&app.node, programmed, timeout_ms).await;
     Ok(json(StatusCode::OK, &report))
 }

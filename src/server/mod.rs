@@ -11,11 +11,13 @@
 //! (tokens, loopback) without cutting the cluster apart.
 //!
 //! Map: [`admission`] (limits), [`body`] (bodies in, answers out),
-//! [`request`] (path segments, query, `If-Match`), [`handlers`] (one per
-//! operation), [`peer`] (the routes on the Raft port).
+//! [`events`] (watches as server-sent events), [`request`] (path segments,
+//! query, `If-Match`), [`handlers`] (one per operation), [`peer`] (the
+//! routes on the Raft port).
 
 pub mod admission;
 pub mod body;
+pub mod events;
 pub mod handlers;
 pub mod peer;
 pub mod request;

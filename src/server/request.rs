@@ -86,6 +86,25 @@ impl<'a> Request<'a> {
             .transpose()
     }
 
+    /// A header holding a whole number (`Last-Event-ID: 12`); absent or
+    /// empty is `None`.
+    pub fn header_number(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        let Some(value) = self.http.headers().get(name) else {
+            return Ok(None);
+        };
+        let text = value.to_str().unwrap_or("?").trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse::<u64>().map(Some).map_err(|_| {
+            ApiError::at(
+                api::ErrorCode::InvalidHeader,
+                name,
+                format!("{name} must be a whole number, got {text:?}"),
+            )
+        })
+    }
+
     /// `?wait=applied|quorum`.
     pub fn wait(&self) -> Result<Option<Wait>, ApiError> {
         Wait::parse(self.query("wait"))

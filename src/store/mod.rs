@@ -21,6 +21,7 @@
 mod codec;
 mod disk;
 mod error;
+pub mod history;
 pub mod log;
 pub mod state_machine;
 #[cfg(test)]
@@ -30,6 +31,7 @@ mod witness;
 
 pub use disk::{DiskStatus, Failing};
 pub use error::{Damage, LockHolder, StoreError};
+pub use history::{Compacted, Revision, ServiceChange, SharedHistory};
 pub use log::{LogReader, LogStore};
 pub use state_machine::{Committed, SnapshotBuilder, StateMachineStore, StateWatch};
 pub use verify::Checked;

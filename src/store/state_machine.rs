@@ -32,6 +32,7 @@
 use super::codec::{self, decode, encode, get, unseal, OWNERS_RECORD};
 use super::disk::Disk;
 use super::error::transaction_error;
+use super::history::{History, ServiceChange, SharedHistory, HISTORY_CHANGES};
 use super::StoreError;
 use crate::model::requests::{Remembered, Requests};
 use crate::model::{CommandResult, DesiredState, ServiceConfig, ServiceKey, VipOwners};
@@ -123,6 +124,7 @@ impl Committed {
 pub struct StateWatch {
     rx: watch::Receiver<Committed>,
     requests: Arc<RwLock<Requests>>,
+    history: Arc<SharedHistory>,
 }
 
 impl StateWatch {
@@ -143,6 +145,13 @@ impl StateWatch {
     /// The write remembered under `key`, as of the last apply.
     pub fn remembered(&self, key: &str) -> Option<Remembered> {
         read(&self.requests).get(key).cloned()
+    }
+
+    /// The recent changes to the services, by revision: recorded after
+    /// each apply is published, so nothing in it is ahead of
+    /// [`Self::current`].
+    pub fn history(&self) -> &SharedHistory {
+        &self.history
     }
 }
 
@@ -192,6 +201,8 @@ pub struct StateMachineStore {
     published: watch::Sender<Committed>,
     /// The writes remembered under their keys; shared with [`StateWatch`].
     requests: Arc<RwLock<Requests>>,
+    /// The recent changes to the services; shared with [`StateWatch`].
+    history: Arc<SharedHistory>,
     /// Services changed since the last checkpoint.
     dirty: BTreeSet<ServiceKey>,
     /// Remembered writes added or forgotten since the last checkpoint.
@@ -331,6 +342,10 @@ impl StateMachineStore {
             desired,
             published,
             requests: Arc::new(RwLock::new(requests)),
+            history: Arc::new(SharedHistory::new(History::new(
+                last_applied.map_or(0, |id| id.index),
+                HISTORY_CHANGES,
+            ))),
             dirty: BTreeSet::new(),
             dirty_requests: BTreeSet::new(),
             dirty_owners: false,
@@ -380,6 +395,7 @@ impl StateMachineStore {
         StateWatch {
             rx: self.published.subscribe(),
             requests: self.requests.clone(),
+            history: self.history.clone(),
         }
     }
 
@@ -400,14 +416,12 @@ impl StateMachineStore {
         self.published.send_replace(self.current());
     }
 
-    /// Applies `entries` to the mirror; returns the results and the
-    /// services they changed.
-    fn apply_to_mirror(
-        &mut self,
-        entries: impl IntoIterator<Item = Entry>,
-    ) -> (Vec<CommandResult>, BTreeSet<ServiceKey>) {
+    /// Applies `entries` to the mirror; returns the results, the services
+    /// they changed, and each entry's changes for the history.
+    fn apply_to_mirror(&mut self, entries: impl IntoIterator<Item = Entry>) -> Applied {
         let mut results = Vec::new();
         let mut touched = BTreeSet::new();
+        let mut history = Vec::new();
         let mut requests = write(&self.requests);
         for entry in entries {
             let index = entry.log_id.index;
@@ -415,28 +429,60 @@ impl StateMachineStore {
             match entry.payload {
                 // Not a client command; `Applied` tells a membership change's
                 // caller at which index it took effect.
-                EntryPayload::Blank => results.push(CommandResult::Applied { revision: index }),
+                EntryPayload::Blank => {
+                    results.push(CommandResult::Applied { revision: index });
+                    history.push((index, Vec::new()));
+                }
                 EntryPayload::Membership(membership) => {
                     self.last_membership = StoredMembership::new(Some(entry.log_id), membership);
                     results.push(CommandResult::Applied { revision: index });
+                    history.push((index, Vec::new()));
                 }
                 EntryPayload::Normal(cmd) => {
                     // Copies the mirror once per call while readers hold the
                     // published version; free afterwards.
                     let desired = Arc::make_mut(&mut self.desired);
+                    // Every service the entry may change, with its revision
+                    // before: a change is a revision that differs after
+                    // (refusals and no-ops change none), whatever the
+                    // command's result says.
+                    let mut named = cmd.services();
                     if cmd.replaces_all() {
                         touched.extend(desired.services.keys().copied());
+                        named.extend(desired.services.keys().copied());
                     }
+                    named.sort();
+                    named.dedup();
+                    let before: Vec<Option<u64>> = named
+                        .iter()
+                        .map(|key| desired.services.get(key).map(|c| c.revision))
+                        .collect();
                     let owners_before = desired.vip_owners.index;
                     let result = requests.apply(desired, &cmd, index);
                     self.dirty_owners |= desired.vip_owners.index != owners_before;
                     touched.extend(result.changed(&cmd));
                     results.push(result);
+                    let changes = named
+                        .iter()
+                        .zip(before)
+                        .filter_map(|(key, before)| {
+                            let after = desired.services.get(key);
+                            (after.map(|c| c.revision) != before).then(|| ServiceChange {
+                                key: *key,
+                                service: after.cloned(),
+                            })
+                        })
+                        .collect();
+                    history.push((index, changes));
                 }
             }
         }
         self.dirty_requests.extend(requests.take_changed());
-        (results, touched)
+        Applied {
+            results,
+            touched,
+            history,
+        }
     }
 
     /// Whether enough was applied since the last checkpoint to write one.
@@ -652,8 +698,18 @@ impl StateMachineStore {
         self.checkpointed();
         self.disk.flush().await?;
         self.publish();
+        self.history.restart(self.applied_index());
         Ok(())
     }
+}
+
+/// What applying a run of entries did.
+struct Applied {
+    results: Vec<CommandResult>,
+    /// The services to write at the next checkpoint.
+    touched: BTreeSet<ServiceKey>,
+    /// Each entry's index and the services it changed, for the history.
+    history: Vec<(u64, Vec<ServiceChange>)>,
 }
 
 /// What a checkpoint writes, and the hashes it leaves.
@@ -897,7 +953,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let before = self.last_applied;
-        let (results, touched) = self.apply_to_mirror(entries);
+        let Applied {
+            results,
+            touched,
+            history,
+        } = self.apply_to_mirror(entries);
         if self.last_applied == before {
             return Ok(results);
         }
@@ -914,6 +974,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(|e| e.into_storage(subject, ErrorVerb::Write))?;
         }
         self.publish();
+        // After publishing: a watch shows nothing that a read of this node
+        // would not show yet.
+        self.history.record(history);
         Ok(results)
     }
 

@@ -49,26 +49,27 @@ fn every_code_is_listed_once_with_its_json_name() {
             MethodNotAllowed => 29,
             AlreadyExists => 30,
             RevisionMismatch => 31,
-            BodyTooLarge => 32,
-            UnsupportedMediaType => 33,
-            IdempotencyKeyReused => 34,
-            NoLeader => 35,
-            Unavailable => 36,
-            Internal => 37,
-            OutcomeUnknown => 38,
-            NotApplied => 39,
-            NoQuorum => 40,
-            NotProgrammed => 41,
-            Unauthorized => 42,
-            Forbidden => 43,
-            Overloaded => 44,
-            NotReady => 45,
-            StoreUnavailable => 46,
+            RevisionCompacted => 32,
+            BodyTooLarge => 33,
+            UnsupportedMediaType => 34,
+            IdempotencyKeyReused => 35,
+            NoLeader => 36,
+            Unavailable => 37,
+            Internal => 38,
+            OutcomeUnknown => 39,
+            NotApplied => 40,
+            NoQuorum => 41,
+            NotProgrammed => 42,
+            Unauthorized => 43,
+            Forbidden => 44,
+            Overloaded => 45,
+            NotReady => 46,
+            StoreUnavailable => 47,
         };
         assert_eq!(i, position, "{code}");
         assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
     }
-    assert_eq!(ErrorCode::ALL.len(), 47);
+    assert_eq!(ErrorCode::ALL.len(), 48);
 }
 
 #[test]
@@ -84,6 +85,7 @@ fn statuses() {
         (MethodNotAllowed, 405),
         (AlreadyExists, 409),
         (RevisionMismatch, 412),
+        (RevisionCompacted, 410),
         (BodyTooLarge, 413),
         (UnsupportedMediaType, 415),
         (Internal, 500),

@@ -922,6 +922,39 @@ fn response_samples() -> Vec<(&'static str, Value)> {
         ),
         ("Error", to(&validation.body())),
         ("Error", to(&ApiError::no_leader(1).body())),
+        (
+            "Error",
+            to(&ApiError::revision_compacted("?since", 3, 40).body()),
+        ),
+        (
+            "WatchSync",
+            to(&crate::api::json::WatchSync {
+                revision: 9,
+                services: vec![service_view(&web), service_view(&sip)],
+            }),
+        ),
+        (
+            "WatchChanges",
+            to(&crate::api::json::WatchChanges {
+                revision: 9,
+                changes: vec![
+                    crate::api::json::WatchChange {
+                        kind: "put".into(),
+                        id: crate::api::service_id(&sip.service.key),
+                        service: Some(service_view(&sip)),
+                    },
+                    crate::api::json::WatchChange {
+                        kind: "delete".into(),
+                        id: "tcp-192.0.2.99-80".into(),
+                        service: None,
+                    },
+                ],
+            }),
+        ),
+        (
+            "WatchProgress",
+            to(&crate::api::json::WatchProgress { revision: 12 }),
+        ),
     ]
 }
 

@@ -318,6 +318,12 @@ fn installing_a_snapshot_replaces_the_state() {
 
         let want = leader.current();
         assert_eq!(follower.current(), want);
+        let history = follower.watch();
+        assert_eq!(
+            history.history().after(2).unwrap_err().oldest,
+            3,
+            "the entries a snapshot covers are not in the history"
+        );
         assert!(rx.has_changed().unwrap());
         assert_eq!(*rx.borrow_and_update(), want);
         assert_eq!(
@@ -563,6 +569,91 @@ fn the_watch_channel_sees_every_apply() {
         assert_eq!(watch.current().desired.services.len(), 10);
         drop(sm);
         assert!(rx.changed().await.is_err(), "closed with the store");
+    });
+}
+
+/// The revisions and kinds (true: present after) of the history after `since`.
+fn history_after(watch: &StateWatch, since: u64) -> Vec<(u64, Vec<(u16, bool)>)> {
+    let port = |k: &ServiceKey| match k {
+        ServiceKey::Inet { port, .. } => *port,
+        ServiceKey::Fwmark { .. } => 0,
+    };
+    watch
+        .history()
+        .after(since)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            for c in &r.changes {
+                if let Some(cfg) = &c.service {
+                    assert_eq!(cfg.revision, r.revision, "the revision is the ETag");
+                }
+            }
+            let changes = r
+                .changes
+                .iter()
+                .map(|c| (port(&c.key), c.service.is_some()))
+                .collect();
+            (r.revision, changes)
+        })
+        .collect()
+}
+
+#[test]
+fn the_history_records_each_entrys_changes_at_its_index() {
+    let dir = TempDir::new().unwrap();
+    rt().block_on(async {
+        let (log, mut sm) = open(dir.path(), "node1").unwrap();
+        let watch = sm.watch();
+        let mut head = watch.history().subscribe();
+        let delete = |port| Command::DeleteService {
+            key: key(port),
+            if_revision: None,
+            drain: None,
+        };
+        sm.apply(vec![
+            membership(1),
+            normal(2, create(80)),
+            normal(3, create(80)), // refused: no change
+            normal(4, Command::Batch(vec![create(81), create(82)])),
+        ])
+        .await
+        .unwrap();
+        head.changed().await.unwrap();
+        assert_eq!(*head.borrow_and_update(), 4);
+        sm.apply(vec![normal(5, delete(81)), normal(6, delete(99))])
+            .await
+            .unwrap();
+        assert_eq!(
+            history_after(&watch, 0),
+            [
+                (2, vec![(80, true)]),
+                (4, vec![(81, true), (82, true)]),
+                (5, vec![(81, false)]),
+            ]
+        );
+        assert_eq!(history_after(&watch, 4), [(5, vec![(81, false)])]);
+        // A replacement of everything: what it leaves out goes, in the
+        // same revision.
+        let spec = match create(83) {
+            Command::CreateService(spec) => spec,
+            _ => unreachable!(),
+        };
+        sm.apply(vec![normal(7, Command::ReplaceAll(vec![spec]))])
+            .await
+            .unwrap();
+        assert_eq!(
+            history_after(&watch, 5),
+            [(7, vec![(80, false), (82, false), (83, true)])]
+        );
+        drop((log, sm));
+
+        // A restarted node knows nothing before what it loaded.
+        let (_log, sm) = open(dir.path(), "node1").unwrap();
+        let watch = sm.watch();
+        let applied = sm.current().applied_index();
+        assert_eq!(watch.history().after(applied).unwrap(), []);
+        assert_eq!(watch.history().after(0).unwrap_err().oldest, applied);
     });
 }
 

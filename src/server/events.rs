@@ -1,0 +1,79 @@
+//! Watches as server-sent events (the `text/event-stream` of the HTML
+//! standard): one event per revision, `event:` naming its kind, `id:` its
+//! revision (what a browser's `EventSource` sends back as `Last-Event-ID`
+//! when it reconnects) and `data:` one line of JSON.
+
+use crate::api::json::NodeView;
+use crate::node::watches::ServiceEvent;
+use actix_web::http::header;
+use actix_web::web::Bytes;
+use actix_web::HttpResponse;
+use futures_util::{Stream, StreamExt};
+use serde::Serialize;
+use std::convert::Infallible;
+
+/// The content type of a watch.
+pub const EVENT_STREAM: &str = "text/event-stream";
+
+/// How long a browser waits before it reconnects, in ms (the stream's
+/// `retry:` field).
+const RETRY_MS: u64 = 1000;
+
+/// One event's bytes. Compact JSON has no line breaks, so `data` is one
+/// line.
+pub fn event(kind: &str, id: Option<u64>, data: &impl Serialize) -> Bytes {
+    let data = serde_json::to_string(data).unwrap_or_else(|e| {
+        // Serialising the API's own views cannot fail; if it ever did the
+        // client is told, rather than handed a half event.
+        serde_json::json!({"error": {"code": "internal", "message": e.to_string()}}).to_string()
+    });
+    let mut out = format!("event: {kind}\n");
+    if let Some(id) = id {
+        out.push_str(&format!("id: {id}\n"));
+    }
+    out.push_str(&format!("data: {data}\n\n"));
+    Bytes::from(out)
+}
+
+/// A watch of the services as an event stream.
+pub fn services(events: impl Stream<Item = ServiceEvent> + 'static) -> HttpResponse {
+    let first = Bytes::from(format!("retry: {RETRY_MS}\n\n"));
+    let body = futures_util::stream::once(async move { first }).chain(events.map(|e| match e {
+        ServiceEvent::Sync(sync) => event("sync", Some(sync.revision), &sync),
+        ServiceEvent::Changes(changes) => event("change", Some(changes.revision), &changes),
+        ServiceEvent::Progress(progress) => event("progress", Some(progress.revision), &progress),
+        ServiceEvent::Compacted(e) => event("error", None, &e.body()),
+    }));
+    stream(body)
+}
+
+/// A watch of a node's report as an event stream.
+pub fn node(reports: impl Stream<Item = NodeView> + 'static) -> HttpResponse {
+    stream(reports.map(|report| event("node", None, &report)))
+}
+
+fn stream(body: impl Stream<Item = Bytes> + 'static) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(EVENT_STREAM)
+        // Neither a cache nor a buffering proxy may hold events back.
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body.map(Ok::<_, Infallible>))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::json::WatchProgress;
+
+    #[test]
+    fn an_event_is_its_kind_id_and_one_line_of_json() {
+        let bytes = event("progress", Some(7), &WatchProgress { revision: 7 });
+        assert_eq!(
+            &bytes[..],
+            b"event: progress\nid: 7\ndata: {\"revision\":7}\n\n"
+        );
+        let bytes = event("node", None, &serde_json::json!({"a": "x\ny"}));
+        assert_eq!(&bytes[..], b"event: node\ndata: {\"a\":\"x\\ny\"}\n\n");
+    }
+}
