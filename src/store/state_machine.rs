@@ -54,8 +54,11 @@ use tokio::sync::watch;
 /// Entries applied between two checkpoints at most (bounds what a restart
 /// after a crash re-applies)...
 pub(crate) const CHECKPOINT_ENTRIES: u64 = 1000;
-/// ...and the time between two, while entries are being applied.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// ...and the time between two, while entries are being applied. Short, so
+/// that each is small: sled writes out everything it holds at the next
+/// log flush, and a second's worth of created services in one checkpoint
+/// held every write behind that flush for 100–300 ms.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Keys of the `state` tree.
 pub(crate) const LAST_APPLIED: &str = "last_applied";
