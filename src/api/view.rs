@@ -15,12 +15,11 @@ use super::json::{
 use crate::model::clock::rfc3339_ms;
 use crate::model::{
     DesiredState, DestKey, Destination, Drain, DrainRequest, Forward, HealthCheck, HealthPolicy,
-    Netmask, ServiceConfig, ServiceFlags, ServiceKey, ServiceSpec, TunnelChecksum, TunnelType,
+    Netmask, ServiceConfig, ServiceFlags, ServiceKey, ServiceSpec, Services, TunnelChecksum, TunnelType,
     VirtualService,
 };
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::BTreeSet;
 
 /// A service as responses show it.
 pub fn service_view(cfg: &ServiceConfig) -> ServiceView {
@@ -229,7 +228,7 @@ pub fn plan_replacement(
 /// once the drain is over); one taken back from a drain is changed.
 pub fn plan_changes(
     before: &DesiredState,
-    after: &BTreeMap<ServiceKey, Arc<ServiceConfig>>,
+    after: &Services,
     keys: &BTreeSet<ServiceKey>,
 ) -> ConfigPlan {
     let mut plan = ConfigPlan::default();

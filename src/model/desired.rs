@@ -218,15 +218,16 @@ mod drain_list {
 
 /// The whole desired configuration.
 ///
-/// Each service is shared (`Arc`): the state is copied on every apply while
-/// readers hold the published version, and a copy then costs a pointer per
-/// service instead of every service with all its servers (with thousands of
-/// services, that copy was most of an apply's time). A change copies the
-/// one service it touches ([`Arc::make_mut`]).
+/// The table is a persistent B-tree of shared services ([`Services`]): the
+/// state is copied on every apply while readers hold the published
+/// version, and a copy then shares everything but the path to the service
+/// an entry changes (a `BTreeMap` of `Arc`s still cost a node per service
+/// to copy and to drop: at 60,000 services, a third of a leader's CPU). A
+/// change copies the one service it touches ([`Arc::make_mut`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredState {
-    #[serde(with = "as_list")]
-    pub services: BTreeMap<ServiceKey, Arc<ServiceConfig>>,
+    #[serde(with = "services_as_list")]
+    pub services: Services,
     /// `ANNOUNCE=l2`: which node owns each service address (absent: none),
     /// as the leader decided ([`Command::SetVipOwners`]). Absent from states
     /// written before l2 existed, and left out when empty, so that those
@@ -306,6 +307,25 @@ mod as_list {
     {
         let list = Vec::<V>::deserialize(d)?;
         Ok(list.into_iter().map(|v| (v.map_key(), v)).collect())
+    }
+}
+
+/// The services by key, as [`DesiredState`] holds them.
+pub type Services = imbl::OrdMap<ServiceKey, Arc<ServiceConfig>>;
+
+/// [`Services`] as a list of services, as `as_list` does for a `BTreeMap`.
+mod services_as_list {
+    use super::{ServiceConfig, Services};
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(map: &Services, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.values())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Services, D::Error> {
+        let list = Vec::<Arc<ServiceConfig>>::deserialize(d)?;
+        Ok(list.into_iter().map(|v| (v.service.key, v)).collect())
     }
 }
 
@@ -691,8 +711,8 @@ impl DesiredState {
         index: u64,
         drain: Option<&DrainRequest>,
         undrain: bool,
-    ) -> BTreeMap<ServiceKey, Arc<ServiceConfig>> {
-        let mut next = BTreeMap::new();
+    ) -> Services {
+        let mut next = Services::new();
         for spec in specs {
             let mut cfg = config(spec, index);
             let kept = self.services.get(&spec.service.key).and_then(|old| {

@@ -19,7 +19,7 @@ mod stats;
 
 pub use desired::{
     Command, CommandResult, DesiredState, Drain, DrainRequest, ServiceConfig, ServiceOptions,
-    ServiceSpec, VipOwners,
+    ServiceSpec, Services, VipOwners,
 };
 pub use health::{CheckKind, HealthCheck, HealthPolicy, HttpCheck};
 pub use stats::Stats;
