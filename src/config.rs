@@ -115,6 +115,12 @@ pub struct NodeArgs {
     #[arg(long, env = "API_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub api_max_connections: u32,
+    /// What `/metrics` exposes per real server: `server` (every series,
+    /// per service and per real server) or `service` (per service only:
+    /// the real servers' series are left out and summed per service, which
+    /// at thousands of services is a tenth of the series).
+    #[arg(long, env = "METRICS_DETAIL", value_enum, default_value_t = MetricsDetail::Server)]
+    pub metrics_detail: MetricsDetail,
     /// How traffic reaches the node (ANNOUNCE and its mode's settings).
     #[command(
         flatten,
@@ -158,6 +164,16 @@ pub enum KernelMode {
     On,
     Off,
     Memory,
+}
+
+/// See `METRICS_DETAIL`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum MetricsDetail {
+    /// Per service and per real server.
+    #[default]
+    Server,
+    /// Per service only.
+    Service,
 }
 
 /// See `STORE_DAMAGE`.
@@ -213,6 +229,7 @@ pub struct NodeConfig {
     pub tls: Option<TlsFiles>,
     pub api_max_requests: u32,
     pub api_max_connections: u32,
+    pub metrics_detail: MetricsDetail,
     pub announce: crate::announce::settings::AnnounceConfig,
 }
 
@@ -312,6 +329,7 @@ impl NodeArgs {
             tls,
             api_max_requests: self.api_max_requests,
             api_max_connections: self.api_max_connections,
+            metrics_detail: self.metrics_detail,
             announce,
         })
     }
