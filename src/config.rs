@@ -457,6 +457,24 @@ mod tests {
     }
 
     #[test]
+    fn metrics_detail_is_server_or_service() {
+        assert_eq!(parse(&[]).unwrap().metrics_detail, MetricsDetail::Server);
+        let c = parse(&["--metrics-detail", "service"]).unwrap();
+        assert_eq!(c.metrics_detail, MetricsDetail::Service);
+        // A bad value stops start-up, naming the variable and the values.
+        let Err(e) = Test::try_parse_from(["ipvs-manager", "--metrics-detail", "servers"]) else {
+            panic!("servers accepted");
+        };
+        let said = e.to_string();
+        assert!(said.contains("invalid value 'servers'"), "{said}");
+        assert!(said.contains("METRICS_DETAIL"), "{said}");
+        assert!(
+            said.contains("[possible values: server, service]"),
+            "{said}"
+        );
+    }
+
+    #[test]
     fn the_cluster_secret_is_long_and_never_shown() {
         let secret = "s3cret-s3cret-s3cret-s3cret-s3cret";
         let c = parse(&["--cluster-secret", secret]).unwrap();
