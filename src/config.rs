@@ -1,6 +1,7 @@
 //! The node's configuration: every setting is an environment variable (the
 //! way operators already start it) and a `--flag` of the same name.
 
+pub use crate::metrics::MetricsDetail;
 use clap::{ArgAction, Args, ValueEnum};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -164,16 +165,6 @@ pub enum KernelMode {
     On,
     Off,
     Memory,
-}
-
-/// See `METRICS_DETAIL`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum MetricsDetail {
-    /// Per service and per real server.
-    #[default]
-    Server,
-    /// Per service only.
-    Service,
 }
 
 /// See `STORE_DAMAGE`.

@@ -23,7 +23,6 @@ pub use format::Format;
 pub use process::ProcessStats;
 
 use crate::api::json::ReconcileStatus;
-pub use crate::config::MetricsDetail;
 use crate::model::ids::{server_id, service_id};
 use crate::model::{ServiceEntry, ServiceKey};
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
@@ -118,6 +117,17 @@ pub struct PassMetrics<'a> {
     /// the kernel accepted it.
     pub changes: &'a [(&'static str, bool)],
     pub resync: bool,
+}
+
+/// How much `/metrics` shows of real servers (`METRICS_DETAIL`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsDetail {
+    /// Per service and per real server.
+    #[default]
+    Server,
+    /// Per service only: the real servers' series are left out, their
+    /// sums per service kept.
+    Service,
 }
 
 /// Counters of events since the process started, and how much detail a
