@@ -1,6 +1,7 @@
 //! The node's configuration: every setting is an environment variable (the
 //! way operators already start it) and a `--flag` of the same name.
 
+pub use crate::metrics::MetricsDetail;
 use clap::{ArgAction, Args, ValueEnum};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -115,6 +116,12 @@ pub struct NodeArgs {
     #[arg(long, env = "API_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub api_max_connections: u32,
+    /// What `/metrics` exposes per real server: `server` (every series,
+    /// per service and per real server) or `service` (per service only:
+    /// the real servers' series are left out and summed per service, which
+    /// at thousands of services is a tenth of the series).
+    #[arg(long, env = "METRICS_DETAIL", value_enum, default_value_t = MetricsDetail::Server)]
+    pub metrics_detail: MetricsDetail,
     /// How traffic reaches the node (ANNOUNCE and its mode's settings).
     #[command(
         flatten,
@@ -213,6 +220,7 @@ pub struct NodeConfig {
     pub tls: Option<TlsFiles>,
     pub api_max_requests: u32,
     pub api_max_connections: u32,
+    pub metrics_detail: MetricsDetail,
     pub announce: crate::announce::settings::AnnounceConfig,
 }
 
@@ -312,6 +320,7 @@ impl NodeArgs {
             tls,
             api_max_requests: self.api_max_requests,
             api_max_connections: self.api_max_connections,
+            metrics_detail: self.metrics_detail,
             announce,
         })
     }
@@ -435,6 +444,24 @@ mod tests {
         assert_eq!(
             parse(&["--tls-key-file", "/k.pem"]),
             Err(ConfigError::TlsPair("TLS_KEY_FILE"))
+        );
+    }
+
+    #[test]
+    fn metrics_detail_is_server_or_service() {
+        assert_eq!(parse(&[]).unwrap().metrics_detail, MetricsDetail::Server);
+        let c = parse(&["--metrics-detail", "service"]).unwrap();
+        assert_eq!(c.metrics_detail, MetricsDetail::Service);
+        // A bad value stops start-up, naming the variable and the values.
+        let Err(e) = Test::try_parse_from(["ipvs-manager", "--metrics-detail", "servers"]) else {
+            panic!("servers accepted");
+        };
+        let said = e.to_string();
+        assert!(said.contains("invalid value 'servers'"), "{said}");
+        assert!(said.contains("METRICS_DETAIL"), "{said}");
+        assert!(
+            said.contains("[possible values: server, service]"),
+            "{said}"
         );
     }
 

@@ -567,7 +567,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         ..Default::default()
     });
     let (caught_up_tx, caught_up_rx) = watch::channel(false);
-    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let metrics = Arc::new(crate::metrics::Metrics::new(cfg.metrics_detail));
     let health = crate::health::Health::new(Some(
         metrics.clone() as Arc<dyn crate::health::ProbeObserver>
     ));

@@ -9,6 +9,11 @@
 //! state, the reconcile status, the process) are read at scrape time into a
 //! registry built for that scrape, so a removed service's series disappear
 //! with it.
+//!
+//! How much of it is per real server is the node's choice
+//! ([`MetricsDetail`], `METRICS_DETAIL`): at 5,000 services × 10 servers
+//! the real servers' series are nine in ten of the exposition, and a node
+//! with `service` leaves them out and keeps their sums per service.
 
 mod announce;
 mod format;
@@ -114,8 +119,21 @@ pub struct PassMetrics<'a> {
     pub resync: bool,
 }
 
-/// Counters of events since the process started.
+/// How much `/metrics` shows of real servers (`METRICS_DETAIL`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsDetail {
+    /// Per service and per real server.
+    #[default]
+    Server,
+    /// Per service only: the real servers' series are left out, their
+    /// sums per service kept.
+    Service,
+}
+
+/// Counters of events since the process started, and how much detail a
+/// scrape shows.
 pub struct Metrics {
+    detail: MetricsDetail,
     requests: Family<RequestLabels, Counter>,
     request_seconds: HistogramFamily<OperationLabels>,
     passes: Counter,
@@ -130,6 +148,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
+            detail: MetricsDetail::default(),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
             passes: Counter::default(),
@@ -168,6 +187,14 @@ pub struct Scrape<'a> {
 }
 
 impl Metrics {
+    /// Metrics whose scrapes show `detail`.
+    pub fn new(detail: MetricsDetail) -> Metrics {
+        Metrics {
+            detail,
+            ..Metrics::default()
+        }
+    }
+
     /// Counts one API request.
     pub fn request(&self, operation: &str, status: u16, elapsed: Duration) {
         self.requests
@@ -248,13 +275,13 @@ impl Metrics {
             "Duration of successful health probes",
             self.probe_seconds.clone(),
         );
-        health_gauges(&mut r, scrape.health, scrape.all_down);
+        health_gauges(&mut r, scrape.health, scrape.all_down, self.detail);
         reconcile_gauges(&mut r, scrape.reconcile);
         raft_gauges(&mut r, scrape.raft);
         store_gauges(&mut r, scrape);
         announce::announce_gauges(&mut r, scrape.announce);
         if let Some(kernel) = scrape.kernel {
-            kernel_series(&mut r, kernel);
+            kernel_series(&mut r, kernel, self.detail);
         }
         scrape.process.register(&mut r);
         build_info(&mut r);
@@ -310,31 +337,56 @@ fn health_gauges(
     r: &mut Registry,
     health: &[(crate::health::Key, crate::health::ProbedServer)],
     all_down: &[ServiceKey],
+    detail: MetricsDetail,
 ) {
+    // The per-service counts come at both levels, so that a dashboard
+    // built on them works whatever METRICS_DETAIL a node has.
+    let probed = Family::<ServiceLabels, Gauge>::default();
+    let probed_up = Family::<ServiceLabels, Gauge>::default();
     let up = Family::<ServerLabels, Gauge>::default();
     let since = Family::<ServerLabels, Gauge>::default();
-    for ((service, server), probed) in health {
+    for ((service, server), state) in health {
+        let labels = service_labels(service);
+        probed.get_or_create(&labels).inc();
+        probed_up
+            .get_or_create(&labels)
+            .inc_by(i64::from(state.tracker.up));
+        if detail == MetricsDetail::Service {
+            continue;
+        }
         let labels = ServerLabels {
-            service: service_id(service),
+            service: labels.service,
             server: server_id(server),
             address: server.addr.to_string(),
             port: server.port.to_string(),
         };
-        up.get_or_create(&labels).set(i64::from(probed.tracker.up));
-        if let Some(ms) = probed.tracker.since_ms {
+        up.get_or_create(&labels).set(i64::from(state.tracker.up));
+        if let Some(ms) = state.tracker.since_ms {
             since.get_or_create(&labels).set((ms / 1000) as i64);
         }
     }
     r.register(
-        "ipvs_manager_health_up",
-        "1 while this node finds the real server healthy, 0 while down",
-        up,
+        "ipvs_manager_health_servers",
+        "Real servers of the service this node probes",
+        probed,
     );
     r.register(
-        "ipvs_manager_health_last_change_timestamp_seconds",
-        "Unix time of the real server's last change of health on this node",
-        since,
+        "ipvs_manager_health_servers_up",
+        "Real servers of the service this node finds healthy",
+        probed_up,
     );
+    if detail == MetricsDetail::Server {
+        r.register(
+            "ipvs_manager_health_up",
+            "1 while this node finds the real server healthy, 0 while down",
+            up,
+        );
+        r.register(
+            "ipvs_manager_health_last_change_timestamp_seconds",
+            "Unix time of the real server's last change of health on this node",
+            since,
+        );
+    }
     let down = Family::<ServiceLabels, Gauge>::default();
     for key in all_down {
         down.get_or_create(&service_labels(key)).set(1);
@@ -549,9 +601,14 @@ fn service_labels(key: &ServiceKey) -> ServiceLabels {
     }
 }
 
-fn kernel_series(r: &mut Registry, kernel: &[ServiceEntry]) {
+fn kernel_series(r: &mut Registry, kernel: &[ServiceEntry], detail: MetricsDetail) {
     let svc = Family::<ServiceLabels, Counter>::default;
     let (conns, inpkts, outpkts, inbytes, outbytes) = (svc(), svc(), svc(), svc(), svc());
+    // The real servers summed per service, at both levels (see
+    // health_gauges).
+    let svc_gauges = Family::<ServiceLabels, Gauge>::default;
+    let (servers, weighted, s_active, s_inactive) =
+        (svc_gauges(), svc_gauges(), svc_gauges(), svc_gauges());
     let srv = || Family::<ServerLabels, Counter>::default();
     let (d_conns, d_inpkts, d_outpkts, d_inbytes, d_outbytes) = (srv(), srv(), srv(), srv(), srv());
     let gauges = || Family::<ServerLabels, Gauge>::default();
@@ -564,7 +621,24 @@ fn kernel_series(r: &mut Registry, kernel: &[ServiceEntry]) {
         outpkts.get_or_create(&labels).inc_by(s.outpkts);
         inbytes.get_or_create(&labels).inc_by(s.inbytes);
         outbytes.get_or_create(&labels).inc_by(s.outbytes);
-        for d in &entry.destinations {
+        let dests = &entry.destinations;
+        let count = |f: fn(&crate::model::DestEntry) -> u32| {
+            dests.iter().map(|d| i64::from(f(d))).sum::<i64>()
+        };
+        servers.get_or_create(&labels).set(dests.len() as i64);
+        weighted
+            .get_or_create(&labels)
+            .set(count(|d| u32::from(d.dest.weight > 0)));
+        s_active
+            .get_or_create(&labels)
+            .set(count(|d| d.active_conns));
+        s_inactive
+            .get_or_create(&labels)
+            .set(count(|d| d.inactive_conns));
+        if detail == MetricsDetail::Service {
+            continue;
+        }
+        for d in dests {
             let labels = ServerLabels {
                 service: labels.service.clone(),
                 server: server_id(&d.dest.key()),
@@ -609,6 +683,29 @@ fn kernel_series(r: &mut Registry, kernel: &[ServiceEntry]) {
         "Bytes out (kernel counter)",
         outbytes,
     );
+    r.register(
+        "ipvs_service_servers",
+        "Real servers of the virtual service in the kernel table",
+        servers,
+    );
+    r.register(
+        "ipvs_service_servers_weighted",
+        "Real servers of the virtual service with a weight above 0 (taking new connections)",
+        weighted,
+    );
+    r.register(
+        "ipvs_service_active_connections",
+        "Active connections to the virtual service's real servers",
+        s_active,
+    );
+    r.register(
+        "ipvs_service_inactive_connections",
+        "Inactive connections to the virtual service's real servers",
+        s_inactive,
+    );
+    if detail == MetricsDetail::Service {
+        return;
+    }
     r.register(
         "ipvs_server_connections",
         "Connections scheduled to the real server (kernel counter)",

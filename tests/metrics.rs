@@ -44,6 +44,10 @@ const FAMILIES: &[&str] = &[
     "ipvs_server_active_connections",
     "ipvs_server_inactive_connections",
     "ipvs_server_weight",
+    "ipvs_service_servers",
+    "ipvs_service_servers_weighted",
+    "ipvs_service_active_connections",
+    "ipvs_service_inactive_connections",
     "ipvs_manager_api_requests_total",
     "ipvs_manager_api_request_duration_seconds",
     "ipvs_manager_reconcile_passes_total",
@@ -66,6 +70,8 @@ const FAMILIES: &[&str] = &[
     "ipvs_manager_health_up",
     "ipvs_manager_health_last_change_timestamp_seconds",
     "ipvs_manager_health_all_down",
+    "ipvs_manager_health_servers",
+    "ipvs_manager_health_servers_up",
     "ipvs_manager_store_writable",
     "ipvs_manager_store_failing_since_timestamp_seconds",
     "ipvs_manager_store_write_failures_total",
@@ -316,5 +322,81 @@ fn both_formats_parse_and_lint_clean() {
             )),
             "{format}:\n{text}"
         );
+    }
+}
+
+/// A node with `METRICS_DETAIL=service`: no series of a real server, the
+/// per-service sums there, and both formats still parse and lint clean.
+#[test]
+fn per_service_detail_parses_and_lints_clean() {
+    parsers_installed();
+    let mut c = Cluster::new(1);
+    c.nodes[0]
+        .env
+        .push(("METRICS_DETAIL".into(), "service".into()));
+    c.start_all();
+    let dead_port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port();
+    let body = json!({
+        "protocol": "tcp", "address": "127.0.0.1", "port": 9,
+        "health_check": {"kind": "tcp", "interval": 0.2, "timeout": 0.1, "rise": 2, "fall": 2},
+        "servers": [
+            {"address": "127.0.0.1", "port": dead_port, "weight": 3},
+            {"address": "127.0.0.2", "port": dead_port, "weight": 5}
+        ]
+    });
+    let (status, text) = c.send_retrying(0, "POST", "/api/v1/services?wait=applied", Some(&body));
+    assert_eq!(status, 201, "{text}");
+    let metrics = |accept: &str| {
+        c.http
+            .get(c.nodes[0].url("/metrics"))
+            .header("Accept", accept)
+            .send()
+            .expect("GET /metrics")
+            .text()
+            .expect("body")
+    };
+    let service = "{service=\"tcp-127.0.0.1-9\",protocol=\"tcp\",address=\"127.0.0.1\",port=\"9\"}";
+    let start = Instant::now();
+    let prom = loop {
+        let text = metrics("*/*");
+        // Probed, and both servers found down.
+        if text.contains(&format!("ipvs_manager_health_servers_up{service} 0"))
+            || start.elapsed() > Duration::from_secs(20)
+        {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let om = metrics(PROMETHEUS_ACCEPT);
+    let (ok, printed) = run(PROMTOOL, &["check", "metrics"], &prom);
+    assert!(
+        ok && printed.trim().is_empty(),
+        "promtool check metrics:\n{printed}\n{prom}"
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/metrics/openmetrics.py");
+    let (ok, printed) = run(PYTHON, &[script], &om);
+    assert!(ok, "OpenMetrics parser:\n{printed}\n{om}");
+    for (format, text) in [("prometheus", &prom), ("openmetrics", &om)] {
+        assert!(!text.contains("ipvs_server_"), "{format}:\n{text}");
+        assert!(
+            !text.contains("ipvs_manager_health_up"),
+            "{format}:\n{text}"
+        );
+        assert!(!text.contains("server=\""), "{format}:\n{text}");
+        for line in [
+            format!("ipvs_service_servers{service} 2"),
+            format!("ipvs_service_servers_weighted{service} 2"),
+            format!("ipvs_manager_health_servers{service} 2"),
+            format!("ipvs_manager_health_servers_up{service} 0"),
+        ] {
+            assert!(
+                samples(text).any(|l| l == line),
+                "{format}: no {line}:\n{text}"
+            );
+        }
+        assert!(has_samples(text, "ipvs_service_connections_total"));
     }
 }

@@ -1,6 +1,6 @@
 //! The exposition in both formats, from a scrape with a service of each
-//! kind: each format's layout, the build and process metrics, and no empty
-//! label.
+//! kind: each format's layout, the build and process metrics, no empty
+//! label, and what each METRICS_DETAIL leaves in.
 
 use super::*;
 use crate::model::{DestEntry, Destination, Family as IpFamily, Protocol, VirtualService};
@@ -119,24 +119,64 @@ fn announce() -> crate::api::json::AnnounceView {
     }
 }
 
+/// The inet service's two real servers: one taking connections, one
+/// drained (weight 0), both with connections.
+fn inet_entry() -> ServiceEntry {
+    let mut e = entry(inet(), "198.51.100.11", 8080);
+    e.destinations[0].dest.weight = 3;
+    e.destinations[0].active_conns = 4;
+    e.destinations[0].inactive_conns = 1;
+    let mut drained = DestEntry::new(Destination::new(ip("198.51.100.13"), 8080));
+    drained.dest.weight = 0;
+    drained.active_conns = 2;
+    drained.inactive_conns = 5;
+    e.destinations.push(drained);
+    e
+}
+
+/// This node probes both of the inet service's servers: the first up, the
+/// second down since a known time.
+fn health() -> Vec<(crate::health::Key, crate::health::ProbedServer)> {
+    let probed = |addr: &str, up: bool| {
+        let dest = Destination::new(ip(addr), 8080);
+        let mut tracker = crate::health::Tracker::default();
+        tracker.up = up;
+        tracker.since_ms = (!up).then_some(1_796_637_600_000);
+        (
+            (inet(), dest.key()),
+            crate::health::ProbedServer {
+                target: std::net::SocketAddr::new(dest.addr, dest.port),
+                check: crate::model::HealthCheck::new(crate::model::CheckKind::Tcp),
+                tracker,
+            },
+        )
+    };
+    vec![
+        probed("198.51.100.11", true),
+        probed("198.51.100.13", false),
+    ]
+}
+
 fn render(format: Format) -> String {
-    let m = Metrics::default();
+    render_detail(format, MetricsDetail::Server)
+}
+
+fn render_detail(format: Format, detail: MetricsDetail) -> String {
+    let m = Metrics::new(detail);
     m.request("metrics", 200, Duration::from_millis(3));
     m.pass(&PassMetrics {
         elapsed: Duration::from_millis(2),
         changes: &[("add_service", true)],
         resync: false,
     });
-    let kernel = [
-        entry(inet(), "198.51.100.11", 8080),
-        entry(fwmark(), "198.51.100.12", 0),
-    ];
+    let kernel = [inet_entry(), entry(fwmark(), "198.51.100.12", 0)];
+    let health = health();
     m.render(
         &Scrape {
             raft: &crate::raft::typ::RaftMetrics::new_initial(1),
             reconcile: &ReconcileStatus::default(),
             kernel: Some(&kernel),
-            health: &[],
+            health: &health,
             all_down: &[inet(), fwmark()],
             store: &Default::default(),
             free_bytes: Some(1 << 30),
@@ -353,5 +393,106 @@ fn the_announcement_is_exported() {
         "ipvs_manager_sysctl_ok{name=\"net.ipv4.vs.sloppy_tcp\"} 0",
     ] {
         assert!(has(line), "no {line:?} in:\n{text}");
+    }
+}
+
+/// The per-service sums of the real servers, which both levels carry.
+const SUMS: &[&str] = &[
+    "ipvs_service_servers{service=\"tcp-192.0.2.10-80\",protocol=\"tcp\",address=\"192.0.2.10\",port=\"80\"} 2",
+    "ipvs_service_servers_weighted{service=\"tcp-192.0.2.10-80\",protocol=\"tcp\",address=\"192.0.2.10\",port=\"80\"} 1",
+    "ipvs_service_active_connections{service=\"tcp-192.0.2.10-80\",protocol=\"tcp\",address=\"192.0.2.10\",port=\"80\"} 6",
+    "ipvs_service_inactive_connections{service=\"tcp-192.0.2.10-80\",protocol=\"tcp\",address=\"192.0.2.10\",port=\"80\"} 6",
+    "ipvs_service_servers{service=\"fwmark-ipv4-7\",protocol=\"ipv4\",fwmark=\"7\"} 1",
+    "ipvs_manager_health_servers{service=\"tcp-192.0.2.10-80\",protocol=\"tcp\",address=\"192.0.2.10\",port=\"80\"} 2",
+    "ipvs_manager_health_servers_up{service=\"tcp-192.0.2.10-80\",protocol=\"tcp\",address=\"192.0.2.10\",port=\"80\"} 1",
+];
+
+/// The families that have a series per real server.
+const PER_SERVER: &[&str] = &[
+    "ipvs_server_connections_total",
+    "ipvs_server_packets_in_total",
+    "ipvs_server_packets_out_total",
+    "ipvs_server_bytes_in_total",
+    "ipvs_server_bytes_out_total",
+    "ipvs_server_active_connections",
+    "ipvs_server_inactive_connections",
+    "ipvs_server_weight",
+    "ipvs_manager_health_up",
+    "ipvs_manager_health_last_change_timestamp_seconds",
+];
+
+#[test]
+fn server_detail_has_every_real_server_and_the_sums() {
+    let text = render(Format::Prometheus);
+    for family in PER_SERVER {
+        let lines: Vec<&str> = samples(&text).filter(|l| name(l) == *family).collect();
+        // Kernel series: the inet service's two servers and the fwmark
+        // one's; health: the two probed, and the one that changed.
+        let want = match *family {
+            "ipvs_manager_health_up" => 2,
+            "ipvs_manager_health_last_change_timestamp_seconds" => 1,
+            _ => 3,
+        };
+        assert_eq!(lines.len(), want, "{family}: {lines:?}");
+    }
+    assert!(samples(&text).any(|l| l
+        == "ipvs_server_weight{service=\"tcp-192.0.2.10-80\",server=\"198.51.100.13-8080\",address=\"198.51.100.13\",port=\"8080\"} 0"));
+    assert!(samples(&text).any(|l| l
+        == "ipvs_manager_health_up{service=\"tcp-192.0.2.10-80\",server=\"198.51.100.13-8080\",address=\"198.51.100.13\",port=\"8080\"} 0"));
+    for line in SUMS {
+        assert!(
+            samples(&text).any(|l| l == *line),
+            "no {line:?} in:\n{text}"
+        );
+    }
+}
+
+/// `service` takes away exactly the series with a `server` label, their
+/// `# TYPE` and `# HELP` with them, and keeps everything else as `server`
+/// has it, in both formats.
+#[test]
+fn service_detail_is_server_detail_without_the_real_servers() {
+    for format in [Format::Prometheus, Format::OpenMetrics] {
+        let full = render_detail(format, MetricsDetail::Server);
+        let text = render_detail(format, MetricsDetail::Service);
+        // Each sample under its family's # TYPE line.
+        let families = families(&text, format);
+        for family in PER_SERVER {
+            let family = match format {
+                Format::OpenMetrics => family.trim_end_matches("_total"),
+                Format::Prometheus => family,
+            };
+            assert!(
+                !families.iter().any(|(f, _)| f == family),
+                "{format:?}: {family} in\n{text}"
+            );
+            assert!(
+                !text.contains(&format!(" {family} ")),
+                "{format:?}:\n{text}"
+            );
+        }
+        assert!(!text.contains("server=\""), "{format:?}:\n{text}");
+        for line in SUMS {
+            assert!(
+                samples(&text).any(|l| l == *line),
+                "{format:?}: no {line:?}"
+            );
+        }
+        let sorted = |text: &str, keep: &dyn Fn(&str) -> bool| {
+            let mut lines: Vec<String> = samples(text)
+                .filter(|l| keep(l))
+                .map(str::to_string)
+                .collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(
+            sorted(&text, &|_| true),
+            sorted(&full, &|l| !l.contains("server=\"")),
+            "{format:?}"
+        );
+        if format == Format::OpenMetrics {
+            assert!(text.ends_with("\n# EOF\n"));
+        }
     }
 }
