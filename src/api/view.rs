@@ -15,8 +15,8 @@ use super::json::{
 use crate::model::clock::rfc3339_ms;
 use crate::model::{
     DesiredState, DestKey, Destination, Drain, DrainRequest, Forward, HealthCheck, HealthPolicy,
-    Netmask, ServiceConfig, ServiceFlags, ServiceKey, ServiceSpec, Services, TunnelChecksum, TunnelType,
-    VirtualService,
+    Netmask, ServiceConfig, ServiceFlags, ServiceKey, ServiceSpec, Services, TunnelChecksum,
+    TunnelType, VirtualService,
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
