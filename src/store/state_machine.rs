@@ -223,6 +223,10 @@ pub struct StateMachineStore {
     /// go on meanwhile (written in line, a checkpoint of a few thousand
     /// records stalled every write for 100–300 ms once a second).
     writing: Option<Writing>,
+    /// A background checkpoint failed: its records were taken as written
+    /// (the next checkpoint leaves them out), so no later one may be
+    /// trusted; every later checkpoint fails, and with it the node.
+    checkpoint_failed: bool,
 }
 
 /// A checkpoint on its way to the disk; its outcome arrives on `done` (in a
@@ -356,6 +360,7 @@ impl StateMachineStore {
             hashes,
             digest,
             writing: None,
+            checkpoint_failed: false,
         })
     }
 
@@ -568,12 +573,13 @@ impl StateMachineStore {
         if let Some(writing) = &self.writing {
             match writing.poll() {
                 None => return Ok(()),
-                Some(result) => {
+                Some(outcome) => {
                     self.writing = None;
-                    result?;
+                    self.failed_if(outcome)?;
                 }
             }
         }
+        self.failed_if(Ok(()))?;
         let Checkpoint {
             services,
             state,
@@ -590,10 +596,27 @@ impl StateMachineStore {
 
     /// Waits for the checkpoint being written, if any.
     async fn finish_checkpoint(&mut self) -> Result<(), StoreError> {
-        match self.writing.take() {
+        let outcome = match self.writing.take() {
             Some(writing) => writing.wait().await,
             None => Ok(()),
+        };
+        self.failed_if(outcome)
+    }
+
+    /// Passes on a background checkpoint's `outcome`, remembering a
+    /// failure; once one failed, every call fails.
+    fn failed_if(&mut self, outcome: Result<(), StoreError>) -> Result<(), StoreError> {
+        if let Err(e) = outcome {
+            self.checkpoint_failed = true;
+            return Err(e);
         }
+        if self.checkpoint_failed {
+            return Err(StoreError::Corrupt {
+                what: "the state machine checkpoint".into(),
+                problem: "an earlier checkpoint failed to be written".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Writes the records of the services changed since the last checkpoint
@@ -618,9 +641,8 @@ impl StateMachineStore {
 
     /// [`Self::write_checkpoint`] without waiting for a failing disk (at drop).
     fn write_checkpoint_now(&mut self) -> Result<(), StoreError> {
-        if let Some(writing) = self.writing.take() {
-            writing.wait_now()?;
-        }
+        let outcome = self.writing.take().map_or(Ok(()), Writing::wait_now);
+        self.failed_if(outcome)?;
         let Checkpoint {
             services,
             state,
@@ -1025,12 +1047,8 @@ impl Drop for StateMachineStore {
     /// A store stopped in order leaves nothing to re-apply (the shutdown's
     /// last flush persists this checkpoint).
     fn drop(&mut self) {
-        if let Some(writing) = self.writing.take() {
-            if let Err(e) = writing.wait_now() {
-                tracing::warn!(error = %e, "writing the state machine checkpoint failed; the log is re-applied at the next start");
-            }
-        }
-        if self.applied_index() != self.checkpoint.0 || !self.dirty.is_empty() {
+        let pending = self.writing.is_some();
+        if pending || self.applied_index() != self.checkpoint.0 || !self.dirty.is_empty() {
             if let Err(e) = self.write_checkpoint_now() {
                 tracing::warn!(error = %e, "writing the state machine checkpoint at shutdown failed; the log is re-applied at the next start");
             }
