@@ -200,18 +200,12 @@ async fn start_etcd(http: &reqwest::Client, etcd: &str) -> Result<Cluster, Strin
         let mut ids = Vec::new();
         let mut leader = None;
         for port in &cluster.ports {
-            let status: Option<serde_json::Value> = async {
+            let status = json_answer(
                 http.post(format!("http://127.0.0.1:{port}/v3/maintenance/status"))
-                    .json(&json!({}))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()
-            }
-            .await;
-            let status = status.unwrap_or_default();
+                    .json(&json!({})),
+            )
+            .await
+            .unwrap_or_default();
             ids.push(status["header"]["member_id"].as_str().map(String::from));
             leader = leader.or(status["leader"].as_str().map(String::from));
         }
@@ -264,21 +258,17 @@ async fn start_ipvs_manager(http: &reqwest::Client, binary: &str) -> Result<Clus
     })
 }
 
+/// The JSON answer to `request`, if it got one.
+async fn json_answer(request: reqwest::RequestBuilder) -> Option<serde_json::Value> {
+    request.send().await.ok()?.json().await.ok()
+}
+
 /// Waits until the cluster behind `port` has `n` voters and a leader; its
 /// name.
 async fn voters(http: &reqwest::Client, port: u16, n: usize) -> Result<String, String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        let view: Option<serde_json::Value> = async {
-            http.get(format!("http://127.0.0.1:{port}/api/v1/cluster"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()
-        }
-        .await;
+        let view = json_answer(http.get(format!("http://127.0.0.1:{port}/api/v1/cluster"))).await;
         if let Some(v) = view {
             let voters = v["members"]
                 .as_array()

@@ -259,9 +259,7 @@ impl Leases {
         }
         Some(nodes)
     }
-}
 
-impl Leases {
     /// When the leader's view of some node next changes by time alone (a
     /// fence or a liveness running out); `None` when this node does not
     /// lead or nothing will.
