@@ -381,6 +381,12 @@ impl StateMachineStore {
         &self.disk
     }
 
+    /// Waits for the checkpoint being written in the background, if any.
+    #[cfg(test)]
+    pub(crate) async fn settle_checkpoint(&mut self) -> Result<(), StoreError> {
+        self.finish_checkpoint().await
+    }
+
     /// A handle that flushes this store's database, for the last step of
     /// shutdown (after Raft has stopped writing).
     pub fn flush_handle(&self) -> super::FlushHandle {
