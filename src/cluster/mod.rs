@@ -12,6 +12,7 @@ pub mod quorum;
 pub mod rejoin;
 pub mod removal;
 pub mod rpc;
+pub mod succession;
 
 use crate::model::Command;
 use crate::raft::{typ, NodeId, NodeInfo, Raft, WriteOutcome};

@@ -6,6 +6,7 @@
 use super::peer_auth::Peers;
 use super::quorum::{Contact, QUORUM_AGE_HEADER};
 use super::removal::{NotAMember, Removal};
+use super::succession::{Succession, EARLIER_LEADER_HEADER};
 use crate::raft::{NodeId, NodeInfo, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -17,6 +18,7 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::time::Instant;
 
 /// Paths of the Raft RPCs on RAFT_PORT.
 pub const APPEND_PATH: &str = "/raft/append";
@@ -82,6 +84,21 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let resp = self.send(path, req, option).await?;
+        self.decode(resp).await
+    }
+
+    /// POSTs `req`; the peer's answer once it is a success.
+    async fn send<Req, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<reqwest::Response, RPCError<NodeId, NodeInfo, E>>
+    where
+        Req: Serialize,
+        E: std::error::Error,
+    {
         let mut request = self
             .peers
             .post_json(&format!("{}{path}", self.base), req)
@@ -125,6 +142,18 @@ impl PeerClient {
             let err = std::io::Error::other(format!("{path} answered HTTP {status}"));
             return Err(RPCError::Network(NetworkError::new(&err)));
         }
+        Ok(resp)
+    }
+
+    /// Decodes the peer's `Result<Resp, E>`.
+    async fn decode<Resp, E>(
+        &self,
+        resp: reqwest::Response,
+    ) -> Result<Resp, RPCError<NodeId, NodeInfo, E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let result: Result<Resp, E> = resp
             .json()
             .await
@@ -139,7 +168,31 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call(APPEND_PATH, &rpc, &option).await
+        // What the l2 leases learn from appends (see `succession`): when
+        // the voter accepted one of this term sent when, and what it says
+        // of earlier leaders.
+        let term = rpc.vote.leader_id.term;
+        let sent = Instant::now();
+        let resp = self.send(APPEND_PATH, &rpc, &option).await?;
+        let earlier = resp
+            .headers()
+            .get(EARLIER_LEADER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Succession::parse_header);
+        let answer = self.decode(resp).await?;
+        if matches!(
+            answer,
+            AppendEntriesResponse::Success
+                | AppendEntriesResponse::PartialSuccess(_)
+                | AppendEntriesResponse::Conflict
+        ) {
+            let succession = self.contact.succession();
+            succession.accepted(self.target, term, sent);
+            if let Some((told_term, at)) = earlier.filter(|(t, _)| *t == term) {
+                succession.told(self.target, told_term, at);
+            }
+        }
+        Ok(answer)
     }
 
     async fn install_snapshot(

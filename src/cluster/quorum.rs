@@ -37,6 +37,7 @@ pub const QUORUM_AGE_HEADER: &str = "x-ipvs-manager-quorum-age-ms";
 #[derive(Debug, Clone)]
 pub struct Contact {
     inner: Arc<Mutex<Known>>,
+    succession: Arc<super::succession::Succession>,
 }
 
 #[derive(Debug)]
@@ -102,7 +103,14 @@ impl Contact {
                 started: Instant::now(),
                 last: None,
             })),
+            succession: Arc::default(),
         }
+    }
+
+    /// What this node knows of its and earlier leaders' contact with the
+    /// voters, for the l2 leases.
+    pub fn succession(&self) -> &super::succession::Succession {
+        &self.succession
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {

@@ -8,6 +8,7 @@ use super::handover::{Handover, ELECT_PATH};
 use super::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use super::quorum::{Contact, QUORUM_AGE_HEADER};
 use super::removal::{NotAMember, Removal, REMOVED_PATH};
+use super::succession::EARLIER_LEADER_HEADER;
 use super::{READ_INDEX_PATH, WRITE_PATH};
 use crate::model::Command;
 use crate::raft::{Raft, TypeConfig, WriteResult};
@@ -31,14 +32,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// An append from the leader, to Raft. One Raft accepts (it did not see a
 /// newer leader) also tells this node when the leader last had a quorum
-/// ([`QUORUM_AGE_HEADER`]).
+/// ([`QUORUM_AGE_HEADER`]), and its answer tells the leader when an
+/// earlier leader last reached this node ([`EARLIER_LEADER_HEADER`]).
 async fn append(
     raft: Data<Raft>,
     contact: Data<Contact>,
     http: actix_web::HttpRequest,
     req: Json<AppendEntriesRequest<TypeConfig>>,
-) -> impl actix_web::Responder {
+) -> actix_web::HttpResponse {
     let leader = req.vote.leader_id.node_id;
+    let term = req.vote.leader_id.term;
+    // Before Raft sees it: an append Raft accepts has always been noted.
+    contact.succession().arrived(term);
     let age = http
         .headers()
         .get(QUORUM_AGE_HEADER)
@@ -52,10 +57,16 @@ async fn append(
             | AppendEntriesResponse::PartialSuccess(_)
             | AppendEntriesResponse::Conflict)
     );
-    if let (true, Some(age)) = (accepted, age) {
-        contact.acknowledged(leader, age);
+    let mut response = actix_web::HttpResponse::Ok();
+    if accepted {
+        if let Some(age) = age {
+            contact.acknowledged(leader, age);
+        }
+        // This node took `term`: nothing earlier is accepted any more.
+        let earlier = contact.succession().header_for(term);
+        response.insert_header((EARLIER_LEADER_HEADER, earlier));
     }
-    Json(answer)
+    response.json(answer)
 }
 
 /// A vote request, from a member: to Raft. From a node that is no member

@@ -14,19 +14,15 @@
 //!   timer is coarse — whole seconds, and checked at most once a second
 //!   after any address change on the host — so the leader does not wait
 //!   for it; the probe sees the copy while it lasts.
-//! - It grants only while a quorum acknowledged it within [`GRANT_AGE`]. A
-//!   grant by an old leader at t_r needs an acknowledgement at ≥ t_r − G
-//!   from a voter that then voted for the new leader, so t_r < t_election +
-//!   G: a new leader counts every node as renewed at t_election + G.
+//! - The leader grants a renewal received at t_r only once a quorum
+//!   accepted appends of its term sent after t_r
+//!   (`cluster::succession`), within [`Timing::confirm_within`]. So every
+//!   grant by an earlier leader came before the instant after which no
+//!   earlier leader reached a quorum: a new leader counts every node as
+//!   renewed at that instant (its election, or earlier from what a quorum
+//!   of voters told it), `earlier` below.
 
 use std::time::{Duration, Instant};
-
-/// A leader grants renewals only while a quorum acknowledged it this
-/// recently (at least; see [`Timing::grant_age`]): the `G` of the
-/// leader-change argument. The argument holds for any G; a small one keeps
-/// a new leader's wait short, a large one keeps a leader on a slow host
-/// (heartbeats every 50 ms, acknowledgements late) granting.
-pub const GRANT_AGE: Duration = Duration::from_millis(300);
 
 /// The least the leader adds for the node's reaction: waking at its
 /// deadline and removing the address over netlink on a busy host (see
@@ -46,13 +42,6 @@ impl Timing {
         }
     }
 
-    /// G: [`GRANT_AGE`], or 3/10 of the lease when longer (a long lease says
-    /// the network or the hosts are slow, and a leader refusing renewals
-    /// for late acknowledgements would make the addresses flap).
-    pub fn grant_age(&self) -> Duration {
-        GRANT_AGE.max(self.lease * 3 / 10)
-    }
-
     /// M: [`MARGIN`], or a quarter of the lease when longer (slow hosts
     /// react slowly too).
     pub fn margin(&self) -> Duration {
@@ -62,6 +51,12 @@ impl Timing {
     /// How often a node renews.
     pub fn renew_every(&self) -> Duration {
         self.lease / 5
+    }
+
+    /// How long a renewal waits for a quorum to confirm the leader: the
+    /// node gives up after one renewal period, so a little less.
+    pub fn confirm_within(&self) -> Duration {
+        self.renew_every() * 3 / 4
     }
 
     /// The lifetime the kernel gives an owned address, in whole seconds
@@ -124,20 +119,16 @@ impl NodeLease {
     }
 }
 
-/// The leader's view of one node's lease, from when it became leader and
-/// when it last received the node's renewal.
+/// The leader's view of one node's lease, from `earlier` (no earlier
+/// leader's grant came after it) and when it last received the node's
+/// renewal.
 pub fn may_hold(
     timing: &Timing,
-    elected: Instant,
+    earlier: Instant,
     received: Option<Instant>,
     now: Instant,
 ) -> bool {
-    // Whatever an earlier leader granted, it granted before elected + G.
-    let grace = elected + timing.grant_age();
-    let from = match received {
-        Some(r) => r.max(grace),
-        None => grace,
-    };
+    let from = received.map_or(earlier, |r| r.max(earlier));
     now < from + timing.fence()
 }
 
@@ -147,12 +138,11 @@ pub fn may_hold(
 /// periodic look.
 pub fn next_change(
     timing: &Timing,
-    elected: Instant,
+    earlier: Instant,
     received: Option<Instant>,
     now: Instant,
 ) -> Option<Instant> {
-    let grace = elected + timing.grant_age();
-    let fence_ends = received.map_or(grace, |r| r.max(grace)) + timing.fence();
+    let fence_ends = received.map_or(earlier, |r| r.max(earlier)) + timing.fence();
     let live_ends = received.map(|r| r + timing.live_for());
     [Some(fence_ends), live_ends]
         .into_iter()
@@ -164,16 +154,6 @@ pub fn next_change(
 /// Whether a node that renewed at `received` is live at `now`.
 pub fn live(timing: &Timing, received: Option<Instant>, now: Instant) -> bool {
     received.is_some_and(|r| now.saturating_duration_since(r) < timing.live_for())
-}
-
-/// Whether the leader may grant now: it leads and a quorum acknowledged it
-/// within [`Timing::grant_age`] (`quorum_age` `None`: it leads alone).
-pub fn may_grant(timing: &Timing, leads: bool, quorum_age: Option<Duration>, alone: bool) -> bool {
-    leads
-        && match quorum_age {
-            Some(age) => age < timing.grant_age(),
-            None => alone,
-        }
 }
 
 #[cfg(test)]
@@ -243,64 +223,52 @@ mod tests {
     #[test]
     fn a_new_leader_waits_out_grants_of_the_old_one() {
         let t = Timing::new(1000);
-        let elected = Instant::now();
-        // The old leader's last grant came before elected + G; the node it
-        // went to holds until then + lease.
-        let old_grant = elected + t.grant_age() - ms(1);
-        let node_drops = old_grant + t.lease;
-        for node in [None, Some(elected - ms(100))] {
-            assert!(may_hold(&t, elected, node, node_drops + t.margin() - ms(1)));
-            assert!(!may_hold(
-                &t,
-                elected,
-                node,
-                elected + t.grant_age() + t.fence()
-            ));
+        // No earlier leader's grant came after `earlier`; the node it went
+        // to holds until then + lease at the latest.
+        let earlier = Instant::now();
+        let node_drops = earlier + t.lease;
+        for node in [None, Some(earlier - ms(100))] {
+            assert!(may_hold(&t, earlier, node, node_drops + t.margin() - ms(1)));
+            assert!(!may_hold(&t, earlier, node, earlier + t.fence()));
         }
-        // A renewal after the election counts from its own time.
-        let later = elected + ms(2000);
+        // A renewal after it counts from its own time.
+        let later = earlier + ms(2000);
         assert!(may_hold(
             &t,
-            elected,
+            earlier,
             Some(later),
             later + t.fence() - ms(1)
         ));
+        assert!(!may_hold(&t, earlier, Some(later), later + t.fence()));
     }
 
     #[test]
     fn the_next_change_is_when_a_fence_or_liveness_ends() {
         let t = Timing::new(1000);
-        let elected = Instant::now();
-        let grace = elected + t.grant_age();
-        // Never heard from: its fence, counted from the grace, ends next.
-        let next = next_change(&t, elected, None, elected).unwrap();
-        assert_eq!(next, grace + t.fence());
-        assert!(may_hold(&t, elected, None, next - ms(1)));
-        assert!(!may_hold(&t, elected, None, next));
+        let earlier = Instant::now();
+        // Never heard from: its fence, counted from `earlier`, ends next.
+        let next = next_change(&t, earlier, None, earlier).unwrap();
+        assert_eq!(next, earlier + t.fence());
+        assert!(may_hold(&t, earlier, None, next - ms(1)));
+        assert!(!may_hold(&t, earlier, None, next));
         // Renewed later: liveness ends first, then the fence.
-        let received = elected + ms(3000);
-        let live_ends = next_change(&t, elected, Some(received), received).unwrap();
+        let received = earlier + ms(3000);
+        let live_ends = next_change(&t, earlier, Some(received), received).unwrap();
         assert_eq!(live_ends, received + t.live_for());
         assert!(live(&t, Some(received), live_ends - ms(1)));
         assert!(!live(&t, Some(received), live_ends));
-        let fence_ends = next_change(&t, elected, Some(received), live_ends).unwrap();
+        let fence_ends = next_change(&t, earlier, Some(received), live_ends).unwrap();
         assert_eq!(fence_ends, received + t.fence());
         // After both: nothing changes any more.
-        assert_eq!(next_change(&t, elected, Some(received), fence_ends), None);
+        assert_eq!(next_change(&t, earlier, Some(received), fence_ends), None);
     }
 
     #[test]
-    fn the_leader_grants_only_with_fresh_quorum_contact() {
-        let t = Timing::new(1000);
-        assert_eq!(t.grant_age(), GRANT_AGE);
-        assert!(may_grant(&t, true, Some(ms(50)), false));
-        assert!(!may_grant(&t, true, Some(ms(300)), false));
-        assert!(!may_grant(&t, false, Some(ms(10)), false));
-        assert!(may_grant(&t, true, None, true));
-        assert!(!may_grant(&t, true, None, false));
-        // A long lease tolerates later acknowledgements.
-        let slow = Timing::new(3000);
-        assert_eq!(slow.grant_age(), ms(900));
-        assert!(may_grant(&slow, true, Some(ms(800)), false));
+    fn a_grant_waits_less_than_the_node_does() {
+        for lease in [200, 1000, 5500] {
+            let t = Timing::new(lease);
+            assert!(t.confirm_within() < t.renew_every());
+            assert!(!t.confirm_within().is_zero());
+        }
     }
 }

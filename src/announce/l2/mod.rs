@@ -23,6 +23,7 @@ use super::sysctl::{self, Wanted};
 use super::{set_state, Context, Servable};
 use crate::api::json::{AnnounceView, L2View};
 use crate::cluster::peer_auth::Peers;
+use crate::cluster::quorum::Contact;
 use crate::config::KernelMode;
 use crate::model::clock::rfc3339;
 use crate::model::Command;
@@ -107,6 +108,8 @@ pub struct Leases {
     inner: Arc<Mutex<Book>>,
     /// The committed state: which owners a renewal must have applied.
     state: StateWatch,
+    /// What confirms this node's grants and bounds its predecessors'.
+    contact: Contact,
 }
 
 #[derive(Debug)]
@@ -130,10 +133,11 @@ impl Default for Book {
 }
 
 impl Leases {
-    pub fn new(state: StateWatch) -> Leases {
+    pub fn new(state: StateWatch, contact: Contact) -> Leases {
         Leases {
             inner: Arc::default(),
             state,
+            contact,
         }
     }
 
@@ -152,8 +156,9 @@ impl Leases {
         self.book().timing
     }
 
-    /// Takes note of the leadership; `Some(elected)` when this node leads.
-    fn observe(&self, raft: &Raft) -> Option<Instant> {
+    /// Takes note of the leadership; `Some((term, elected))` when this
+    /// node leads.
+    fn observe(&self, raft: &Raft) -> Option<(u64, Instant)> {
         let m = raft.metrics().borrow().clone();
         let mut book = self.book();
         if m.state != ServerState::Leader {
@@ -163,23 +168,45 @@ impl Leases {
         }
         let term = m.vote.leader_id().term;
         match book.leading {
-            Some((t, at)) if t == term => Some(at),
+            Some((t, at)) if t == term => Some((term, at)),
             _ => {
-                // A new term: nothing heard in an older one counts.
+                // A new term: nothing heard in an older one counts. This
+                // node took the term, so no earlier leader reaches it any
+                // more: its own word on them, as a voter's.
                 let now = Instant::now();
                 book.leading = Some((term, now));
                 book.renewals.clear();
-                Some(now)
+                let succession = self.contact.succession();
+                succession.told(m.id, term, succession.earlier_than(term));
+                Some((term, now))
             }
         }
     }
 
-    /// Answers a renewal received now.
-    pub fn renew(&self, raft: &Raft, renewal: Renewal) -> Grant {
-        let received = Instant::now();
-        if self.observe(raft).is_none() {
-            return refuse("this node does not lead");
+    /// While this node leads: an instant after which no earlier leader
+    /// granted anything — its election, or earlier once a quorum of voters
+    /// told when an earlier leader last reached them.
+    fn earlier(&self, raft: &Raft) -> Option<Instant> {
+        let (term, elected) = self.observe(raft)?;
+        let m = raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        // Joint configurations: the election alone (a quorum of one of
+        // them need not meet every quorum that confirmed an old grant).
+        if membership.get_joint_config().len() != 1 {
+            return Some(elected);
         }
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let told = self.contact.succession().earlier_bound(term, &voters);
+        Some(told.map_or(elected, |t| t.min(elected)))
+    }
+
+    /// Answers a renewal received now: granted once a quorum accepted
+    /// appends of this term sent after now (see `cluster::succession`).
+    pub async fn renew(&self, raft: &Raft, renewal: Renewal) -> Grant {
+        let received = Instant::now();
+        let Some((term, _)) = self.observe(raft) else {
+            return refuse("this node does not lead");
+        };
         let m = raft.metrics().borrow().clone();
         let member = m
             .membership_config
@@ -189,15 +216,6 @@ impl Leases {
         if !member {
             // A removed node gets no lease (and no address).
             return refuse("this node is not a member of the cluster");
-        }
-        let alone = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .all(|id| id == m.id);
-        let age = m.millis_since_quorum_ack.map(Duration::from_millis);
-        if !lease::may_grant(&self.timing(), true, age, alone) {
-            return refuse("the leader has no fresh contact with a quorum");
         }
         // A node that has not applied the latest owners (paused, or slow to
         // apply) would hold what it owned before them: its grant waits
@@ -209,12 +227,51 @@ impl Leases {
                 renewal.applied, owners_index
             ));
         }
+        let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+        let within = self.timing().confirm_within();
+        if !self.confirmed(term, &voters, m.id, received, within).await {
+            return refuse(&format!(
+                "no quorum confirmed this node's leadership within {} ms",
+                within.as_millis()
+            ));
+        }
+        if self.observe(raft).map(|(t, _)| t) != Some(term) {
+            return refuse("this node no longer leads");
+        }
         self.book()
             .renewals
             .insert(renewal.node.clone(), (received, renewal));
         Grant {
             granted: true,
             why_not: None,
+        }
+    }
+
+    /// Waits up to `within` until a quorum of `voters` accepted appends of
+    /// `term` sent at or after `since`.
+    async fn confirmed(
+        &self,
+        term: u64,
+        voters: &BTreeSet<u64>,
+        me: u64,
+        since: Instant,
+        within: Duration,
+    ) -> bool {
+        let succession = self.contact.succession();
+        // Subscribed before looking: no acceptance is missed in between.
+        let mut changed = succession.subscribe();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if succession
+                .confirmed(term, voters, me)
+                .is_some_and(|at| at >= since)
+            {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
         }
     }
 
@@ -225,7 +282,7 @@ impl Leases {
         raft: &Raft,
         timing: &Timing,
     ) -> Option<BTreeMap<String, placement::NodeState>> {
-        let elected = self.observe(raft)?;
+        let earlier = self.earlier(raft)?;
         let now = Instant::now();
         let m = raft.metrics().borrow().clone();
         let book = self.book();
@@ -235,7 +292,7 @@ impl Leases {
             .nodes()
             .map(|(_, n)| {
                 let state = placement::NodeState {
-                    may_hold: lease::may_hold(timing, elected, None, now),
+                    may_hold: lease::may_hold(timing, earlier, None, now),
                     ..Default::default()
                 };
                 (n.name.clone(), state)
@@ -249,7 +306,7 @@ impl Leases {
                 name.clone(),
                 placement::NodeState {
                     live: member && lease::live(timing, Some(*received), now),
-                    may_hold: lease::may_hold(timing, elected, Some(*received), now),
+                    may_hold: lease::may_hold(timing, earlier, Some(*received), now),
                     stopping: r.stopping,
                     can_serve: r.can_serve.clone(),
                     holds: r.holds.clone(),
@@ -263,14 +320,14 @@ impl Leases {
     /// When the leader's view of some node next changes by time alone (a
     /// fence or a liveness running out); `None` when this node does not
     /// lead or nothing will.
-    fn next_change(&self, timing: &Timing) -> Option<Instant> {
-        let book = self.book();
-        let (_, elected) = book.leading?;
+    fn next_change(&self, raft: &Raft, timing: &Timing) -> Option<Instant> {
+        let earlier = self.earlier(raft)?;
         let now = Instant::now();
+        let book = self.book();
         // `None`: every member not heard from in this term.
         std::iter::once(None)
             .chain(book.renewals.values().map(|(received, _)| Some(*received)))
-            .filter_map(|received| lease::next_change(timing, elected, received, now))
+            .filter_map(|received| lease::next_change(timing, earlier, received, now))
             .min()
     }
 }
@@ -292,7 +349,7 @@ async fn renew_route(
     leases: Data<Leases>,
     renewal: Json<Renewal>,
 ) -> Json<Grant> {
-    Json(leases.renew(&raft, renewal.into_inner()))
+    Json(leases.renew(&raft, renewal.into_inner()).await)
 }
 
 /// Announces until `stop`: the holder on every node, the placer while this
@@ -338,7 +395,7 @@ async fn place_while_leading(
     loop {
         // Besides the tick: the moment a silent node's fence ends.
         let far = Instant::now() + Duration::from_secs(3600);
-        let fence_ends = leases.next_change(&timing).unwrap_or(far);
+        let fence_ends = leases.next_change(&raft, &timing).unwrap_or(far);
         tokio::select! {
             _ = tick.tick() => {}
             _ = tokio::time::sleep_until(fence_ends.into()) => {}
@@ -624,7 +681,7 @@ async fn send_renewal(
         (m.id, m.current_leader)
     };
     match crate::cluster::leader(raft) {
-        _ if leader == Some(me) => Ok(ctx.leases.renew(raft, renewal.clone())),
+        _ if leader == Some(me) => Ok(ctx.leases.renew(raft, renewal.clone()).await),
         Some((_, node)) => post_renewal(&ctx.peers, &node.raft_addr, renewal, patience).await,
         None => Err("no leader known".into()),
     }
