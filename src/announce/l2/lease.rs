@@ -15,12 +15,13 @@
 //!   after any address change on the host — so the leader does not wait
 //!   for it; the probe sees the copy while it lasts.
 //! - The leader grants a renewal received at t_r only once a quorum
-//!   accepted appends of its term sent after t_r
-//!   (`cluster::succession`), within [`Timing::confirm_within`]. So every
-//!   grant by an earlier leader came before the instant after which no
-//!   earlier leader reached a quorum: a new leader counts every node as
-//!   renewed at that instant (its election, or earlier from what a quorum
-//!   of voters told it), `earlier` below.
+//!   accepted appends of its term sent after t_r − [`Timing::slack`]
+//!   (`cluster::succession`), waiting [`Timing::confirm_within`] at most.
+//!   So every grant by an earlier leader came before the slack after the
+//!   instant after which no earlier leader reached a quorum: a new leader
+//!   counts every node as renewed at that instant (its election, or
+//!   earlier from what a quorum of voters told it) plus the slack,
+//!   `earlier` below.
 
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,15 @@ impl Timing {
     /// How often a node renews.
     pub fn renew_every(&self) -> Duration {
         self.lease / 5
+    }
+
+    /// How long before receiving a renewal the appends a quorum accepted
+    /// to confirm its grant may have been sent: a tenth of the lease. The
+    /// leader needs no new heartbeat round for most grants (heartbeats go
+    /// every 50 ms, and on a slow host many answer later than that), and a
+    /// new leader counts it in its wait.
+    pub fn slack(&self) -> Duration {
+        self.lease / 10
     }
 
     /// How long a renewal waits for a quorum to confirm the leader: the
@@ -269,6 +279,8 @@ mod tests {
             let t = Timing::new(lease);
             assert!(t.confirm_within() < t.renew_every());
             assert!(!t.confirm_within().is_zero());
+            assert!(t.slack() < t.renew_every());
         }
+        assert_eq!(Timing::new(1000).slack(), ms(100));
     }
 }

@@ -185,23 +185,26 @@ impl Leases {
 
     /// While this node leads: an instant after which no earlier leader
     /// granted anything — its election, or earlier once a quorum of voters
-    /// told when an earlier leader last reached them.
+    /// told when an earlier leader last reached them — plus the slack a
+    /// grant's confirmation may have had.
     fn earlier(&self, raft: &Raft) -> Option<Instant> {
         let (term, elected) = self.observe(raft)?;
         let m = raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         // Joint configurations: the election alone (a quorum of one of
         // them need not meet every quorum that confirmed an old grant).
+        let slack = self.timing().slack();
         if membership.get_joint_config().len() != 1 {
-            return Some(elected);
+            return Some(elected + slack);
         }
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let told = self.contact.succession().earlier_bound(term, &voters);
-        Some(told.map_or(elected, |t| t.min(elected)))
+        Some(told.map_or(elected, |t| t.min(elected)) + slack)
     }
 
     /// Answers a renewal received now: granted once a quorum accepted
-    /// appends of this term sent after now (see `cluster::succession`).
+    /// appends of this term sent after now less the slack (see
+    /// `cluster::succession` and [`Timing::slack`]).
     pub async fn renew(&self, raft: &Raft, renewal: Renewal) -> Grant {
         let received = Instant::now();
         let Some((term, _)) = self.observe(raft) else {
@@ -228,8 +231,10 @@ impl Leases {
             ));
         }
         let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
-        let within = self.timing().confirm_within();
-        if !self.confirmed(term, &voters, m.id, received, within).await {
+        let timing = self.timing();
+        let since = received.checked_sub(timing.slack()).unwrap_or(received);
+        let within = timing.confirm_within();
+        if !self.confirmed(term, &voters, m.id, since, within).await {
             return refuse(&format!(
                 "no quorum confirmed this node's leadership within {} ms",
                 within.as_millis()
