@@ -50,6 +50,19 @@ pub const HTTP_PORT: u16 = 2221;
 pub const BFD_INTERVAL_MS: u32 = 200;
 pub const BFD_MULTIPLIER: u32 = 5;
 
+/// The BFD timing of this site: [`BFD_INTERVAL_MS`] × [`BFD_MULTIPLIER`],
+/// or `TEST_BGP_BFD=INTERVALxMULTIPLIER` (for the failover benchmark, to
+/// measure another timing, such as the product's default `100x3`).
+pub fn bfd() -> (u32, u32) {
+    std::env::var("TEST_BGP_BFD")
+        .ok()
+        .and_then(|v| {
+            let (i, m) = v.split_once('x')?;
+            Some((i.parse().ok()?, m.parse().ok()?))
+        })
+        .unwrap_or((BFD_INTERVAL_MS, BFD_MULTIPLIER))
+}
+
 /// lbN on the management LAN: 10.77.0.N.
 pub fn management_addr(lb: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, 0, lb as u8 + 1)
@@ -68,12 +81,13 @@ pub fn backend_addr(i: usize) -> Ipv4Addr {
 /// The router's BIRD: one session per load balancer, BFD on each, every
 /// learnt route into the kernel with ECMP (`merge paths`).
 pub fn router_config() -> String {
+    let (interval, multiplier) = bfd();
     let mut c = format!(
         "router id {ROUTER_SERVER_SIDE};\n\
          log stderr all;\n\
          protocol device {{}}\n\
          protocol kernel {{\n  ipv4 {{ import none; export all; }};\n  merge paths on;\n}}\n\
-         protocol bfd {{\n  interface \"*\" {{ interval {BFD_INTERVAL_MS} ms; multiplier {BFD_MULTIPLIER}; }};\n}}\n"
+         protocol bfd {{\n  interface \"*\" {{ interval {interval} ms; multiplier {multiplier}; }};\n}}\n"
     );
     for lb in 0..3 {
         c += &format!(
@@ -286,8 +300,8 @@ impl BgpNode {
             .env("BGP_LOCAL_AS", LB_AS.to_string())
             .env("BGP_PEERS", format!("{ROUTER_AS}@{ROUTER_SERVER_SIDE}"))
             .env("BGP_ROUTER_ID", server_lan_addr(index).to_string())
-            .env("BGP_BFD_INTERVAL_MS", BFD_INTERVAL_MS.to_string())
-            .env("BGP_BFD_MULTIPLIER", BFD_MULTIPLIER.to_string())
+            .env("BGP_BFD_INTERVAL_MS", bfd().0.to_string())
+            .env("BGP_BFD_MULTIPLIER", bfd().1.to_string())
             .env("BIRD_BINARY", bird)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
