@@ -116,18 +116,31 @@ pub async fn follow_servable(
     } = inputs;
     let mut committed = state.subscribe();
     tokio::pin!(stop);
+    let mut tracker: Option<servable::Tracker> = None;
+    let mut health_now = health.borrow_and_update().clone();
+    let mut status_now = reconcile.as_mut().map(|r| r.borrow_and_update().clone());
     loop {
-        let next = {
-            let desired = committed.borrow_and_update().desired.clone();
-            let health = health.borrow_and_update().clone();
-            let status = reconcile.as_mut().map(|r| r.borrow_and_update().clone());
-            servable::servable(&desired, &health, status.as_ref())
+        let desired = committed.borrow_and_update().desired.clone();
+        let changed = match tracker.as_mut() {
+            // Only the desired state changed: only the addresses its
+            // changes touch are looked at again.
+            Some(t) => t.desired_changed(desired, &health_now, status_now.as_ref()),
+            None => {
+                tracker = Some(servable::Tracker::new(
+                    desired,
+                    &health_now,
+                    status_now.as_ref(),
+                ));
+                true
+            }
         };
-        tx.send_if_modified(|now| {
-            let changed = *now != next;
-            *now = next;
-            changed
-        });
+        if let Some(t) = tracker.as_ref().filter(|_| changed) {
+            tx.send_if_modified(|now| {
+                let changed = now != t.servable();
+                *now = t.servable().clone();
+                changed
+            });
+        }
         let reconciled = async {
             match reconcile.as_mut() {
                 Some(r) => r.changed().await,
@@ -136,8 +149,16 @@ pub async fn follow_servable(
         };
         let alive = tokio::select! {
             r = committed.changed() => r.is_ok(),
-            r = health.changed() => r.is_ok(),
-            r = reconciled => r.is_ok(),
+            r = health.changed() => {
+                health_now = health.borrow_and_update().clone();
+                tracker = None;
+                r.is_ok()
+            }
+            r = reconciled => {
+                status_now = reconcile.as_mut().map(|r| r.borrow_and_update().clone());
+                tracker = None;
+                r.is_ok()
+            }
             _ = &mut stop => false,
         };
         if !alive {

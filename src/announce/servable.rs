@@ -15,9 +15,11 @@
 use crate::api::json::ReconcileStatus;
 use crate::health::HealthTable;
 use crate::model::ids::service_id;
-use crate::model::{DesiredState, ServiceKey};
+use crate::model::{DesiredState, ServiceConfig, ServiceKey};
+use imbl::ordmap::DiffItem;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// One service address and whether this node can serve it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +36,9 @@ impl Vip {
     }
 }
 
-/// Every VIP of the desired state, with this node's verdict.
-pub type Servable = BTreeMap<IpAddr, Vip>;
+/// Every VIP of the desired state, with this node's verdict (a persistent
+/// map: publishing it after a change of one address copies nothing).
+pub type Servable = imbl::OrdMap<IpAddr, Vip>;
 
 /// The addresses in `servable` this node can serve.
 pub fn serving(servable: &Servable) -> BTreeSet<IpAddr> {
@@ -53,51 +56,164 @@ pub fn servable(
     health: &HealthTable,
     reconcile: Option<&ReconcileStatus>,
 ) -> Servable {
-    let mut by_address: BTreeMap<IpAddr, Vec<ServiceKey>> = BTreeMap::new();
-    for cfg in desired.services.values() {
-        if !cfg.options.bind_address {
-            continue;
+    Tracker::new(Arc::new(desired.clone()), health, reconcile).servable
+}
+
+/// The services with `bind_address` on each address, in key order.
+type ByAddress = BTreeMap<IpAddr, BTreeSet<ServiceKey>>;
+
+/// The address `cfg` makes a VIP, if any.
+fn vip_of(cfg: &ServiceConfig) -> Option<IpAddr> {
+    match cfg.service.key {
+        ServiceKey::Inet { addr, .. } if cfg.options.bind_address => Some(addr),
+        _ => None,
+    }
+}
+
+/// Keeps [`Servable`] up to date: a change of health or of the
+/// reconciler's status may change any verdict, so it recomputes all; a
+/// change of the desired state only those of the addresses whose services
+/// changed (found by the persistent maps' diff, which skips what the two
+/// states share): under a stream of writes to thousands of services,
+/// recomputing every address on every apply took a sixth of the leader's
+/// CPU.
+pub struct Tracker {
+    desired: Arc<DesiredState>,
+    by_address: ByAddress,
+    servable: Servable,
+}
+
+impl Tracker {
+    pub fn new(
+        desired: Arc<DesiredState>,
+        health: &HealthTable,
+        reconcile: Option<&ReconcileStatus>,
+    ) -> Tracker {
+        let mut by_address = ByAddress::new();
+        for cfg in desired.services.values() {
+            if let Some(addr) = vip_of(cfg) {
+                by_address.entry(addr).or_default().insert(cfg.service.key);
+            }
         }
-        if let ServiceKey::Inet { addr, .. } = cfg.service.key {
-            by_address.entry(addr).or_default().push(cfg.service.key);
+        let failing = failing(reconcile);
+        let servable = by_address
+            .iter()
+            .map(|(address, keys)| {
+                let vip = verdict(*address, keys, &desired, health, reconcile, &failing);
+                (*address, vip)
+            })
+            .collect();
+        Tracker {
+            desired,
+            by_address,
+            servable,
         }
     }
-    let failing: BTreeSet<&str> = reconcile
+
+    /// The verdicts as they stand.
+    pub fn servable(&self) -> &Servable {
+        &self.servable
+    }
+
+    /// Takes in a new desired state, with health and status unchanged
+    /// since the last call; whether any verdict changed.
+    pub fn desired_changed(
+        &mut self,
+        desired: Arc<DesiredState>,
+        health: &HealthTable,
+        reconcile: Option<&ReconcileStatus>,
+    ) -> bool {
+        let mut touched = BTreeSet::new();
+        for change in self.desired.services.diff(&desired.services) {
+            let (old, new) = match change {
+                DiffItem::Add(_, new) => (None, Some(new)),
+                DiffItem::Update { old, new } => (Some(old.1), Some(new.1)),
+                DiffItem::Remove(_, old) => (Some(old), None),
+            };
+            if let Some((cfg, addr)) = old.and_then(|c| Some((c, vip_of(c)?))) {
+                if let Some(keys) = self.by_address.get_mut(&addr) {
+                    keys.remove(&cfg.service.key);
+                }
+                touched.insert(addr);
+            }
+            if let Some((cfg, addr)) = new.and_then(|c| Some((c, vip_of(c)?))) {
+                self.by_address
+                    .entry(addr)
+                    .or_default()
+                    .insert(cfg.service.key);
+                touched.insert(addr);
+            }
+        }
+        self.desired = desired;
+        let failing = failing(reconcile);
+        let mut changed = false;
+        for address in touched {
+            let keys = self.by_address.get(&address).filter(|k| !k.is_empty());
+            let next =
+                keys.map(|keys| verdict(address, keys, &self.desired, health, reconcile, &failing));
+            let now = self.servable.get(&address);
+            if now == next.as_ref() {
+                continue;
+            }
+            changed = true;
+            match next {
+                Some(vip) => {
+                    self.servable.insert(address, vip);
+                }
+                None => {
+                    self.by_address.remove(&address);
+                    self.servable.remove(&address);
+                }
+            }
+        }
+        changed
+    }
+}
+
+/// The services the reconciler could not program (API ids).
+fn failing(reconcile: Option<&ReconcileStatus>) -> BTreeSet<&str> {
+    reconcile
         .map(|r| r.failed.iter().map(|f| f.service.as_str()).collect())
-        .unwrap_or_default();
-    by_address
-        .into_iter()
-        .map(|(address, keys)| {
-            let services: Vec<String> = keys.iter().map(service_id).collect();
-            let why_not = keys.iter().zip(&services).find_map(|(key, id)| {
-                let cfg = &desired.services[key];
-                let reconcile = match reconcile {
-                    None => return Some("this node programs no kernel (IPVS_KERNEL=off)".into()),
-                    Some(r) => r,
-                };
-                if reconcile.passes == 0 {
-                    return Some("the kernel is not programmed yet".into());
-                }
-                if failing.contains(id.as_str()) {
-                    return Some(format!("{id} could not be programmed in the kernel"));
-                }
-                if !reconcile.vips.contains(&address) {
-                    return Some(format!("{address} is not bound on the VIP interface"));
-                }
-                if cfg.draining.is_some() {
-                    return Some(format!("{id} is draining away"));
-                }
-                // Fail-open and fallback services still forward; only
-                // `all_down: withdraw` gives the address up.
-                let withdraw = cfg.options.health_policy.withdraw;
-                if withdraw && crate::health::all_down(cfg, health) {
-                    return Some(format!("every server of {id} is down on this node"));
-                }
-                None
-            });
-            (address, Vip { services, why_not })
-        })
-        .collect()
+        .unwrap_or_default()
+}
+
+/// This node's verdict on `address`, carried by the services `keys`.
+fn verdict(
+    address: IpAddr,
+    keys: &BTreeSet<ServiceKey>,
+    desired: &DesiredState,
+    health: &HealthTable,
+    reconcile: Option<&ReconcileStatus>,
+    failing: &BTreeSet<&str>,
+) -> Vip {
+    let services: Vec<String> = keys.iter().map(service_id).collect();
+    let why_not = keys.iter().zip(&services).find_map(|(key, id)| {
+        let cfg = desired.services.get(key)?;
+        let reconcile = match reconcile {
+            None => return Some("this node programs no kernel (IPVS_KERNEL=off)".into()),
+            Some(r) => r,
+        };
+        if reconcile.passes == 0 {
+            return Some("the kernel is not programmed yet".into());
+        }
+        if failing.contains(id.as_str()) {
+            return Some(format!("{id} could not be programmed in the kernel"));
+        }
+        if !reconcile.vips.contains(&address) {
+            return Some(format!("{address} is not bound on the VIP interface"));
+        }
+        if cfg.draining.is_some() {
+            return Some(format!("{id} is draining away"));
+        }
+        // Fail-open and fallback services still forward; only
+        // `all_down: withdraw` gives the address up.
+        let withdraw = cfg.options.health_policy.withdraw;
+        if withdraw && crate::health::all_down(cfg, health) {
+            return Some(format!("every server of {id} is down on this node"));
+        }
+        None
+    });
+    Vip { services, why_not }
 }
 
 #[cfg(test)]
@@ -146,7 +262,7 @@ mod tests {
             Some(&programmed(&["192.0.2.1"])),
         );
         assert_eq!(s.len(), 1, "{s:?}");
-        let vip = &s[&"192.0.2.1".parse().unwrap()];
+        let vip = &s[&"192.0.2.1".parse::<IpAddr>().unwrap()];
         assert_eq!(vip.services, ["tcp-192.0.2.1-80", "tcp-192.0.2.1-443"]);
         assert!(vip.can_serve());
     }
@@ -157,7 +273,7 @@ mod tests {
             .into_iter()
             .collect();
         let why = |r: Option<&ReconcileStatus>| {
-            servable(&desired, &HealthTable::default(), r)[&"192.0.2.1".parse().unwrap()]
+            servable(&desired, &HealthTable::default(), r)[&"192.0.2.1".parse::<IpAddr>().unwrap()]
                 .why_not
                 .clone()
         };
@@ -195,7 +311,7 @@ mod tests {
         let status = programmed(&["192.0.2.1"]);
         let verdict = |cfg: &ServiceConfig, health: &HealthTable| {
             let desired: DesiredState = [cfg.clone()].into_iter().collect();
-            servable(&desired, health, Some(&status))[&"192.0.2.1".parse().unwrap()]
+            servable(&desired, health, Some(&status))[&"192.0.2.1".parse::<IpAddr>().unwrap()]
                 .why_not
                 .clone()
         };
@@ -226,5 +342,92 @@ mod tests {
         assert!(verdict(&cfg, &HealthTable::default())
             .unwrap()
             .contains("draining"));
+    }
+
+    #[test]
+    fn the_tracker_agrees_with_a_full_recomputation_after_every_change() {
+        let status = programmed(&["192.0.2.1", "192.0.2.2", "192.0.2.3"]);
+        let mut desired = DesiredState::default();
+        let mut tracker = Tracker::new(
+            Arc::new(desired.clone()),
+            &HealthTable::default(),
+            Some(&status),
+        );
+        let put = |d: &mut DesiredState, cfg: ServiceConfig| {
+            d.services.insert(cfg.service.key, Arc::new(cfg));
+        };
+        let key = |addr: &str, port: u16| ServiceKey::Inet {
+            protocol: Protocol::Tcp,
+            addr: addr.parse().unwrap(),
+            port,
+        };
+        let mut draining = service("192.0.2.1", 443, true, &["10.0.0.1"]);
+        draining.draining = Some(Drain {
+            since_ms: 1,
+            grace: 30,
+        });
+        type Step = Box<dyn Fn(&mut DesiredState)>;
+        let steps: Vec<(&str, Step)> = vec![
+            (
+                "a first VIP",
+                Box::new(move |d| put(d, service("192.0.2.1", 80, true, &["10.0.0.1"]))),
+            ),
+            (
+                "a second service on it",
+                Box::new(move |d| put(d, service("192.0.2.1", 443, true, &["10.0.0.1"]))),
+            ),
+            (
+                "an unbound service",
+                Box::new(move |d| put(d, service("192.0.2.2", 80, false, &["10.0.0.1"]))),
+            ),
+            (
+                "it becomes bound",
+                Box::new(move |d| put(d, service("192.0.2.2", 80, true, &["10.0.0.1"]))),
+            ),
+            ("one drains", Box::new(move |d| put(d, draining.clone()))),
+            (
+                "a server added, verdict unchanged",
+                Box::new(move |d| {
+                    put(d, service("192.0.2.2", 80, true, &["10.0.0.1", "10.0.0.2"]))
+                }),
+            ),
+            (
+                "the drained one goes",
+                Box::new(move |d| {
+                    d.services.remove(&key("192.0.2.1", 443));
+                }),
+            ),
+            (
+                "unbound again",
+                Box::new(move |d| put(d, service("192.0.2.2", 80, false, &["10.0.0.1"]))),
+            ),
+            (
+                "the last of an address goes",
+                Box::new(move |d| {
+                    d.services.remove(&key("192.0.2.1", 80));
+                }),
+            ),
+            (
+                "a third address",
+                Box::new(move |d| put(d, service("192.0.2.3", 53, true, &["10.0.0.3"]))),
+            ),
+        ];
+        for (what, step) in steps {
+            let before = tracker.servable().clone();
+            step(&mut desired);
+            let changed = tracker.desired_changed(
+                Arc::new(desired.clone()),
+                &HealthTable::default(),
+                Some(&status),
+            );
+            let full = servable(&desired, &HealthTable::default(), Some(&status));
+            assert_eq!(tracker.servable(), &full, "{what}");
+            assert_eq!(changed, before != full, "{what}");
+        }
+        assert_eq!(tracker.servable().len(), 1);
+        assert!(tracker
+            .by_address
+            .keys()
+            .all(|a| tracker.servable().contains_key(a)));
     }
 }

@@ -607,7 +607,7 @@ fn wanted(ctx: &Context, lease: &NodeLease) -> BTreeSet<IpAddr> {
 pub fn owned_by(owners: &BTreeMap<IpAddr, String>, me: &str, vips: &Servable) -> BTreeSet<IpAddr> {
     owners
         .iter()
-        .filter(|(a, o)| *o == me && vips.contains_key(a))
+        .filter(|(a, o)| *o == me && vips.contains_key(*a))
         .map(|(a, _)| *a)
         .collect()
 }
