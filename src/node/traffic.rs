@@ -283,7 +283,10 @@ struct Row {
 /// gets only the rows that changed after it.
 #[derive(Debug, Default)]
 pub struct Board {
-    /// Rounds so far (0: none yet).
+    /// The number of the first round; the answers of an earlier life of
+    /// the node are below it, and get the whole table.
+    first: u64,
+    /// The last round's number (`first - 1`: none yet).
     sample: u64,
     nodes: Vec<String>,
     unreachable: Vec<String>,
@@ -293,6 +296,20 @@ pub struct Board {
 }
 
 impl Board {
+    /// A table whose first round is numbered `first` (above 0). A node
+    /// starts at its start time in seconds: every later life of it starts
+    /// above the numbers of the earlier ones (one round is 10 s), so a
+    /// client's `since` from before a restart is never taken for a round
+    /// of this one.
+    pub fn starting_at(first: u64) -> Board {
+        let first = first.max(1);
+        Board {
+            first,
+            sample: first - 1,
+            ..Board::default()
+        }
+    }
+
     /// One round: `services` are the ids of the desired state, `members`
     /// each member's summary (`None`: it did not answer).
     pub fn update(
@@ -356,7 +373,9 @@ impl Board {
     /// The table for a client whose last answer was `since`: the changes
     /// after it when this node still knows them, otherwise all of it.
     pub fn view(&self, since: Option<u64>) -> json::TrafficView {
-        let known = |s: u64| s > 0 && s <= self.sample && s + HISTORY as u64 >= self.sample;
+        let known = |s: u64| {
+            s >= self.first.max(1) && s <= self.sample && s + HISTORY as u64 >= self.sample
+        };
         let (full, rows, removed) = match since.filter(|s| known(*s)) {
             None => (true, self.rows.values().collect::<Vec<_>>(), Vec::new()),
             Some(s) => (
@@ -411,9 +430,21 @@ struct State {
 }
 
 /// The node's traffic summaries: its own history and the cluster's table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Traffic {
     state: Mutex<State>,
+}
+
+impl Default for Traffic {
+    /// Rounds numbered from the start time in seconds ([`Board::starting_at`]).
+    fn default() -> Traffic {
+        Traffic {
+            state: Mutex::new(State {
+                board: Board::starting_at(crate::model::clock::unix_ms() / 1000),
+                ..State::default()
+            }),
+        }
+    }
 }
 
 impl Traffic {

@@ -369,3 +369,22 @@ fn a_summary_has_a_row_for_every_desired_service() {
     let off = summarize(&desired, None, &HealthTable::default());
     assert!(off.values().all(|r| !r.programmed && r.servers_total == 1));
 }
+
+#[test]
+fn answers_of_an_earlier_life_get_the_whole_table() {
+    let idle = summary(&[("s", 0)]);
+    let mut before = Board::starting_at(1000);
+    for _ in 0..5 {
+        before.update(["s".to_string()], &members(&idle));
+    }
+    assert_eq!(before.view(None).sample, 1004);
+    // Restarted 60 s later: its rounds start above every earlier answer.
+    let mut after = Board::starting_at(1060);
+    after.update(["s".to_string()], &members(&idle));
+    after.update(["s".to_string()], &members(&idle));
+    assert_eq!(after.view(None).sample, 1061);
+    for since in [1004, 1059] {
+        assert!(after.view(Some(since)).full, "{since}");
+    }
+    assert!(!after.view(Some(1060)).full);
+}
