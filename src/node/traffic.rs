@@ -99,10 +99,13 @@ impl History {
             // A dump may list a service twice (see the netlink kernel): the
             // first one counts.
             if seen.insert(entry.service.key) {
-                push(
-                    self.services.entry(entry.service.key).or_default(),
-                    Sample::of(entry),
-                );
+                // Exactly HISTORY long: grown by doubling, a ring would hold
+                // room for 128.
+                let ring = self
+                    .services
+                    .entry(entry.service.key)
+                    .or_insert_with(|| VecDeque::with_capacity(HISTORY));
+                push(ring, Sample::of(entry));
             }
         }
         self.services.retain(|key, _| seen.contains(key));
@@ -346,7 +349,7 @@ impl Board {
             let total = total(nodes.values());
             let (mut cps, before) = match old.remove(&id) {
                 Some(row) => (row.cps, Some((row.view, row.changed))),
-                None => (VecDeque::new(), None),
+                None => (VecDeque::with_capacity(HISTORY), None),
             };
             push(&mut cps, total.cps);
             let view = json::TrafficRow {
@@ -374,7 +377,9 @@ impl Board {
     /// after it when this node still knows them, otherwise all of it.
     pub fn view(&self, since: Option<u64>) -> json::TrafficView {
         let known = |s: u64| {
-            s >= self.first.max(1) && s <= self.sample && s + HISTORY as u64 >= self.sample
+            s >= self.first.max(1)
+                && s <= self.sample
+                && s.saturating_add(HISTORY as u64) >= self.sample
         };
         let (full, rows, removed) = match since.filter(|s| known(*s)) {
             None => (true, self.rows.values().collect::<Vec<_>>(), Vec::new()),
