@@ -632,6 +632,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
         metrics: metrics.clone(),
         health: health.clone(),
         peer_health: Default::default(),
+        traffic: Default::default(),
         disk: disk.clone(),
         caught_up: caught_up_rx,
         vol_dir: cfg.vol_dir.clone(),
@@ -856,6 +857,12 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
                 crate::reconcile::follow_applied(state.clone(), status_tx, stopped()),
             ),
         }
+        // Every member serves a traffic summary (all zero without a
+        // kernel), so that any node's API shows every member.
+        essential.spawn(
+            "traffic sampler",
+            crate::node::traffic::run(node.clone(), Box::pin(stopped())),
+        );
         let (servable_tx, servable_rx) = watch::channel(crate::announce::Servable::new());
         essential.spawn(
             "servable addresses",

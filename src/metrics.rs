@@ -140,6 +140,8 @@ pub struct Metrics {
     pass_seconds: Histogram,
     changes: Family<ChangeLabels, Counter>,
     drift: Counter,
+    /// Reads of the kernel table the traffic sampler could not have.
+    traffic_read_failures: Counter,
     probes: Counter,
     probe_failures: Family<ReasonLabels, Counter>,
     probe_seconds: Histogram,
@@ -155,6 +157,7 @@ impl Default for Metrics {
             pass_seconds: latency_histogram(),
             changes: Family::default(),
             drift: Counter::default(),
+            traffic_read_failures: Counter::default(),
             probes: Counter::default(),
             probe_failures: Family::default(),
             // 50 µs to about 1.6 s.
@@ -227,6 +230,11 @@ impl Metrics {
         }
     }
 
+    /// Counts one kernel table read the traffic sampler could not have.
+    pub fn traffic_read_failed(&self) {
+        self.traffic_read_failures.inc();
+    }
+
     /// The exposition for one scrape, in `format`.
     pub fn render(&self, scrape: &Scrape<'_>, format: Format) -> String {
         let mut r = Registry::default();
@@ -259,6 +267,11 @@ impl Metrics {
             "ipvs_manager_drift_repaired",
             "Kernel changes made by periodic resyncs (drift repaired)",
             self.drift.clone(),
+        );
+        r.register(
+            "ipvs_manager_traffic_read_failures",
+            "Kernel table reads the traffic sampler could not have",
+            self.traffic_read_failures.clone(),
         );
         r.register(
             "ipvs_manager_health_checks",

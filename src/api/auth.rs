@@ -43,7 +43,8 @@ impl Operation {
             // a token when the API answers 401.
             Health | Ready | OpenApi | Ui | UiAsset => Access::Public,
             ListServices | GetService | ListServers | GetServer | GetConfig | GetCluster
-            | GetNode | GetNodeKernel | GetMemberKernel | Metrics => Access::Read,
+            | GetNode | GetNodeKernel | GetMemberKernel | GetTraffic | GetServiceTraffic
+            | Metrics => Access::Read,
             CreateService | ReplaceService | PatchService | DeleteService | CreateServer
             | ReplaceServer | PatchServer | DeleteServer | ReplaceConfig | JoinCluster
             | RemoveMember => Access::Write,

@@ -664,3 +664,163 @@ pub struct KernelTable {
     #[serde(default)]
     pub target: BTreeMap<String, BTreeMap<String, u32>>,
 }
+
+/// `GET /api/v1/traffic`: one row per service of the desired state with
+/// every member's numbers, as last sampled (see [`crate::node::traffic`]).
+/// With `?since=S`, only the rows that changed after answer `S` and the
+/// services removed since (`full: false`); apply `removed` first, then
+/// `services`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficView {
+    /// How often every node samples its kernel.
+    pub sampled_every_ms: u64,
+    /// This answer's number: pass it as `?since=` to get what changed
+    /// after it. It grows with every sampling round of the node answering.
+    pub sample: u64,
+    /// Every member's name: the keys of each row's `nodes`.
+    pub nodes: Vec<String>,
+    /// Members whose summary could not be had in the last round: their
+    /// numbers in the rows are zero, with `reported: false`.
+    pub unreachable: Vec<String>,
+    /// True: the whole table (no `?since`, or it named an answer this node
+    /// no longer knows, or none it gave); false: only the changes.
+    pub full: bool,
+    /// Sorted by service id.
+    pub services: Vec<TrafficRow>,
+    /// Ids of the services removed after answer `since` (empty when full).
+    pub removed: Vec<String>,
+}
+
+/// One service in [`TrafficView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficRow {
+    /// The service's id, as in `/api/v1/services/{id}`.
+    pub service: String,
+    /// By member name.
+    pub nodes: BTreeMap<String, TrafficNode>,
+    /// The sums over the members.
+    pub total: TrafficTotal,
+    /// Connections per second summed over the members, one value per
+    /// sampling round, oldest first, the newest last; at most 90 (15 min),
+    /// leading zeros left out (an idle service has `[]`).
+    pub cps: Vec<u64>,
+}
+
+/// One service on one member, as that member sampled it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficNode {
+    /// Servers in that member's kernel with a weight above 0 and not down
+    /// by its own health checks.
+    pub servers_up: u32,
+    /// Servers the service has in the desired state.
+    pub servers_total: u32,
+    /// Whether the service is in that member's kernel.
+    pub programmed: bool,
+    /// Summed over the service's destinations.
+    pub active_conns: u64,
+    pub inactive_conns: u64,
+    /// The kernel's rate estimates for the service.
+    pub cps: u64,
+    pub inbps: u64,
+    pub outbps: u64,
+    /// False when the member did not answer the last poll (its numbers are
+    /// then zero); left out when true.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub reported: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// The sums of a [`TrafficRow`]'s members.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficTotal {
+    pub servers_up: u64,
+    pub servers_total: u64,
+    /// How many members have the service in their kernel.
+    pub programmed: u64,
+    pub active_conns: u64,
+    pub inactive_conns: u64,
+    pub cps: u64,
+    pub inbps: u64,
+    pub outbps: u64,
+}
+
+/// What a member serves its peers on its Raft port (`NODE_TRAFFIC_PATH`):
+/// its row of every service of the desired state, as of its last sample.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeTrafficSummary {
+    /// Whether the member programs a kernel (not with `IPVS_KERNEL=off`).
+    pub kernel: bool,
+    /// When it last read its kernel table (unix ms); `None` before the
+    /// first read.
+    pub sampled_at_ms: Option<u64>,
+    /// Reads of its kernel table that failed since it started.
+    pub read_failures: u64,
+    /// By service id.
+    pub services: BTreeMap<String, TrafficNode>,
+}
+
+/// `GET /api/v1/traffic/{service}`: one service in detail, per member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficDetail {
+    pub service: String,
+    pub sampled_every_ms: u64,
+    /// By member name.
+    pub nodes: BTreeMap<String, TrafficNodeDetail>,
+}
+
+/// One service on one member (also what a member answers its peers on
+/// `NODE_TRAFFIC_PATH/{id}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficNodeDetail {
+    /// False when the member did not answer (`error` says why, the rest is
+    /// empty).
+    pub reported: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether the service is in its kernel.
+    pub programmed: bool,
+    /// The servers of the desired state and any other destination its
+    /// kernel holds for the service, by server id.
+    pub servers: Vec<TrafficServer>,
+    /// Its last 15 minutes, oldest first.
+    pub history: TrafficHistory,
+}
+
+/// One real server of a service on one member, as last sampled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficServer {
+    /// Its id, as in `/api/v1/services/{id}/servers/{server_id}`.
+    pub server: String,
+    /// Its weight in the member's kernel; `null` when it is not there.
+    pub weight: Option<u32>,
+    /// `up` or `down` by the member's own health checks, `unchecked` when
+    /// it has none.
+    pub health: String,
+    pub active_conns: u64,
+    pub inactive_conns: u64,
+    pub cps: u64,
+    pub inbps: u64,
+    pub outbps: u64,
+}
+
+/// A service's samples on one member: `at_ms[i]` is when the `i`th value
+/// of every series was read. At most 90 (15 min at one sample every 10 s).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficHistory {
+    /// Unix milliseconds.
+    pub at_ms: Vec<u64>,
+    pub active_conns: Vec<u64>,
+    pub inactive_conns: Vec<u64>,
+    pub cps: Vec<u64>,
+    pub inbps: Vec<u64>,
+    pub outbps: Vec<u64>,
+    pub inpps: Vec<u64>,
+    pub outpps: Vec<u64>,
+}

@@ -69,6 +69,8 @@ pub enum Operation {
     GetNode,
     GetNodeKernel,
     GetMemberKernel,
+    GetTraffic,
+    GetServiceTraffic,
     Metrics,
     JoinCluster,
     RemoveMember,
@@ -122,6 +124,8 @@ impl Operation {
             GetNode => "getNode",
             GetNodeKernel => "getNodeKernel",
             GetMemberKernel => "getMemberKernel",
+            GetTraffic => "getTraffic",
+            GetServiceTraffic => "getServiceTraffic",
             Metrics => "metrics",
             JoinCluster => "joinCluster",
             RemoveMember => "removeMember",
@@ -177,6 +181,8 @@ mod query {
     pub const DRY_RUN: &[&str] = &["dry_run"];
     /// A node's report, as a long poll or watched.
     pub const NODE: &[&str] = &["programmed", "timeout_ms", "watch"];
+    /// The traffic table, whole or the changes after an answer.
+    pub const TRAFFIC: &[&str] = &["since"];
     pub const NONE: &[&str] = &[];
 }
 
@@ -231,6 +237,14 @@ pub const ROUTES: &[Route] = {
             Get,
             "/api/v1/cluster/members/{node_id}/kernel",
             GetMemberKernel,
+            0,
+            query::NONE,
+        ),
+        route(Get, "/api/v1/traffic", GetTraffic, 0, query::TRAFFIC),
+        route(
+            Get,
+            "/api/v1/traffic/{id}",
+            GetServiceTraffic,
             0,
             query::NONE,
         ),

@@ -34,6 +34,11 @@ pub const NODE_KERNEL_PATH: &str = "/raft/node/kernel";
 /// (`json::PlanRequest` → a list of `json::KernelChange`).
 pub const NODE_PLAN_PATH: &str = "/raft/node/plan";
 
+/// A node's traffic summary (`json::NodeTrafficSummary`) on its Raft port,
+/// polled by every other member every 10 s; `{NODE_TRAFFIC_PATH}/{id}`:
+/// one service in detail (`json::TrafficNodeDetail`), asked on demand.
+pub const NODE_TRAFFIC_PATH: &str = "/raft/node/traffic";
+
 /// `GET` on the leader's Raft port: the log index a linearizable read on
 /// another member waits for (JSON `null` when this node does not lead).
 pub const READ_INDEX_PATH: &str = "/raft/read-index";

@@ -17,11 +17,15 @@
 //! - [`members`]: joins and removals (on the leader, or forwarded to it).
 //! - [`watches`]: the services' changes from a revision on, and this node's
 //!   report on change, as streams of events.
+//! - [`traffic`]: this node's kernel sampled every 10 s with 15 minutes of
+//!   history, the other members' summaries polled as often, and the
+//!   cluster's traffic table served from them.
 
 pub mod health;
 pub mod members;
 pub mod reads;
 pub mod reports;
+pub mod traffic;
 pub mod watches;
 pub mod writes;
 
@@ -63,6 +67,9 @@ pub struct Node {
     /// The other members' health checks, as last polled
     /// ([`health::poll_peers`]), by node id.
     pub peer_health: Mutex<BTreeMap<String, Vec<json::ProbeView>>>,
+    /// This node's traffic samples and the cluster's traffic table
+    /// ([`traffic::run`] keeps them).
+    pub traffic: traffic::Traffic,
     /// Whether this node's disk takes writes and its store is sound.
     pub disk: watch::Receiver<crate::store::DiskStatus>,
     /// Whether it has caught up with the leader since it started.

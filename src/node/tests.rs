@@ -105,6 +105,7 @@ impl TestNode {
             metrics,
             health,
             peer_health: Default::default(),
+            traffic: Default::default(),
             disk,
             // One voter: it is the leader, caught up by definition.
             caught_up: watch::channel(true).1,

@@ -11,7 +11,7 @@ use crate::api::{self, ApiError, Operation};
 use crate::cluster::peer_auth;
 use crate::metrics::Format;
 use crate::node::writes::Written;
-use crate::node::{self, members, reads, reports, watches, writes, Readiness};
+use crate::node::{self, members, reads, reports, traffic, watches, writes, Readiness};
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpResponse;
 
@@ -64,6 +64,14 @@ pub async fn handle(op: Operation, r: &Request<'_>, app: &AppState) -> Reply {
         GetNode => get_node(r, app).await,
         GetNodeKernel => Ok(json(StatusCode::OK, &reports::kernel_table(node).await?)),
         GetMemberKernel => member_kernel(r, app).await,
+        GetTraffic => Ok(json(
+            StatusCode::OK,
+            &traffic::table(node, r.number("since")?),
+        )),
+        GetServiceTraffic => Ok(json(
+            StatusCode::OK,
+            &traffic::detail(node, &r.service()?).await?,
+        )),
         Metrics => metrics(r, app).await,
         JoinCluster => join_cluster(r, app).await,
         RemoveMember => remove_member(r, app).await,

@@ -1,5 +1,6 @@
 //! The routes peers use on RAFT_PORT (beside the Raft RPCs): this node's
-//! report and kernel table, and the leader's side of joins and removals.
+//! report, kernel table and traffic summary, and the leader's side of
+//! joins and removals.
 //! A new node joins through either port: `RAFT_LEADER` may name a member's
 //! API or its Raft address. The Raft port's `guard` has checked the
 //! request's signature before these run.
@@ -7,8 +8,10 @@
 use super::handlers::{changed, joined};
 use super::{body, AppState};
 use crate::api::{self, ApiError};
-use crate::cluster::{membership, MEMBERS_PATH, NODE_KERNEL_PATH, NODE_PATH, NODE_PLAN_PATH};
-use crate::node::{members, reports};
+use crate::cluster::{
+    membership, MEMBERS_PATH, NODE_KERNEL_PATH, NODE_PATH, NODE_PLAN_PATH, NODE_TRAFFIC_PATH,
+};
+use crate::node::{members, reports, traffic};
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
@@ -17,6 +20,11 @@ pub fn peer_routes(cfg: &mut web::ServiceConfig) {
     cfg.route(NODE_PATH, web::get().to(node))
         .route(NODE_KERNEL_PATH, web::get().to(kernel))
         .route(NODE_PLAN_PATH, web::post().to(plan))
+        .route(NODE_TRAFFIC_PATH, web::get().to(traffic_summary))
+        .route(
+            &format!("{NODE_TRAFFIC_PATH}/{{id}}"),
+            web::get().to(traffic_detail),
+        )
         .route(membership::JOIN_PATH, web::post().to(join))
         .route(
             &format!("{MEMBERS_PATH}/{{name}}"),
@@ -47,6 +55,22 @@ async fn node(req: HttpRequest, app: Data<AppState>) -> HttpResponse {
 async fn kernel(app: Data<AppState>) -> HttpResponse {
     match reports::kernel_table(&app.node).await {
         Ok(table) => body::json(StatusCode::OK, &table),
+        Err(e) => body::error(&e),
+    }
+}
+
+/// [`NODE_TRAFFIC_PATH`]: this node's traffic summary, for the members
+/// that poll it.
+async fn traffic_summary(app: Data<AppState>) -> HttpResponse {
+    body::json(StatusCode::OK, &app.node.traffic.own())
+}
+
+/// `{NODE_TRAFFIC_PATH}/{id}`: one service in detail on this node, for the
+/// member answering `GET /api/v1/traffic/{id}`.
+async fn traffic_detail(id: web::Path<String>, app: Data<AppState>) -> HttpResponse {
+    let detail = api::parse_service_id(&id).and_then(|key| traffic::local_detail(&app.node, &key));
+    match detail {
+        Ok(view) => body::json(StatusCode::OK, &view),
         Err(e) => body::error(&e),
     }
 }

@@ -955,7 +955,113 @@ fn response_samples() -> Vec<(&'static str, Value)> {
             "WatchProgress",
             to(&crate::api::json::WatchProgress { revision: 12 }),
         ),
+        ("Traffic", to(&traffic_sample())),
+        (
+            "TrafficNode",
+            to(&crate::api::json::TrafficNode {
+                reported: false,
+                ..Default::default()
+            }),
+        ),
+        ("TrafficDetail", to(&traffic_detail_sample())),
+        (
+            "TrafficNodeDetail",
+            to(&traffic_detail_sample().nodes["node1"]),
+        ),
+        (
+            "TrafficNodeDetail",
+            to(&crate::api::json::TrafficNodeDetail {
+                reported: false,
+                error: Some("node3: did not answer".into()),
+                ..Default::default()
+            }),
+        ),
     ]
+}
+
+fn traffic_sample() -> crate::api::json::TrafficView {
+    use crate::api::json::{TrafficNode, TrafficRow, TrafficTotal, TrafficView};
+    let busy = TrafficNode {
+        servers_up: 2,
+        servers_total: 2,
+        programmed: true,
+        active_conns: 12,
+        inactive_conns: 30,
+        cps: 4,
+        inbps: 5200,
+        outbps: 88000,
+        reported: true,
+    };
+    TrafficView {
+        sampled_every_ms: 10_000,
+        sample: 42,
+        nodes: vec!["node1".into(), "node2".into()],
+        unreachable: vec!["node2".into()],
+        full: false,
+        services: vec![TrafficRow {
+            service: "tcp-192.0.2.10-443".into(),
+            nodes: [
+                ("node1".to_string(), busy),
+                (
+                    "node2".to_string(),
+                    TrafficNode {
+                        reported: false,
+                        ..Default::default()
+                    },
+                ),
+            ]
+            .into(),
+            total: TrafficTotal {
+                servers_up: 2,
+                servers_total: 2,
+                programmed: 1,
+                active_conns: 12,
+                inactive_conns: 30,
+                cps: 4,
+                inbps: 5200,
+                outbps: 88000,
+            },
+            cps: vec![3, 5, 4],
+        }],
+        removed: vec!["udp-192.0.2.53-53".into()],
+    }
+}
+
+fn traffic_detail_sample() -> crate::api::json::TrafficDetail {
+    use crate::api::json::{TrafficDetail, TrafficHistory, TrafficNodeDetail, TrafficServer};
+    TrafficDetail {
+        service: "tcp-192.0.2.10-443".into(),
+        sampled_every_ms: 10_000,
+        nodes: [(
+            "node1".to_string(),
+            TrafficNodeDetail {
+                reported: true,
+                error: None,
+                programmed: true,
+                servers: vec![TrafficServer {
+                    server: "198.51.100.11-443".into(),
+                    weight: Some(1),
+                    health: "up".into(),
+                    active_conns: 12,
+                    inactive_conns: 30,
+                    cps: 4,
+                    inbps: 5200,
+                    outbps: 88000,
+                }],
+                history: TrafficHistory {
+                    at_ms: vec![1_790_000_000_000, 1_790_000_010_000],
+                    active_conns: vec![10, 12],
+                    inactive_conns: vec![28, 30],
+                    cps: vec![5, 4],
+                    inbps: vec![6100, 5200],
+                    outbps: vec![91000, 88000],
+                    inpps: vec![40, 35],
+                    outpps: vec![70, 66],
+                },
+            },
+        )]
+        .into(),
+    }
 }
 
 fn to<T: serde::Serialize>(view: &T) -> Value {
