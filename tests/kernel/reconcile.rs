@@ -275,6 +275,46 @@ pub fn three_nodes_program_their_kernels() -> Result<(), Failed> {
             == vec![Some(10), Some(20), Some(30)]
     })
     .map_err(|e| format!("{e:?}\n{metrics}"))?;
+    // The traffic summaries: the director's sampler (every 10 s) reads the
+    // connections the kernel keeps for the 60 requests (closed ones stay
+    // as inactive entries for minutes), and its detail has a history.
+    let service = "tcp-10.80.0.1-80";
+    let mut answer = Value::Null;
+    wait_for(Duration::from_secs(25), "the traffic summary", || {
+        answer = get_text(&site.lbs[0], 0, "/api/v1/traffic")
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        answer["services"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["service"] == service))
+            .is_some_and(|row| {
+                let node1 = &row["nodes"]["node1"];
+                node1["programmed"] == true
+                    && node1["servers_total"] == 3
+                    && node1["active_conns"].as_u64().unwrap_or(0)
+                        + node1["inactive_conns"].as_u64().unwrap_or(0)
+                        > 0
+            })
+    })
+    .map_err(|e| format!("{e:?}\n{answer:#}"))?;
+    let detail: Value = serde_json::from_str(&get_text(
+        &site.lbs[0],
+        0,
+        &format!("/api/v1/traffic/{service}"),
+    )?)?;
+    let node1 = &detail["nodes"]["node1"];
+    let weights: Vec<u64> = node1["servers"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|v| v["weight"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(weights.iter().sum::<u64>(), 6, "{detail:#}");
+    let seen = node1["history"]["inactive_conns"]
+        .as_array()
+        .zip(node1["history"]["active_conns"].as_array())
+        .is_some_and(|(i, a)| i.iter().chain(a).any(|n| n.as_u64().unwrap_or(0) > 0));
+    assert!(seen, "{detail:#}");
+
     // The desired state listed with this node's counters, as ipvsadm lists
     // the kernel (read twice each way: the kernel folds its per-CPU counters
     // every two seconds, and one fold may fall between two reads).
