@@ -221,6 +221,89 @@ fn reads_can_be_opened() {
     assert_eq!(created.0, 201);
 }
 
+/// Reads `stream` until what it sent contains `until` or it ends; all it
+/// sent.
+fn read_events(stream: &mut reqwest::blocking::Response, until: &str) -> String {
+    use std::io::Read;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(until) {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// An open watch is no way around a revoked token: after SIGHUP removes
+/// it, the watch's next event is an error, and the stream ends.
+#[test]
+fn a_revoked_token_ends_its_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::new(1);
+    c.nodes[0].env = vec![("API_TOKENS_FILE".into(), token_file(dir.path()))];
+    c.configure_client(Some(ADMIN), None);
+    c.start_all();
+    let http = client();
+    let services = c.nodes[0].url("/api/v1/services");
+    let mut watch = http
+        .get(format!("{services}?watch=true"))
+        .bearer_auth(READ)
+        .send()
+        .unwrap();
+    assert_eq!(watch.status().as_u16(), 200);
+    assert!(read_events(&mut watch, "event: sync").contains("event: sync"));
+
+    std::fs::write(dir.path().join("tokens"), format!("admin {ADMIN}\n")).unwrap();
+    signal(c.nodes[0].pid().unwrap(), "HUP");
+    c.wait(Duration::from_secs(10), "the read token revoked", || {
+        answer(http.get(&services).bearer_auth(READ)).0 == 401
+    });
+    let created = answer(http.post(&services).bearer_auth(ADMIN).json(&web()));
+    assert_eq!(created.0, 201, "{}", created.2);
+    // To its end: the stream must close by itself (the client's timeout
+    // would fail the read otherwise).
+    let rest = read_events(&mut watch, "\u{0}");
+    assert!(rest.contains("event: error"), "{rest}");
+    assert!(rest.contains("unknown token"), "{rest}");
+    assert!(
+        !rest.contains("192.0.2.10"),
+        "a change after the revocation: {rest}"
+    );
+}
+
+/// Watches hold slots of their own, API_MAX_REQUESTS of them: one over
+/// is refused at once (503), and a closed one frees its slot.
+#[test]
+fn watches_are_limited_and_free_their_slots() {
+    let mut c = Cluster::new(1);
+    c.nodes[0].env = vec![("API_MAX_REQUESTS".into(), "2".into())];
+    c.start_all();
+    let http = client();
+    let url = c.nodes[0].url("/api/v1/node?watch=true");
+    let open = || http.get(&url).send().unwrap();
+    let first = open();
+    let second = open();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let (status, _, body) = answer(http.get(&url));
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("watches"), "{body}");
+    // Requests have their own slots: the two watches take none of them.
+    assert_eq!(answer(http.get(c.nodes[0].url("/api/v1/services"))).0, 200);
+    // A client gone is noticed at the next write: an idle watch writes a
+    // keep-alive comment every 5 s.
+    drop(first);
+    c.wait(Duration::from_secs(20), "the closed watch's slot", || {
+        http.get(&url)
+            .send()
+            .is_ok_and(|r| r.status().as_u16() == 200)
+    });
+}
+
 /// Whether something listens on `addr`.
 fn listens(addr: &str) -> bool {
     std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(1)).is_ok()

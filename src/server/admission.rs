@@ -12,6 +12,9 @@ pub struct Limits {
     /// Requests with bodies above [`api::MAX_BODY_BYTES`] (a whole
     /// configuration, up to 16 MiB each).
     large: Arc<Semaphore>,
+    /// Open watches: each holds its slot for as long as it streams, apart
+    /// from the requests' (a browser tab keeps one open for hours).
+    watches: Arc<Semaphore>,
 }
 
 /// Large bodies read at once: with the default 256 requests of 1 MiB, a
@@ -23,6 +26,7 @@ impl Limits {
         Limits {
             requests: Arc::new(Semaphore::new(max_requests)),
             large: Arc::new(Semaphore::new(MAX_LARGE_BODIES)),
+            watches: Arc::new(Semaphore::new(max_requests)),
         }
     }
 
@@ -47,5 +51,14 @@ impl Limits {
             );
         }
         Ok(permits)
+    }
+
+    /// A slot for one watch, held until its stream ends, or the 503 to
+    /// answer: a node streams to at most API_MAX_REQUESTS watchers.
+    pub fn admit_watch(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.watches
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::overloaded("watches", 1))
     }
 }

@@ -130,7 +130,11 @@ fn list_services(r: &Request<'_>, app: &AppState) -> Reply {
             field: "?since",
         },
     };
-    Ok(events::services(watches::watch_services(&app.node, since)?))
+    let lease = watch_lease(r, app, Operation::ListServices)?;
+    Ok(events::services(
+        watches::watch_services(&app.node, since)?,
+        lease,
+    ))
 }
 
 /// The header a browser's `EventSource` sends when it reconnects: the `id`
@@ -258,6 +262,25 @@ fn server_answer(
     }
 }
 
+/// The slot and the token check that keep a watch of `op` open (see
+/// [`events::Lease`]).
+fn watch_lease(r: &Request<'_>, app: &AppState, op: Operation) -> Result<events::Lease, ApiError> {
+    let slot = app.limits.admit_watch()?;
+    let shared = r.http.app_data::<actix_web::web::Data<AppState>>().cloned();
+    let authorization = r
+        .http
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    Ok(events::Lease {
+        slot,
+        allowed: Box::new(move || match &shared {
+            Some(app) => app.policy().check(op.access(), authorization.as_deref()),
+            None => Ok(()),
+        }),
+    })
+}
+
 /// `GET /api/v1/node` (`?programmed=N&timeout_ms=T`: a long poll;
 /// `?watch=true`: the report as server-sent events, each time it changes).
 async fn get_node(r: &Request<'_>, app: &AppState) -> Reply {
@@ -270,7 +293,8 @@ async fn get_node(r: &Request<'_>, app: &AppState) -> Reply {
                 "?watch=true is a stream of reports: it takes neither ?programmed nor ?timeout_ms",
             ));
         }
-        return Ok(events::node(watches::watch_node(&app.node)));
+        let lease = watch_lease(r, app, Operation::GetNode)?;
+        return Ok(events::node(watches::watch_node(&app.node), lease));
     }
     let report = reports::report_when(&app.node, programmed, timeout_ms).await;
     Ok(json(StatusCode::OK, &report))
