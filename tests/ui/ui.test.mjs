@@ -555,22 +555,24 @@ try {
   const now = Math.floor(Date.now() / 1000);
   const spark = Array.from({ length: 90 }, (_, i) => Math.round(50 + 40 * Math.sin(i / 8)));
   const nodeRow = (up) => ({ servers_up: up, servers_total: 2, programmed: true, active_conns: 12, inactive_conns: 3, cps: 41, inbps: 120000, outbps: 880000 });
+  // The shapes of branch traffic's TrafficView and TrafficDetail.
   const summary = {
-    sampled_every_ms: 10000, nodes: names, sample: 7,
+    sampled_every_ms: 10000, nodes: names, sample: 7, unreachable: [], full: true, removed: [],
     services: [{
       service: 'udp-192.0.2.53-53',
       nodes: Object.fromEntries(names.map((n) => [n, nodeRow(2)])),
-      total: { servers_up: 6, servers_total: 6, active_conns: 36, inactive_conns: 9, cps: 123, inbps: 360000, outbps: 2640000 },
+      total: { servers_up: 6, servers_total: 6, programmed: 3, active_conns: 36, inactive_conns: 9, cps: 123, inbps: 360000, outbps: 2640000 },
       cps: spark,
     }],
   };
   const history = (k) => ({
-    timestamps: Array.from({ length: 90 }, (_, i) => now - (89 - i) * 10),
+    at_ms: Array.from({ length: 90 }, (_, i) => (now - (89 - i) * 10) * 1000),
     cps: spark.map((v) => v + k * 10),
   });
   const detailAnswer = {
     service: 'udp-192.0.2.53-53',
-    nodes: Object.fromEntries(names.map((n, k) => [n, { servers: [], history: history(k) }])),
+    sampled_every_ms: 10000,
+    nodes: Object.fromEntries(names.map((n, k) => [n, { reported: true, programmed: true, servers: [], history: history(k) }])),
   };
   const sinceAsked = [];
   await page.route('**/api/v1/traffic**', (route) => {
@@ -578,7 +580,7 @@ try {
     if (u.pathname === '/api/v1/traffic') {
       const since = u.searchParams.get('since');
       if (since !== null) sinceAsked.push(since);
-      const body = since === null ? summary : { ...summary, services: [], removed: [] };
+      const body = since === null ? summary : { ...summary, full: false, services: [], removed: [] };
       return route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(body) });
     }
     return route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(detailAnswer) });

@@ -7,19 +7,21 @@ import { h, short } from './dom.js';
 
 const COLORS = ['#2563eb', '#16a34a', '#dc2626', '#9333ea', '#ea580c', '#0891b2'];
 
-/** The history of one node in the answer: `{t: [unix s], cps: [...]}`.
- *  Accepts `history: {timestamps, cps}` (the contract) and, until the API
- *  is merged, `history: [{t|at, cps}]`. */
+/** The history of one node in the answer as `{t: [unix s], cps: [...]}`:
+ *  `history: {at_ms: [unix ms], cps: [...]}` as branch traffic has it
+ *  (`timestamps` in the first draft of the contract, and a list of points,
+ *  are read too until the API is merged). A member that did not answer
+ *  (`reported: false`) has none. */
 function nodeHistory(n) {
   const hist = n?.history;
-  if (!hist) return null;
+  if (!hist || n.reported === false) return null;
   if (Array.isArray(hist)) {
     return {
       t: hist.map((p) => toSeconds(p.t ?? p.at ?? p.timestamp)),
       cps: hist.map((p) => p.cps ?? null),
     };
   }
-  const ts = hist.timestamps ?? hist.t ?? hist.at;
+  const ts = hist.at_ms ?? hist.timestamps ?? hist.t;
   if (!Array.isArray(ts)) return null;
   return { t: ts.map(toSeconds), cps: hist.cps ?? hist.series?.cps ?? [] };
 }

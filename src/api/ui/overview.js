@@ -8,6 +8,7 @@ import { h, $, short, hostPort, serviceTitle } from './dom.js';
 
 const ROW_HEIGHT = 32; // px; style.css gives .overview tr the same height
 const OVERSCAN = 8;
+const SPARK_POINTS = 90; // 15 min at one sample every 10 s
 const STATE_ORDER = ['down', 'degraded', 'drift', 'draining'];
 
 /** Sorts IPv4 numerically and anything else as text. */
@@ -41,6 +42,7 @@ export class Overview {
     this.traffic = new Map(); // id → traffic summary row
     this.rows = new Map(); // id → derived row
     this.view = []; // the rows after filter and sort
+    this.elements = new WeakMap(); // row → its <tr>, while the row is current
     this.sort = { key: 'service', dir: 1 };
     this.filter = { text: '', protocol: '', state: '' };
     this.selected = null;
@@ -137,9 +139,12 @@ export class Overview {
     const t = this.traffic.get(id);
     let nodes;
     if (t?.nodes) {
-      nodes = Object.entries(t.nodes).sort(([a], [b]) => a.localeCompare(b)).map(([name, n]) => ({
-        name, up: n.servers_up, total: n.servers_total, programmed: n.programmed,
-      }));
+      // A member that did not answer the last round has zeros there
+      // (`reported: false`): unknown, not down.
+      nodes = Object.entries(t.nodes).sort(([a], [b]) => a.localeCompare(b)).map(([name, n]) => (
+        n.reported === false
+          ? { name, up: undefined, total: n.servers_total }
+          : { name, up: n.servers_up, total: n.servers_total, programmed: n.programmed }));
     } else {
       nodes = this.health(id, s);
     }
@@ -162,7 +167,7 @@ export class Overview {
       upRatio: ratios.length ? Math.min(...ratios) : 2,
       cps: typeof total?.cps === 'number' ? total.cps : null,
       bps: typeof total?.inbps === 'number' ? total.inbps + (total.outbps ?? 0) : null,
-      spark: Array.isArray(t?.cps) ? t.cps : null,
+      spark: Array.isArray(t?.cps) ? sparkPoints(t.cps) : null,
       addressKey: addressKey(s),
       protocol: s.fwmark !== undefined ? 'fwmark' : s.protocol,
       // What the search box matches: the id, "addr:port" and the title.
@@ -214,8 +219,26 @@ export class Overview {
     const first = Math.max(0, Math.floor(top / ROW_HEIGHT) - OVERSCAN);
     const last = Math.min(this.view.length, Math.ceil((top + height) / ROW_HEIGHT) + OVERSCAN);
     this.tbody.parentElement.style.transform = `translateY(${first * ROW_HEIGHT}px)`;
-    const rows = this.view.slice(first, last).map((r) => this.rowElement(r));
-    this.tbody.replaceChildren(...rows);
+    // A row's element is kept while its row is unchanged (rows are derived
+    // anew only when their service, traffic or health changes), and only
+    // the rows that left the window are removed: focus and hover survive
+    // a refresh.
+    const rows = this.view.slice(first, last).map((r) => {
+      let el = this.elements.get(r);
+      if (!el) {
+        el = this.rowElement(r);
+        this.elements.set(r, el);
+      }
+      const selected = r.id === this.selected;
+      el.classList.toggle('selected', selected);
+      el.setAttribute('aria-selected', String(selected));
+      return el;
+    });
+    const wanted = new Set(rows);
+    for (const el of [...this.tbody.children]) if (!wanted.has(el)) el.remove();
+    rows.forEach((el, i) => {
+      if (this.tbody.children[i] !== el) this.tbody.insertBefore(el, this.tbody.children[i] ?? null);
+    });
     if (!this.firstRows && rows.length) {
       this.firstRows = true;
       performance.mark('ipvs:first-rows');
@@ -239,12 +262,7 @@ export class Overview {
     const markers = r.markers.length
       ? r.markers.map((m) => h('span', { class: `badge ${m === 'down' ? 'bad' : m === 'draining' ? 'drain' : 'warn'}`, dataset: { marker: m } }, m))
       : h('span', { class: 'badge ok' }, 'ok');
-    return h('tr', {
-      dataset: { service: r.id },
-      tabindex: '0',
-      class: r.id === this.selected ? 'selected' : '',
-      'aria-selected': r.id === this.selected ? 'true' : 'false',
-    },
+    return h('tr', { dataset: { service: r.id }, tabindex: '0' },
     h('td', { class: 'col-service mono', title: r.id }, r.title),
     h('td', { class: 'col-scheduler' }, s.scheduler),
     h('td', { class: 'col-servers' }, nodes),
@@ -253,6 +271,13 @@ export class Overview {
     h('td', { class: 'col-state' }, markers),
     h('td', { class: 'col-trend' }, r.spark ? sparkline(r.spark) : ''));
   }
+}
+
+/** The summary leaves an idle stretch's leading zeros out (an idle
+ *  service has `[]`): put them back, so that the line's right end is now. */
+function sparkPoints(cps) {
+  return cps.length >= SPARK_POINTS ? cps.slice(-SPARK_POINTS)
+    : [...new Array(SPARK_POINTS - cps.length).fill(0), ...cps];
 }
 
 /** A 90×20 canvas line of `values` (oldest first), scaled to its maximum. */

@@ -24,14 +24,14 @@ export function pollTraffic(onUpdate) {
     try {
       const { data } = await api('GET', path.traffic(sample ?? undefined));
       available = true;
-      const full = sample === null || data.full === true;
+      // `full`: the whole table (no since, or one the node no longer
+      // knows); else the changed rows, after removing `removed`.
+      const full = sample === null || data.full !== false;
       sample = data.sample ?? null;
-      // The removed services' ids: `removed` in the contract; tolerate the
-      // other plausible spellings until the API is merged.
-      const removed = data.removed ?? data.removed_services ?? data.deleted ?? [];
+      const removed = data.removed ?? [];
       onUpdate(data.services ?? [], removed, full, data);
     } catch (e) {
-      if (e.status === 404 && e.error?.code !== 'not_found_service') {
+      if (e.status === 404) {
         if (available) onUpdate([], [], true, null);
         available = false;
         sample = null;
