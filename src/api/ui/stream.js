@@ -55,6 +55,8 @@ export function watchServices(on) {
 
   function retry(err) {
     if (stopped) return;
+    // Marks the benchmark (tests/ui/bench.mjs) reads: a reconnect and why.
+    performance.mark('ipvs:watch-retry', { detail: err.message });
     on.status(err);
     const wait = RETRY_MS[Math.min(failures, RETRY_MS.length - 1)];
     failures += 1;
@@ -105,6 +107,7 @@ export function watchServices(on) {
   function dispatch(event) {
     const data = JSON.parse(event.data);
     if (event.kind === 'sync') {
+      performance.mark('ipvs:watch-sync', { detail: data.revision });
       revision = data.revision;
       on.sync(data);
     } else if (event.kind === 'change') {
