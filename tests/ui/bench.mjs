@@ -3,6 +3,13 @@
 // loaded in one PUT /api/v1/config, and a follower's UI opened in a new
 // browser. Prints, as a Markdown table:
 //
+// - the bytes the page received to load (all of them before the idle
+//   window);
+// - idle traffic twice: Chromium's count, in which the tail of the
+//   watch's multi-megabyte sync is still being accounted seconds after the
+//   page used it (the stream's own bytes, read here outside the browser
+//   from the page's revision on, are a heartbeat), and the polls plus
+//   that heartbeat;
 // - first paint (the browser's first-contentful-paint) and first table rows
 //   (the page's own `ipvs:first-rows` mark: the list arrived by the watch's
 //   `sync` and its first rows are in the DOM), both from navigation start;
@@ -144,14 +151,19 @@ try {
   const cdp = await page.context().newCDPSession(page);
   await cdp.send('Network.enable');
   // Bytes as received (encoded, headers included), with when.
-  const received = []; // [when, bytes, url]
-  const urls = new Map(); // requestId → path and query
+  // [when (the browser's clock, s), bytes, request]: the events' own
+  // timestamps, since the events of a multi-megabyte answer reach this
+  // script seconds after the bytes reached the browser.
+  const received = [];
+  const urls = new Map(); // requestId → method, path and query
+  let marker = null; // the request that starts the idle window
   cdp.on('Network.requestWillBeSent', (e) => {
     const u = new URL(e.request.url);
     urls.set(e.requestId, `${e.request.method} ${u.pathname}${u.search}`);
+    if (u.pathname === '/readyz' && marker === 'waiting') marker = e.timestamp;
   });
-  cdp.on('Network.dataReceived', (e) => received.push([Date.now(), e.encodedDataLength, urls.get(e.requestId)]));
-  cdp.on('Network.responseReceived', (e) => received.push([Date.now(), e.response.encodedDataLength ?? 0, urls.get(e.requestId)]));
+  cdp.on('Network.dataReceived', (e) => received.push([e.timestamp, e.encodedDataLength, urls.get(e.requestId)]));
+  cdp.on('Network.responseReceived', (e) => received.push([e.timestamp, e.response.encodedDataLength ?? 0, urls.get(e.requestId)]));
 
   log(`opening ${follower.name}'s UI`);
   await page.goto(`http://127.0.0.1:${follower.http}/`);
@@ -163,21 +175,49 @@ try {
     elements: document.getElementsByTagName('*').length,
     count: document.getElementById('overview-count').textContent,
   }));
-  const loadBytes = received.reduce((a, [, b]) => a + b, 0);
 
   log('settling 6 s, then counting idle traffic for 20 s');
   await sleep(6000);
-  const t0 = Date.now();
-  await sleep(20000);
-  const windows = Array.from({ length: 10 }, (_, k) => received
-    .filter(([t]) => t >= t0 + k * 2000 && t < t0 + (k + 1) * 2000)
+  // The window starts when the browser sends a marker request (the page
+  // never asks for /readyz itself; its bytes are left out).
+  marker = 'waiting';
+  await page.evaluate(() => fetch('/readyz').then((r) => r.text()));
+  await waitFor('the marker request', () => typeof marker === 'number');
+  const t0 = marker;
+  await sleep(21000);
+  const idle = received.filter(([, , u]) => u !== 'GET /readyz');
+  const loadBytes = received.filter(([t]) => t < t0).reduce((a, [, b]) => a + b, 0);
+  const windows = Array.from({ length: 10 }, (_, k) => idle
+    .filter(([t]) => t >= t0 + k * 2 && t < t0 + (k + 1) * 2)
     .reduce((a, [, b]) => a + b, 0));
   const idleAvg = windows.reduce((a, b) => a + b, 0) / windows.length;
   const idleMax = Math.max(...windows);
   // What the idle bytes were, by request.
   const byUrl = new Map();
-  for (const [t, b, u] of received) {
-    if (t >= t0 && t < t0 + 20000) byUrl.set(u, (byUrl.get(u) ?? 0) + b);
+  for (const [t, b, u] of idle) {
+    if (t >= t0 && t < t0 + 20) byUrl.set(u, (byUrl.get(u) ?? 0) + b);
+  }
+
+  // The server's side of the same watch, read here for 10 s from the
+  // revision the page synced at: what the stream carries when idle.
+  const syncRev = await page.evaluate(() => performance.getEntriesByName('ipvs:watch-sync')[0]?.detail);
+  const raw = { bytes: 0, events: {} };
+  {
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), 10000);
+    try {
+      const r = await fetch(`http://127.0.0.1:${follower.http}/api/v1/services?watch=true&since=${syncRev}`, { signal: ac.signal });
+      const dec = new TextDecoder();
+      for await (const chunk of r.body) {
+        raw.bytes += chunk.length;
+        for (const m of dec.decode(chunk, { stream: true }).matchAll(/^event: (\w+)$/gm)) {
+          raw.events[m[1]] = (raw.events[m[1]] ?? 0) + 1;
+        }
+      }
+    } catch {
+      // aborted after 10 s
+    }
+    clearTimeout(timer);
   }
 
   log('12 keystrokes in the search box');
@@ -208,14 +248,17 @@ try {
   console.log('|---|---|');
   console.log(`| first paint (first-contentful-paint) | ${ms(timing.fcp)} |`);
   console.log(`| first table rows (${timing.count}) | ${ms(timing.firstRows)} |`);
-  console.log(`| bytes received until then | ${kb(loadBytes)} |`);
+  console.log(`| bytes received to load the page (all before the idle window) | ${kb(loadBytes)} |`);
   console.log(`| overview rows in the DOM / elements in the page | ${timing.rows} / ${timing.elements} |`);
   console.log(`| idle refresh traffic per 2 s (mean of 10 windows) | ${kb(idleAvg)} |`);
   console.log(`| idle refresh traffic, worst 2 s | ${kb(idleMax)} |`);
+  const polls = [...byUrl].filter(([u]) => !u.startsWith('GET /api/v1/services?watch=true')).reduce((a, [, b]) => a + b, 0);
+  console.log(`| idle refresh traffic per 2 s: the polls, and the watch as read outside the browser | ${kb(polls / 10 + raw.bytes / 5)} |`);
   console.log(`| filter keystroke to result painted (median of ${times.length}) | ${times[Math.floor(times.length / 2)].toFixed(1)} ms |`);
   console.log(`| filter keystroke to result painted (worst) | ${times.at(-1).toFixed(1)} ms |`);
   console.log(`\nsearch "${keys}": ${after}`);
   console.log(`\nthe watch: ${watch.join('; ')}`);
+  console.log(`the watch from revision ${syncRev}, read for 10 s outside the browser: ${raw.bytes} bytes, events ${JSON.stringify(raw.events)}`);
   console.log('\nidle bytes in 20 s by request:');
   for (const [u, b] of [...byUrl].sort((x, y) => y[1] - x[1])) console.log(`  ${kb(b)}  ${u}`);
   if (errors.length) {
