@@ -3,12 +3,17 @@
 //! admin surface. Pure code, like the rest of `api`; the server turns a
 //! [`Served`] into an HTTP response.
 //!
-//! Four files, so `include_bytes!` rather than an embedding crate: the table
-//! below is the whole of it, and the compiler already rebuilds when one of
-//! the files changes. The files are plain HTML, CSS and JavaScript with no
-//! build step; `ui/app.js` builds every element with `createElement` and
-//! `textContent`, which the Content-Security-Policy's Trusted Types
-//! directive enforces in the browser (an `innerHTML` assignment throws).
+//! A dozen files, so `include_bytes!` rather than an embedding crate: the
+//! table below is the whole of it, and the compiler already rebuilds when
+//! one of the files changes. The files are plain HTML, CSS and JavaScript
+//! modules with no build step; the scripts build every element with
+//! `createElement` and `textContent`, which the Content-Security-Policy's
+//! Trusted Types directive enforces in the browser (an `innerHTML`
+//! assignment throws). One file is vendored: `uplot.min.js` (and its style
+//! sheet), the charting library uPlot 1.6.32 (MIT, its licence at the top of
+//! the file), which draws on a canvas, builds its legend with
+//! `createElement`, and sets styles through the CSSOM (which `style-src
+//! 'self'` allows), so the policy needed no change for it.
 
 use super::error::{ApiError, ErrorCode};
 
@@ -64,6 +69,46 @@ pub const ASSETS: &[Asset] = &[
         "app.js",
         "text/javascript; charset=utf-8",
         include_bytes!("ui/app.js"),
+    ),
+    asset(
+        "api.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("ui/api.js"),
+    ),
+    asset(
+        "dom.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("ui/dom.js"),
+    ),
+    asset(
+        "stream.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("ui/stream.js"),
+    ),
+    asset(
+        "traffic.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("ui/traffic.js"),
+    ),
+    asset(
+        "overview.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("ui/overview.js"),
+    ),
+    asset(
+        "chart.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("ui/chart.js"),
+    ),
+    asset(
+        "uplot.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("ui/uplot.min.js"),
+    ),
+    asset(
+        "uplot.min.css",
+        "text/css; charset=utf-8",
+        include_bytes!("ui/uplot.min.css"),
     ),
     asset(
         "style.css",

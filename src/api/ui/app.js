@@ -1,8 +1,16 @@
-// ipvs-manager web UI: virtual services with their real servers and each
-// node's kernel counters, the cluster with each node's reconcile status, and
-// forms that write through the REST API of the node that served this page.
+// ipvs-manager web UI: the services overview (a virtually scrolled table
+// kept current by the services watch, with the traffic summary's rates), a
+// service's detail on demand (its real servers, each node's health and
+// kernel counters, a traffic chart), the cluster with each node's reconcile
+// status, and forms that write through the REST API of the node that
+// served this page.
 //
-// Rules this file keeps:
+// Modules: api.js (requests, token), dom.js (element building, formatting),
+// stream.js (the services watch), traffic.js (the traffic summary),
+// overview.js (the table), chart.js (the chart, drawn by the vendored
+// uPlot); this file wires them and holds the detail, cluster and forms.
+//
+// Rules these files keep:
 // - Every element is made with document.createElement and every value from
 //   the API goes in as text (textContent, or a string argument of append,
 //   which makes a text node) or as an attribute value; no HTML is parsed
@@ -10,33 +18,20 @@
 //   Types with no policy make any innerHTML assignment throw.
 // - Validation is the API's: forms send what was typed, and the API's
 //   messages are shown next to the field each one names.
-// - Every request goes through api(), the one place that adds a bearer token
-//   (kept in sessionStorage, asked for when the node answers 401).
+// - Every request goes through api.js, the one place that adds a bearer
+//   token (kept in sessionStorage, asked for when the node answers 401).
+// - Nothing the size of the service list is polled: the list comes from the
+//   watch, the rates from the traffic summary's changes; what is polled
+//   every 2 s is small (the cluster, this node, the open service).
+
+import { api, ApiError, path } from './api.js';
+import { h, $, short, hostPort, serviceTitle } from './dom.js';
+import { watchServices } from './stream.js';
+import { pollTraffic } from './traffic.js';
+import { Overview } from './overview.js';
+import { trafficChart } from './chart.js';
 
 const POLL_MS = 2000;
-const TOKEN_KEY = 'ipvs-manager.token';
-
-// ---------------------------------------------------------------- DOM helper
-
-/** An element with properties and children; strings become text nodes. */
-function h(tag, props = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === 'class') el.className = value;
-    else if (key === 'text') el.textContent = String(value);
-    else if (key === 'dataset') Object.assign(el.dataset, value);
-    else if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
-    else el.setAttribute(key, value === true ? '' : String(value));
-  }
-  for (const child of children.flat(Infinity)) {
-    if (child === undefined || child === null || child === false) continue;
-    el.append(child instanceof Node ? child : String(child));
-  }
-  return el;
-}
-
-const $ = (id) => document.getElementById(id);
 
 /**
  * Makes `container`'s children the given items, keyed: an item whose
@@ -62,112 +57,7 @@ function reconcileChildren(container, items) {
   while (container.children.length > wanted.length) container.lastElementChild.remove();
 }
 
-// ---------------------------------------------------------------- the API
-
-/** A refused or failed request: the API's error object and the status. */
-class ApiError extends Error {
-  constructor(status, error) {
-    super(error?.message ?? `HTTP ${status}`);
-    this.status = status;
-    this.error = error ?? { code: 'http', message: `HTTP ${status}` };
-  }
-}
-
-let tokenPrompt = null;
-
-/**
- * The one way this page talks to the node: JSON in and out, the bearer
- * token if one is kept, and one retry after asking for a token on 401.
- */
-async function api(method, path, { body, ifMatch, retried = false } = {}) {
-  const headers = { Accept: 'application/json' };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  if (ifMatch !== undefined) headers['If-Match'] = `"${ifMatch}"`;
-  const token = sessionStorage.getItem(TOKEN_KEY);
-  if (token) headers.Authorization = `Bearer ${token}`;
-  let resp;
-  try {
-    resp = await fetch(path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      cache: 'no-store',
-      credentials: 'same-origin',
-    });
-  } catch (e) {
-    throw new ApiError(0, { code: 'network', message: `cannot reach the node: ${e.message}` });
-  }
-  if (resp.status === 401 && !retried) {
-    if (token) sessionStorage.removeItem(TOKEN_KEY);
-    // Concurrent requests share one prompt.
-    tokenPrompt ??= askToken().finally(() => { tokenPrompt = null; });
-    if (await tokenPrompt) return api(method, path, { body, ifMatch, retried: true });
-  }
-  const text = await resp.text();
-  let data = null;
-  if (text) {
-    try {
-      data = JSON.parse(text);
-    } catch {
-      data = null;
-    }
-  }
-  if (!resp.ok) throw new ApiError(resp.status, data?.error);
-  return { status: resp.status, data };
-}
-
-/** Asks for an API token; resolves to it, or null when cancelled. */
-function askToken() {
-  const dialog = $('token-dialog');
-  const form = $('token-form');
-  form.reset();
-  return new Promise((resolve) => {
-    const done = (value) => {
-      form.removeEventListener('submit', submit);
-      dialog.removeEventListener('close', cancel);
-      if (dialog.open) dialog.close();
-      resolve(value);
-    };
-    const submit = (e) => {
-      e.preventDefault();
-      const token = form.elements.token.value.trim();
-      if (token) sessionStorage.setItem(TOKEN_KEY, token);
-      done(token || null);
-    };
-    const cancel = () => done(null);
-    form.addEventListener('submit', submit);
-    dialog.addEventListener('close', cancel);
-    dialog.showModal();
-  });
-}
-
-const path = {
-  services: () => '/api/v1/services',
-  service: (id) => `/api/v1/services/${encodeURIComponent(id)}`,
-  servers: (id) => `/api/v1/services/${encodeURIComponent(id)}/servers`,
-  server: (id, sid) =>
-    `/api/v1/services/${encodeURIComponent(id)}/servers/${encodeURIComponent(sid)}`,
-  cluster: () => '/api/v1/cluster',
-  node: () => '/api/v1/node',
-  memberKernel: (name) => `/api/v1/cluster/members/${encodeURIComponent(name)}/kernel`,
-};
-
 // ---------------------------------------------------------------- formatting
-
-const SI = ['', 'k', 'M', 'G', 'T', 'P', 'E'];
-
-/** 1234567 → "1.23M" (the exact value goes in the title). */
-function short(n) {
-  if (typeof n !== 'number' || !Number.isFinite(n)) return '–';
-  let i = 0;
-  let v = n;
-  while (Math.abs(v) >= 10000 && i < SI.length - 1) {
-    v /= 1000;
-    i += 1;
-  }
-  if (i === 0) return String(n);
-  return `${v >= 100 ? v.toFixed(0) : v.toFixed(1)}${SI[i]}`;
-}
 
 function numCell(n, suffix = '') {
   return h('td', { class: 'num', title: typeof n === 'number' ? n.toLocaleString('en') : undefined },
@@ -192,14 +82,6 @@ function dateTime(rfc3339) {
 function secondsLeft(until) {
   const ms = new Date(until).getTime() - Date.now();
   return Number.isNaN(ms) ? 0 : Math.max(0, Math.ceil(ms / 1000));
-}
-
-const isV6 = (addr) => String(addr).includes(':');
-const hostPort = (addr, port) => (isV6(addr) ? `[${addr}]:${port}` : `${addr}:${port}`);
-
-function serviceTitle(s) {
-  if (s.fwmark !== undefined) return `FWM ${s.fwmark} ${s.family === 'ipv6' ? 'IPv6' : 'IPv4'}`;
-  return `${String(s.protocol).toUpperCase()} ${hostPort(s.address, s.port)}`;
 }
 
 function drainText(drain) {
@@ -292,15 +174,24 @@ const kernelServerId = (dest) => `${idAddress(dest.addr)}-${dest.port}`;
 // ---------------------------------------------------------------- state
 
 const state = {
-  services: [],
   cluster: null,
   node: null,
-  /** member name → {table} | {error} */
+  /** member name → {table} | {error}; read only while a service's detail
+   *  or the cluster view is shown (at 5,000 services a table is megabytes). */
   kernels: new Map(),
   /** member name → its health checks, from its own report (its node view,
    *  which the cluster view carries): {probes: "service server" → probe,
-   *  allDown: Set of service ids}; absent when the member did not answer. */
+   *  allDown: Set of service ids, down: service id → servers down};
+   *  absent when the member did not answer. */
   health: new Map(),
+  /** The service whose detail is open: its id, and the service as
+   *  `GET /api/v1/services/{id}` answers (with each node's health view). */
+  selected: null,
+  detail: null,
+  /** The detail's chart: the uPlot instance and the last answer. */
+  chart: null,
+  watchError: null,
+  watching: false,
   updated: null,
   error: null,
 };
@@ -309,8 +200,20 @@ const folded = new Set();
 let pollTimer = null;
 let pollSeq = 0;
 
+const overview = new Overview({
+  health: overviewHealth,
+  onOpen: (id) => openDetail(id),
+});
+
+/** A service as the watch last delivered it. */
 function serviceById(id) {
-  return state.services.find((s) => s.id === id);
+  if (state.detail?.id === id) return state.detail;
+  return overview.services.get(id);
+}
+
+/** Every service, in the overview's order of ids. */
+function allServices() {
+  return [...overview.services.values()];
 }
 
 /** The member names, sorted, as the cluster view lists them. */
@@ -318,35 +221,96 @@ function memberNames() {
   return (state.cluster?.members ?? []).map((m) => m.id).sort();
 }
 
+/** Servers up/total on each node for the overview, from the health checks
+ *  each node reports (used while the traffic summary has no row): a server
+ *  not probed counts as up. */
+function overviewHealth(id, s) {
+  const total = s.servers.length;
+  return memberNames().map((name) => {
+    const hv = state.health.get(name);
+    if (!hv) return { name, up: undefined, total };
+    return { name, up: total - (hv.down.get(id) ?? 0), total };
+  });
+}
+
+// ---------------------------------------------------------------- the watch
+
+watchServices({
+  sync: (data) => {
+    state.watching = true;
+    overview.replaceAll(data.services);
+    renderLive();
+    if (state.selected) refresh();
+  },
+  change: (data) => {
+    overview.applyChanges(data.changes);
+    // The open service changed: read it again (with its health views).
+    if (state.selected && data.changes.some((c) => c.id === state.selected)) {
+      if (!overview.services.has(state.selected)) closeDetail();
+      else refresh();
+    }
+  },
+  status: (err) => {
+    state.watchError = err;
+    renderLive();
+  },
+});
+
+pollTraffic((rows, removed, full) => overview.applyTraffic(rows, removed, full));
+
 // ---------------------------------------------------------------- polling
+
+/** What a view shows that kernel tables feed: the detail's counters, and
+ *  the cluster view's drift. */
+function needKernels() {
+  return Boolean(state.selected) || location.hash === '#cluster';
+}
 
 async function refresh() {
   clearTimeout(pollTimer);
   const seq = ++pollSeq;
   try {
-    const [services, cluster, node] = await Promise.all([
-      api('GET', path.services()),
+    const selected = state.selected;
+    const [cluster, node, detail] = await Promise.all([
       api('GET', path.cluster()),
       api('GET', path.node()),
+      selected
+        ? api('GET', path.service(selected)).then((r) => r.data, (e) => (e.status === 404 ? null : Promise.reject(e)))
+        : null,
     ]);
     const names = cluster.data.members.map((m) => m.id);
-    const tables = await Promise.all(names.map((name) =>
-      api('GET', path.memberKernel(name)).then(
-        (r) => ({ table: r.data }),
-        (e) => ({ error: e.message }),
-      )));
+    const tables = needKernels()
+      ? await Promise.all(names.map((name) =>
+        api('GET', path.memberKernel(name)).then(
+          (r) => ({ table: r.data }),
+          (e) => ({ error: e.message }),
+        )))
+      : null;
     if (seq !== pollSeq) return; // a newer refresh (after a write) won
-    state.services = services.data;
     state.cluster = cluster.data;
     state.node = node.data;
-    state.kernels = new Map(names.map((n, i) => [n, tables[i]]));
-    state.health = new Map(cluster.data.members.filter((m) => m.node?.health).map((m) => [m.id, {
-      probes: new Map(m.node.health.servers.map((p) => [`${p.service} ${p.server}`, p])),
-      allDown: new Set(m.node.health.all_down),
-    }]));
+    state.detail = selected && selected === state.selected ? detail : state.detail;
+    state.kernels = tables ? new Map(names.map((n, i) => [n, tables[i]])) : new Map();
+    const healthSig = JSON.stringify(cluster.data.members.map((m) => [m.id, m.node?.health]));
+    state.health = new Map(cluster.data.members.filter((m) => m.node?.health).map((m) => {
+      const down = new Map();
+      for (const p of m.node.health.servers) {
+        if (p.state === 'down') down.set(p.service, (down.get(p.service) ?? 0) + 1);
+      }
+      return [m.id, {
+        probes: new Map(m.node.health.servers.map((p) => [`${p.service} ${p.server}`, p])),
+        allDown: new Set(m.node.health.all_down),
+        down,
+      }];
+    }));
+    if (healthSig !== refresh.healthSig) {
+      refresh.healthSig = healthSig;
+      overview.healthChanged();
+    }
     state.updated = new Date();
     state.error = null;
     render();
+    if (state.selected) loadChart();
   } catch (e) {
     if (seq !== pollSeq) return;
     state.error = e;
@@ -371,8 +335,8 @@ document.addEventListener('visibilitychange', () => {
 function render() {
   renderLive();
   renderSummary();
-  renderServices();
-  renderCluster();
+  renderDetail();
+  if (location.hash === '#cluster') renderCluster();
 }
 
 function renderLive() {
@@ -381,6 +345,11 @@ function renderLive() {
   live.classList.toggle('paused', document.hidden);
   if (state.error) {
     live.textContent = `not updating: ${state.error.message}`;
+  } else if (state.watchError) {
+    live.classList.add('error');
+    live.textContent = `not updating: ${state.watchError.message}`;
+  } else if (!state.watching) {
+    live.textContent = 'loading…';
   } else if (state.updated) {
     live.textContent = `live · updated ${state.updated.toLocaleTimeString('en-GB')}`;
   } else {
@@ -419,28 +388,72 @@ function kernelSlice(s) {
   return slice;
 }
 
-function renderServices() {
-  const container = $('services');
-  if (state.services.length === 0) {
-    reconcileChildren(container, [{
-      key: '(empty)',
-      sig: '',
-      build: () => h('p', { class: 'empty' },
-        'No virtual services yet. Add one with “Add service”.'),
-    }]);
+// --- a service's detail
+
+function openDetail(id) {
+  if (state.selected !== id) {
+    state.chart?.plot?.destroy();
+    state.chart = null;
+    $('chart').replaceChildren();
+  }
+  state.selected = id;
+  state.detail = overview.services.get(id) ?? null;
+  overview.select(id);
+  $('detail').hidden = false;
+  renderDetail();
+  refresh();
+}
+
+function closeDetail() {
+  state.selected = null;
+  state.detail = null;
+  state.chart?.plot?.destroy();
+  state.chart = null;
+  $('chart').replaceChildren();
+  overview.select(null);
+  $('detail').hidden = true;
+  $('services').replaceChildren();
+}
+
+$('detail-close').addEventListener('click', closeDetail);
+
+function renderDetail() {
+  const s = state.detail;
+  if (!state.selected || !s) return;
+  const slice = kernelSlice(s);
+  // Countdowns change every poll; only draining services show one.
+  const drains = [s.draining, ...s.servers.map((r) => r.draining)]
+    .filter(Boolean).map((d) => secondsLeft(d.until));
+  reconcileChildren($('services'), [{
+    key: s.id,
+    sig: JSON.stringify([s, slice, drains, folded.has(s.id), allDownNodes(s.id), memberNames()]),
+    build: () => serviceCard(s, slice),
+  }]);
+}
+
+/** The open service's chart, from `/api/v1/traffic/{service}`; nothing
+ *  (a note) while the node has no traffic API. */
+async function loadChart() {
+  const id = state.selected;
+  const box = $('chart');
+  let answer = null;
+  let note = null;
+  try {
+    answer = (await api('GET', path.serviceTraffic(id))).data;
+  } catch (e) {
+    note = e.status === 404 ? 'No traffic history: this node does not keep one.' : `No traffic history: ${e.message}`;
+  }
+  if (id !== state.selected) return;
+  if (note) {
+    state.chart?.plot?.destroy();
+    state.chart = null;
+    if (box.textContent !== note) box.replaceChildren(h('p', { class: 'note' }, note));
     return;
   }
-  reconcileChildren(container, state.services.map((s) => {
-    const slice = kernelSlice(s);
-    // Countdowns change every poll; only draining services show one.
-    const drains = [s.draining, ...s.servers.map((r) => r.draining)]
-      .filter(Boolean).map((d) => secondsLeft(d.until));
-    return {
-      key: s.id,
-      sig: JSON.stringify([s, slice, drains, folded.has(s.id), allDownNodes(s.id), memberNames()]),
-      build: () => serviceCard(s, slice),
-    };
-  }));
+  const sig = JSON.stringify(answer);
+  if (state.chart?.sig === sig) return;
+  const plot = trafficChart(box, answer, state.chart?.plot);
+  state.chart = { plot, sig };
 }
 
 function serviceCard(s, slice) {
@@ -505,7 +518,7 @@ function serversTable(s) {
     } else if (s.draining) {
       stateCell = h('span', { class: 'badge drain' }, 'draining with its service');
     } else {
-      stateCell = h('span', { class: 'badge ok' }, 'active');
+      stateCell = healthState(r);
     }
     return h('tr', { class: draining ? 'draining' : '', dataset: { server: r.id } },
       h('td', { class: 'mono' }, hostPort(r.address, r.port)),
@@ -532,6 +545,20 @@ function serversTable(s) {
       h('th', { scope: 'col', title: 'each node\'s view: every node probes every server itself' }, 'Health by node'),
       h('th', { scope: 'col', class: 'actions' }, 'Actions'))),
     h('tbody', {}, rows));
+}
+
+/** A server's State from each node's health view: down when every node
+ *  that probes it finds it down, degraded when some do, else active. */
+function healthState(r) {
+  const views = Object.entries(r.health ?? {});
+  const down = views.filter(([, v]) => v.state === 'down').map(([name]) => name).sort();
+  if (views.length && down.length === views.length) {
+    return h('span', { class: 'badge bad', dataset: { testid: 'server-state' } }, 'down on every node');
+  }
+  if (down.length) {
+    return h('span', { class: 'badge warn', dataset: { testid: 'server-state' } }, `degraded: down on ${andList(down)}`);
+  }
+  return h('span', { class: 'badge ok', dataset: { testid: 'server-state' } }, 'active');
 }
 
 /** One node's view of a server, for a badge's title. */
@@ -726,7 +753,7 @@ function kernelDetails(s, slice) {
 function nodeDrift(name, table) {
   const out = [];
   const byId = new Map(table.services.map((e) => [kernelServiceId(e.service.key), e]));
-  for (const s of state.services) {
+  for (const s of allServices()) {
     out.push(...serviceDrift(s, byId.get(s.id) ?? null, name));
     byId.delete(s.id);
   }
@@ -1125,9 +1152,11 @@ function wireForm(dialogId, formId, send) {
     const submit = form.querySelector('button[type=submit]');
     submit.disabled = true;
     try {
-      const message = await send(form);
+      const done = await send(form);
+      const { message, open } = typeof done === 'string' ? { message: done } : done;
       dialog.close();
       toast(message);
+      if (open) openDetail(open);
       await refresh();
     } catch (err) {
       showErrors(form, err);
@@ -1139,10 +1168,102 @@ function wireForm(dialogId, formId, send) {
 
 // --- the service form
 
-let serviceEditing = null; // {id, revision} while editing
+let serviceEditing = null; // {id, revision, servers} while editing
+
+// The schedulers mainline Linux ships (the model's `Scheduler::KNOWN`; no
+// API reports which modules a node's kernel has loaded, and the kernel
+// loads a scheduler's module on first use), and the flags each takes by
+// name: sh and mh name the first two scheduler flag bits (the model's
+// `SCHED_FLAGS`); one-packet is not a scheduler flag and goes with any.
+const SCHEDULERS = [
+  ['rr', 'round robin'], ['wrr', 'weighted round robin'], ['lc', 'least connections'],
+  ['wlc', 'weighted least connections (default)'], ['lblc', 'locality-based least connections'],
+  ['lblcr', 'lblc with replication'], ['dh', 'destination hashing'], ['sh', 'source hashing'],
+  ['sed', 'shortest expected delay'], ['nq', 'never queue'], ['fo', 'weighted failover'],
+  ['ovf', 'weighted overflow'], ['mh', 'Maglev hashing'], ['twos', 'weighted random twos choice'],
+];
+
+function fillSchedulers(current) {
+  const select = $('svc-scheduler');
+  const known = SCHEDULERS.map(([name]) => name);
+  const options = SCHEDULERS.map(([name, what]) => h('option', { value: name }, `${name} — ${what}`));
+  // A service may use a scheduler module outside the list: keep it.
+  if (current && !known.includes(current)) options.push(h('option', { value: current }, current));
+  select.replaceChildren(...options);
+  select.value = current ?? 'wlc';
+}
+
+/** Shows the flags the chosen scheduler takes; a hidden flag is unchecked. */
+function syncFlags(f) {
+  const scheduler = f.elements.scheduler.value;
+  for (const label of f.querySelectorAll('[data-field="flags"] label[data-scheduler]')) {
+    const shown = label.dataset.scheduler === scheduler;
+    label.hidden = !shown;
+    if (!shown) label.querySelector('input').checked = false;
+  }
+}
+
+/** One real server's row in the service form: an existing one (`r`, the
+ *  server as the API has it) or a new one. */
+function serverRow(r) {
+  const forward = h('select', { class: 'srv-forward', 'aria-label': 'Forwarding' },
+    ['masq', 'dr', 'tunnel'].map((m) => h('option', { value: m }, m)));
+  forward.value = r?.forward ?? 'masq';
+  const row = h('tr', { dataset: { existing: r ? r.id : '' } },
+    h('td', {}, h('input', { class: 'srv-address', 'aria-label': 'Server address', autocomplete: 'off', spellcheck: 'false', placeholder: '198.51.100.11', value: r?.address ?? '', disabled: Boolean(r) })),
+    h('td', {}, h('input', { class: 'srv-port', 'aria-label': 'Server port', inputmode: 'numeric', autocomplete: 'off', size: '6', value: r?.port ?? '', disabled: Boolean(r) })),
+    h('td', {}, h('input', { class: 'srv-weight', 'aria-label': 'Server weight', inputmode: 'numeric', autocomplete: 'off', size: '6', placeholder: '1', value: r?.weight ?? '' })),
+    h('td', {}, forward),
+    h('td', {}, h('button', { type: 'button', class: 'link danger', 'aria-label': 'Remove this server', onclick: () => row.remove() }, 'Remove')));
+  return row;
+}
+
+/** What the server rows say: on create, the `servers` of the new service
+ *  (undefined: none); on an edit, the writes to make after the service's
+ *  own patch, since the API takes a service's servers only through their
+ *  own routes: `{add: [body], change: [[id, patch]], remove: [id]}`. */
+function serversFromRows(f) {
+  const rows = [...f.querySelectorAll('#svc-servers tr')];
+  const before = new Map((serviceEditing?.servers ?? []).map((r) => [r.id, r]));
+  const add = [];
+  const change = [];
+  const kept = new Set();
+  for (const row of rows) {
+    const q = (c) => row.querySelector(c).value;
+    const weight = num(q('.srv-weight'));
+    const forward = q('.srv-forward');
+    const old = before.get(row.dataset.existing);
+    if (old) {
+      kept.add(old.id);
+      const patch = {};
+      if (weight !== undefined && weight !== old.weight) patch.weight = weight;
+      if (forward !== old.forward) {
+        patch.forward = forward;
+        if (forward !== 'tunnel') patch.tunnel = null;
+      }
+      if (Object.keys(patch).length) change.push([old.id, patch]);
+      continue;
+    }
+    const body = { address: q('.srv-address').trim(), port: num(q('.srv-port')), forward };
+    if (weight !== undefined) body.weight = weight;
+    add.push(body);
+  }
+  const remove = [...before.keys()].filter((id) => !kept.has(id));
+  return { add, change, remove };
+}
+
+$('svc-add-server').addEventListener('click', () => {
+  const f = $('service-form');
+  const row = serverRow(null);
+  const port = f.elements.port.value.trim();
+  if (port) row.querySelector('.srv-port').value = port;
+  $('svc-servers').append(row);
+  row.querySelector('.srv-address').focus();
+});
 
 function syncServiceForm() {
   const f = $('service-form');
+  syncFlags(f);
   const fw = f.elements.kind.value === 'fwmark';
   f.querySelector('.row.inet').hidden = fw;
   f.querySelector('.row.fwmark').hidden = !fw;
@@ -1156,7 +1277,9 @@ function openServiceForm(id) {
   f.reset();
   clearErrors(f);
   const s = id ? serviceById(id) : null;
-  serviceEditing = s ? { id: s.id, revision: s.revision } : null;
+  serviceEditing = s ? { id: s.id, revision: s.revision, servers: s.servers } : null;
+  fillSchedulers(s?.scheduler ?? 'wlc');
+  $('svc-servers').replaceChildren(...(s?.servers ?? []).map(serverRow));
   $('service-dialog-title').textContent = s ? `Edit ${serviceTitle(s)}` : 'Add service';
   for (const el of f.querySelectorAll('.identity input, .identity select')) el.disabled = Boolean(s);
   if (s) {
@@ -1219,6 +1342,10 @@ function serviceBody(f) {
   else if (editing) body.drain_grace = null; // a merge patch: back to the node's default
   body.health_check = checkBody(f, true);
   body.health_policy = policyBody(f);
+  if (!editing) {
+    const { add } = serversFromRows(f);
+    if (add.length) body.servers = add;
+  }
   return body;
 }
 
@@ -1226,11 +1353,17 @@ wireForm('service-dialog', 'service-form', async (f) => {
   const body = serviceBody(f);
   if (serviceEditing) {
     const { id, revision } = serviceEditing;
+    const { add, change, remove } = serversFromRows(f);
     await api('PATCH', path.service(id), { body, ifMatch: revision });
+    // Then each server's own write; a refused one leaves the form open with
+    // the API's message, the writes before it done.
+    for (const sid of remove) await api('DELETE', `${path.server(id, sid)}?grace=0`);
+    for (const [sid, patch] of change) await api('PATCH', path.server(id, sid), { body: patch });
+    for (const server of add) await api('POST', path.servers(id), { body: server });
     return `Service ${id} updated`;
   }
   const r = await api('POST', path.services(), { body });
-  return `Service ${r.data.id} created`;
+  return { message: `Service ${r.data.id} created`, open: r.data.id };
 });
 $('service-form').addEventListener('change', syncServiceForm);
 $('add-service').addEventListener('click', () => openServiceForm(null));
@@ -1367,7 +1500,10 @@ function showView() {
   }
 }
 
-window.addEventListener('hashchange', showView);
+window.addEventListener('hashchange', () => {
+  showView();
+  refresh();
+});
 showView();
 renderLive();
 refresh();
