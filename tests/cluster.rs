@@ -740,6 +740,34 @@ fn any_node_relays_a_members_kernel_table() {
             assert!(dests[0]["stats"]["conns"].is_u64(), "{relayed}");
         }
     }
+    // `?service=ID`: that service's part only, relayed or not.
+    let other = json!({"protocol": "udp", "address": "192.0.2.53", "port": 53,
+                       "servers": [{"address": "198.51.100.12", "port": 53}]});
+    let r = c.send(0, "POST", "/api/v1/services?wait=applied", Some(&other));
+    assert_eq!(r.status().as_u16(), 201);
+    for path in [
+        "/api/v1/node/kernel".to_string(),
+        format!("/api/v1/cluster/members/{}/kernel", c.nodes[2].name),
+    ] {
+        let whole: Value = c.get(1, &path).json().unwrap();
+        assert_eq!(
+            whole["services"].as_array().map(Vec::len),
+            Some(2),
+            "{whole}"
+        );
+        let part: Value = c
+            .get(1, &format!("{path}?service=udp-192.0.2.53-53"))
+            .json()
+            .unwrap();
+        let services = part["services"].as_array().unwrap();
+        assert_eq!(services.len(), 1, "{part}");
+        assert_eq!(services[0]["service"]["key"]["Inet"]["port"], 53, "{part}");
+        let targets: Vec<&String> = part["target"].as_object().unwrap().keys().collect();
+        assert_eq!(targets, ["udp-192.0.2.53-53"], "{part}");
+        let bad = c.get(1, &format!("{path}?service=nonsense"));
+        assert_eq!(bad.status().as_u16(), 400, "{path}");
+        assert_eq!(bad.json::<Value>().unwrap()["error"]["field"], "?service");
+    }
     let r = c.get(1, "/api/v1/cluster/members/node9/kernel");
     assert_eq!(r.status().as_u16(), 404);
     assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "not_found");

@@ -183,6 +183,8 @@ mod query {
     pub const NODE: &[&str] = &["programmed", "timeout_ms", "watch"];
     /// The traffic table, whole or the changes after an answer.
     pub const TRAFFIC: &[&str] = &["since"];
+    /// A kernel table, whole or one service's part.
+    pub const KERNEL: &[&str] = &["service"];
     pub const NONE: &[&str] = &[];
 }
 
@@ -224,7 +226,7 @@ pub const ROUTES: &[Route] = {
         ),
         route(Get, "/api/v1/cluster", GetCluster, 0, query::NONE),
         route(Get, "/api/v1/node", GetNode, 0, query::NODE),
-        route(Get, "/api/v1/node/kernel", GetNodeKernel, 0, query::NONE),
+        route(Get, "/api/v1/node/kernel", GetNodeKernel, 0, query::KERNEL),
         route(Post, "/api/v1/cluster/join", JoinCluster, B, query::DRY_RUN),
         route(
             Delete,
@@ -238,7 +240,7 @@ pub const ROUTES: &[Route] = {
             "/api/v1/cluster/members/{node_id}/kernel",
             GetMemberKernel,
             0,
-            query::NONE,
+            query::KERNEL,
         ),
         route(Get, "/api/v1/traffic", GetTraffic, 0, query::TRAFFIC),
         route(

@@ -192,7 +192,12 @@ const TABLE_WAIT: Duration = Duration::from_secs(10);
 /// `GET /api/v1/node/kernel`: this node's kernel table and owned set, as
 /// the reconciler reads them now (after the pass in progress, if any), and
 /// the target it programs.
-pub async fn kernel_table(node: &Node) -> Result<json::KernelTable, ApiError> {
+/// `only`: just that service's part of the table (what a service's
+/// detail in the web UI shows, instead of the whole table every poll).
+pub async fn kernel_table(
+    node: &Node,
+    only: Option<&ServiceKey>,
+) -> Result<json::KernelTable, ApiError> {
     let Some(kernel) = &node.kernel else {
         return Err(ApiError::new(
             api::ErrorCode::NotFound,
@@ -205,6 +210,12 @@ pub async fn kernel_table(node: &Node) -> Result<json::KernelTable, ApiError> {
     })?;
     let mut table = json::KernelTable::clone(&read);
     table.target = target(node);
+    if let Some(key) = only {
+        table.services.retain(|entry| entry.service.key == *key);
+        table.owned.retain(|owned| owned == key);
+        let id = api::service_id(key);
+        table.target.retain(|service, _| *service == id);
+    }
     Ok(table)
 }
 
@@ -347,9 +358,13 @@ const MEMBER_KERNEL_WAIT: Duration = Duration::from_secs(3);
 /// the web UI (served by one node, talking only to it) shows every node's
 /// counters. Only members are asked: the address comes from the
 /// membership, never the request.
-pub async fn member_kernel(node: &Node, name: &str) -> Result<MemberKernel, ApiError> {
+pub async fn member_kernel(
+    node: &Node,
+    name: &str,
+    only: Option<&ServiceKey>,
+) -> Result<MemberKernel, ApiError> {
     if name == node.me.name {
-        return kernel_table(node).await.map(MemberKernel::Mine);
+        return kernel_table(node, only).await.map(MemberKernel::Mine);
     }
     let Some((_, raft_addr)) = node.members().into_iter().find(|(n, _)| n == name) else {
         return Err(ApiError::new(
@@ -359,7 +374,13 @@ pub async fn member_kernel(node: &Node, name: &str) -> Result<MemberKernel, ApiE
     };
     let resp = node
         .peers
-        .get(&format!("http://{raft_addr}{NODE_KERNEL_PATH}"))
+        .get(&match only {
+            Some(key) => format!(
+                "http://{raft_addr}{NODE_KERNEL_PATH}?service={}",
+                api::service_id(key)
+            ),
+            None => format!("http://{raft_addr}{NODE_KERNEL_PATH}"),
+        })
         .timeout(MEMBER_KERNEL_WAIT)
         .send()
         .await

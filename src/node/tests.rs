@@ -134,7 +134,7 @@ impl TestNode {
     /// The weights in this node's kernel, by server port, of the service
     /// on port `port`.
     async fn kernel_weights(&self, port: u16) -> Vec<(u16, u32)> {
-        let table = reports::kernel_table(&self.node)
+        let table = reports::kernel_table(&self.node, None)
             .await
             .expect("kernel table");
         table
@@ -184,7 +184,9 @@ async fn a_write_with_wait_is_in_the_kernel_when_it_answers() {
     assert_eq!(t.kernel_weights(80).await, vec![(8080, 3), (8081, 1)]);
     assert!(t.node.reconcile.borrow().programmed_index >= cfg.revision);
     // The node's own table lists it as owned.
-    let table = reports::kernel_table(&t.node).await.expect("kernel table");
+    let table = reports::kernel_table(&t.node, None)
+        .await
+        .expect("kernel table");
     assert_eq!(table.owned, vec![key(80)]);
 
     let cfg = writes::create_service(&t.node, spec(81), &opts(Some(Wait::Quorum)))

@@ -62,7 +62,10 @@ pub async fn handle(op: Operation, r: &Request<'_>, app: &AppState) -> Reply {
         ReplaceConfig => replace_config(r, app).await,
         GetCluster => Ok(json(StatusCode::OK, &reports::cluster(node).await)),
         GetNode => get_node(r, app).await,
-        GetNodeKernel => Ok(json(StatusCode::OK, &reports::kernel_table(node).await?)),
+        GetNodeKernel => Ok(json(
+            StatusCode::OK,
+            &reports::kernel_table(node, kernel_part(r)?.as_ref()).await?,
+        )),
         GetMemberKernel => member_kernel(r, app).await,
         GetTraffic => Ok(json(
             StatusCode::OK,
@@ -302,10 +305,22 @@ async fn get_node(r: &Request<'_>, app: &AppState) -> Reply {
 
 /// `GET /api/v1/cluster/members/{node_id}/kernel`.
 async fn member_kernel(r: &Request<'_>, app: &AppState) -> Reply {
-    match reports::member_kernel(&app.node, r.param("node_id")).await? {
+    let only = kernel_part(r)?;
+    match reports::member_kernel(&app.node, r.param("node_id"), only.as_ref()).await? {
         reports::MemberKernel::Mine(table) => Ok(json(StatusCode::OK, &table)),
         reports::MemberKernel::Relayed(answer) => Ok(body::relayed(answer)),
     }
+}
+
+/// The service `?service=ID` limits a kernel table to (400 naming it when
+/// it is no service id).
+fn kernel_part(r: &Request<'_>) -> Result<Option<crate::model::ServiceKey>, ApiError> {
+    r.query("service")
+        .map(|id| {
+            api::parse_service_id(id)
+                .map_err(|e| ApiError::at(api::ErrorCode::InvalidQuery, "?service", e.to_string()))
+        })
+        .transpose()
 }
 
 /// `POST /api/v1/cluster/join`.

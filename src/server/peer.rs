@@ -52,8 +52,13 @@ async fn node(req: HttpRequest, app: Data<AppState>) -> HttpResponse {
 
 /// [`NODE_KERNEL_PATH`]: this node's kernel table, for the member relaying
 /// it to its web UI.
-async fn kernel(app: Data<AppState>) -> HttpResponse {
-    match reports::kernel_table(&app.node).await {
+async fn kernel(app: Data<AppState>, http: actix_web::HttpRequest) -> HttpResponse {
+    // `?service=ID`: that service's part only (a bad id: the whole table,
+    // as a member of an older version would answer).
+    let only = form_urlencoded::parse(http.query_string().as_bytes())
+        .find(|(k, _)| k == "service")
+        .and_then(|(_, id)| crate::api::parse_service_id(&id).ok());
+    match reports::kernel_table(&app.node, only.as_ref()).await {
         Ok(table) => body::json(StatusCode::OK, &table),
         Err(e) => body::error(&e),
     }

@@ -103,7 +103,8 @@ export const path = {
     `/api/v1/services/${encodeURIComponent(id)}/servers/${encodeURIComponent(sid)}`,
   cluster: () => '/api/v1/cluster',
   node: () => '/api/v1/node',
-  memberKernel: (name) => `/api/v1/cluster/members/${encodeURIComponent(name)}/kernel`,
+  memberKernel: (name, service) => `/api/v1/cluster/members/${encodeURIComponent(name)}/kernel`
+    + (service ? `?service=${encodeURIComponent(service)}` : ''),
   traffic: (since) => (since === undefined ? '/api/v1/traffic' : `/api/v1/traffic?since=${encodeURIComponent(since)}`),
   serviceTraffic: (id) => `/api/v1/traffic/${encodeURIComponent(id)}`,
 };

@@ -222,8 +222,7 @@ function memberNames() {
 }
 
 /** Servers up/total on each node for the overview, from the health checks
- *  each node reports (used while the traffic summary has no row): a server
- *  not probed counts as up. */
+ *  each node reports: a server not probed counts as up. */
 function overviewHealth(id, s) {
   const total = s.servers.length;
   return memberNames().map((name) => {
@@ -279,9 +278,12 @@ async function refresh() {
         : null,
     ]);
     const names = cluster.data.members.map((m) => m.id);
+    // The cluster view compares whole tables; a service's detail needs only
+    // that service's part of each (a few hundred bytes, not megabytes).
+    const part = location.hash === '#cluster' ? undefined : selected;
     const tables = needKernels()
       ? await Promise.all(names.map((name) =>
-        api('GET', path.memberKernel(name)).then(
+        api('GET', path.memberKernel(name, part)).then(
           (r) => ({ table: r.data }),
           (e) => ({ error: e.message }),
         )))

@@ -137,17 +137,15 @@ export class Overview {
     const s = this.services.get(id);
     if (!s) return;
     const t = this.traffic.get(id);
-    let nodes;
-    if (t?.nodes) {
-      // A member that did not answer the last round has zeros there
-      // (`reported: false`): unknown, not down.
-      nodes = Object.entries(t.nodes).sort(([a], [b]) => a.localeCompare(b)).map(([name, n]) => (
-        n.reported === false
-          ? { name, up: undefined, total: n.servers_total }
-          : { name, up: n.servers_up, total: n.servers_total, programmed: n.programmed }));
-    } else {
-      nodes = this.health(id, s);
-    }
+    // Servers up/total from the health views every member reports (fresh
+    // every 2 s); the traffic summary, sampled every 10 s, would show a new
+    // service as 0/0 for a round. From the summary only whether a member's
+    // kernel lacks a service it sampled with servers (drift).
+    const nodes = this.health(id, s).map((n) => {
+      const tn = t?.nodes?.[n.name];
+      const sampled = tn && tn.reported !== false && tn.servers_total > 0;
+      return sampled ? { ...n, programmed: tn.programmed } : n;
+    });
     const markers = [];
     const counted = nodes.filter((n) => typeof n.total === 'number' && n.total > 0);
     if (counted.length && counted.every((n) => n.up === 0)) markers.push('down');
