@@ -259,6 +259,11 @@ pollTraffic((rows, removed, full) => overview.applyTraffic(rows, removed, full))
 
 // ---------------------------------------------------------------- polling
 
+/** How often the cluster view reads every member's whole kernel table for
+ *  its drift column: a table is megabytes at thousands of services, and the
+ *  reconcilers repair drift by themselves. */
+const WHOLE_TABLES_MS = 30000;
+
 /** What a view shows that kernel tables feed: the detail's counters, and
  *  the cluster view's drift. */
 function needKernels() {
@@ -278,10 +283,13 @@ async function refresh() {
         : null,
     ]);
     const names = cluster.data.members.map((m) => m.id);
-    // The cluster view compares whole tables; a service's detail needs only
-    // that service's part of each (a few hundred bytes, not megabytes).
-    const part = location.hash === '#cluster' ? undefined : selected;
-    const tables = needKernels()
+    // The cluster view compares whole tables (read again every 30 s); a
+    // service's detail needs only that service's part of each (a few
+    // hundred bytes, not megabytes), every poll.
+    const whole = location.hash === '#cluster';
+    const part = whole ? undefined : selected;
+    const reuse = whole && Date.now() - (state.wholeTablesAt ?? 0) < WHOLE_TABLES_MS;
+    const tables = needKernels() && !reuse
       ? await Promise.all(names.map((name) =>
         api('GET', path.memberKernel(name, part)).then(
           (r) => ({ table: r.data }),
@@ -292,7 +300,10 @@ async function refresh() {
     state.cluster = cluster.data;
     state.node = node.data;
     state.detail = selected && selected === state.selected ? detail : state.detail;
-    state.kernels = tables ? new Map(names.map((n, i) => [n, tables[i]])) : new Map();
+    if (!reuse) {
+      state.kernels = tables ? new Map(names.map((n, i) => [n, tables[i]])) : new Map();
+      state.wholeTablesAt = whole && tables ? Date.now() : 0;
+    }
     const healthSig = JSON.stringify(cluster.data.members.map((m) => [m.id, m.node?.health]));
     state.health = new Map(cluster.data.members.filter((m) => m.node?.health).map((m) => {
       const down = new Map();
