@@ -176,8 +176,11 @@ try {
     count: document.getElementById('overview-count').textContent,
   }));
 
-  log('settling 6 s, then counting idle traffic for 20 s');
-  await sleep(6000);
+  // Settled: past two of the nodes' 10 s traffic rounds (sampling, then
+  // the members' polls), in which every new service's row of the traffic
+  // summary appears, changes once, and is sent again with `?since`.
+  log('settling 25 s, then counting idle traffic for 20 s');
+  await sleep(25000);
   // The window starts when the browser sends a marker request (the page
   // never asks for /readyz itself; its bytes are left out).
   marker = 'waiting';
