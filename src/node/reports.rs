@@ -327,6 +327,16 @@ async fn peer_plan(
         .send()
         .await
         .map_err(|e| format!("did not answer: {}", crate::errors::chain(&e)))?;
+    peer_answer(sent, |_, body| String::from_utf8_lossy(body).into_owned()).await
+}
+
+/// A member's answer on its Raft port, decoded: its JSON on success, else
+/// the message of its API error, or `otherwise(status, body)` when the
+/// refusal is no API error.
+pub(super) async fn peer_answer<T: serde::de::DeserializeOwned>(
+    sent: reqwest::Response,
+    otherwise: impl FnOnce(reqwest::StatusCode, &[u8]) -> String,
+) -> Result<T, String> {
     let status = sent.status();
     let body = sent
         .bytes()
@@ -335,7 +345,7 @@ async fn peer_plan(
     if !status.is_success() {
         let why = serde_json::from_slice::<api::error::ErrorBody>(&body)
             .map(|b| b.error.message)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            .unwrap_or_else(|_| otherwise(status, &body));
         return Err(why);
     }
     serde_json::from_slice(&body).map_err(|e| format!("answered something else: {e}"))

@@ -530,25 +530,14 @@ async fn peer_detail(
     id: &str,
 ) -> Result<json::TrafficNodeDetail, String> {
     let url = format!("http://{raft_addr}{NODE_TRAFFIC_PATH}/{id}");
-    let r = node
+    let sent = node
         .peers
         .get(&url)
         .timeout(READ_WAIT)
         .send()
         .await
         .map_err(|e| format!("did not answer: {}", crate::errors::chain(&e)))?;
-    let status = r.status();
-    let body = r
-        .bytes()
-        .await
-        .map_err(|e| format!("did not answer: {}", crate::errors::chain(&e)))?;
-    if !status.is_success() {
-        let why = serde_json::from_slice::<api::error::ErrorBody>(&body)
-            .map(|b| b.error.message)
-            .unwrap_or_else(|_| format!("answered {status}"));
-        return Err(why);
-    }
-    serde_json::from_slice(&body).map_err(|e| format!("answered something else: {e}"))
+    super::reports::peer_answer(sent, |status, _| format!("answered {status}")).await
 }
 
 /// A member's summary, asked on its Raft port; `None` when it does not
