@@ -89,6 +89,13 @@ impl Timing {
     pub fn live_for(&self) -> Duration {
         self.lease / 2
     }
+
+    /// How long a new leader gives every live node to reach it with a
+    /// renewal: two renewal periods. Until then, a node it has not heard
+    /// from keeps what it owns ([`still_hearing`]).
+    pub fn hearing(&self) -> Duration {
+        self.renew_every() * 2
+    }
 }
 
 /// A node's own lease.
@@ -159,6 +166,16 @@ pub fn next_change(
         .flatten()
         .filter(|t| *t > now)
         .min()
+}
+
+/// Whether a leader elected at `elected` may not yet have heard every live
+/// node at `now`. A node it has not heard from then keeps the addresses it
+/// owns: after a leaderless spell longer than the lease every earlier grant
+/// has ended, and without this the first node to renew would win every
+/// address whose owner let go during the spell (a returning node taking
+/// back what it lost, whose election caused the spell).
+pub fn still_hearing(timing: &Timing, elected: Instant, now: Instant) -> bool {
+    now < elected + timing.hearing()
 }
 
 /// Whether a node that renewed at `received` is live at `now`.
@@ -271,6 +288,18 @@ mod tests {
         assert_eq!(fence_ends, received + t.fence());
         // After both: nothing changes any more.
         assert_eq!(next_change(&t, earlier, Some(received), fence_ends), None);
+    }
+
+    #[test]
+    fn a_new_leader_hears_every_live_node_before_it_moves_addresses() {
+        let t = Timing::new(1000);
+        let elected = Instant::now();
+        // A live node renews every period and is granted within one more.
+        assert!(t.hearing() >= t.renew_every() + t.confirm_within());
+        assert!(still_hearing(&t, elected, elected + t.hearing() - ms(1)));
+        assert!(!still_hearing(&t, elected, elected + t.hearing()));
+        // Shorter than a fence: it delays no failover a fence allows.
+        assert!(t.hearing() < t.fence());
     }
 
     #[test]

@@ -186,8 +186,8 @@ impl Leases {
     /// While this node leads: an instant after which no earlier leader
     /// granted anything — its election, or earlier once a quorum of voters
     /// told when an earlier leader last reached them — plus the slack a
-    /// grant's confirmation may have had.
-    fn earlier(&self, raft: &Raft) -> Option<Instant> {
+    /// grant's confirmation may have had; and when it was elected.
+    fn earlier(&self, raft: &Raft) -> Option<(Instant, Instant)> {
         let (term, elected) = self.observe(raft)?;
         let m = raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
@@ -195,11 +195,11 @@ impl Leases {
         // them need not meet every quorum that confirmed an old grant).
         let slack = self.timing().slack();
         if membership.get_joint_config().len() != 1 {
-            return Some(elected + slack);
+            return Some((elected + slack, elected));
         }
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let told = self.contact.succession().earlier_bound(term, &voters);
-        Some(told.map_or(elected, |t| t.min(elected)) + slack)
+        Some((told.map_or(elected, |t| t.min(elected)) + slack, elected))
     }
 
     /// Answers a renewal received now: granted once a quorum accepted
@@ -287,8 +287,9 @@ impl Leases {
         raft: &Raft,
         timing: &Timing,
     ) -> Option<BTreeMap<String, placement::NodeState>> {
-        let earlier = self.earlier(raft)?;
+        let (earlier, elected) = self.earlier(raft)?;
         let now = Instant::now();
+        let hearing = lease::still_hearing(timing, elected, now);
         let m = raft.metrics().borrow().clone();
         let book = self.book();
         let mut nodes: BTreeMap<String, placement::NodeState> = m
@@ -297,7 +298,7 @@ impl Leases {
             .nodes()
             .map(|(_, n)| {
                 let state = placement::NodeState {
-                    may_hold: lease::may_hold(timing, earlier, None, now),
+                    may_hold: hearing || lease::may_hold(timing, earlier, None, now),
                     ..Default::default()
                 };
                 (n.name.clone(), state)
@@ -326,13 +327,15 @@ impl Leases {
     /// fence or a liveness running out); `None` when this node does not
     /// lead or nothing will.
     fn next_change(&self, raft: &Raft, timing: &Timing) -> Option<Instant> {
-        let earlier = self.earlier(raft)?;
+        let (earlier, elected) = self.earlier(raft)?;
         let now = Instant::now();
         let book = self.book();
+        let heard = Some(elected + timing.hearing()).filter(|t| *t > now);
         // `None`: every member not heard from in this term.
         std::iter::once(None)
             .chain(book.renewals.values().map(|(received, _)| Some(*received)))
             .filter_map(|received| lease::next_change(timing, earlier, received, now))
+            .chain(heard)
             .min()
     }
 }
