@@ -112,6 +112,7 @@ fn main() -> ExitCode {
         age: Some(Duration::from_millis(40)),
         leader: Some(1),
         uptime: Duration::from_secs(60),
+        lost_after: ipvs_manager::cluster::quorum::LOST_AFTER,
     };
     let announce = AnnounceView::default();
     let scrape = Scrape {

@@ -75,6 +75,21 @@ pub struct NodeArgs {
     #[arg(long, env = "RAFT_SNAPSHOT_LOGS", default_value_t = 50_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub raft_snapshot_logs: u64,
+    /// How often the leader reaches every member (ms). It is also how long
+    /// one append may take: openraft gives up on an append after one
+    /// interval, so a member whose network round trip and disk flush take
+    /// longer cannot keep up. Raise it, with RAFT_ELECTION_TIMEOUT_MS, on
+    /// slow hosts or links (etcd's heartbeat-interval is 100).
+    #[arg(long, env = "RAFT_HEARTBEAT_MS", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    pub raft_heartbeat_ms: u64,
+    /// A follower that hears no leader for this long (to twice this, drawn
+    /// at random) stands for election (ms). At least three heartbeats. A
+    /// dead leader is replaced after about twice this; a node without
+    /// contact with a quorum for ten times this says so (`no_quorum`).
+    #[arg(long, env = "RAFT_ELECTION_TIMEOUT_MS", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(30..=60_000))]
+    pub raft_election_timeout_ms: u64,
     /// File of API tokens, one a line: `admin TOKEN` (everything) or `read
     /// TOKEN` (reads only). With it, changes need an admin token and reads
     /// a token (see API_OPEN_READS); without it, the API listens on
@@ -206,6 +221,7 @@ pub struct NodeConfig {
     pub join: Option<String>,
     pub kernel: KernelMode,
     pub snapshot_logs: u64,
+    pub raft_timing: RaftTiming,
     pub store_damage: StoreDamage,
     pub resync_interval: std::time::Duration,
     pub drain_grace: u32,
@@ -222,6 +238,23 @@ pub struct NodeConfig {
     pub api_max_connections: u32,
     pub metrics_detail: MetricsDetail,
     pub announce: crate::announce::settings::AnnounceConfig,
+}
+
+/// RAFT_HEARTBEAT_MS and RAFT_ELECTION_TIMEOUT_MS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    /// The shortest election timeout; the longest is twice it.
+    pub election_timeout_ms: u64,
+}
+
+impl RaftTiming {
+    /// Without contact with a quorum for this long, a node knows it has
+    /// none: five of the longest election timeouts, so that an election
+    /// under way is not taken for a loss (2 s by default).
+    pub fn lost_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.election_timeout_ms * 10)
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -243,6 +276,19 @@ pub enum ConfigError {
     WeakSecret(usize),
     #[error("TLS_CERT_FILE and TLS_KEY_FILE go together: {0} is set, the other is not")]
     TlsPair(&'static str),
+    #[error(
+        "RAFT_ELECTION_TIMEOUT_MS is {election} ms, less than three RAFT_HEARTBEAT_MS ({heartbeat} ms): \
+         followers would stand for election between heartbeats; raise it to at least {least}",
+        least = heartbeat * 3
+    )]
+    ElectionTimeout { election: u64, heartbeat: u64 },
+    #[error(
+        "L2_LEASE_MS is {lease} ms: with RAFT_HEARTBEAT_MS={heartbeat} the leader cannot confirm a \
+         renewal within its lease (it needs two heartbeats within 3/20 of the lease); \
+         raise it to at least {least}, or lower RAFT_HEARTBEAT_MS",
+        least = (heartbeat * 40).div_ceil(3)
+    )]
+    LeaseShort { lease: u32, heartbeat: u64 },
     #[error(transparent)]
     Announce(#[from] crate::announce::settings::SettingError),
 }
@@ -297,7 +343,30 @@ impl NodeArgs {
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
         };
         let api_advertise = if loopback_only { api_ip } else { advertise };
+        let raft_timing = RaftTiming {
+            heartbeat_ms: self.raft_heartbeat_ms,
+            election_timeout_ms: self.raft_election_timeout_ms,
+        };
+        if raft_timing.election_timeout_ms < raft_timing.heartbeat_ms * 3 {
+            return Err(ConfigError::ElectionTimeout {
+                election: raft_timing.election_timeout_ms,
+                heartbeat: raft_timing.heartbeat_ms,
+            });
+        }
         let announce = self.announce.validate(advertise)?;
+        if let Some(l2) = &announce.l2 {
+            // A grant waits Timing::confirm_within (3/20 of the lease) for
+            // a quorum's acceptance of an append: two heartbeats must fit.
+            let confirm_ms = crate::announce::l2::lease::Timing::new(l2.lease_ms)
+                .confirm_within()
+                .as_millis();
+            if confirm_ms < u128::from(raft_timing.heartbeat_ms) * 2 {
+                return Err(ConfigError::LeaseShort {
+                    lease: l2.lease_ms,
+                    heartbeat: raft_timing.heartbeat_ms,
+                });
+            }
+        }
         Ok(NodeConfig {
             name: name.clone(),
             vol_dir: self.raft_vol_dir.clone(),
@@ -308,6 +377,7 @@ impl NodeArgs {
             join: self.raft_leader.clone().filter(|l| !l.is_empty()),
             kernel: self.ipvs_kernel,
             snapshot_logs: self.raft_snapshot_logs,
+            raft_timing,
             store_damage: self.store_damage,
             resync_interval: std::time::Duration::from_secs(self.resync_interval),
             drain_grace: self.drain_grace,
@@ -403,6 +473,70 @@ mod tests {
         // Port 0: the kernel picks one for each listener.
         let c = parse(&["--raft-port", "0", "--server-port", "0"]).unwrap();
         assert_eq!((c.raft_bind.port(), c.http_bind.port()), (0, 0));
+    }
+
+    #[test]
+    fn raft_timing_defaults_and_its_checks() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            c.raft_timing,
+            RaftTiming {
+                heartbeat_ms: 50,
+                election_timeout_ms: 200
+            }
+        );
+        assert_eq!(
+            c.raft_timing.lost_after(),
+            crate::cluster::quorum::LOST_AFTER
+        );
+        let slow = parse(&[
+            "--raft-heartbeat-ms",
+            "200",
+            "--raft-election-timeout-ms",
+            "1000",
+        ])
+        .unwrap();
+        assert_eq!(slow.raft_timing.lost_after().as_secs(), 10);
+        let err = parse(&[
+            "--raft-heartbeat-ms",
+            "100",
+            "--raft-election-timeout-ms",
+            "250",
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::ElectionTimeout {
+                election: 250,
+                heartbeat: 100
+            }
+        );
+        assert!(err.to_string().contains("at least 300"), "{err}");
+        // l2: a renewal's confirmation must fit two heartbeats.
+        let l2 = |lease: &str, heartbeat: &str| {
+            parse(&[
+                "--announce",
+                "l2",
+                "--announce-interface",
+                "eth0",
+                "--l2-lease-ms",
+                lease,
+                "--raft-heartbeat-ms",
+                heartbeat,
+                "--raft-election-timeout-ms",
+                "1000",
+            ])
+        };
+        assert!(l2("3000", "200").is_ok());
+        let err = l2("1000", "200").unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::LeaseShort {
+                lease: 1000,
+                heartbeat: 200
+            }
+        );
+        assert!(err.to_string().contains("at least 2667"), "{err}");
     }
 
     #[test]

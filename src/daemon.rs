@@ -69,13 +69,17 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// Largest Raft RPC body (append batches, snapshot chunks).
 const RAFT_BODY_LIMIT: usize = 64 << 20;
 
-fn raft_config(snapshot_logs: u64) -> anyhow::Result<Arc<openraft::Config>> {
+fn raft_config(
+    snapshot_logs: u64,
+    timing: crate::config::RaftTiming,
+) -> anyhow::Result<Arc<openraft::Config>> {
     let config = openraft::Config {
         cluster_name: "ipvs-manager".into(),
-        // Failover well under a second on a LAN or loopback.
-        heartbeat_interval: 50,
-        election_timeout_min: 200,
-        election_timeout_max: 400,
+        // By default (50/200 ms) failover well under a second on a LAN or
+        // loopback.
+        heartbeat_interval: timing.heartbeat_ms,
+        election_timeout_min: timing.election_timeout_ms,
+        election_timeout_max: timing.election_timeout_ms * 2,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
         // Keep a tail for followers that are slightly behind, but no more
         // than the snapshot interval, so compaction really happens.
@@ -609,10 +613,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let scrubber = sm.scrubber();
     let owned = load_owned(&cfg)?;
     let removal = Removal::default();
-    let contact = crate::cluster::quorum::Contact::new();
+    let contact = crate::cluster::quorum::Contact::with_lost_after(cfg.raft_timing.lost_after());
     let raft = openraft::Raft::new(
         id,
-        raft_config(cfg.snapshot_logs)?,
+        raft_config(cfg.snapshot_logs, cfg.raft_timing)?,
         Network::new(peers.clone(), removal.clone(), contact.clone()),
         log,
         sm,

@@ -161,6 +161,7 @@ mod tests {
             age: Some(std::time::Duration::ZERO),
             leader: None,
             uptime: std::time::Duration::ZERO,
+            lost_after: crate::cluster::quorum::LOST_AFTER,
         };
         let found = problems(&metrics, 1, &disk, true, &quorum);
         let checks: Vec<Check> = found.iter().map(|p| p.check).collect();

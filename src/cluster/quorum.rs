@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Without contact with a quorum for this long, the node knows it has
-/// none: five of the longest election timeouts (400 ms).
+/// none: five of the longest election timeouts (400 ms by default; see
+/// `RaftTiming::lost_after` for other RAFT_ELECTION_TIMEOUT_MS).
 pub const LOST_AFTER: Duration = Duration::from_secs(2);
 
 /// The header on append requests that carries how long before sending the
@@ -38,6 +39,7 @@ pub const QUORUM_AGE_HEADER: &str = "x-ipvs-manager-quorum-age-ms";
 pub struct Contact {
     inner: Arc<Mutex<Known>>,
     succession: Arc<super::succession::Succession>,
+    lost_after: Duration,
 }
 
 #[derive(Debug)]
@@ -58,6 +60,8 @@ pub struct QuorumState {
     pub leader: Option<NodeId>,
     /// Time since this node started.
     pub uptime: Duration,
+    /// How long without contact means lost ([`LOST_AFTER`] by default).
+    pub lost_after: Duration,
 }
 
 impl QuorumState {
@@ -65,7 +69,7 @@ impl QuorumState {
     /// [`LOST_AFTER`], counting from the start for a node that never had
     /// one (one just started has not had the time to hear from it).
     pub fn known_lost(&self) -> bool {
-        !self.ok && (self.age.is_some() || self.uptime > LOST_AFTER)
+        !self.ok && (self.age.is_some() || self.uptime > self.lost_after)
     }
 
     /// Why the node has no quorum, for `/readyz` and the answer to a write;
@@ -98,12 +102,18 @@ impl Default for Contact {
 
 impl Contact {
     pub fn new() -> Contact {
+        Contact::with_lost_after(LOST_AFTER)
+    }
+
+    /// A node whose Raft timing is not the default's.
+    pub fn with_lost_after(lost_after: Duration) -> Contact {
         Contact {
             inner: Arc::new(Mutex::new(Known {
                 started: Instant::now(),
                 last: None,
             })),
             succession: Arc::default(),
+            lost_after,
         }
     }
 
@@ -153,15 +163,16 @@ impl Contact {
         let now = Instant::now();
         let age = known.last.map(|(at, _)| now.saturating_duration_since(at));
         QuorumState {
-            ok: age.is_some_and(|a| a <= LOST_AFTER),
+            ok: age.is_some_and(|a| a <= self.lost_after),
             age,
             leader: known.last.map(|(_, leader)| leader),
             uptime: now.saturating_duration_since(known.started),
+            lost_after: self.lost_after,
         }
     }
 
     /// Why a write cannot commit, when this node knows it cannot: no
-    /// contact with a quorum for longer than [`LOST_AFTER`], counting from
+    /// contact with a quorum for longer than its limit, counting from
     /// the start for a node that never had one.
     pub fn lost(&self) -> Option<QuorumState> {
         let state = self.state();
@@ -199,6 +210,19 @@ mod tests {
             "{why}"
         );
         assert!(why.contains("when node3 led"), "{why}");
+    }
+
+    #[test]
+    fn a_slower_raft_timing_waits_longer_before_calling_the_quorum_lost() {
+        let slow = Contact::with_lost_after(Duration::from_secs(10));
+        slow.acknowledged(1, Duration::from_secs(5));
+        assert!(slow.state().ok, "{:?}", slow.state());
+        let slow_lost = Contact::with_lost_after(Duration::from_secs(10));
+        slow_lost.acknowledged(1, Duration::from_secs(11));
+        assert!(slow_lost.lost().is_some());
+        let fast = Contact::new();
+        fast.acknowledged(1, Duration::from_secs(5));
+        assert!(fast.lost().is_some());
     }
 
     #[test]

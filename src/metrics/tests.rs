@@ -187,6 +187,7 @@ fn render_detail(format: Format, detail: MetricsDetail) -> String {
                 age: Some(Duration::from_millis(40)),
                 leader: Some(1),
                 uptime: Duration::from_secs(60),
+                lost_after: crate::cluster::quorum::LOST_AFTER,
             },
             announce: &announce(),
         },
