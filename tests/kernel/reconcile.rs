@@ -39,6 +39,7 @@ impl Node {
         let mut cmd = ns.cmd(env!("CARGO_BIN_EXE_ipvs-manager"));
         cmd.env("SERVER_PORT", HTTP_PORT.to_string())
             .env("RAFT_PORT", "1111")
+            .envs(crate::support::topology::VM_RAFT_TIMING.iter().copied())
             .env("RAFT_NODE_ID", format!("node{}", self.index + 1))
             .env("RAFT_VOL_DIR", self.dir.path().join("data"))
             .env("BIND_ADDR", Site::management_addr(self.index).to_string())

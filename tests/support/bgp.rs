@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::topology::Lan;
+use super::topology::{Lan, VM_RAFT_TIMING};
 use super::traffic::{http_exchange, Backend};
 use super::Netns;
 
@@ -112,6 +112,8 @@ pub struct BgpSite {
     router_bird: Option<Child>,
     /// The router's BIRD files.
     pub dir: tempfile::TempDir,
+    /// Raft settings every node starts with ([`VM_RAFT_TIMING`]).
+    pub raft_timing: Vec<(&'static str, &'static str)>,
 }
 
 impl Drop for BgpSite {
@@ -200,6 +202,7 @@ impl BgpSite {
             clients,
             router_bird: Some(router_bird),
             dir,
+            raft_timing: VM_RAFT_TIMING.to_vec(),
         }
     }
 
@@ -291,6 +294,7 @@ impl BgpNode {
         let mut cmd = site.lbs[index].cmd(binary);
         cmd.env("SERVER_PORT", HTTP_PORT.to_string())
             .env("RAFT_PORT", "1111")
+            .envs(site.raft_timing.iter().copied())
             .env("RAFT_NODE_ID", format!("node{}", index + 1))
             .env("RAFT_VOL_DIR", self.dir.path().join("data"))
             .env("BIND_ADDR", management_addr(index).to_string())

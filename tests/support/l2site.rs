@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::topology::Lan;
+use crate::support::topology::{Lan, VM_RAFT_TIMING};
 use crate::support::traffic::http_exchange;
 use crate::support::{Backend, Netns};
 
@@ -57,6 +57,7 @@ impl L2Node {
         let mut cmd = site.lbs[lb].cmd(binary);
         cmd.env("SERVER_PORT", L2_HTTP_PORT.to_string())
             .env("RAFT_PORT", "1111")
+            .envs(site.raft_timing.iter().copied())
             .env("RAFT_NODE_ID", format!("node{}", lb + 1))
             .env("RAFT_VOL_DIR", dir.path().join("data"))
             .env("BIND_ADDR", L2Site::lb_addr(lb).to_string())
@@ -124,6 +125,8 @@ pub struct L2Site {
     pub backends: Vec<(Netns, Backend)>,
     pub front: Lan,
     pub clients: Lan,
+    /// Raft settings every node starts with ([`VM_RAFT_TIMING`]).
+    pub raft_timing: Vec<(&'static str, &'static str)>,
 }
 
 impl L2Site {
@@ -182,6 +185,7 @@ impl L2Site {
             backends,
             front,
             clients,
+            raft_timing: VM_RAFT_TIMING.to_vec(),
         }
     }
 

@@ -36,6 +36,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use super::Netns;
 
 /// Virtual services of a [`Site`] take their addresses from this range.
+/// The Raft timing of the nodes the trials' sites start: the emulated CPU
+/// answers an append in tens of milliseconds, often more than the default
+/// 50 ms heartbeat, after which openraft gives the append up; followers then
+/// stand for election (and, without pre-vote, unseat a working leader).
+/// Slow hosts are what RAFT_HEARTBEAT_MS and RAFT_ELECTION_TIMEOUT_MS are
+/// for. The failover benchmark clears it: it measures the defaults.
+pub const VM_RAFT_TIMING: &[(&str, &str)] = &[
+    ("RAFT_HEARTBEAT_MS", "200"),
+    ("RAFT_ELECTION_TIMEOUT_MS", "1000"),
+];
+
 pub const VIP_RANGE: &str = "10.80.0.0/24";
 
 /// The client's address on the client LAN.
