@@ -607,6 +607,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let peer_auth = PeerAuth::new(cfg.cluster_secret.as_ref().map(|s| s.expose()));
     let peers = Peers::new(http, peer_auth.clone());
     let (log, sm, rejoining) = open_store(&cfg, &peers, &notifier).await?;
+    sm.record_stages(metrics.write_stages());
     let state = sm.watch();
     let flush = sm.flush_handle();
     let disk = sm.disk_status();
@@ -624,7 +625,12 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     .await
     .context("failed to start raft")?;
 
-    let writer = Writer::start(raft.clone(), peers.clone(), contact.clone());
+    let writer = Writer::start(
+        raft.clone(),
+        peers.clone(),
+        contact.clone(),
+        metrics.write_stages(),
+    );
     let node = Arc::new(Node {
         writer: writer.clone(),
         state: state.clone(),

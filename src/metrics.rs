@@ -18,6 +18,7 @@
 mod announce;
 mod format;
 mod process;
+pub mod stages;
 
 pub use format::Format;
 pub use process::ProcessStats;
@@ -145,6 +146,8 @@ pub struct Metrics {
     probes: Counter,
     probe_failures: Family<ReasonLabels, Counter>,
     probe_seconds: Histogram,
+    /// Each stage of a write, recorded by the batcher and the store.
+    stages: stages::WriteStages,
 }
 
 impl Default for Metrics {
@@ -162,6 +165,7 @@ impl Default for Metrics {
             probe_failures: Family::default(),
             // 50 µs to about 1.6 s.
             probe_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            stages: stages::WriteStages::default(),
         }
     }
 }
@@ -196,6 +200,11 @@ impl Metrics {
             detail,
             ..Metrics::default()
         }
+    }
+
+    /// The write stage histograms, for the batcher and the store to record.
+    pub fn write_stages(&self) -> stages::WriteStages {
+        self.stages.clone()
     }
 
     /// Counts one API request.
@@ -248,6 +257,7 @@ impl Metrics {
             "API request latency by operation",
             self.request_seconds.clone(),
         );
+        self.stages.register(&mut r);
         r.register(
             "ipvs_manager_reconcile_passes",
             "Reconcile passes run",

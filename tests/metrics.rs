@@ -55,6 +55,7 @@ const FAMILIES: &[&str] = &[
     "ipvs_manager_reconcile_changes_total",
     "ipvs_manager_drift_repaired_total",
     "ipvs_manager_traffic_read_failures_total",
+    "ipvs_manager_write_stage_seconds",
     "ipvs_manager_reconcile_last_success_timestamp_seconds",
     "ipvs_manager_reconcile_programmed_index",
     "ipvs_manager_reconcile_pending_changes",

@@ -19,6 +19,7 @@
 
 use super::peer_auth::Peers;
 use super::WRITE_PATH;
+use crate::metrics::stages::{Stage, WriteStages};
 use crate::model::{Command, CommandResult, ServiceKey};
 use crate::raft::NodeInfo;
 use crate::raft::{client_write, Raft, WriteOutcome, WriteResult};
@@ -26,7 +27,7 @@ use openraft::error::{Fatal, RaftError};
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Batches sent and not yet answered at a time, per queue. Two keep the
@@ -47,6 +48,7 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 struct Pending {
     cmd: Command,
     reply: oneshot::Sender<WriteResult>,
+    queued: Instant,
 }
 
 /// Proposes writes on this node's Raft, batched. Cloning shares the queue.
@@ -57,14 +59,24 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the batching task; it ends when every handle is dropped.
-    pub fn start(raft: Raft) -> Batcher {
+    /// Each write's wait in the queue and each batch's proposal go to
+    /// `stages`.
+    pub fn start(raft: Raft, stages: WriteStages) -> Batcher {
         let (queue, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(
             rx,
             |queue: &mut VecDeque<Pending>| next_batch(queue, |p| &p.cmd),
-            move |batch| {
+            move |batch: Vec<Pending>| {
                 let raft = raft.clone();
-                async move { propose(&raft, batch).await }
+                let stages = stages.clone();
+                for pending in &batch {
+                    stages.observe(Stage::Queued, pending.queued.elapsed());
+                }
+                async move {
+                    let started = Instant::now();
+                    propose(&raft, batch).await;
+                    stages.observe(Stage::Proposed, started.elapsed());
+                }
             },
         ));
         Batcher { queue }
@@ -74,7 +86,12 @@ impl Batcher {
     /// why Raft refused it (on a follower: `ForwardToLeader`).
     pub async fn propose(&self, cmd: Command) -> WriteResult {
         let (reply, outcome) = oneshot::channel();
-        if self.queue.send(Pending { cmd, reply }).is_err() {
+        let pending = Pending {
+            cmd,
+            reply,
+            queued: Instant::now(),
+        };
+        if self.queue.send(pending).is_err() {
             return Err(RaftError::Fatal(Fatal::Stopped));
         }
         outcome
@@ -111,12 +128,18 @@ pub struct Forwarder {
 
 impl Forwarder {
     /// Starts the forwarding task; it ends when every handle is dropped.
-    /// `timeout` bounds each request to the leader.
-    pub fn start(peers: Peers, timeout: Duration) -> Forwarder {
+    /// `timeout` bounds each request to the leader; each request's time
+    /// goes to `stages`.
+    pub fn start(peers: Peers, timeout: Duration, stages: WriteStages) -> Forwarder {
         let (queue, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(rx, next_forward, move |batch| {
             let peers = peers.clone();
-            async move { forward(&peers, timeout, batch).await }
+            let stages = stages.clone();
+            async move {
+                let started = Instant::now();
+                forward(&peers, timeout, batch).await;
+                stages.observe(Stage::Forwarded, started.elapsed());
+            }
         }));
         Forwarder { queue }
     }
@@ -262,7 +285,7 @@ fn json_len(cmd: &Command) -> usize {
 /// result.
 async fn propose(raft: &Raft, mut batch: Vec<Pending>) {
     if batch.len() == 1 {
-        if let Some(Pending { cmd, reply }) = batch.pop() {
+        if let Some(Pending { cmd, reply, .. }) = batch.pop() {
             // The caller may have given up waiting; nothing to tell then.
             let _ = reply.send(client_write(raft, cmd).await);
         }

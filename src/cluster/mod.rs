@@ -95,11 +95,17 @@ pub struct Writer {
 impl Writer {
     /// Starts the queues that batch this node's writes (see [`batch`]);
     /// clones share them.
-    pub fn start(raft: Raft, peers: Peers, contact: quorum::Contact) -> Writer {
+    /// Their stages' times go to `stages`.
+    pub fn start(
+        raft: Raft,
+        peers: Peers,
+        contact: quorum::Contact,
+        stages: crate::metrics::stages::WriteStages,
+    ) -> Writer {
         Writer {
-            batcher: Batcher::start(raft.clone()),
+            batcher: Batcher::start(raft.clone(), stages.clone()),
             reads: ReadIndex::start(raft.clone(), peers.clone()),
-            forwarder: Forwarder::start(peers, COMMIT_WAIT + Duration::from_secs(1)),
+            forwarder: Forwarder::start(peers, COMMIT_WAIT + Duration::from_secs(1), stages),
             raft,
             contact,
         }

@@ -95,7 +95,7 @@ impl TestNode {
             },
         ));
         let node = Arc::new(Node {
-            writer: Writer::start(raft, peers.clone(), contact),
+            writer: Writer::start(raft, peers.clone(), contact, Default::default()),
             state,
             peers,
             me,

@@ -22,6 +22,7 @@
 
 use super::witness::{Acknowledged, Witness};
 use super::StoreError;
+use crate::metrics::stages::{Stage, WriteStages};
 use crate::raft::TypeConfig;
 use openraft::storage::LogFlushed;
 use serde::Serialize;
@@ -188,6 +189,8 @@ struct Shared {
     /// Bumped by every reopen (and every recovery request answered), which
     /// is what a writer whose write failed waits for.
     generation: watch::Sender<u64>,
+    /// Where the flushes' and applies' times go, once the node gives it.
+    stages: std::sync::OnceLock<WriteStages>,
     #[cfg(test)]
     full: std::sync::atomic::AtomicBool,
 }
@@ -240,6 +243,7 @@ impl Disk {
             acked: Mutex::new(acked),
             status: watch::Sender::new(DiskStatus::default()),
             generation: watch::Sender::new(0),
+            stages: std::sync::OnceLock::new(),
             #[cfg(test)]
             full: Default::default(),
         });
@@ -371,6 +375,19 @@ impl Disk {
         self.send(Request::Log(callback))
     }
 
+    /// Records the times of this store's flushes and applies in `stages`
+    /// from now on (the first call counts).
+    pub(crate) fn record_stages(&self, stages: WriteStages) {
+        let _ = self.shared.stages.set(stages);
+    }
+
+    /// Records one pass through `stage`, when stages are recorded.
+    pub(crate) fn observe(&self, stage: Stage, took: Duration) {
+        if let Some(stages) = self.shared.stages.get() {
+            stages.observe(stage, took);
+        }
+    }
+
     /// Returns once everything written so far is on disk.
     pub(crate) async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
@@ -486,6 +503,7 @@ impl Shared {
 
     fn flush_and_witness(&self, witness: &mut Witness) -> io::Result<()> {
         let acked = lock(&self.acked).clone();
+        let started = Instant::now();
         {
             let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
             let Some(db) = guard.as_ref() else {
@@ -494,7 +512,13 @@ impl Shared {
             self.injected()?;
             db.db.flush().map_err(io_error)?;
         }
-        write_witness(witness, &acked)
+        let flushed = Instant::now();
+        write_witness(witness, &acked)?;
+        if let Some(stages) = self.stages.get() {
+            stages.observe(Stage::Flush, flushed - started);
+            stages.observe(Stage::Witness, flushed.elapsed());
+        }
+        Ok(())
     }
 
     /// Writes a file of [`PROBE_BYTES`] and syncs it: whether the directory

@@ -389,6 +389,12 @@ impl StateMachineStore {
 
     /// A handle that flushes this store's database, for the last step of
     /// shutdown (after Raft has stopped writing).
+    /// Records this store's flush and apply times in `stages` (see
+    /// `metrics::stages`).
+    pub fn record_stages(&self, stages: crate::metrics::stages::WriteStages) {
+        self.disk.record_stages(stages);
+    }
+
     pub fn flush_handle(&self) -> super::FlushHandle {
         super::FlushHandle(self.disk.clone())
     }
@@ -983,6 +989,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let before = self.last_applied;
         let Applied {
             results,
@@ -1008,6 +1015,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // After publishing: a watch shows nothing that a read of this node
         // would not show yet.
         self.history.record(history);
+        self.disk
+            .observe(crate::metrics::stages::Stage::Apply, started.elapsed());
         Ok(results)
     }
 

@@ -251,7 +251,7 @@ async fn concurrent_writes_share_entries_and_keep_their_own_results() {
     let before = watch.current().applied_index();
 
     // 60 services created at once, and 20 of them created a second time.
-    let batcher = crate::cluster::batch::Batcher::start(raft.clone());
+    let batcher = crate::cluster::batch::Batcher::start(raft.clone(), Default::default());
     let ports: Vec<u16> = (1..=60).chain(1..=20).collect();
     let outcomes =
         futures_util::future::join_all(ports.iter().map(|port| batcher.propose(create(*port))))
