@@ -489,7 +489,9 @@ async fn hold(ctx: Context, cfg: L2, timing: Timing, stop: impl Future<Output = 
     };
     // What an earlier run left (killed, or the host rebooted with the
     // addresses in a configuration file): gone until the cluster says.
-    holder.sync(&BTreeSet::new(), false).await;
+    holder
+        .sync(&BTreeSet::new(), false, |_| "left by an earlier run".into())
+        .await;
     let mut report = Report {
         held: BTreeSet::new(),
         waiting: BTreeMap::new(),
@@ -511,7 +513,9 @@ async fn hold(ctx: Context, cfg: L2, timing: Timing, stop: impl Future<Output = 
             next_renewal = now + timing.renew_every();
             let granted = renew(&ctx, &holder, &timing, &mut report).await;
             let wanted = wanted(&ctx, &report.lease);
-            let taken = holder.sync(&wanted, granted).await;
+            let taken = holder
+                .sync(&wanted, granted, |a| why_released(&ctx, &report, a))
+                .await;
             for address in taken {
                 garp_due.insert(address, (Instant::now(), 0));
             }
@@ -520,7 +524,9 @@ async fn hold(ctx: Context, cfg: L2, timing: Timing, stop: impl Future<Output = 
             // which must start from a grant.
             let wanted = wanted(&ctx, &report.lease);
             let keep: BTreeSet<IpAddr> = holder.held.intersection(&wanted).copied().collect();
-            holder.sync(&keep, false).await;
+            holder
+                .sync(&keep, false, |a| why_released(&ctx, &report, a))
+                .await;
         }
         report.held = holder.held.clone();
         report.waiting = holder.waiting.clone();
@@ -580,7 +586,9 @@ async fn hold(ctx: Context, cfg: L2, timing: Timing, stop: impl Future<Output = 
     }
     // Stopping: drop everything, then tell the leader at once, so that it
     // hands the addresses over without waiting for the lease to run out.
-    holder.sync(&BTreeSet::new(), false).await;
+    holder
+        .sync(&BTreeSet::new(), false, |_| "this node is stopping".into())
+        .await;
     report.held = holder.held.clone();
     report.lease.drop_it();
     let release = Renewal {
@@ -604,6 +612,29 @@ fn wanted(ctx: &Context, lease: &NodeLease) -> BTreeSet<IpAddr> {
     let current = ctx.state.current();
     let vips = ctx.servable.borrow();
     owned_by(&current.desired.vip_owners.owners, &ctx.name, &vips)
+}
+
+/// Why this node let `address` go, for its log: an operator reading why an
+/// address moved finds the cause on the node that dropped it.
+fn why_released(ctx: &Context, report: &Report, address: IpAddr) -> String {
+    if !report.lease.valid(Instant::now()) {
+        return match &report.problem {
+            Some(problem) => format!("its lease ran out ({problem})"),
+            None => "its lease ran out".into(),
+        };
+    }
+    match ctx.state.current().desired.vip_owners.owners.get(&address) {
+        Some(owner) if *owner != ctx.name => return format!("the cluster gave it to {owner}"),
+        Some(_) => {}
+        None => return "the cluster moves it (no owner until this node lets go)".into(),
+    }
+    match ctx.servable.borrow().get(&address) {
+        None => "no service has it any more".into(),
+        Some(vip) => match &vip.why_not {
+            Some(why) => format!("this node cannot serve it: {why}"),
+            None => "no longer wanted".into(),
+        },
+    }
 }
 
 /// The addresses of `owners` that are `me`'s and still service addresses.
@@ -652,24 +683,26 @@ async fn renew(ctx: &Context, holder: &Holder, timing: &Timing, report: &mut Rep
         stopping: false,
     };
     let sent = Instant::now();
-    match send_renewal(ctx, &renewal, timing.renew_every()).await {
-        Ok(Grant { granted: true, .. }) => {
-            report.lease.granted(timing, sent);
-            report.problem = None;
-            true
-        }
-        Ok(Grant { why_not, .. }) => {
-            report.problem = Some(format!(
-                "lease not renewed: {}",
-                why_not.unwrap_or_else(|| "refused".into())
-            ));
-            false
-        }
-        Err(e) => {
-            report.problem = Some(format!("lease not renewed: {e}"));
-            false
-        }
+    let problem = match send_renewal(ctx, &renewal, timing.renew_every()).await {
+        Ok(Grant { granted: true, .. }) => None,
+        Ok(Grant { why_not, .. }) => Some(format!(
+            "lease not renewed: {}",
+            why_not.unwrap_or_else(|| "refused".into())
+        )),
+        Err(e) => Some(format!("lease not renewed: {e}")),
+    };
+    // Logged when it changes, not at every renewal.
+    match (&report.problem, &problem) {
+        (None, Some(now)) => tracing::warn!(problem = %now, "the lease is not renewed"),
+        (Some(_), None) => tracing::info!("the lease is renewed again"),
+        _ => {}
     }
+    let granted = problem.is_none();
+    if granted {
+        report.lease.granted(timing, sent);
+    }
+    report.problem = problem;
+    granted
 }
 
 /// Sends a renewal to the leader: in-process when this node leads. Gives up
@@ -750,15 +783,22 @@ impl Holder {
     }
 
     /// Makes the interface hold `wanted` (of ours); `refresh`: renew the
-    /// lifetimes of those kept too. Returns the addresses newly taken.
-    async fn sync(&mut self, wanted: &BTreeSet<IpAddr>, refresh: bool) -> Vec<IpAddr> {
+    /// lifetimes of those kept too; `why` says, for the log, why an address
+    /// is released. Returns the addresses newly taken.
+    async fn sync(
+        &mut self,
+        wanted: &BTreeSet<IpAddr>,
+        refresh: bool,
+        why: impl Fn(IpAddr) -> String,
+    ) -> Vec<IpAddr> {
         if let Ok(now) = self.link.ours().await {
             self.held = now;
         }
         for address in self.held.difference(wanted).copied().collect::<Vec<_>>() {
             match self.link.release(address).await {
                 Ok(()) => {
-                    tracing::info!(%address, interface = %self.link.ifname(), "released");
+                    let why = why(address);
+                    tracing::info!(%address, interface = %self.link.ifname(), %why, "released");
                     self.held.remove(&address);
                 }
                 Err(e) => tracing::warn!(%address, error = %e, "cannot release"),
