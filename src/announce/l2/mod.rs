@@ -420,8 +420,17 @@ async fn place_while_leading(
         let next = placement::place(&vips, &owners.owners, owners.index, &nodes);
         if next != owners.owners {
             tracing::info!(owners = ?next, "placing the service addresses");
-            if let Err(e) = writer.write(Command::SetVipOwners(next)).await {
-                tracing::warn!(error = %e, "could not commit the address owners");
+            // Proposed on this node only, never forwarded: a leader deposed
+            // while its proposal waits must not have its decision committed
+            // by the next leader, which places from what it knows itself.
+            // (Forwarded, a partitioned leader's stale "no owner" reached its
+            // successor once the link was back and took the address from its
+            // live owner.)
+            let proposed = writer.batcher().propose(Command::SetVipOwners(next));
+            match tokio::time::timeout(timing.fence(), proposed).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not commit the address owners"),
+                Err(_) => tracing::warn!("the address owners were not committed in time"),
             }
         }
     }
