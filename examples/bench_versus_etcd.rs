@@ -63,6 +63,9 @@ struct Args {
     /// Print each run's writes, p99 and max per quarter second, to see
     /// whether the slow writes come together (a stall) or spread.
     timeline: bool,
+    /// After each ipvs-manager run, print each node's write stages from
+    /// its `ipvs_manager_write_stage_seconds` histogram.
+    stages: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -74,6 +77,7 @@ fn parse_args() -> Result<Args, String> {
         to: vec![To::Leader, To::RoundRobin],
         systems: vec![System::Etcd, System::IpvsManager],
         timeline: false,
+        stages: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -81,6 +85,7 @@ fn parse_args() -> Result<Args, String> {
         match a.as_str() {
             "--binary" => args.binary = value()?,
             "--timeline" => args.timeline = true,
+            "--stages" => args.stages = true,
             "--etcd" => args.etcd = value()?,
             "--seconds" => {
                 args.seconds = value()?
@@ -418,6 +423,82 @@ fn print_timeline(m: &Measured) {
     }
 }
 
+/// Each node's write stages over the run, from its histogram: count, and
+/// the bucket bounds p50 and p99 fall under (the buckets double, so a bound
+/// is within 2× of the value), as table rows.
+async fn print_stages(http: &reqwest::Client, cluster: &Cluster) -> String {
+    let mut out = String::new();
+    for (i, port) in cluster.ports.iter().enumerate() {
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        let Ok(text) = http
+            .get(&url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+        else {
+            continue;
+        };
+        let text = text.text().await.unwrap_or_default();
+        let role = if i == cluster.leader {
+            "leader"
+        } else {
+            "follower"
+        };
+        for (stage, buckets) in stage_buckets(&text) {
+            let total = buckets.last().map_or(0.0, |(_, n)| *n);
+            let under = |q: f64| {
+                buckets
+                    .iter()
+                    .find(|(_, n)| *n >= q * total)
+                    .map_or("?".to_string(), |(le, _)| match *le {
+                        le if le.is_infinite() => "+Inf".to_string(),
+                        le => format!("≤ {:.2}", le * 1000.0),
+                    })
+            };
+            out.push_str(&format!(
+                "|  | node{} ({role}) | stage {stage} | {total:.0} times | p50 {} ms | p99 {} ms |  |  |  |\n",
+                i + 1,
+                under(0.5),
+                under(0.99)
+            ));
+        }
+    }
+    out
+}
+
+/// The cumulative buckets (`le`, count) of each stage in an exposition.
+fn stage_buckets(text: &str) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut stages: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("ipvs_manager_write_stage_seconds_bucket{") else {
+            continue;
+        };
+        let Some((labels, count)) = rest.split_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix("=\""))
+                .map(|v| v.trim_end_matches('"').to_string())
+        };
+        let (Some(stage), Some(le)) = (label("stage"), label("le")) else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::NAN)
+        };
+        let count: f64 = count.trim().parse().unwrap_or(0.0);
+        match stages.iter_mut().find(|(s, _)| *s == stage) {
+            Some((_, buckets)) => buckets.push((le, count)),
+            None => stages.push((stage, vec![(le, count)])),
+        }
+    }
+    stages
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
@@ -460,6 +541,11 @@ async fn main() -> std::process::ExitCode {
                     }
                 };
                 let m = load(&cluster, *to, *connections, args.seconds).await;
+                let stages = if args.stages && *system == System::IpvsManager {
+                    print_stages(&http, &cluster).await
+                } else {
+                    String::new()
+                };
                 drop(cluster);
                 println!(
                     "| {} | {connections} | {} | {:.0} | {} | {} | {} | {} | {} |",
@@ -475,6 +561,7 @@ async fn main() -> std::process::ExitCode {
                 if args.timeline {
                     print_timeline(&m);
                 }
+                print!("{stages}");
                 measured.push(m);
             }
             if let [etcd, ours] = measured.as_slice() {
