@@ -383,9 +383,7 @@ impl Disk {
 
     /// Records one pass through `stage`, when stages are recorded.
     pub(crate) fn observe(&self, stage: Stage, took: Duration) {
-        if let Some(stages) = self.shared.stages.get() {
-            stages.observe(stage, took);
-        }
+        self.shared.observe(stage, took);
     }
 
     /// Returns once everything written so far is on disk.
@@ -514,11 +512,16 @@ impl Shared {
         }
         let flushed = Instant::now();
         write_witness(witness, &acked)?;
-        if let Some(stages) = self.stages.get() {
-            stages.observe(Stage::Flush, flushed - started);
-            stages.observe(Stage::Witness, flushed.elapsed());
-        }
+        self.observe(Stage::Flush, flushed - started);
+        self.observe(Stage::Witness, flushed.elapsed());
         Ok(())
+    }
+
+    /// Records one pass through `stage`, when stages are recorded.
+    fn observe(&self, stage: Stage, took: Duration) {
+        if let Some(stages) = self.stages.get() {
+            stages.observe(stage, took);
+        }
     }
 
     /// Writes a file of [`PROBE_BYTES`] and syncs it: whether the directory

@@ -387,14 +387,14 @@ impl StateMachineStore {
         self.finish_checkpoint().await
     }
 
-    /// A handle that flushes this store's database, for the last step of
-    /// shutdown (after Raft has stopped writing).
     /// Records this store's flush and apply times in `stages` (see
     /// `metrics::stages`).
     pub fn record_stages(&self, stages: crate::metrics::stages::WriteStages) {
         self.disk.record_stages(stages);
     }
 
+    /// A handle that flushes this store's database, for the last step of
+    /// shutdown (after Raft has stopped writing).
     pub fn flush_handle(&self) -> super::FlushHandle {
         super::FlushHandle(self.disk.clone())
     }

@@ -371,7 +371,7 @@ pub async fn run(ctx: Context, stop: impl Future<Output = ()>) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let placer = tokio::spawn(place_while_leading(
         ctx.writer.raft().clone(),
-        ctx.writer.clone(),
+        ctx.writer.batcher().clone(),
         ctx.leases.clone(),
         ctx.state.clone(),
         ctx.servable.clone(),
@@ -388,7 +388,9 @@ pub async fn run(ctx: Context, stop: impl Future<Output = ()>) {
 /// change, the owners placed from the renewals, committed when they differ.
 async fn place_while_leading(
     raft: Raft,
-    writer: crate::cluster::Writer,
+    // This node's own proposals only, never the writer that forwards: see
+    // below.
+    batcher: crate::cluster::batch::Batcher,
     leases: Leases,
     state: StateWatch,
     mut servable: watch::Receiver<Servable>,
@@ -426,7 +428,7 @@ async fn place_while_leading(
             // (Forwarded, a partitioned leader's stale "no owner" reached its
             // successor once the link was back and took the address from its
             // live owner.)
-            let proposed = writer.batcher().propose(Command::SetVipOwners(next));
+            let proposed = batcher.propose(Command::SetVipOwners(next));
             match tokio::time::timeout(timing.fence(), proposed).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "could not commit the address owners"),
