@@ -120,7 +120,7 @@ fn main() -> ExitCode {
             // Every member the same table: the sizes depend on the digits.
             let members: Vec<(String, Option<&NodeTrafficSummary>)> =
                 names.iter().map(|n| (n.clone(), Some(&own))).collect();
-            board.update(ids.iter().cloned(), &members);
+            board = board.next(ids.iter().cloned(), &members);
             let built = started.elapsed();
             if round + 1 == rounds {
                 let full = board.view(None);

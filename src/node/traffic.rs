@@ -13,6 +13,7 @@ use crate::api::{self, json, ApiError};
 use crate::cluster::NODE_TRAFFIC_PATH;
 use crate::health::HealthTable;
 use crate::model::{DesiredState, ServiceConfig, ServiceEntry, ServiceKey};
+use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -313,22 +314,16 @@ impl Board {
         }
     }
 
-    /// One round: `services` are the ids of the desired state, `members`
-    /// each member's summary (`None`: it did not answer).
-    pub fn update(
-        &mut self,
+    /// The next round's table: `services` are the ids of the desired
+    /// state, `members` each member's summary (`None`: it did not answer).
+    /// It is built beside this one, which is served until it is swapped in.
+    pub fn next(
+        &self,
         services: impl IntoIterator<Item = String>,
         members: &[(String, Option<&json::NodeTrafficSummary>)],
-    ) {
-        self.sample += 1;
-        let round = self.sample;
-        self.nodes = members.iter().map(|(name, _)| name.clone()).collect();
-        self.unreachable = members
-            .iter()
-            .filter(|(_, s)| s.is_none())
-            .map(|(name, _)| name.clone())
-            .collect();
-        let mut old = std::mem::take(&mut self.rows);
+    ) -> Board {
+        let round = self.sample + 1;
+        let mut rows = BTreeMap::new();
         for id in services {
             let nodes: BTreeMap<String, json::TrafficNode> = members
                 .iter()
@@ -347,10 +342,9 @@ impl Board {
                 })
                 .collect();
             let total = total(nodes.values());
-            let (mut cps, before) = match old.remove(&id) {
-                Some(row) => (row.cps, Some((row.view, row.changed))),
-                None => (VecDeque::with_capacity(HISTORY), None),
-            };
+            let before = self.rows.get(&id);
+            let mut cps =
+                before.map_or_else(|| VecDeque::with_capacity(HISTORY), |r| r.cps.clone());
             push(&mut cps, total.cps);
             let view = json::TrafficRow {
                 service: id.clone(),
@@ -359,17 +353,30 @@ impl Board {
                 cps: cps.iter().copied().skip_while(|c| *c == 0).collect(),
             };
             let changed = match before {
-                Some((was, changed)) if was == view => changed,
+                Some(was) if was.view == view => was.changed,
                 _ => round,
             };
-            self.rows.insert(id, Row { view, changed, cps });
+            rows.insert(id, Row { view, changed, cps });
         }
-        for id in old.into_keys() {
-            self.removed.push_back((round, id));
+        let mut removed = self.removed.clone();
+        for id in self.rows.keys().filter(|id| !rows.contains_key(*id)) {
+            removed.push_back((round, id.clone()));
         }
         let forgotten = round.saturating_sub(HISTORY as u64);
-        while self.removed.front().is_some_and(|(r, _)| *r <= forgotten) {
-            self.removed.pop_front();
+        while removed.front().is_some_and(|(r, _)| *r <= forgotten) {
+            removed.pop_front();
+        }
+        Board {
+            first: self.first,
+            sample: round,
+            nodes: members.iter().map(|(name, _)| name.clone()).collect(),
+            unreachable: members
+                .iter()
+                .filter(|(_, s)| s.is_none())
+                .map(|(name, _)| name.clone())
+                .collect(),
+            rows,
+            removed,
         }
     }
 
@@ -423,52 +430,74 @@ fn total<'a>(nodes: impl Iterator<Item = &'a json::TrafficNode>) -> json::Traffi
     t
 }
 
-/// What the node keeps between rounds.
+/// This node's side of a round: what it read and what it serves its peers.
 #[derive(Debug, Default)]
-struct State {
+struct Sampled {
     history: History,
     /// The last table read, for the per-server numbers of a detail.
     table: Option<Arc<json::KernelTable>>,
     /// What this node serves its peers.
-    own: json::NodeTrafficSummary,
-    board: Board,
+    own: Arc<json::NodeTrafficSummary>,
+    /// `own` as JSON, encoded once a round: a peer's poll is answered on
+    /// the Raft port, whose workers also take the appends.
+    own_json: Bytes,
 }
 
 /// The node's traffic summaries: its own history and the cluster's table.
+///
+/// A round's CPU work (this node's summary, its JSON, the peers' JSON, the
+/// table) is done at low priority off the async workers and outside these
+/// locks, which are held only to swap a result in: at tens of thousands of
+/// services that work takes a CPU for a good part of a second, and a worker
+/// or lock held that long stalls the writes and appends queued behind it.
 #[derive(Debug)]
 pub struct Traffic {
-    state: Mutex<State>,
+    sampled: Mutex<Sampled>,
+    board: Mutex<Arc<Board>>,
 }
 
 impl Default for Traffic {
     /// Rounds numbered from the start time in seconds ([`Board::starting_at`]).
     fn default() -> Traffic {
         Traffic {
-            state: Mutex::new(State {
-                board: Board::starting_at(crate::model::clock::unix_ms() / 1000),
-                ..State::default()
+            sampled: Mutex::new(Sampled {
+                own_json: encode(&json::NodeTrafficSummary::default()),
+                ..Sampled::default()
             }),
+            board: Mutex::new(Arc::new(Board::starting_at(
+                crate::model::clock::unix_ms() / 1000,
+            ))),
         }
     }
 }
 
+/// A summary as peers are sent it (it has only maps with string keys, which
+/// JSON cannot fail to encode).
+fn encode(own: &json::NodeTrafficSummary) -> Bytes {
+    Bytes::from(serde_json::to_vec(own).unwrap_or_default())
+}
+
+/// A lock whose holder panicked mid-update leaves numbers, not invariants
+/// worth refusing every later answer for.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Traffic {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A round that panicked mid-update leaves numbers, not invariants
-        // worth refusing every later answer for.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    /// This node's summary as JSON, for its peers.
+    pub fn own_json(&self) -> Bytes {
+        lock(&self.sampled).own_json.clone()
     }
 
-    /// This node's summary, for its peers.
-    pub fn own(&self) -> json::NodeTrafficSummary {
-        self.lock().own.clone()
+    fn board(&self) -> Arc<Board> {
+        lock(&self.board).clone()
     }
 }
 
 /// `GET /api/v1/traffic`: the cluster's table as of the last round (all of
 /// it, or what changed after answer `since`).
 pub fn table(node: &Node, since: Option<u64>) -> json::TrafficView {
-    node.traffic.lock().board.view(since)
+    node.traffic.board().view(since)
 }
 
 /// One service in detail on this node (for `GET /api/v1/traffic/{id}` and
@@ -478,8 +507,8 @@ pub fn local_detail(node: &Node, key: &ServiceKey) -> Result<json::TrafficNodeDe
     let Some(cfg) = desired.services.get(key) else {
         return Err(ApiError::no_such_service(key));
     };
-    let state = node.traffic.lock();
-    let entry = state
+    let sampled = lock(&node.traffic.sampled);
+    let entry = sampled
         .table
         .as_ref()
         .and_then(|t| t.services.iter().find(|e| e.service.key == *key));
@@ -487,7 +516,7 @@ pub fn local_detail(node: &Node, key: &ServiceKey) -> Result<json::TrafficNodeDe
         cfg,
         entry,
         &node.health.table(),
-        state.history.series(key),
+        sampled.history.series(key),
     ))
 }
 
@@ -540,81 +569,146 @@ async fn peer_detail(
     super::reports::peer_answer(sent, |status, _| format!("answered {status}")).await
 }
 
-/// A member's summary, asked on its Raft port; `None` when it does not
-/// answer in time or answers something else.
-async fn peer_summary(node: &Node, raft_addr: &str) -> Option<json::NodeTrafficSummary> {
+/// A member's summary as it sent it, asked on its Raft port; `None` when
+/// it does not answer in time or answers something else.
+async fn peer_summary(node: &Node, raft_addr: &str) -> Option<Bytes> {
     let url = format!("http://{raft_addr}{NODE_TRAFFIC_PATH}");
     let r = node.peers.get(&url).timeout(READ_WAIT).send().await.ok()?;
     if !r.status().is_success() {
         return None;
     }
-    r.json().await.ok()
+    r.bytes().await.ok()
+}
+
+/// Runs a round's CPU work on a thread of its own under SCHED_IDLE: the
+/// traffic table is for people, and on a busy host it must not take the
+/// CPU from the writes and appends (see [`Traffic`]). At nice 19 it still
+/// did: a woken task waited out its slice, once for each of the many
+/// hand-offs of a write. `None` if no thread could be started or the work
+/// panicked.
+async fn in_background<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("traffic".into())
+        .spawn(move || {
+            // A failure leaves the thread at normal priority: the round is
+            // then only less polite.
+            let _ = thread_priority::set_thread_priority_and_policy(
+                thread_priority::thread_native_id(),
+                thread_priority::ThreadPriority::Min,
+                thread_priority::ThreadSchedulePolicy::Normal(
+                    thread_priority::NormalThreadSchedulePolicy::Idle,
+                ),
+            );
+            let _ = done.send(work());
+        })
+        .ok()?;
+    result.await.ok()
 }
 
 /// Samples this node's kernel: its history and its own summary. A failed
 /// read is counted and logged, and leaves the last summary as it was.
-async fn sample(node: &Node) {
-    let desired = node.desired();
-    let health = node.health.table();
+async fn sample(node: &Arc<Node>) {
     let read = match &node.kernel {
-        None => None,
-        Some(kernel) => match kernel.read(READ_WAIT).await {
-            Ok(table) => Some(table),
-            Err(e) => {
-                node.metrics.traffic_read_failed();
-                let mut state = node.traffic.lock();
-                state.own.read_failures += 1;
-                tracing::warn!(
-                    error = %e,
-                    failures = state.own.read_failures,
-                    "could not sample the kernel table for the traffic summary"
-                );
-                return;
-            }
-        },
+        None => Ok(None),
+        Some(kernel) => kernel.read(READ_WAIT).await.map(Some),
+    };
+    let node = node.clone();
+    in_background(move || record(&node, read)).await;
+}
+
+/// [`sample`]'s work once the table is read (`Ok(None)`: no kernel).
+fn record<E: std::fmt::Display>(node: &Node, read: Result<Option<Arc<json::KernelTable>>, E>) {
+    let mut own = json::NodeTrafficSummary::clone(&lock(&node.traffic.sampled).own);
+    own.kernel = node.kernel.is_some();
+    let read = match read {
+        Ok(read) => read,
+        Err(e) => {
+            node.metrics.traffic_read_failed();
+            own.read_failures += 1;
+            tracing::warn!(
+                error = %e,
+                failures = own.read_failures,
+                "could not sample the kernel table for the traffic summary"
+            );
+            return publish(node, own, None);
+        }
     };
     let now = crate::model::clock::unix_ms();
-    let services = summarize(
-        &desired,
+    own.services = summarize(
+        &node.desired(),
         read.as_deref().map(|t| t.services.as_slice()),
-        &health,
+        &node.health.table(),
     );
-    let mut state = node.traffic.lock();
-    if let Some(table) = &read {
-        state.history.record(now, &table.services);
-        state.own.sampled_at_ms = Some(now);
+    if read.is_some() {
+        own.sampled_at_ms = Some(now);
     }
-    state.table = read;
-    state.own.kernel = node.kernel.is_some();
-    state.own.services = services;
+    publish(node, own, Some((now, read)));
+}
+
+/// Swaps in this node's new summary and, after a read, the table and its
+/// place in the history (`None` for a table never read).
+fn publish(
+    node: &Node,
+    own: json::NodeTrafficSummary,
+    read: Option<(u64, Option<Arc<json::KernelTable>>)>,
+) {
+    let own_json = encode(&own);
+    let mut sampled = lock(&node.traffic.sampled);
+    if let Some((now, table)) = read {
+        if let Some(t) = &table {
+            sampled.history.record(now, &t.services);
+        }
+        sampled.table = table;
+    }
+    sampled.own = Arc::new(own);
+    sampled.own_json = own_json;
 }
 
 /// One round: sample this node, poll the other members (all at once), and
 /// rebuild the cluster's table.
-async fn round(node: &Node) {
+async fn round(node: &Arc<Node>) {
     sample(node).await;
-    let own = &node.traffic.own();
     let members = node.members();
     let polled = members.iter().map(|(name, raft_addr)| async move {
         if *name == node.me.name {
-            return Some(own.clone());
+            return None;
         }
         peer_summary(node, raft_addr).await
     });
     let polled = futures_util::future::join_all(polled).await;
+    let node = node.clone();
+    in_background(move || rebuild(&node, members, polled)).await;
+}
+
+/// [`round`]'s table from each member's answer (this node's own: `None`).
+fn rebuild(node: &Node, members: Vec<(String, String)>, polled: Vec<Option<Bytes>>) {
+    let own = lock(&node.traffic.sampled).own.clone();
+    let decoded: Vec<Option<json::NodeTrafficSummary>> = polled
+        .iter()
+        .map(|b| b.as_ref().and_then(|b| serde_json::from_slice(b).ok()))
+        .collect();
     let mut members: Vec<(String, Option<&json::NodeTrafficSummary>)> = members
         .into_iter()
-        .zip(&polled)
-        .map(|((name, _), s)| (name, s.as_ref()))
+        .zip(&decoded)
+        .map(|((name, _), s)| {
+            let summary = if name == node.me.name {
+                Some(&*own)
+            } else {
+                s.as_ref()
+            };
+            (name, summary)
+        })
         .collect();
     members.sort_by(|a, b| a.0.cmp(&b.0));
-    let ids: Vec<String> = node
+    let ids = node
         .desired()
         .services
         .keys()
         .map(api::service_id)
-        .collect();
-    node.traffic.lock().board.update(ids, &members);
+        .collect::<Vec<_>>();
+    let board = node.traffic.board().next(ids, &members);
+    *lock(&node.traffic.board) = Arc::new(board);
 }
 
 /// Runs a round every [`SAMPLE_EVERY`] until `stop` completes.

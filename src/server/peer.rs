@@ -67,7 +67,9 @@ async fn kernel(app: Data<AppState>, http: actix_web::HttpRequest) -> HttpRespon
 /// [`NODE_TRAFFIC_PATH`]: this node's traffic summary, for the members
 /// that poll it.
 async fn traffic_summary(app: Data<AppState>) -> HttpResponse {
-    body::json(StatusCode::OK, &app.node.traffic.own())
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(app.node.traffic.own_json())
 }
 
 /// `{NODE_TRAFFIC_PATH}/{id}`: one service in detail on this node, for the

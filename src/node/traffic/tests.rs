@@ -1,6 +1,6 @@
 //! Table tests of the history ring, a node's rows and details, and the
 //! cluster's table with its changes; the kernel tables come from the
-//! in-memory kernel with counters set on it.
+//! in-memory kernel with counters set on it; and the thread a round works on.
 
 use super::*;
 use crate::health::ServerState;
@@ -260,7 +260,7 @@ fn ids(v: &json::TrafficView) -> Vec<&str> {
 fn the_board_sums_members_and_marks_the_silent_one() {
     let mut b = Board::default();
     let (a, bb) = (summary(&[("s1", 3), ("s2", 0)]), summary(&[("s1", 4)]));
-    b.update(
+    b = b.next(
         ["s1".to_string(), "s2".to_string()],
         &[
             ("a".into(), Some(&a)),
@@ -300,15 +300,15 @@ fn since_answers_only_changes_and_removals_or_everything_when_unknown() {
     let mut b = Board::default();
     let all = |n: u64| (0..n).map(|i| format!("s{i}")).collect::<Vec<_>>();
     let idle = summary(&[("s0", 0), ("s1", 0), ("s2", 0)]);
-    b.update(all(3), &members(&idle));
-    b.update(all(3), &members(&idle));
+    b = b.next(all(3), &members(&idle));
+    b = b.next(all(3), &members(&idle));
     // Idle: nothing changed after round 1.
     let v = b.view(Some(1));
     assert_eq!((v.sample, v.full), (2, false));
     assert!(v.services.is_empty() && v.removed.is_empty(), "{v:?}");
     // s1 gets traffic, s2 is removed.
     let busy = summary(&[("s0", 0), ("s1", 9)]);
-    b.update(all(2), &members(&busy));
+    b = b.next(all(2), &members(&busy));
     let v = b.view(Some(2));
     assert_eq!(ids(&v), vec!["s1"]);
     assert_eq!(v.services[0].cps, vec![9]);
@@ -318,7 +318,7 @@ fn since_answers_only_changes_and_removals_or_everything_when_unknown() {
     let v = b.view(Some(3));
     assert!(v.services.is_empty() && v.removed.is_empty());
     // The traffic's history keeps changing s1's row while it is in it.
-    b.update(all(2), &members(&idle));
+    b = b.next(all(2), &members(&idle));
     assert_eq!(ids(&b.view(Some(3))), vec!["s1"]);
     assert_eq!(b.view(Some(3)).services[0].cps, vec![9, 0]);
     // Unknown answers (0, the future) get everything.
@@ -329,7 +329,7 @@ fn since_answers_only_changes_and_removals_or_everything_when_unknown() {
         assert!(v.removed.is_empty());
     }
     // Removed and back: listed as a row, not as removed.
-    b.update(all(3), &members(&idle));
+    b = b.next(all(3), &members(&idle));
     let v = b.view(Some(2));
     assert!(v.services.iter().any(|r| r.service == "s2"));
     assert!(v.removed.is_empty());
@@ -339,7 +339,7 @@ fn since_answers_only_changes_and_removals_or_everything_when_unknown() {
 fn the_sparkline_holds_90_rounds_and_since_forgets_older_answers() {
     let mut b = Board::default();
     for round in 1..=100u64 {
-        b.update(["s".to_string()], &members(&summary(&[("s", round)])));
+        b = b.next(["s".to_string()], &members(&summary(&[("s", round)])));
     }
     let v = b.view(None);
     assert_eq!(v.services[0].cps.len(), HISTORY);
@@ -375,16 +375,37 @@ fn answers_of_an_earlier_life_get_the_whole_table() {
     let idle = summary(&[("s", 0)]);
     let mut before = Board::starting_at(1000);
     for _ in 0..5 {
-        before.update(["s".to_string()], &members(&idle));
+        before = before.next(["s".to_string()], &members(&idle));
     }
     assert_eq!(before.view(None).sample, 1004);
     // Restarted 60 s later: its rounds start above every earlier answer.
     let mut after = Board::starting_at(1060);
-    after.update(["s".to_string()], &members(&idle));
-    after.update(["s".to_string()], &members(&idle));
+    after = after.next(["s".to_string()], &members(&idle));
+    after = after.next(["s".to_string()], &members(&idle));
     assert_eq!(after.view(None).sample, 1061);
     for since in [1004, 1059] {
         assert!(after.view(Some(since)).full, "{since}");
     }
     assert!(!after.view(Some(1060)).full);
+}
+
+#[tokio::test]
+async fn a_rounds_work_runs_under_sched_idle_and_returns_its_result() {
+    use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+    let policy = in_background(|| thread_priority::thread_schedule_policy().ok())
+        .await
+        .expect("the work ran");
+    assert_eq!(
+        policy,
+        Some(ThreadSchedulePolicy::Normal(
+            NormalThreadSchedulePolicy::Idle
+        ))
+    );
+    // This thread is left as it was.
+    assert_ne!(
+        thread_priority::thread_schedule_policy().ok(),
+        Some(ThreadSchedulePolicy::Normal(
+            NormalThreadSchedulePolicy::Idle
+        ))
+    );
 }
