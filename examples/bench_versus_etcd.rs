@@ -423,9 +423,9 @@ fn print_timeline(m: &Measured) {
     }
 }
 
-/// Each node's write stages over the run, from its histogram: count, and
-/// the bucket bounds p50 and p99 fall under (the buckets double, so a bound
-/// is within 2× of the value), as table rows.
+/// Each node's write stages over the run, from its histogram: count, mean,
+/// and the bucket bounds p50 and p99 fall under (the buckets double, so a
+/// bound is within 2× of the value), as table rows.
 async fn print_stages(http: &reqwest::Client, cluster: &Cluster) -> String {
     let mut out = String::new();
     for (i, port) in cluster.ports.iter().enumerate() {
@@ -446,6 +446,7 @@ async fn print_stages(http: &reqwest::Client, cluster: &Cluster) -> String {
         };
         for (stage, buckets) in stage_buckets(&text) {
             let total = buckets.last().map_or(0.0, |(_, n)| *n);
+            let mean = stage_sum(&text, &stage) / total.max(1.0) * 1000.0;
             let under = |q: f64| {
                 buckets
                     .iter()
@@ -456,7 +457,7 @@ async fn print_stages(http: &reqwest::Client, cluster: &Cluster) -> String {
                     })
             };
             out.push_str(&format!(
-                "|  | node{} ({role}) | stage {stage} | {total:.0} times | p50 {} ms | p99 {} ms |  |  |  |\n",
+                "|  | node{} ({role}) | stage {stage} | {total:.0} times | mean {mean:.3} ms | p50 {} ms | p99 {} ms |  |  |\n",
                 i + 1,
                 under(0.5),
                 under(0.99)
@@ -464,6 +465,14 @@ async fn print_stages(http: &reqwest::Client, cluster: &Cluster) -> String {
         }
     }
     out
+}
+
+/// The seconds spent in `stage`, summed, from an exposition.
+fn stage_sum(text: &str, stage: &str) -> f64 {
+    let prefix = format!("ipvs_manager_write_stage_seconds_sum{{stage=\"{stage}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// The cumulative buckets (`le`, count) of each stage in an exposition.

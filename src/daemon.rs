@@ -618,7 +618,12 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let raft = openraft::Raft::new(
         id,
         raft_config(cfg.snapshot_logs, cfg.raft_timing)?,
-        Network::new(peers.clone(), removal.clone(), contact.clone()),
+        Network::new(
+            peers.clone(),
+            removal.clone(),
+            contact.clone(),
+            metrics.write_stages(),
+        ),
         log,
         sm,
     )
@@ -657,6 +662,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
     let raft_data = web::Data::new(raft.clone());
     let removal_data = web::Data::new(removal.clone());
     let contact_data = web::Data::new(contact.clone());
+    let stages_data = web::Data::new(metrics.write_stages());
     let batcher_data = web::Data::new(writer.batcher().clone());
     let writer_data = web::Data::new(writer.clone());
     let handover = Handover::default();
@@ -670,6 +676,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow:
             .app_data(raft_data.clone())
             .app_data(removal_data.clone())
             .app_data(contact_data.clone())
+            .app_data(stages_data.clone())
             .app_data(batcher_data.clone())
             .app_data(writer_data.clone())
             .app_data(handover_data.clone())

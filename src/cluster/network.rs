@@ -7,6 +7,7 @@ use super::peer_auth::Peers;
 use super::quorum::{Contact, QUORUM_AGE_HEADER};
 use super::removal::{NotAMember, Removal};
 use super::succession::{Succession, EARLIER_LEADER_HEADER};
+use crate::metrics::stages::{Stage, WriteStages};
 use crate::raft::{NodeId, NodeInfo, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -31,17 +32,20 @@ pub struct Network {
     peers: Peers,
     removal: Removal,
     contact: Contact,
+    stages: WriteStages,
 }
 
 impl Network {
     /// `removal` hears a peer's answer that this node is no member;
     /// `contact` is what this node knows of its quorum, told to followers
-    /// with every append.
-    pub fn new(peers: Peers, removal: Removal, contact: Contact) -> Network {
+    /// with every append; each append that carries entries is timed in
+    /// `stages`.
+    pub fn new(peers: Peers, removal: Removal, contact: Contact, stages: WriteStages) -> Network {
         Network {
             peers,
             removal,
             contact,
+            stages,
         }
     }
 }
@@ -54,6 +58,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             peers: self.peers.clone(),
             removal: self.removal.clone(),
             contact: self.contact.clone(),
+            stages: self.stages.clone(),
             target,
             base: format!("http://{}", node.raft_addr),
         }
@@ -65,6 +70,7 @@ pub struct PeerClient {
     peers: Peers,
     removal: Removal,
     contact: Contact,
+    stages: WriteStages,
     target: NodeId,
     base: String,
 }
@@ -172,6 +178,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         // the voter accepted one of this term sent when, and what it says
         // of earlier leaders.
         let term = rpc.vote.leader_id.term;
+        let carries = !rpc.entries.is_empty();
         let sent = Instant::now();
         let resp = self.send(APPEND_PATH, &rpc, &option).await?;
         let earlier = resp
@@ -180,6 +187,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .and_then(|v| v.to_str().ok())
             .and_then(Succession::parse_header);
         let answer = self.decode(resp).await?;
+        if carries {
+            self.stages.observe(Stage::Replicated, sent.elapsed());
+        }
         if matches!(
             answer,
             AppendEntriesResponse::Success

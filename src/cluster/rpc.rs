@@ -10,6 +10,7 @@ use super::quorum::{Contact, QUORUM_AGE_HEADER};
 use super::removal::{NotAMember, Removal, REMOVED_PATH};
 use super::succession::EARLIER_LEADER_HEADER;
 use super::{READ_INDEX_PATH, WRITE_PATH};
+use crate::metrics::stages::{Stage, WriteStages};
 use crate::model::Command;
 use crate::raft::{Raft, TypeConfig, WriteResult};
 use actix_web::web::{self, Data, Json};
@@ -19,7 +20,7 @@ use openraft::raft::{
 };
 
 /// Registers the RPC routes; they need `Data<Raft>`, `Data<Batcher>`,
-/// `Data<Handover>` and `Data<Contact>`.
+/// `Data<Handover>`, `Data<Contact>` and `Data<WriteStages>`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route(APPEND_PATH, web::post().to(append))
         .route(VOTE_PATH, web::post().to(vote))
@@ -37,6 +38,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 async fn append(
     raft: Data<Raft>,
     contact: Data<Contact>,
+    stages: Data<WriteStages>,
     http: actix_web::HttpRequest,
     req: Json<AppendEntriesRequest<TypeConfig>>,
 ) -> actix_web::HttpResponse {
@@ -50,7 +52,12 @@ async fn append(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .map(std::time::Duration::from_millis);
+    let carries = !req.entries.is_empty();
+    let started = std::time::Instant::now();
     let answer = raft.append_entries(req.into_inner()).await;
+    if carries {
+        stages.observe(Stage::Appended, started.elapsed());
+    }
     let accepted = matches!(
         answer,
         Ok(AppendEntriesResponse::Success

@@ -9,6 +9,11 @@
 //! witness file written and synced after it) and every apply of committed
 //! entries to the state machine (`apply`). A follower records the writes it
 //! forwards to the leader (`forwarded`).
+//!
+//! Appends that carry entries are timed at both ends: the leader from
+//! sending one to a follower to decoding its answer (`replicated`), the
+//! follower from handing one to Raft to Raft's answer (`appended`, which
+//! includes its flush). Their difference is the transport.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
@@ -25,6 +30,8 @@ pub enum Stage {
     Flush,
     Witness,
     Apply,
+    Replicated,
+    Appended,
 }
 
 impl Stage {
@@ -36,6 +43,8 @@ impl Stage {
             Stage::Flush => "flush",
             Stage::Witness => "witness",
             Stage::Apply => "apply",
+            Stage::Replicated => "replicated",
+            Stage::Appended => "appended",
         }
     }
 }

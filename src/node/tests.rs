@@ -51,7 +51,12 @@ impl TestNode {
         let raft = openraft::Raft::new(
             id,
             config,
-            Network::new(peers.clone(), Default::default(), contact.clone()),
+            Network::new(
+                peers.clone(),
+                Default::default(),
+                contact.clone(),
+                Default::default(),
+            ),
             log,
             sm,
         )
