@@ -602,6 +602,7 @@ async fn in_background<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'sta
             );
             let _ = done.send(work());
         })
+        .inspect_err(|e| tracing::warn!(error = %e, "no thread for the traffic round; skipped"))
         .ok()?;
     result.await.ok()
 }
@@ -619,12 +620,12 @@ async fn sample(node: &Arc<Node>) {
 
 /// [`sample`]'s work once the table is read (`Ok(None)`: no kernel).
 fn record<E: std::fmt::Display>(node: &Node, read: Result<Option<Arc<json::KernelTable>>, E>) {
-    let mut own = json::NodeTrafficSummary::clone(&lock(&node.traffic.sampled).own);
-    own.kernel = node.kernel.is_some();
+    let last = lock(&node.traffic.sampled).own.clone();
     let read = match read {
         Ok(read) => read,
         Err(e) => {
             node.metrics.traffic_read_failed();
+            let mut own = json::NodeTrafficSummary::clone(&last);
             own.read_failures += 1;
             tracing::warn!(
                 error = %e,
@@ -635,14 +636,16 @@ fn record<E: std::fmt::Display>(node: &Node, read: Result<Option<Arc<json::Kerne
         }
     };
     let now = crate::model::clock::unix_ms();
-    own.services = summarize(
-        &node.desired(),
-        read.as_deref().map(|t| t.services.as_slice()),
-        &node.health.table(),
-    );
-    if read.is_some() {
-        own.sampled_at_ms = Some(now);
-    }
+    let own = json::NodeTrafficSummary {
+        kernel: node.kernel.is_some(),
+        sampled_at_ms: read.as_ref().map_or(last.sampled_at_ms, |_| Some(now)),
+        read_failures: last.read_failures,
+        services: summarize(
+            &node.desired(),
+            read.as_deref().map(|t| t.services.as_slice()),
+            &node.health.table(),
+        ),
+    };
     publish(node, own, Some((now, read)));
 }
 
