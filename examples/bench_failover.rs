@@ -47,42 +47,44 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+/// How long traffic takes to recover when a load balancer goes away.
+#[derive(clap::Parser)]
 struct Args {
+    /// The ipvs-manager binary, relative to the checkout.
+    #[arg(long, default_value = "target/release/ipvs-manager")]
     binary: String,
-    trials: usize,
-    modes: Vec<&'static str>,
+    /// Trials per measure.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    trials: u32,
+    /// The announcement modes to measure.
+    #[arg(long, value_enum, default_value_t = Mode::Both)]
+    mode: Mode,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        binary: "target/release/ipvs-manager".into(),
-        trials: 10,
-        modes: vec!["bgp", "l2"],
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--binary" => args.binary = value()?,
-            "--trials" => {
-                args.trials = value()?
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or("--trials wants a positive number")?
-            }
-            "--mode" => {
-                args.modes = match value()?.as_str() {
-                    "bgp" => vec!["bgp"],
-                    "l2" => vec!["l2"],
-                    "both" => vec!["bgp", "l2"],
-                    other => return Err(format!("--mode wants bgp, l2 or both, got {other:?}")),
-                }
-            }
-            other => return Err(format!("unknown argument {other}")),
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Bgp,
+    L2,
+    Both,
+}
+
+impl Mode {
+    /// The modes measured: the one named, or both.
+    fn measured(self) -> &'static [Mode] {
+        match self {
+            Mode::Bgp => &[Mode::Bgp],
+            Mode::L2 => &[Mode::L2],
+            Mode::Both => &[Mode::Bgp, Mode::L2],
         }
     }
-    Ok(args)
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Bgp => "bgp",
+            Mode::L2 => "l2",
+            Mode::Both => "both",
+        }
+    }
 }
 
 /// The p50 and the maximum of `times`, in milliseconds.
@@ -94,13 +96,7 @@ fn p50_max(times: &[Duration]) -> (f64, f64) {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench_failover: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    let args = <Args as clap::Parser>::parse();
     // On the host: the same command again, inside the VM.
     if std::env::var_os("IPVS_MANAGER_IN_VM").is_none_or(|v| v != "1") {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -126,11 +122,13 @@ fn main() -> std::process::ExitCode {
         "mode", "measure", "trials", "p50 ms", "max ms"
     );
     let mut failed = false;
-    for mode in &args.modes {
-        let measured = match *mode {
-            "bgp" => bgp::measure(&args.binary, args.trials),
-            _ => l2::measure(&args.binary, args.trials),
+    let trials = args.trials as usize;
+    for mode in args.mode.measured() {
+        let measured = match mode {
+            Mode::Bgp => bgp::measure(&args.binary, trials),
+            _ => l2::measure(&args.binary, trials),
         };
+        let mode = mode.name();
         match measured {
             Ok(measures) => {
                 for (name, times) in measures {

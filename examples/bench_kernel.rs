@@ -12,53 +12,28 @@ mod bench;
 
 use bench::{median, rules, Netns};
 
+/// Loads and saves N services × 10 destinations with ipvsadm and with
+/// `ipvs-manager kernel`, in fresh namespaces.
+#[derive(clap::Parser)]
 struct Args {
-    binary: String,
-    sizes: Vec<usize>,
+    #[command(flatten)]
+    table: bench::Tables,
+    /// Saves timed per size (the median is printed).
+    #[arg(long, default_value_t = 3)]
     dumps: usize,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        binary: "target/release/ipvs-manager".into(),
-        sizes: vec![1000, 5000],
-        dumps: 3,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--binary" => args.binary = value()?,
-            "--sizes" => {
-                args.sizes = value()?
-                    .split(',')
-                    .map(|s| s.parse().map_err(|_| format!("bad size {s:?}")))
-                    .collect::<Result<_, _>>()?
-            }
-            "--dumps" => args.dumps = value()?.parse().map_err(|_| "bad --dumps")?,
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    Ok(args)
-}
-
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench_kernel: {e}");
-            std::process::exit(2);
-        }
-    };
+    let args = <Args as clap::Parser>::parse();
     println!("| services × 10 dests | ipvsadm -R | kernel restore | ratio | ipvsadm -Sn | kernel save | ratio |");
     println!("|---|---|---|---|---|---|---|");
-    for &n in &args.sizes {
+    for &n in &args.table.sizes {
         let input = rules(n);
         let theirs = Netns::new("bench-ipvsadm");
         let (t_ipvsadm, _) = theirs.time(&["ipvsadm", "-R"], &input);
         drop(theirs);
         let ours = Netns::new("bench-ours");
-        let (t_ours, _) = ours.time(&[&args.binary, "kernel", "restore"], &input);
+        let (t_ours, _) = ours.time(&[&args.table.binary, "kernel", "restore"], &input);
         // Both dumps read the same table, the one our restore built.
         let (_, saved) = ours.time(&["ipvsadm", "-Sn"], "");
         let lines = saved.iter().filter(|&&b| b == b'\n').count();
@@ -70,7 +45,7 @@ fn main() {
         );
         let dump_ours = median(
             (0..args.dumps)
-                .map(|_| ours.time(&[&args.binary, "kernel", "save"], "").0)
+                .map(|_| ours.time(&[&args.table.binary, "kernel", "save"], "").0)
                 .collect(),
         );
         println!(

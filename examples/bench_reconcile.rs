@@ -27,34 +27,15 @@ use std::net::TcpStream;
 use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
+/// The reconciler against ipvsadm: cold start, restart, one change, and a
+/// three-node cluster's writes until programmed.
+#[derive(clap::Parser)]
 struct Args {
-    binary: String,
-    sizes: Vec<usize>,
+    #[command(flatten)]
+    table: bench::Tables,
+    /// Service creations timed on the cluster.
+    #[arg(long, default_value_t = 200)]
     writes: usize,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        binary: "target/release/ipvs-manager".into(),
-        sizes: vec![1000, 5000],
-        writes: 200,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--binary" => args.binary = value()?,
-            "--sizes" => {
-                args.sizes = value()?
-                    .split(',')
-                    .map(|s| s.parse().map_err(|_| format!("bad size {s:?}")))
-                    .collect::<Result<_, _>>()?
-            }
-            "--writes" => args.writes = value()?.parse().map_err(|_| "bad --writes")?,
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    Ok(args)
 }
 
 /// The desired state the rules describe.
@@ -256,15 +237,9 @@ fn cluster(binary: &str, writes: usize) {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench_reconcile: {e}");
-            std::process::exit(2);
-        }
-    };
-    for &n in &args.sizes {
+    let args = <Args as clap::Parser>::parse();
+    for &n in &args.table.sizes {
         table(n);
     }
-    cluster(&args.binary, args.writes);
+    cluster(&args.table.binary, args.writes);
 }

@@ -14,6 +14,7 @@
 //! Usage: bench_versus_etcd [--binary target/release/ipvs-manager]
 //!        [--etcd /usr/bin/etcd] [--seconds 10] [--connections 1,64,256]
 //!        [--to leader,round-robin] [--only etcd|ipvs-manager] [--timeline]
+//!        [--stages] (`--help` says what each does)
 
 use serde_json::json;
 use std::net::TcpListener;
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
 enum System {
     Etcd,
     IpvsManager,
@@ -38,7 +39,7 @@ impl System {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
 enum To {
     Leader,
     RoundRobin,
@@ -53,77 +54,43 @@ impl To {
     }
 }
 
+/// Write latency side by side with etcd (see the source's documentation).
+#[derive(clap::Parser)]
 struct Args {
+    /// The ipvs-manager binary.
+    #[arg(long, default_value = "target/release/ipvs-manager")]
     binary: String,
+    /// etcd's binary (Debian's etcd-server).
+    #[arg(long, default_value = "/usr/bin/etcd")]
     etcd: String,
+    /// How long each measurement runs.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
-    connections: Vec<usize>,
+    /// Client connections, comma-separated: one measurement each.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 64, 256],
+          value_parser = clap::value_parser!(u64).range(1..))]
+    connections: Vec<u64>,
+    /// Where the requests go, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [To::Leader, To::RoundRobin])]
     to: Vec<To>,
-    systems: Vec<System>,
+    /// Measure one system only.
+    #[arg(long, value_enum)]
+    only: Option<System>,
     /// Print each run's writes, p99 and max per quarter second, to see
     /// whether the slow writes come together (a stall) or spread.
+    #[arg(long)]
     timeline: bool,
     /// After each ipvs-manager run, print each node's write stages from
     /// its `ipvs_manager_write_stage_seconds` histogram.
+    #[arg(long)]
     stages: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        binary: "target/release/ipvs-manager".into(),
-        etcd: "/usr/bin/etcd".into(),
-        seconds: 10,
-        connections: vec![1, 64, 256],
-        to: vec![To::Leader, To::RoundRobin],
-        systems: vec![System::Etcd, System::IpvsManager],
-        timeline: false,
-        stages: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--binary" => args.binary = value()?,
-            "--timeline" => args.timeline = true,
-            "--stages" => args.stages = true,
-            "--etcd" => args.etcd = value()?,
-            "--seconds" => {
-                args.seconds = value()?
-                    .parse()
-                    .ok()
-                    .filter(|s| *s > 0)
-                    .ok_or("--seconds wants a positive number")?
-            }
-            "--connections" => {
-                args.connections = value()?
-                    .split(',')
-                    .map(|n| n.trim().parse().ok().filter(|n| *n > 0))
-                    .collect::<Option<_>>()
-                    .ok_or("--connections wants positive numbers, comma-separated")?
-            }
-            "--to" => {
-                args.to = value()?
-                    .split(',')
-                    .map(|t| match t.trim() {
-                        "leader" => Ok(To::Leader),
-                        "round-robin" => Ok(To::RoundRobin),
-                        other => Err(format!("--to wants leader or round-robin, got {other:?}")),
-                    })
-                    .collect::<Result<_, _>>()?
-            }
-            "--only" => {
-                args.systems = match value()?.as_str() {
-                    "etcd" => vec![System::Etcd],
-                    "ipvs-manager" => vec![System::IpvsManager],
-                    other => {
-                        return Err(format!("--only wants etcd or ipvs-manager, got {other:?}"))
-                    }
-                }
-            }
-            other => return Err(format!("unknown argument {other}")),
-        }
+impl Args {
+    fn systems(&self) -> Vec<System> {
+        self.only
+            .map_or(vec![System::Etcd, System::IpvsManager], |s| vec![s])
     }
-    Ok(args)
 }
 
 fn free_port() -> u16 {
@@ -514,14 +481,8 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench_versus_etcd: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    if args.systems.contains(&System::Etcd) && !Path::new(&args.etcd).exists() {
+    let args = <Args as clap::Parser>::parse();
+    if args.systems().contains(&System::Etcd) && !Path::new(&args.etcd).exists() {
         eprintln!(
             "bench_versus_etcd: {} not found: install Debian's etcd-server (apt-get install etcd-server)",
             args.etcd
@@ -537,7 +498,7 @@ async fn main() -> std::process::ExitCode {
     for to in &args.to {
         for connections in &args.connections {
             let mut measured = Vec::new();
-            for system in &args.systems {
+            for system in &args.systems() {
                 let cluster = match system {
                     System::Etcd => start_etcd(&http, &args.etcd).await,
                     System::IpvsManager => start_ipvs_manager(&http, &args.binary).await,
@@ -549,7 +510,7 @@ async fn main() -> std::process::ExitCode {
                         return std::process::ExitCode::FAILURE;
                     }
                 };
-                let m = load(&cluster, *to, *connections, args.seconds).await;
+                let m = load(&cluster, *to, *connections as usize, args.seconds).await;
                 let stages = if args.stages && *system == System::IpvsManager {
                     print_stages(&http, &cluster).await
                 } else {

@@ -1,10 +1,22 @@
-//! Shared by the benchmarks that run in the real-kernel VM: the rule set
-//! they load, and fresh network namespaces to load it into.
+//! Shared by the benchmarks that run in the real-kernel VM: their common
+//! arguments, the rule set they load, and fresh network namespaces to load
+//! it into.
 #![allow(dead_code)] // each benchmark uses its own subset
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The arguments these benchmarks share: the binary and the table sizes.
+#[derive(clap::Args)]
+pub struct Tables {
+    /// The ipvs-manager binary.
+    #[arg(long, default_value = "target/release/ipvs-manager")]
+    pub binary: String,
+    /// The table sizes, in services, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000, 5000])]
+    pub sizes: Vec<usize>,
+}
 
 /// `n` TCP services, each with 10 masquerading destinations, in
 /// `ipvsadm -R` syntax.
