@@ -84,6 +84,11 @@ struct Args {
     /// its `ipvs_manager_write_stage_seconds` histogram.
     #[arg(long)]
     stages: bool,
+    /// Measure each line this many times, the systems taking turns, and
+    /// add each figure's median: on a shared machine one run's ratios
+    /// move by more than many changes.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
 }
 
 impl Args {
@@ -366,6 +371,61 @@ async fn load(cluster: &Cluster, to: To, connections: usize, seconds: u64) -> Me
     }
 }
 
+/// A measurement's figures as printed: writes a second, then p50, p99,
+/// p99.9 and max in seconds, and the failed writes.
+#[derive(Clone, Copy, Debug)]
+struct Figures {
+    per_second: f64,
+    quantiles: [f64; 4],
+    failed: usize,
+}
+
+impl Figures {
+    fn of(m: &Measured) -> Figures {
+        Figures {
+            per_second: m.per_second(),
+            quantiles: [0.5, 0.99, 0.999, 1.0].map(|q| m.quantile(q).as_secs_f64()),
+            failed: m.failed,
+        }
+    }
+
+    /// Each figure's median over `runs` (the upper one of an even count).
+    fn median(runs: &[Figures]) -> Figures {
+        let median = |value: &dyn Fn(&Figures) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(value).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        Figures {
+            per_second: median(&|f| f.per_second),
+            quantiles: [0, 1, 2, 3].map(|i| median(&|f| f.quantiles[i])),
+            failed: runs.iter().map(|f| f.failed).sum(),
+        }
+    }
+
+    fn row(&self, to: To, connections: u64, system: &str) -> String {
+        let [p50, p99, p999, max] = self.quantiles.map(|s| format!("{:.2}", s * 1000.0));
+        format!(
+            "| {} | {connections} | {system} | {:.0} | {p50} | {p99} | {p999} | {max} | {} |",
+            to.name(),
+            self.per_second,
+            self.failed
+        )
+    }
+
+    /// This measurement's figures over `etcd`'s, as a row.
+    fn ratio_row(&self, etcd: &Figures, to: To, connections: u64, label: &str) -> String {
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+        let [p50, p99, p999, max] =
+            [0, 1, 2, 3].map(|i| format!("{:.2}×", ratio(self.quantiles[i], etcd.quantiles[i])));
+        format!(
+            "| {} | {connections} | ratio ipvs-manager / etcd{label} | {:.2}× | {p50} | {p99} | {p999} | {max} | |",
+            to.name(),
+            ratio(self.per_second, etcd.per_second),
+        )
+    }
+}
+
 /// Writes sent in each quarter second, with their p99 and max.
 fn print_timeline(m: &Measured) {
     let window = Duration::from_millis(250);
@@ -497,55 +557,53 @@ async fn main() -> std::process::ExitCode {
     println!("|---|---|---|---|---|---|---|---|---|");
     for to in &args.to {
         for connections in &args.connections {
-            let mut measured = Vec::new();
-            for system in &args.systems() {
-                let cluster = match system {
-                    System::Etcd => start_etcd(&http, &args.etcd).await,
-                    System::IpvsManager => start_ipvs_manager(&http, &args.binary).await,
-                };
-                let cluster = match cluster {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("bench_versus_etcd: {e}");
-                        return std::process::ExitCode::FAILURE;
+            let mut runs: Vec<Vec<Figures>> = vec![Vec::new(); args.systems().len()];
+            for _ in 0..args.repeat {
+                for (system, figures) in args.systems().iter().zip(&mut runs) {
+                    let cluster = match system {
+                        System::Etcd => start_etcd(&http, &args.etcd).await,
+                        System::IpvsManager => start_ipvs_manager(&http, &args.binary).await,
+                    };
+                    let cluster = match cluster {
+                        Ok(c) => c,
+                        Err(e) => {
+                            eprintln!("bench_versus_etcd: {e}");
+                            return std::process::ExitCode::FAILURE;
+                        }
+                    };
+                    let m = load(&cluster, *to, *connections as usize, args.seconds).await;
+                    let stages = if args.stages && *system == System::IpvsManager {
+                        print_stages(&http, &cluster).await
+                    } else {
+                        String::new()
+                    };
+                    drop(cluster);
+                    let f = Figures::of(&m);
+                    println!("{}", f.row(*to, *connections, system.name()));
+                    if args.timeline {
+                        print_timeline(&m);
                     }
-                };
-                let m = load(&cluster, *to, *connections as usize, args.seconds).await;
-                let stages = if args.stages && *system == System::IpvsManager {
-                    print_stages(&http, &cluster).await
-                } else {
-                    String::new()
-                };
-                drop(cluster);
-                println!(
-                    "| {} | {connections} | {} | {:.0} | {} | {} | {} | {} | {} |",
-                    to.name(),
-                    system.name(),
-                    m.per_second(),
-                    ms(m.quantile(0.50)),
-                    ms(m.quantile(0.99)),
-                    ms(m.quantile(0.999)),
-                    ms(m.quantile(1.0)),
-                    m.failed,
-                );
-                if args.timeline {
-                    print_timeline(&m);
+                    print!("{stages}");
+                    figures.push(f);
                 }
-                print!("{stages}");
-                measured.push(m);
+                if let [etcd, ours] = runs.as_slice() {
+                    if let (Some(e), Some(o)) = (etcd.last(), ours.last()) {
+                        println!("{}", o.ratio_row(e, *to, *connections, ""));
+                    }
+                }
             }
-            if let [etcd, ours] = measured.as_slice() {
-                let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-                let q = |m: &Measured, q| m.quantile(q).as_secs_f64();
-                println!(
-                    "| {} | {connections} | ratio ipvs-manager / etcd | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {:.2}× | |",
-                    to.name(),
-                    ratio(ours.per_second(), etcd.per_second()),
-                    ratio(q(ours, 0.5), q(etcd, 0.5)),
-                    ratio(q(ours, 0.99), q(etcd, 0.99)),
-                    ratio(q(ours, 0.999), q(etcd, 0.999)),
-                    ratio(q(ours, 1.0), q(etcd, 1.0)),
-                );
+            if args.repeat > 1 {
+                let medians: Vec<Figures> = runs.iter().map(|r| Figures::median(r)).collect();
+                let label = format!(", median of {}", args.repeat);
+                for (system, f) in args.systems().iter().zip(&medians) {
+                    println!(
+                        "{}",
+                        f.row(*to, *connections, &format!("{}{label}", system.name()))
+                    );
+                }
+                if let [etcd, ours] = medians.as_slice() {
+                    println!("{}", ours.ratio_row(etcd, *to, *connections, &label));
+                }
             }
         }
     }
