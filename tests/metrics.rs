@@ -233,6 +233,38 @@ fn both_formats_parse_and_lint_clean() {
     };
     assert!(missing.is_empty(), "families without samples: {missing:?}");
 
+    // A write's stages, an append's two ends among them: the leader times
+    // its round trip, the follower its part (both before the write was
+    // acknowledged).
+    let count_of = |node: usize, stage: &str| -> f64 {
+        let text = c
+            .http
+            .get(c.nodes[node].url("/metrics"))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        let prefix = format!("ipvs_manager_write_stage_seconds_count{{stage=\"{stage}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    for stage in [
+        "queued",
+        "proposed",
+        "flush",
+        "witness",
+        "apply",
+        "replicated",
+    ] {
+        assert!(count_of(leader, stage) > 0.0, "the leader timed no {stage}");
+    }
+    for stage in ["appended", "flush", "witness"] {
+        assert!(
+            count_of(1 - leader, stage) > 0.0,
+            "the follower timed no {stage}"
+        );
+    }
+
     // A plain client: no Accept, or curl's */*.
     assert_eq!(
         content_type_without_accept(c.nodes[leader].http_port()),
