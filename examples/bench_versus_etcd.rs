@@ -471,9 +471,14 @@ async fn print_stages(http: &reqwest::Client, cluster: &Cluster) -> String {
         } else {
             "follower"
         };
-        for (stage, buckets) in stage_buckets(&text) {
+        for StageHistogram {
+            stage,
+            buckets,
+            sum,
+        } in stage_histograms(&text)
+        {
             let total = buckets.last().map_or(0.0, |(_, n)| *n);
-            let mean = stage_sum(&text, &stage) / total.max(1.0) * 1000.0;
+            let mean = sum / total.max(1.0) * 1000.0;
             let under = |q: f64| {
                 buckets
                     .iter()
@@ -494,22 +499,25 @@ async fn print_stages(http: &reqwest::Client, cluster: &Cluster) -> String {
     out
 }
 
-/// The seconds spent in `stage`, summed, from an exposition.
-fn stage_sum(text: &str, stage: &str) -> f64 {
-    let prefix = format!("ipvs_manager_write_stage_seconds_sum{{stage=\"{stage}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
-        .unwrap_or(0.0)
+/// One stage's histogram in an exposition: its cumulative buckets (`le`,
+/// count) and the seconds spent in it, summed.
+struct StageHistogram {
+    stage: String,
+    buckets: Vec<(f64, f64)>,
+    sum: f64,
 }
 
-/// The cumulative buckets (`le`, count) of each stage in an exposition.
-fn stage_buckets(text: &str) -> Vec<(String, Vec<(f64, f64)>)> {
-    let mut stages: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+/// Each stage's histogram in an exposition.
+fn stage_histograms(text: &str) -> Vec<StageHistogram> {
+    let mut stages: Vec<StageHistogram> = Vec::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("ipvs_manager_write_stage_seconds_bucket{") else {
+        let Some(rest) = line.strip_prefix("ipvs_manager_write_stage_seconds_") else {
             continue;
         };
-        let Some((labels, count)) = rest.split_once("} ") else {
+        let Some((series, rest)) = rest.split_once('{') else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
             continue;
         };
         let label = |name: &str| {
@@ -518,18 +526,27 @@ fn stage_buckets(text: &str) -> Vec<(String, Vec<(f64, f64)>)> {
                 .find_map(|kv| kv.strip_prefix(name)?.strip_prefix("=\""))
                 .map(|v| v.trim_end_matches('"').to_string())
         };
-        let (Some(stage), Some(le)) = (label("stage"), label("le")) else {
+        let Some(stage) = label("stage") else {
             continue;
         };
-        let le = if le == "+Inf" {
-            f64::INFINITY
-        } else {
-            le.parse().unwrap_or(f64::NAN)
+        let value: f64 = value.trim().parse().unwrap_or(0.0);
+        let at = match stages.iter().position(|h| h.stage == stage) {
+            Some(at) => at,
+            None => {
+                stages.push(StageHistogram {
+                    stage,
+                    buckets: Vec::new(),
+                    sum: 0.0,
+                });
+                stages.len() - 1
+            }
         };
-        let count: f64 = count.trim().parse().unwrap_or(0.0);
-        match stages.iter_mut().find(|(s, _)| *s == stage) {
-            Some((_, buckets)) => buckets.push((le, count)),
-            None => stages.push((stage, vec![(le, count)])),
+        let h = &mut stages[at];
+        match (series, label("le")) {
+            ("bucket", Some(le)) if le == "+Inf" => h.buckets.push((f64::INFINITY, value)),
+            ("bucket", Some(le)) => h.buckets.push((le.parse().unwrap_or(f64::NAN), value)),
+            ("sum", _) => h.sum = value,
+            _ => {}
         }
     }
     stages
